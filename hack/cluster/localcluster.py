@@ -1,0 +1,422 @@
+"""A real Kubernetes control plane on 127.0.0.1, started the way envtest does.
+
+    python hack/cluster/localcluster.py up      # build (cached) and start; safe to repeat
+    python hack/cluster/localcluster.py down    # stop exactly what `up` started, clean up
+    python hack/cluster/localcluster.py status
+    python hack/cluster/localcluster.py up --kind   # a kind cluster instead (needs Docker)
+
+etcd, kube-apiserver and kube-controller-manager are built from their upstream Go
+modules by build.sh and run as local processes on free loopback ports. The
+API server serves TLS, authenticates clients by certificate (a CA made here),
+authorises with RBAC and signs service-account tokens. The state lives in
+.cluster/ (or $OPTIINFRA_CLUSTER_DIR): kubeconfigs, certificates, logs, PIDs.
+
+Kubeconfigs written: kubeconfig (user `admin`, group system:masters) and
+kubeconfig-agent / -approver / -viewer for ordinary users with no rights until
+something binds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pki
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+USERS = ("agent", "approver", "viewer")
+READY_TIMEOUT = 120.0
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+KCM_CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+)
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running control plane, as the tests and tools see it."""
+
+    directory: Path
+    server: str
+    bin_dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    def user_kubeconfig(self, user: str) -> Path:
+        return self.directory / f"kubeconfig-{user}"
+
+
+def cluster_dir() -> Path:
+    return Path(os.environ.get("OPTIINFRA_CLUSTER_DIR", REPO / ".cluster")).resolve()
+
+
+def build() -> Path:
+    """Build (or find cached) binaries; returns their directory."""
+    out = subprocess.run(
+        ["bash", str(HERE / "build.sh")], check=False, stdout=subprocess.PIPE, text=True
+    )
+    if out.returncode != 0:
+        raise ClusterError("building the control plane failed (see the go output above)")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int, binary: str) -> bool:
+    """True if `pid` runs and is really our `binary` (guards against recycled PIDs)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+    except OSError:
+        return False
+    return cmdline.decode(errors="replace").endswith("/" + binary)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _ready(server: str, ca: Path, cert: Path, key: Path) -> bool:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.load_cert_chain(str(cert), str(key))
+    try:
+        with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=3) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _kubeconfig(server: str, ca_pem: bytes, user: str, pair: pki.KeyPair) -> str:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "optiinfra-local",
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": _b64(pair.cert_pem),
+                    "client-key-data": _b64(pair.key_pem),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": f"{user}@optiinfra-local",
+                "context": {"cluster": "optiinfra-local", "user": user, "namespace": "default"},
+            }
+        ],
+        "current-context": f"{user}@optiinfra-local",
+    }
+    return json.dumps(config, indent=2) + "\n"  # JSON is YAML: kubectl reads it as is
+
+
+def _write_kubeconfigs(d: Path, server: str, ca: pki.KeyPair) -> None:
+    admin = pki.issue(ca, common_name="admin", organizations=("system:masters",))
+    (d / "kubeconfig").write_text(_kubeconfig(server, ca.cert_pem, "admin", admin))
+    for user in USERS:
+        pair = pki.issue(ca, common_name=user)
+        (d / f"kubeconfig-{user}").write_text(_kubeconfig(server, ca.cert_pem, user, pair))
+    for path in d.glob("kubeconfig*"):
+        path.chmod(0o600)
+
+
+def _state(d: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((d / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def running() -> Cluster | None:
+    """The control plane started from this directory, if it is up and ready."""
+    d = cluster_dir()
+    state = _state(d)
+    if state is None or state.get("mode") != "local":
+        return _kind_cluster(d, state)
+    pids = state.get("pids", {})
+    assert isinstance(pids, dict)
+    if not all(_alive(int(pids.get(c, 0)), c) for c in COMPONENTS):
+        return None
+    server = str(state["server"])
+    pk = d / "pki"
+    if not _ready(server, pk / "ca.crt", pk / "admin-probe.crt", pk / "admin-probe.key"):
+        return None
+    return Cluster(d, server, Path(str(state["bin_dir"])))
+
+
+def _kind_cluster(d: Path, state: dict[str, object] | None) -> Cluster | None:
+    if state is None or state.get("mode") != "kind":
+        return None
+    return Cluster(d, str(state["server"]), Path(str(state["bin_dir"])))
+
+
+def _spawn(binary: Path, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `make cluster`; stopped by `down`
+        )
+
+
+def up() -> Cluster:
+    """Start the control plane, or return the one already running. Idempotent."""
+    existing = running()
+    if existing is not None:
+        return existing
+    d = cluster_dir()
+    if d.exists():
+        down(quiet=True)
+    bin_dir = build()
+    started = time.monotonic()
+    (d / "logs").mkdir(parents=True)
+    pk = d / "pki"
+    pk.mkdir()
+
+    ca = pki.make_ca()
+    pki.write(ca, pk, "ca")
+    serving = pki.issue(
+        ca,
+        common_name="kube-apiserver",
+        dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+        ip_addresses=("127.0.0.1", "10.0.0.1"),
+        server=True,
+    )
+    pki.write(serving, pk, "apiserver")
+    pki.write(
+        pki.issue(ca, common_name="admin", organizations=("system:masters",)), pk, "admin-probe"
+    )
+    sa = pki.service_account_keys()
+    pki.write(sa, pk, "sa")
+
+    etcd_port, etcd_peer, api_port, kcm_port = (_free_port() for _ in range(4))
+    server = f"https://127.0.0.1:{api_port}"
+    logs = d / "logs"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def fail(component: str, why: str) -> ClusterError:
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        log = logs / f"{component}.log"
+        return ClusterError(f"{component} {why}. Last lines of {log}:\n{_tail(log)}")
+
+    procs["etcd"] = _spawn(
+        bin_dir / "etcd",
+        [
+            f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--unsafe-no-fsync",  # a throwaway test store: durability is not the point
+            "--log-level=warn",
+        ],
+        logs / "etcd.log",
+    )
+    procs["kube-apiserver"] = _spawn(
+        bin_dir / "kube-apiserver",
+        [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={api_port}",
+            f"--cert-dir={pk}",
+            f"--tls-cert-file={pk / 'apiserver.crt'}",
+            f"--tls-private-key-file={pk / 'apiserver.key'}",
+            f"--client-ca-file={pk / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={pk / 'sa.crt'}",
+            f"--service-account-signing-key-file={pk / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--v=1",
+        ],
+        logs / "kube-apiserver.log",
+    )
+    kcm_kubeconfig = d / "kubeconfig-kube-controller-manager"
+    kcm = pki.issue(
+        ca, common_name="system:kube-controller-manager", organizations=("system:masters",)
+    )
+    kcm_kubeconfig.write_text(
+        _kubeconfig(server, ca.cert_pem, "system:kube-controller-manager", kcm)
+    )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not _ready(server, pk / "ca.crt", pk / "admin-probe.crt", pk / "admin-probe.key"):
+        for name in ("etcd", "kube-apiserver"):
+            if procs[name].poll() is not None:
+                raise fail(name, f"exited with status {procs[name].returncode}")
+        if time.monotonic() > deadline:
+            raise fail("kube-apiserver", f"was not ready after {READY_TIMEOUT:.0f}s")
+        time.sleep(0.25)
+    procs["kube-controller-manager"] = _spawn(
+        bin_dir / "kube-controller-manager",
+        [
+            f"--kubeconfig={kcm_kubeconfig}",
+            f"--authentication-kubeconfig={kcm_kubeconfig}",
+            f"--authorization-kubeconfig={kcm_kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            f"--cert-dir={pk / 'kcm'}",
+            f"--controllers={','.join(KCM_CONTROLLERS)}",
+            f"--service-account-private-key-file={pk / 'sa.key'}",
+            f"--root-ca-file={pk / 'ca.crt'}",
+            "--leader-elect=false",
+            "--authentication-skip-lookup=true",
+            "--v=1",
+        ],
+        logs / "kube-controller-manager.log",
+    )
+    time.sleep(0.5)
+    if procs["kube-controller-manager"].poll() is not None:
+        raise fail("kube-controller-manager", "exited at start")
+    _write_kubeconfigs(d, server, ca)
+    state = {
+        "mode": "local",
+        "server": server,
+        "bin_dir": str(bin_dir),
+        "pids": {name: proc.pid for name, proc in procs.items()},
+        "started_in_seconds": round(time.monotonic() - started, 1),
+    }
+    (d / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    return Cluster(d, server, bin_dir)
+
+
+def up_kind(name: str = "optiinfra") -> Cluster:
+    """A kind cluster (needs a Docker engine) with the same kubeconfig files."""
+    d = cluster_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    bin_dir = build()
+    node = f"{name}-control-plane"
+    clusters = subprocess.run(
+        ["kind", "get", "clusters"], check=False, capture_output=True, text=True
+    )
+    if name not in clusters.stdout.split():
+        subprocess.run(["kind", "create", "cluster", "--name", name], check=True)
+    raw = subprocess.run(
+        ["kind", "get", "kubeconfig", "--name", name], check=True, capture_output=True, text=True
+    ).stdout
+    server = next(line.split()[-1] for line in raw.splitlines() if "server:" in line)
+    ca = pki.KeyPair(
+        *(
+            subprocess.run(
+                ["docker", "exec", node, "cat", f"/etc/kubernetes/pki/ca.{ext}"],
+                check=True,
+                capture_output=True,
+            ).stdout
+            for ext in ("crt", "key")
+        )
+    )
+    _write_kubeconfigs(d, server, ca)
+    (d / "state.json").write_text(
+        json.dumps({"mode": "kind", "server": server, "bin_dir": str(bin_dir), "name": name})
+    )
+    return Cluster(d, server, bin_dir)
+
+
+def down(*, quiet: bool = False) -> None:
+    """Stop exactly the processes `up` started (by PID) and remove the state directory."""
+    d = cluster_dir()
+    state = _state(d) or {}
+    if state.get("mode") == "kind":
+        subprocess.run(["kind", "delete", "cluster", "--name", str(state["name"])], check=False)
+    pids = state.get("pids", {})
+    assert isinstance(pids, dict)
+    for component in reversed(COMPONENTS):
+        pid = int(pids.get(component, 0))
+        if pid and _alive(pid, component):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not _alive(pid, component):
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if not quiet:
+                print(f"stopped {component} (pid {pid})")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="localcluster", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("--kind", action="store_true", help="create a kind cluster instead")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            print(build())
+        elif args.command == "down":
+            down()
+        elif args.command == "status":
+            cluster = running()
+            print(f"running at {cluster.server}" if cluster else "not running")
+            return 0 if cluster else 1
+        else:
+            was_running = running() is not None
+            cluster = up_kind() if args.kind else up()
+            state = _state(cluster.directory) or {}
+            how = (
+                "already running"
+                if was_running
+                else f"started in {state.get('started_in_seconds', '?')}s"
+            )
+            print(f"control plane {how} at {cluster.server}", file=sys.stderr)
+            print(f"export KUBECONFIG={cluster.kubeconfig}")
+            print(f'export PATH="{cluster.bin_dir}:$PATH"')
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
