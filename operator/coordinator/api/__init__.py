@@ -1,0 +1,8 @@
+"""The API of optiinfra.io/v1alpha1 as pydantic models: the single source of truth.
+
+The CRDs in crds/ are generated from these models (``make manifests``); the core
+computes over them; the operator parses what the API server sends into them.
+
+Modules: ``common`` (base model, time, risk, conditions), ``meta`` (object
+metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step).
+"""

@@ -1,0 +1,88 @@
+"""Approval: a decision asked of a person (or taken by policy) for one recommendation."""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import pydantic
+
+from coordinator.api.common import API_VERSION, Condition, Model, RiskLevel, Time
+from coordinator.api.meta import ObjectMeta
+
+
+class Decision(enum.StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+
+
+class ApprovalPhase(enum.StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+    WITHDRAWN = "Withdrawn"
+
+
+POLICY_DECIDER = "policy"
+
+
+class ApprovalSpec(Model):
+    """The question and its answer. People change only decision and reason."""
+
+    recommendation: str = pydantic.Field(
+        min_length=1, max_length=253, description="Name of the recommendation to decide on."
+    )
+    recommendation_generation: int = pydantic.Field(
+        ge=1, description="The generation of the recommendation's spec that is being approved."
+    )
+    customer_id: str = pydantic.Field(
+        min_length=1, max_length=63, description="Customer of the recommendation (copied)."
+    )
+    risk_level: RiskLevel = pydantic.Field(description="Risk of the recommendation (copied).")
+    expires_at: Time = pydantic.Field(
+        description="After this time the approval can no longer be decided. Set at creation; "
+        "immutable."
+    )
+    decision: Decision = pydantic.Field(
+        default=Decision.PENDING,
+        description="Pending, Approved or Rejected. Set it with kubectl patch; once it is not "
+        "Pending it cannot change.",
+    )
+    reason: str | None = pydantic.Field(
+        default=None, max_length=1024, description="Why: free text, recorded with the decision."
+    )
+
+
+class ApprovalStatus(Model):
+    """The recorded decision. Written by the operator only."""
+
+    phase: ApprovalPhase = pydantic.Field(
+        default=ApprovalPhase.PENDING,
+        description="Pending, Approved, Rejected, Expired or Withdrawn.",
+    )
+    requested_at: Time | None = pydantic.Field(default=None, description="When it was asked.")
+    expires_at: Time | None = pydantic.Field(default=None, description="When it expires.")
+    decided_at: Time | None = pydantic.Field(default=None, description="When it was decided.")
+    decided_by: str | None = pydantic.Field(
+        default=None,
+        description="The authenticated user who decided, as the API server saw them; "
+        "'policy' for automatic decisions.",
+    )
+    reason: str | None = pydantic.Field(default=None, description="Why it was decided so.")
+    message: str | None = pydantic.Field(default=None, description="What happened last.")
+    observed_generation: int | None = pydantic.Field(
+        default=None, description="The .metadata.generation this status was computed for."
+    )
+    conditions: list[Condition] = pydantic.Field(
+        default_factory=list, description="Standard conditions."
+    )
+
+
+class Approval(Model):
+    api_version: Literal["optiinfra.io/v1alpha1"] = API_VERSION
+    kind: Literal["Approval"] = "Approval"
+    metadata: ObjectMeta
+    spec: ApprovalSpec
+    status: ApprovalStatus | None = None

@@ -1,0 +1,93 @@
+"""Shared building blocks of the API models: the base model, time, risk, conditions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import pydantic
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "optiinfra.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "optiinfra.io/v1alpha1"
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix and no fractions, as Kubernetes writes times."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# A timezone-aware datetime that serialises as Kubernetes does ("2026-01-02T03:04:05Z").
+Time = Annotated[
+    datetime,
+    pydantic.BeforeValidator(_parse_time),
+    pydantic.AfterValidator(_parse_time),
+    pydantic.PlainSerializer(format_time, return_type=str, when_used="json"),
+]
+
+
+class Model(pydantic.BaseModel):
+    """Base of every API value: frozen, camelCase on the wire, unknown fields refused."""
+
+    model_config = pydantic.ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        use_enum_values=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready form as it is stored in Kubernetes (camelCase, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class RiskLevel(enum.StrEnum):
+    """How much harm a change can do if it goes wrong."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for low up to 3 for critical: lower is safer."""
+        return _RISK_ORDER.index(self)
+
+
+_RISK_ORDER = (RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH, RiskLevel.CRITICAL)
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: str = pydantic.Field(description="Type of the condition, in CamelCase (Ready, ...).")
+    status: ConditionStatus = pydantic.Field(description="True, False or Unknown.")
+    reason: str = pydantic.Field(
+        default="", description="A one-word CamelCase reason for the last transition."
+    )
+    message: str = pydantic.Field(default="", description="A human-readable explanation.")
+    last_transition_time: Time | None = pydantic.Field(
+        default=None, description="When the status last changed."
+    )
+    observed_generation: int | None = pydantic.Field(
+        default=None, description="The .metadata.generation the condition was computed for."
+    )

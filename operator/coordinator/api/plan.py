@@ -1,0 +1,152 @@
+"""ExecutionPlan: the steps that carry out an approved recommendation, and their progress."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import pydantic
+
+from coordinator.api.common import API_VERSION, Condition, Model, Time
+from coordinator.api.meta import ObjectMeta
+
+STEP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$"
+ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class Executor(enum.StrEnum):
+    """What carries a step out."""
+
+    SIMULATED = "simulated"
+    KUBERNETES = "kubernetes"
+
+
+class Step(Model):
+    """One step of a plan."""
+
+    name: str = pydantic.Field(
+        pattern=STEP_NAME_PATTERN,
+        max_length=63,
+        description="Name of the step, unique in the plan (lower case, digits, '-' and '_').",
+    )
+    action: str = pydantic.Field(
+        pattern=ACTION_PATTERN,
+        description="What the step does, for example take_snapshot or scale_workload.",
+    )
+    critical: bool = pydantic.Field(
+        default=True,
+        description="A failed critical step rolls the plan back; a failed non-critical step "
+        "is recorded and the plan goes on.",
+    )
+    reversible: bool = pydantic.Field(
+        default=True,
+        description="Whether the step can be undone when the plan rolls back.",
+    )
+    executor: Executor = pydantic.Field(
+        default=Executor.SIMULATED,
+        description="Who carries the step out: simulated (default) or kubernetes.",
+    )
+    params: dict[str, Any] = pydantic.Field(
+        default_factory=dict,
+        description="Parameters for the executor (free form). simulated: durationMs, fail. "
+        "kubernetes scale_workload: kind, name, replicas.",
+    )
+
+
+class PlanPhase(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+
+    @property
+    def ended(self) -> bool:
+        return self in (PlanPhase.SUCCEEDED, PlanPhase.FAILED, PlanPhase.ROLLED_BACK)
+
+
+class StepPhase(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    ROLLED_BACK = "RolledBack"
+    ROLLBACK_FAILED = "RollbackFailed"
+
+
+class ExecutionPlanSpec(Model):
+    """What to run. Created by the operator; people only flip suspend and abort."""
+
+    recommendation: str = pydantic.Field(
+        min_length=1,
+        max_length=253,
+        description="Name of the recommendation this plan carries out.",
+    )
+    customer_id: str = pydantic.Field(
+        min_length=1, max_length=63, description="Customer of the recommendation (copied)."
+    )
+    suspend: bool = pydantic.Field(
+        default=True,
+        description="While true the plan does not start. Set to false to start it.",
+    )
+    abort: bool = pydantic.Field(
+        default=False,
+        description="Set to true to stop a running plan and roll back its completed steps.",
+    )
+    steps: list[Step] = pydantic.Field(
+        min_length=1, max_length=64, description="The steps, run one at a time in this order."
+    )
+
+
+class StepStatus(Model):
+    """Progress of one step."""
+
+    name: str = pydantic.Field(description="Name of the step.")
+    phase: StepPhase = pydantic.Field(default=StepPhase.PENDING, description="Phase of the step.")
+    started_at: Time | None = pydantic.Field(default=None, description="When the step started.")
+    finished_at: Time | None = pydantic.Field(default=None, description="When the step ended.")
+    duration_ms: int | None = pydantic.Field(default=None, description="How long it ran.")
+    result: dict[str, Any] | None = pydantic.Field(
+        default=None, description="What the executor reported."
+    )
+    error: str | None = pydantic.Field(default=None, description="Why the step failed.")
+    rolled_back_at: Time | None = pydantic.Field(
+        default=None, description="When the step was undone during a rollback."
+    )
+    message: str | None = pydantic.Field(
+        default=None, description="A note, for example why a step was not rolled back."
+    )
+
+
+class ExecutionPlanStatus(Model):
+    """Where the plan stands. Written by the operator only."""
+
+    phase: PlanPhase = pydantic.Field(default=PlanPhase.PENDING, description="Phase of the plan.")
+    current_step: int | None = pydantic.Field(
+        default=None, description="Index (0-based) of the step running or rolling back."
+    )
+    started_at: Time | None = pydantic.Field(default=None, description="When the plan started.")
+    finished_at: Time | None = pydantic.Field(default=None, description="When the plan ended.")
+    total_duration_ms: int | None = pydantic.Field(
+        default=None, description="Wall time from start to end."
+    )
+    steps: list[StepStatus] = pydantic.Field(
+        default_factory=list, description="One entry per step, in order."
+    )
+    message: str | None = pydantic.Field(default=None, description="What happened last.")
+    observed_generation: int | None = pydantic.Field(
+        default=None, description="The .metadata.generation this status was computed for."
+    )
+    conditions: list[Condition] = pydantic.Field(
+        default_factory=list, description="Standard conditions."
+    )
+
+
+class ExecutionPlan(Model):
+    api_version: Literal["optiinfra.io/v1alpha1"] = API_VERSION
+    kind: Literal["ExecutionPlan"] = "ExecutionPlan"
+    metadata: ObjectMeta
+    spec: ExecutionPlanSpec
+    status: ExecutionPlanStatus | None = None
