@@ -40,6 +40,9 @@ test-unit: ## the pure tests only (no cluster, seconds)
 test-cluster: ## the tests that use the real local control plane
 	$(PYTEST) tests -m cluster
 
+manifests: ## generate crds/ from the pydantic models (commit the result)
+	$(PYTHON) -m coordinator.crdgen crds
+
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
 	@echo $(KUBE_BIN)
 

@@ -7,7 +7,16 @@ from typing import Literal
 
 import pydantic
 
-from coordinator.api.common import API_VERSION, Condition, Model, RiskLevel, Time
+from coordinator.api.common import (
+    API_VERSION,
+    CONDITIONS,
+    Condition,
+    Model,
+    RiskLevel,
+    Time,
+    immutable,
+    rules,
+)
 from coordinator.api.meta import ObjectMeta
 
 
@@ -31,19 +40,44 @@ POLICY_DECIDER = "policy"
 class ApprovalSpec(Model):
     """The question and its answer. People change only decision and reason."""
 
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(
+            (
+                "oldSelf.decision == 'Pending' || self.decision == oldSelf.decision",
+                "the decision is final: a decided approval cannot change",
+            ),
+            (
+                "oldSelf.decision == 'Pending' || (has(self.reason) ? self.reason : '') == "
+                "(has(oldSelf.reason) ? oldSelf.reason : '')",
+                "the reason of a decided approval cannot change",
+            ),
+        )
+    )
+
     recommendation: str = pydantic.Field(
-        min_length=1, max_length=253, description="Name of the recommendation to decide on."
+        min_length=1,
+        max_length=253,
+        description="Name of the recommendation to decide on.",
+        json_schema_extra=immutable("recommendation"),
     )
     recommendation_generation: int = pydantic.Field(
-        ge=1, description="The generation of the recommendation's spec that is being approved."
+        ge=1,
+        description="The generation of the recommendation's spec that is being approved.",
+        json_schema_extra=immutable("recommendationGeneration"),
     )
     customer_id: str = pydantic.Field(
-        min_length=1, max_length=63, description="Customer of the recommendation (copied)."
+        min_length=1,
+        max_length=63,
+        description="Customer of the recommendation (copied).",
+        json_schema_extra=immutable("customerId"),
     )
-    risk_level: RiskLevel = pydantic.Field(description="Risk of the recommendation (copied).")
+    risk_level: RiskLevel = pydantic.Field(
+        description="Risk of the recommendation (copied).", json_schema_extra=immutable("riskLevel")
+    )
     expires_at: Time = pydantic.Field(
         description="After this time the approval can no longer be decided. Set at creation; "
-        "immutable."
+        "immutable.",
+        json_schema_extra=immutable("expiresAt"),
     )
     decision: Decision = pydantic.Field(
         default=Decision.PENDING,
@@ -76,7 +110,7 @@ class ApprovalStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions."
+        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
     )
 
 

@@ -36,6 +36,22 @@ Time = Annotated[
 ]
 
 
+# Schema extensions for the generated CRDs (see coordinator.crdgen).
+CONDITIONS: Final[dict[str, Any]] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+
+
+def rules(*checks: tuple[str, str]) -> dict[str, Any]:
+    """CEL validation rules (rule, message) that the API server enforces on the field."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in checks]}
+
+
+def immutable(field: str) -> dict[str, Any]:
+    return rules(("self == oldSelf", f"{field} is immutable"))
+
+
 class Model(pydantic.BaseModel):
     """Base of every API value: frozen, camelCase on the wire, unknown fields refused."""
 

@@ -7,11 +7,32 @@ from typing import Any, Literal
 
 import pydantic
 
-from coordinator.api.common import API_VERSION, Condition, Model, Time
+from coordinator.api.common import (
+    API_VERSION,
+    CONDITIONS,
+    Condition,
+    Model,
+    Time,
+    immutable,
+    rules,
+)
 from coordinator.api.meta import ObjectMeta
 
 STEP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$"
 ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+_UNIQUE_STEP_NAMES = (
+    "self.all(s, self.exists_one(t, t.name == s.name))",
+    "step names must be unique",
+)
+
+
+def step_list_schema(*extra_rules: tuple[str, str]) -> dict[str, Any]:
+    """CRD extensions of a list of steps: a map keyed by name, names unique, plus extra rules."""
+    return {
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+        **rules(_UNIQUE_STEP_NAMES, *extra_rules),
+    }
 
 
 class Executor(enum.StrEnum):
@@ -79,13 +100,21 @@ class StepPhase(enum.StrEnum):
 class ExecutionPlanSpec(Model):
     """What to run. Created by the operator; people only flip suspend and abort."""
 
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(("!oldSelf.abort || self.abort", "abort cannot be undone"))
+    )
+
     recommendation: str = pydantic.Field(
         min_length=1,
         max_length=253,
         description="Name of the recommendation this plan carries out.",
+        json_schema_extra=immutable("recommendation"),
     )
     customer_id: str = pydantic.Field(
-        min_length=1, max_length=63, description="Customer of the recommendation (copied)."
+        min_length=1,
+        max_length=63,
+        description="Customer of the recommendation (copied).",
+        json_schema_extra=immutable("customerId"),
     )
     suspend: bool = pydantic.Field(
         default=True,
@@ -96,7 +125,10 @@ class ExecutionPlanSpec(Model):
         description="Set to true to stop a running plan and roll back its completed steps.",
     )
     steps: list[Step] = pydantic.Field(
-        min_length=1, max_length=64, description="The steps, run one at a time in this order."
+        min_length=1,
+        max_length=64,
+        description="The steps, run one at a time in this order. Immutable.",
+        json_schema_extra=step_list_schema(("self == oldSelf", "steps are immutable")),
     )
 
 
@@ -124,6 +156,9 @@ class ExecutionPlanStatus(Model):
     """Where the plan stands. Written by the operator only."""
 
     phase: PlanPhase = pydantic.Field(default=PlanPhase.PENDING, description="Phase of the plan.")
+    progress: str | None = pydantic.Field(
+        default=None, description="Steps finished out of all steps, for example 2/3."
+    )
     current_step: int | None = pydantic.Field(
         default=None, description="Index (0-based) of the step running or rolling back."
     )
@@ -140,7 +175,7 @@ class ExecutionPlanStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions."
+        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
     )
 
 

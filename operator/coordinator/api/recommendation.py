@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 
-from coordinator.api.common import API_VERSION, Condition, Model, RiskLevel
+from coordinator.api.common import API_VERSION, CONDITIONS, Condition, Model, RiskLevel
 from coordinator.api.meta import ObjectMeta
-from coordinator.api.plan import ACTION_PATTERN, Step
+from coordinator.api.plan import ACTION_PATTERN, Step, step_list_schema
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# An entry of affectedResources or dependsOn.
+Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
 
 
 class RecommendationPhase(enum.StrEnum):
@@ -100,9 +101,10 @@ class RecommendationSpec(Model):
     estimated_savings: float = pydantic.Field(
         default=0, ge=0, description="Estimated monthly savings in USD. Breaks priority ties."
     )
-    affected_resources: list[str] = pydantic.Field(
+    affected_resources: list[Name] = pydantic.Field(
         default_factory=list,
         max_length=256,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Resources the change touches (a set). Two recommendations that share one "
         "conflict; the better-ranked one is kept.",
     )
@@ -112,9 +114,10 @@ class RecommendationSpec(Model):
     confidence: float = pydantic.Field(
         default=1, ge=0, le=1, description="0..1, the agent's confidence. Breaks savings ties."
     )
-    depends_on: list[str] = pydantic.Field(
+    depends_on: list[Name] = pydantic.Field(
         default_factory=list,
         max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Names of recommendations in the same namespace that must succeed before "
         "this one runs. A cycle or a missing name blocks it.",
     )
@@ -130,12 +133,13 @@ class RecommendationSpec(Model):
     steps: list[Step] | None = pydantic.Field(
         default=None,
         max_length=64,
+        json_schema_extra=step_list_schema(),
         description="Steps of the plan. When omitted, the default plan of the action is used.",
     )
 
     @pydantic.field_validator("affected_resources", "depends_on")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
+    def _unique(cls, value: list[Name]) -> list[Name]:
         seen: set[str] = set()
         for item in value:
             if item in seen:
@@ -189,7 +193,7 @@ class RecommendationStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions."
+        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
     )
 
 

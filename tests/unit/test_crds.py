@@ -1,0 +1,72 @@
+"""The committed CRDs are exactly what the models generate, and they say what users need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from coordinator import crdgen
+
+CRDS = Path(__file__).parents[2] / "crds"
+
+
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=lambda k: k.kind)
+def test_committed_crd_is_up_to_date(kind: crdgen.Kind) -> None:
+    committed = (CRDS / crdgen.filename(kind)).read_text()
+    assert committed == crdgen.render(kind), "crds/ is stale: run `make manifests` and commit"
+
+
+def _fields(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, prop in schema.get("properties", {}).items():
+        found.append((f"{path}.{name}", prop))
+        found += _fields(prop, f"{path}.{name}")
+        if "items" in prop:
+            found += _fields(prop["items"], f"{path}.{name}[]")
+    return found
+
+
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=lambda k: k.kind)
+def test_every_spec_and_status_field_is_described(kind: crdgen.Kind) -> None:
+    root = crdgen.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    undocumented = [
+        path
+        for path, prop in _fields(root)
+        if path.startswith((".spec", ".status")) and not prop.get("description")
+    ]
+    assert undocumented == []
+
+
+def test_recommendation_schema_carries_the_api_rules() -> None:
+    crd = yaml.safe_load((CRDS / "optiinfra.io_recommendations.yaml").read_text())
+    version = crd["spec"]["versions"][0]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = spec["properties"]
+    assert set(spec["required"]) == {
+        "customerId",
+        "agentId",
+        "agentType",
+        "title",
+        "action",
+        "riskLevel",
+    }
+    assert props["riskLevel"]["enum"] == ["low", "medium", "high", "critical"]
+    assert (props["priority"]["minimum"], props["priority"]["maximum"]) == (0, 1000)
+    assert props["priority"]["default"] == 0
+    assert props["confidence"]["default"] == 1
+    assert props["autoApprove"]["default"] is True
+    assert props["executeNow"]["default"] is False
+    assert props["affectedResources"]["x-kubernetes-list-type"] == "set"
+    assert props["affectedResources"]["maxItems"] == 256
+    assert props["steps"]["x-kubernetes-list-type"] == "map"
+    assert props["steps"]["x-kubernetes-list-map-keys"] == ["name"]
+    assert props["steps"]["items"]["properties"]["params"]["x-kubernetes-preserve-unknown-fields"]
+    assert version["subresources"] == {"status": {}}
+    names = crd["spec"]["names"]
+    assert names["shortNames"] == ["rec", "recs"]
+    assert names["categories"] == ["optiinfra"]
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
+    assert columns == ["Customer", "Action", "Risk", "Priority", "Savings", "Phase", "Age"]
