@@ -20,8 +20,14 @@ help: ## list the targets
 
 install: ## install the package with its test tools (editable)
 	$(PYTHON) -m pip install -e '.[test]'
+	@mkdir -p build && touch build/.installed
 
-lint: ## ruff, mypy --strict, import-linter layer contracts
+# Install once, and again whenever the dependencies change.
+build/.installed: pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@mkdir -p build && touch $@
+
+lint: build/.installed ## ruff, mypy --strict, import-linter layer contracts
 	ruff check operator tests bench hack
 	ruff format --check operator tests bench hack
 	mypy operator/coordinator
@@ -34,13 +40,13 @@ fmt: ## format the code
 test: lint ## the whole suite: lint, unit tests, tests on the real local control plane
 	@$(PYTEST) tests || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests: the test setup is broken" >&2; exit $$rc; }
 
-test-unit: ## the pure tests only (no cluster, seconds)
+test-unit: build/.installed ## the pure tests only (no cluster, seconds)
 	$(PYTEST) tests -m "not cluster"
 
-test-cluster: ## the tests that use the real local control plane
+test-cluster: build/.installed ## the tests that use the real local control plane
 	$(PYTEST) tests -m cluster
 
-manifests: ## generate crds/ from the pydantic models (commit the result)
+manifests: build/.installed ## generate crds/ from the pydantic models (commit the result)
 	$(PYTHON) -m coordinator.crdgen crds
 
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
@@ -52,7 +58,7 @@ cluster: ## start the local control plane (or, with CLUSTER=kind, a kind cluster
 cluster-down: ## stop the local control plane and remove .cluster/
 	@$(LOCALCLUSTER) down
 
-demo: cluster ## the story on the local control plane
+demo: build/.installed cluster ## the story on the local control plane
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) hack/demo.py
 
