@@ -185,3 +185,7 @@ class ExecutionPlan(Model):
     metadata: ObjectMeta
     spec: ExecutionPlanSpec
     status: ExecutionPlanStatus | None = None
+
+    @property
+    def status_phase(self) -> PlanPhase:
+        return self.status.phase if self.status else PlanPhase.PENDING

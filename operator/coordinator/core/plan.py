@@ -1,0 +1,470 @@
+"""The ExecutionPlan state machine: where a plan stands and what to do next.
+
+Pure: no I/O, no clock (every function that needs the time takes ``now``), no kopf, no
+kubernetes client, no executor. The whole state is the persisted ``ExecutionPlanStatus``;
+nothing is remembered between calls, so the machine resumes from whatever status was
+last written, after a crash between any two writes.
+
+How the operator drives it, persisting the status after every write and before doing
+anything else::
+
+    while True:
+        move = plan.next_move(spec=spec, status=status, now=now(), dependencies_ready=ready)
+        match move:
+            case plan.Wait() | plan.Done():
+                break                                  # come back on the next event
+            case plan.Advance(status=new):
+                status = persist(new)                  # bookkeeping only, nothing runs
+            case plan.Execute(index=i, step=step):     # step i is persisted as Running
+                outcome = executor.execute(step)
+                status = persist(plan.record_outcome(spec=spec, status=status, index=i,
+                                                     outcome=outcome, now=now()))
+            case plan.Undo(index=i, step=step):        # rollback of step i is persisted
+                outcome = executor.undo(step)
+                status = persist(plan.record_rollback(spec=spec, status=status, index=i,
+                                                      outcome=outcome, now=now()))
+
+``Execute`` is only returned for a step whose persisted phase is ``Running`` and ``Undo``
+only for the step the persisted ``RollingBack`` status names in ``currentStep``: after a
+crash the executor may be called again for that one step (executors are idempotent), but
+a step that is ``Succeeded``, ``Failed``, ``Skipped``, ``RolledBack`` or
+``RollbackFailed`` is never executed or undone again. If a write fails, drop the
+in-memory status and start over from the stored one. A waiting plan writes nothing:
+create it with ``initial_status`` so that its steps show from the start.
+
+Decisions where the rules are silent:
+
+- ``suspend`` keeps a ``Pending`` plan from starting. Set on a running plan, the step in
+  flight is finished and the plan pauses before the next one. It does not pause a
+  rollback, which always runs to the end.
+- ``abort`` on a ``Pending`` or ``Running`` plan starts a rollback (it wins over
+  ``suspend``). A step still ``Running`` at that moment may have taken effect: if it is
+  reversible it is undone with the completed ones; if not it becomes ``Failed`` and is
+  left as is. ``abort`` on a rolling-back or ended plan changes nothing.
+- A rollback goes on after an undo fails (it restores as much as it can); the plan then
+  ends ``Failed`` instead of ``RolledBack``.
+- ``dependencies_ready`` only gates the start; a running plan is never stopped by it.
+- ``currentStep`` is set only while a step is running or being undone; ``progress``
+  counts the steps that ran to an end (Succeeded, Failed, RolledBack, RollbackFailed).
+- A step's ``durationMs`` is the duration the executor reports, or else the time between
+  ``startedAt`` and ``finishedAt`` (whole seconds once read back: times are stored to
+  the second). ``totalDurationMs`` is always ``finishedAt - startedAt``.
+- Step entries are matched to ``spec.steps`` by position and name; missing ones (or
+  ones naming another step) start as ``Pending``, extra ones are dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+from coordinator.api.plan import (
+    ExecutionPlanSpec,
+    ExecutionPlanStatus,
+    PlanPhase,
+    Step,
+    StepPhase,
+    StepStatus,
+)
+from coordinator.api.recommendation import RecommendationPhase
+
+NOT_REVERSIBLE: Final = "not reversible: left as is"
+NOT_STARTED: Final = "not started: skipped"
+INTERRUPTED: Final = "interrupted by the abort: it may have taken effect"
+
+# A step in one of these phases has produced its effect (or may have) and can be undone.
+_UNDOABLE: Final = frozenset({StepPhase.SUCCEEDED, StepPhase.RUNNING})
+# A step in one of these phases has not finished running yet.
+_OPEN: Final = frozenset({StepPhase.PENDING, StepPhase.RUNNING})
+# A step in one of these phases ran to an end; ``progress`` counts them.
+_FINISHED: Final = frozenset(
+    {StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.ROLLED_BACK, StepPhase.ROLLBACK_FAILED}
+)
+
+
+class WaitReason(enum.StrEnum):
+    """Why a plan that has not ended is not moving."""
+
+    SUSPENDED = "Suspended"
+    WAITING_FOR_DEPENDENCIES = "WaitingForDependencies"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait:
+    """Nothing to do until the spec or the dependencies change."""
+
+    reason: WaitReason
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Done:
+    """The plan has ended; it never moves again."""
+
+    phase: PlanPhase
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advance:
+    """Persist this status. Nothing runs; call ``next_move`` again afterwards."""
+
+    status: ExecutionPlanStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execute:
+    """Run step ``index`` (persisted as Running), then ``record_outcome``."""
+
+    index: int
+    step: Step
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undo:
+    """Undo step ``index`` (persisted as the step rolling back), then ``record_rollback``."""
+
+    index: int
+    step: Step
+
+
+Move: TypeAlias = Wait | Done | Advance | Execute | Undo
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What an executor reports for one execute or undo call."""
+
+    ok: bool
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+
+
+class PlanError(ValueError):
+    """An outcome was recorded for a move the status does not allow (a stale move)."""
+
+
+def initial_status(spec: ExecutionPlanSpec) -> ExecutionPlanStatus:
+    """The status of a plan that has not started: Pending, one Pending entry per step."""
+    return _counted(ExecutionPlanStatus(steps=[StepStatus(name=s.name) for s in spec.steps]))
+
+
+def next_move(
+    *,
+    spec: ExecutionPlanSpec,
+    status: ExecutionPlanStatus | None,
+    now: datetime,
+    dependencies_ready: bool,
+) -> Move:
+    """What to do now, from the spec and the persisted status alone."""
+    current = _aligned(spec, status)
+    if current.phase.ended:
+        return Done(phase=current.phase)
+    now = _utc(now)
+    if current.phase is PlanPhase.PENDING:
+        move = _pending_move(spec, current, now, dependencies_ready=dependencies_ready)
+    elif current.phase is PlanPhase.RUNNING:
+        move = _running_move(spec, current, now)
+    else:
+        move = _rolling_back_move(spec, current, now)
+    return Advance(status=_counted(move.status)) if isinstance(move, Advance) else move
+
+
+def record_outcome(
+    *,
+    spec: ExecutionPlanSpec,
+    status: ExecutionPlanStatus,
+    index: int,
+    outcome: Outcome,
+    now: datetime,
+) -> ExecutionPlanStatus:
+    """The status after step ``index`` ran (the answer to ``Execute``); persist it."""
+    current = _aligned(spec, status)
+    if current.phase is not PlanPhase.RUNNING or _phase_at(current, index) is not StepPhase.RUNNING:
+        raise PlanError(f"step {index} is not running in a running plan")
+    now = _utc(now)
+    entry = current.steps[index]
+    error = None if outcome.ok else outcome.error or "failed"
+    done = entry.model_copy(
+        update={
+            "phase": StepPhase.SUCCEEDED if outcome.ok else StepPhase.FAILED,
+            "finished_at": now,
+            "duration_ms": _duration(outcome, entry.started_at, now),
+            "result": None if outcome.result is None else dict(outcome.result),
+            "error": error,
+        }
+    )
+    label = _label(spec, index)
+    if outcome.ok:
+        message = f"{label} succeeded"
+    elif spec.steps[index].critical:
+        message = f"{label} failed: {error}"
+    else:
+        message = f"{label} failed (not critical, going on): {error}"
+    return _counted(_with_step(current, index, done, message=message))
+
+
+def record_rollback(
+    *,
+    spec: ExecutionPlanSpec,
+    status: ExecutionPlanStatus,
+    index: int,
+    outcome: Outcome,
+    now: datetime,
+) -> ExecutionPlanStatus:
+    """The status after step ``index`` was undone (the answer to ``Undo``); persist it."""
+    current = _aligned(spec, status)
+    if (
+        current.phase is not PlanPhase.ROLLING_BACK
+        or current.current_step != index
+        or _next_undo(spec, current) != index
+    ):
+        raise PlanError(f"step {index} is not the step rolling back")
+    entry = current.steps[index]
+    label = _label(spec, index)
+    if outcome.ok:
+        undone = entry.model_copy(
+            update={"phase": StepPhase.ROLLED_BACK, "rolled_back_at": _utc(now)}
+        )
+        message = f"{label} rolled back"
+    else:
+        error = f"rollback failed: {outcome.error or 'no reason given'}"
+        undone = entry.model_copy(update={"phase": StepPhase.ROLLBACK_FAILED, "error": error})
+        message = f"{label}: {error}; going on with the others"
+    return _counted(_with_step(current, index, undone, message=message))
+
+
+_RECOMMENDATION_PHASES: Final[Mapping[PlanPhase, RecommendationPhase]] = {
+    PlanPhase.RUNNING: RecommendationPhase.EXECUTING,
+    PlanPhase.ROLLING_BACK: RecommendationPhase.EXECUTING,
+    PlanPhase.SUCCEEDED: RecommendationPhase.SUCCEEDED,
+    PlanPhase.FAILED: RecommendationPhase.FAILED,
+    PlanPhase.ROLLED_BACK: RecommendationPhase.ROLLED_BACK,
+}
+
+
+def recommendation_phase(plan_phase: PlanPhase) -> RecommendationPhase | None:
+    """The phase the recommendation mirrors for its plan; None while the plan is Pending."""
+    return _RECOMMENDATION_PHASES.get(plan_phase)
+
+
+# --- the moves of each plan phase ------------------------------------------------------
+
+
+def _pending_move(
+    spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime, *, dependencies_ready: bool
+) -> Move:
+    if spec.abort:
+        return Advance(status=_begin_rollback(spec, status, now))
+    if spec.suspend:
+        return Wait(
+            reason=WaitReason.SUSPENDED, message="suspended: set spec.suspend to false to start"
+        )
+    if not dependencies_ready:
+        return Wait(
+            reason=WaitReason.WAITING_FOR_DEPENDENCIES,
+            message="waiting for the recommendations it depends on to succeed",
+        )
+    started = status.model_copy(update={"phase": PlanPhase.RUNNING, "started_at": now})
+    first = _first_open(started)
+    return Advance(status=started if first is None else _mark_running(spec, started, first, now))
+
+
+def _running_move(spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime) -> Move:
+    if spec.abort or _failed_critical(spec, status) is not None:
+        return Advance(status=_begin_rollback(spec, status, now))
+    index = _first_open(status)
+    if index is None:
+        failed = [s.name for s in status.steps if s.phase is StepPhase.FAILED]
+        message = f"all {len(spec.steps)} steps done"
+        if failed:
+            message += f"; non-critical steps failed: {', '.join(failed)}"
+        return Advance(status=_finish(status, PlanPhase.SUCCEEDED, now, message=message))
+    if status.steps[index].phase is StepPhase.RUNNING:
+        return Execute(index=index, step=spec.steps[index])
+    if spec.suspend:
+        return Wait(reason=WaitReason.SUSPENDED, message=f"suspended before {_label(spec, index)}")
+    return Advance(status=_mark_running(spec, status, index, now))
+
+
+def _rolling_back_move(spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime) -> Move:
+    index = _next_undo(spec, status)
+    if index is not None and status.current_step == index:
+        return Undo(index=index, step=spec.steps[index])
+    return Advance(status=_continue_rollback(spec, status, now))
+
+
+# --- transitions -----------------------------------------------------------------------
+
+
+def _mark_running(
+    spec: ExecutionPlanSpec, status: ExecutionPlanStatus, index: int, now: datetime
+) -> ExecutionPlanStatus:
+    entry = StepStatus(name=spec.steps[index].name, phase=StepPhase.RUNNING, started_at=now)
+    return _with_step(
+        status, index, entry, message=f"running {_label(spec, index)}", current_step=index
+    )
+
+
+def _begin_rollback(
+    spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime
+) -> ExecutionPlanStatus:
+    steps = [
+        _entry_for_rollback(step, entry, now)
+        for step, entry in zip(spec.steps, status.steps, strict=True)
+    ]
+    rolling = status.model_copy(
+        update={"phase": PlanPhase.ROLLING_BACK, "steps": steps, "current_step": None}
+    )
+    return _continue_rollback(spec, rolling, now)
+
+
+def _entry_for_rollback(step: Step, entry: StepStatus, now: datetime) -> StepStatus:
+    if entry.phase is StepPhase.PENDING:
+        return entry.model_copy(update={"phase": StepPhase.SKIPPED, "message": NOT_STARTED})
+    if entry.phase is StepPhase.SUCCEEDED and not step.reversible:
+        return entry.model_copy(update={"message": NOT_REVERSIBLE})
+    if entry.phase is StepPhase.RUNNING:
+        if step.reversible:
+            return entry.model_copy(update={"message": f"{INTERRUPTED}; undoing it"})
+        return entry.model_copy(
+            update={
+                "phase": StepPhase.FAILED,
+                "finished_at": now,
+                "duration_ms": _millis(entry.started_at, now),
+                "error": INTERRUPTED,
+                "message": NOT_REVERSIBLE,
+            }
+        )
+    return entry
+
+
+def _continue_rollback(
+    spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime
+) -> ExecutionPlanStatus:
+    """Name the next step to undo in ``currentStep``, or end the plan when none is left."""
+    cause = _rollback_cause(spec, status)
+    index = _next_undo(spec, status)
+    if index is not None:
+        message = f"rolling back {_label(spec, index)} ({cause})"
+        return status.model_copy(update={"current_step": index, "message": message})
+    failed = [s.name for s in status.steps if s.phase is StepPhase.ROLLBACK_FAILED]
+    if failed:
+        message = f"{cause}; rollback failed for: {', '.join(failed)}"
+        return _finish(status, PlanPhase.FAILED, now, message=message)
+    return _finish(status, PlanPhase.ROLLED_BACK, now, message=f"rolled back ({cause})")
+
+
+def _finish(
+    status: ExecutionPlanStatus, phase: PlanPhase, now: datetime, *, message: str
+) -> ExecutionPlanStatus:
+    return status.model_copy(
+        update={
+            "phase": phase,
+            "finished_at": now,
+            "total_duration_ms": _millis(status.started_at, now),
+            "current_step": None,
+            "message": message,
+        }
+    )
+
+
+def _with_step(
+    status: ExecutionPlanStatus,
+    index: int,
+    entry: StepStatus,
+    *,
+    message: str,
+    current_step: int | None = None,
+) -> ExecutionPlanStatus:
+    steps = [*status.steps[:index], entry, *status.steps[index + 1 :]]
+    return status.model_copy(
+        update={"steps": steps, "message": message, "current_step": current_step}
+    )
+
+
+def _counted(status: ExecutionPlanStatus) -> ExecutionPlanStatus:
+    """The status with ``progress`` saying how many steps ran to an end, as "2/3"."""
+    finished = sum(1 for entry in status.steps if entry.phase in _FINISHED)
+    return status.model_copy(update={"progress": f"{finished}/{len(status.steps)}"})
+
+
+# --- reading a status ------------------------------------------------------------------
+
+
+def _aligned(spec: ExecutionPlanSpec, status: ExecutionPlanStatus | None) -> ExecutionPlanStatus:
+    """The status with exactly one entry per step of the spec, in order."""
+    if status is None:
+        return initial_status(spec)
+    entries = [
+        status.steps[i]
+        if i < len(status.steps) and status.steps[i].name == step.name
+        else StepStatus(name=step.name)
+        for i, step in enumerate(spec.steps)
+    ]
+    if entries == status.steps:
+        return status
+    return status.model_copy(update={"steps": entries})
+
+
+def _phase_at(status: ExecutionPlanStatus, index: int) -> StepPhase | None:
+    return status.steps[index].phase if 0 <= index < len(status.steps) else None
+
+
+def _first_open(status: ExecutionPlanStatus) -> int | None:
+    return next((i for i, s in enumerate(status.steps) if s.phase in _OPEN), None)
+
+
+def _failed_critical(spec: ExecutionPlanSpec, status: ExecutionPlanStatus) -> int | None:
+    return next(
+        (
+            i
+            for i, (step, entry) in enumerate(zip(spec.steps, status.steps, strict=True))
+            if step.critical and entry.phase is StepPhase.FAILED
+        ),
+        None,
+    )
+
+
+def _next_undo(spec: ExecutionPlanSpec, status: ExecutionPlanStatus) -> int | None:
+    """The last step that took (or may have taken) effect and can be undone."""
+    return next(
+        (
+            i
+            for i in reversed(range(len(spec.steps)))
+            if spec.steps[i].reversible and status.steps[i].phase in _UNDOABLE
+        ),
+        None,
+    )
+
+
+def _rollback_cause(spec: ExecutionPlanSpec, status: ExecutionPlanStatus) -> str:
+    index = _failed_critical(spec, status)
+    # A step interrupted by an abort is the only Failed one: the abort is the cause.
+    if index is None or status.steps[index].error == INTERRUPTED:
+        return "aborted"
+    return f"{_label(spec, index)} failed: {status.steps[index].error}"
+
+
+def _label(spec: ExecutionPlanSpec, index: int) -> str:
+    return f"step {index + 1}/{len(spec.steps)} {spec.steps[index].name}"
+
+
+# --- time ------------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _millis(start: datetime | None, end: datetime) -> int | None:
+    if start is None:
+        return None
+    return max(0, round((end - start).total_seconds() * 1000))
+
+
+def _duration(outcome: Outcome, started_at: datetime | None, now: datetime) -> int | None:
+    return outcome.duration_ms if outcome.duration_ms is not None else _millis(started_at, now)
