@@ -7,6 +7,16 @@ import pydantic
 from coordinator.api.common import Time
 
 
+class OwnerReference(pydantic.BaseModel):
+    """An owner of the object (only what the coordinator reads)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
+
+    kind: str
+    name: str
+    uid: str
+
+
 class ObjectMeta(pydantic.BaseModel):
     """metadata of an object; fields the coordinator does not use are ignored."""
 
@@ -18,6 +28,11 @@ class ObjectMeta(pydantic.BaseModel):
     namespace: str = "default"
     generation: int = 1
     uid: str | None = None
+    resource_version: str | None = pydantic.Field(default=None, alias="resourceVersion")
+    deletion_timestamp: Time | None = pydantic.Field(default=None, alias="deletionTimestamp")
+    owner_references: list[OwnerReference] = pydantic.Field(
+        default_factory=list, alias="ownerReferences"
+    )
     creation_timestamp: Time | None = pydantic.Field(default=None, alias="creationTimestamp")
     labels: dict[str, str] = pydantic.Field(default_factory=dict)
     annotations: dict[str, str] = pydantic.Field(default_factory=dict)

@@ -1,0 +1,545 @@
+"""A recommendation's lifecycle: from what the world shows to what it should be.
+
+The operator observes, for one customer, every recommendation with the Approval and
+ExecutionPlan it owns. This module turns that into, per recommendation, the status it
+should have, what to do about its Approval and its plan, and the Events to post. The
+operator writes the result and nothing else; status is always reconstituted from the
+objects (never trusted as the only input), so every step is idempotent and a restart
+continues where the world stands.
+
+Two passes:
+
+1. ``effective_phase``: the phase the world shows before resolution — a running plan
+   means Executing, a rejected or expired approval of the current generation means
+   Rejected or Expired, an ended plan ends the recommendation. These phases feed
+   ``conflicts.evaluate``, so a winner that was just rejected frees its losers in the
+   same evaluation.
+2. ``decide``: with the verdict of the evaluation, the desired status and actions.
+
+Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Final
+
+from coordinator.api.approval import (
+    POLICY_DECIDER,
+    Approval,
+    ApprovalPhase,
+    ApprovalSpec,
+    ApprovalStatus,
+    Decision,
+)
+from coordinator.api.common import Condition, ConditionStatus, format_time
+from coordinator.api.meta import ObjectMeta
+from coordinator.api.plan import ExecutionPlan, ExecutionPlanSpec, PlanPhase
+from coordinator.api.recommendation import (
+    Conflict,
+    Recommendation,
+    RecommendationPhase,
+    RecommendationStatus,
+)
+from coordinator.core import approval as policy_
+from coordinator.core import catalogue, conflicts
+from coordinator.core import plan as plan_
+
+DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
+"""Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
+DECIDED_AT_ANNOTATION: Final = "optiinfra.io/decided-at"
+"""Set on an Approval by the admission webhook: when the decision was made."""
+GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
+"""Set on an ExecutionPlan: the recommendation generation it was made from."""
+UNKNOWN_DECIDER: Final = "unknown"
+"""decidedBy when no admission webhook recorded who decided."""
+
+_FINAL: Final = frozenset(
+    {RecommendationPhase.SUCCEEDED, RecommendationPhase.FAILED, RecommendationPhase.ROLLED_BACK}
+)
+
+
+class EventType(enum.StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to post on the recommendation (or its approval)."""
+
+    reason: str
+    message: str
+    type: EventType = EventType.NORMAL
+    on_approval: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    """One recommendation as the operator sees it, with what it owns."""
+
+    recommendation: Recommendation
+    approval: Approval | None = None
+    plan: ExecutionPlan | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Desired:
+    """What the operator should make true for one recommendation."""
+
+    status: RecommendationStatus
+    create_approval: Approval | None = None
+    """Create this Approval; if one exists (withdrawn or of an old generation) delete it first."""
+    approval_status: ApprovalStatus | None = None
+    """The status the existing Approval should have (written when it differs)."""
+    create_plan: ExecutionPlan | None = None
+    delete_plan: bool = False
+    """Delete the existing plan: it never started and its approval no longer holds."""
+    events: tuple[Event, ...] = ()
+
+
+def _plan_generation(plan: ExecutionPlan) -> int | None:
+    raw = plan.metadata.annotations.get(GENERATION_ANNOTATION)
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _plan_phase(plan: ExecutionPlan | None) -> PlanPhase:
+    return plan.status.phase if plan is not None and plan.status else PlanPhase.PENDING
+
+
+def _current(observed: Observed) -> Approval | None:
+    """The approval if it holds: about the current generation, and not withdrawn."""
+    approval, rec = observed.approval, observed.recommendation
+    if approval is None or approval.spec.recommendation_generation != rec.metadata.generation:
+        return None
+    if approval.status is not None and approval.status.phase is ApprovalPhase.WITHDRAWN:
+        return None
+    return approval
+
+
+def _expired(approval: Approval, *, now: datetime) -> bool:
+    return approval.spec.decision is Decision.PENDING and policy_.is_expired(
+        approval.spec.expires_at, now=now
+    )
+
+
+def effective_phase(observed: Observed, *, now: datetime) -> RecommendationPhase:
+    """The phase the world shows, before conflict resolution."""
+    rec = observed.recommendation
+    if rec.phase in _FINAL:
+        return rec.phase
+    mirrored = plan_.recommendation_phase(_plan_phase(observed.plan))
+    if mirrored is not None:
+        return mirrored
+    approval = _current(observed)
+    if approval is not None:
+        if approval.status is not None and approval.status.phase is ApprovalPhase.EXPIRED:
+            return RecommendationPhase.EXPIRED
+        if approval.spec.decision is Decision.REJECTED:
+            return RecommendationPhase.REJECTED
+        if _expired(approval, now=now):
+            return RecommendationPhase.EXPIRED
+    if rec.phase in (RecommendationPhase.REJECTED, RecommendationPhase.EXPIRED):
+        # Ended for the generation it was decided on; a new spec is a new proposal.
+        return rec.phase if approval is not None else RecommendationPhase.PENDING
+    return rec.phase
+
+
+def with_phase(rec: Recommendation, phase: RecommendationPhase) -> Recommendation:
+    """The recommendation with `phase` as its status phase (for evaluation)."""
+    if rec.phase is phase:
+        return rec
+    status = rec.status or RecommendationStatus()
+    return rec.model_copy(update={"status": status.model_copy(update={"phase": phase})})
+
+
+def evaluate(
+    group: Sequence[Observed],
+    *,
+    namespace: Sequence[Recommendation] = (),
+    policy: policy_.ApprovalPolicy,
+    now: datetime,
+) -> dict[str, Desired]:
+    """Desired state for every recommendation of one customer in one namespace."""
+    effective = {
+        o.recommendation.name: with_phase(o.recommendation, effective_phase(o, now=now))
+        for o in group
+    }
+    evaluation = conflicts.evaluate(list(effective.values()), namespace=namespace)
+    return {
+        o.recommendation.name: decide(
+            o,
+            phase=effective[o.recommendation.name].phase,
+            verdict=evaluation.verdicts.get(o.recommendation.name),
+            policy=policy,
+            now=now,
+        )
+        for o in group
+    }
+
+
+def decide(
+    observed: Observed,
+    *,
+    phase: RecommendationPhase,
+    verdict: conflicts.Verdict | None,
+    policy: policy_.ApprovalPolicy,
+    now: datetime,
+) -> Desired:
+    """The desired state of one recommendation, given its effective phase and verdict."""
+    rec = observed.recommendation
+    approval = observed.approval
+    conflicts_ = verdict.conflicts if verdict else ()
+    base = _Draft(
+        phase=phase,
+        conflicts=conflicts_,
+        superseded_by=verdict.superseded_by if verdict else None,
+        message=verdict.message if verdict else "",
+    )
+    if verdict is None or verdict.outcome is conflicts.Outcome.EXECUTING:
+        draft = _ended_or_executing(observed, base, now=now)
+    elif verdict.outcome in (conflicts.Outcome.BLOCKED, conflicts.Outcome.SUPERSEDED):
+        draft = _sidelined(observed, base, verdict=verdict, now=now)
+    else:
+        draft = _kept(observed, base, policy=policy, now=now)
+    has_approval = observed.approval is not None or draft.create_approval is not None
+    has_plan = (
+        observed.plan is not None and not draft.delete_plan
+    ) or draft.create_plan is not None
+    status = _status(rec, draft, has_approval=has_approval, has_plan=has_plan, now=now)
+    events = _events(rec, status, draft)
+    approval_status = draft.approval_status
+    if approval is not None and approval_status is not None and approval.status == approval_status:
+        approval_status = None
+    return Desired(
+        status=status,
+        create_approval=draft.create_approval,
+        approval_status=approval_status,
+        create_plan=draft.create_plan,
+        delete_plan=draft.delete_plan,
+        events=events,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Draft:
+    phase: RecommendationPhase
+    conflicts: tuple[Conflict, ...] = ()
+    superseded_by: str | None = None
+    message: str = ""
+    create_approval: Approval | None = None
+    approval_status: ApprovalStatus | None = None
+    create_plan: ExecutionPlan | None = None
+    delete_plan: bool = False
+    approval_events: tuple[Event, ...] = ()
+
+
+_DECISION_ENDS: Final[Mapping[RecommendationPhase, ApprovalPhase]] = {
+    RecommendationPhase.REJECTED: ApprovalPhase.REJECTED,
+    RecommendationPhase.EXPIRED: ApprovalPhase.EXPIRED,
+}
+
+
+def _ended_or_executing(observed: Observed, draft: _Draft, *, now: datetime) -> _Draft:
+    """Executing, or ended: the plan or the approval tells why; record the approval's end."""
+    approval = _current(observed)
+    ended = _DECISION_ENDS.get(draft.phase)
+    if approval is None or ended is None:
+        return dataclasses.replace(
+            draft, message=draft.message or _phase_message(observed, draft.phase)
+        )
+    status = _approval_status(approval, ended, now=now)
+    if ended is ApprovalPhase.REJECTED:
+        message = f"Rejected by {status.decided_by}" + (
+            f": {status.reason}" if status.reason else ""
+        )
+    else:
+        message = (
+            f"The approval expired at {format_time(approval.spec.expires_at)} without a decision"
+        )
+    event = Event(ended.value, message, EventType.WARNING, on_approval=True)
+    return dataclasses.replace(
+        draft,
+        message=message,
+        approval_status=status,
+        approval_events=(event,) if _changed_phase(approval, ended) else (),
+    )
+
+
+def _sidelined(
+    observed: Observed, draft: _Draft, *, verdict: conflicts.Verdict, now: datetime
+) -> _Draft:
+    """Blocked or superseded: a pending approval is withdrawn, an unstarted plan removed."""
+    approval = observed.approval
+    phase = (
+        RecommendationPhase.BLOCKED
+        if verdict.outcome is conflicts.Outcome.BLOCKED
+        else RecommendationPhase.SUPERSEDED
+    )
+    draft = dataclasses.replace(draft, phase=phase, delete_plan=observed.plan is not None)
+    if approval is None or approval.spec.decision is not Decision.PENDING:
+        return draft
+    status = _approval_status(approval, ApprovalPhase.WITHDRAWN, now=now)
+    why = "superseded" if phase is RecommendationPhase.SUPERSEDED else "blocked"
+    event = Event("Withdrawn", f"The recommendation was {why} before a decision", on_approval=True)
+    return dataclasses.replace(
+        draft,
+        approval_status=status,
+        approval_events=(event,) if _changed_phase(approval, ApprovalPhase.WITHDRAWN) else (),
+    )
+
+
+def _kept(
+    observed: Observed, draft: _Draft, *, policy: policy_.ApprovalPolicy, now: datetime
+) -> _Draft:
+    """Kept: ask for (or take) a decision, and once approved, make the plan."""
+    rec = observed.recommendation
+    approval = _current(observed)
+    if approval is None:
+        fresh = new_approval(rec, policy=policy, now=now)
+        return _with_decision(observed, draft, fresh, now=now, created=True)
+    return _with_decision(observed, draft, approval, now=now, created=False)
+
+
+def _with_decision(
+    observed: Observed, draft: _Draft, approval: Approval, *, now: datetime, created: bool
+) -> _Draft:
+    rec = observed.recommendation
+    plan = observed.plan
+    stale_plan = plan is not None and _plan_generation(plan) != rec.metadata.generation
+    create = approval if created else None
+    if approval.spec.decision is Decision.PENDING:
+        status = (
+            approval.status
+            if created
+            else _approval_status(approval, ApprovalPhase.PENDING, now=now)
+        )
+        until = format_time(approval.spec.expires_at)
+        return dataclasses.replace(
+            draft,
+            phase=RecommendationPhase.AWAITING_APPROVAL,
+            message=f"Waiting for a decision on approval {approval.metadata.name} until {until}",
+            create_approval=create,
+            approval_status=None if created else status,
+            delete_plan=stale_plan,
+        )
+    # Approved (Rejected was an effective phase already and never gets here).
+    status = (
+        approval.status if created else _approval_status(approval, ApprovalPhase.APPROVED, now=now)
+    )
+    assert status is not None
+    decided_by = status.decided_by or UNKNOWN_DECIDER
+    events: tuple[Event, ...] = ()
+    if not created and _changed_phase(approval, ApprovalPhase.APPROVED):
+        events = (Event("Approved", f"Approved by {decided_by}", on_approval=True),)
+    make_plan = plan is None or stale_plan
+    return dataclasses.replace(
+        draft,
+        phase=RecommendationPhase.APPROVED,
+        message=(
+            "Approved by policy (low risk, autoApprove)"
+            if decided_by == POLICY_DECIDER
+            else f"Approved by {decided_by}"
+        )
+        + ("" if rec.spec.execute_now else "; start the plan by setting spec.suspend=false"),
+        create_approval=create,
+        approval_status=None if created else status,
+        create_plan=new_plan(rec) if make_plan else None,
+        delete_plan=stale_plan,
+        approval_events=events,
+    )
+
+
+def _changed_phase(approval: Approval, phase: ApprovalPhase) -> bool:
+    return approval.status is None or approval.status.phase is not phase
+
+
+def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime) -> ApprovalStatus:
+    """The status an existing approval should have in `phase`, keeping what was recorded."""
+    old = approval.status or ApprovalStatus()
+    annotations = approval.metadata.annotations
+    decided = phase in (ApprovalPhase.APPROVED, ApprovalPhase.REJECTED)
+    decided_at = old.decided_at
+    decided_by = old.decided_by
+    if decided and decided_at is None:
+        raw = annotations.get(DECIDED_AT_ANNOTATION)
+        decided_at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else now
+        decided_by = annotations.get(DECIDED_BY_ANNOTATION, UNKNOWN_DECIDER)
+    return old.model_copy(
+        update={
+            "phase": phase,
+            "requested_at": old.requested_at or approval.metadata.creation_timestamp or now,
+            "expires_at": approval.spec.expires_at,
+            "decided_at": decided_at if decided else None,
+            "decided_by": decided_by if decided else None,
+            "reason": approval.spec.reason if decided else None,
+            "observed_generation": approval.metadata.generation,
+            "message": _APPROVAL_MESSAGES[phase],
+        }
+    )
+
+
+_APPROVAL_MESSAGES: Final[Mapping[ApprovalPhase, str]] = {
+    ApprovalPhase.PENDING: "Waiting for a decision: set spec.decision to Approved or Rejected",
+    ApprovalPhase.APPROVED: "Approved",
+    ApprovalPhase.REJECTED: "Rejected",
+    ApprovalPhase.EXPIRED: "Expired before a decision; it can no longer be decided",
+    ApprovalPhase.WITHDRAWN: "Withdrawn: the recommendation was superseded, blocked or changed",
+}
+
+
+def new_approval(rec: Recommendation, *, policy: policy_.ApprovalPolicy, now: datetime) -> Approval:
+    """The Approval to create for a kept recommendation: pending, or decided by policy."""
+    auto = not policy_.needs_approval(rec.spec)
+    expires_at = policy_.expires_at(now, rec.spec.risk_level, policy=policy)
+    spec = ApprovalSpec(
+        recommendation=rec.name,
+        recommendation_generation=rec.metadata.generation,
+        customer_id=rec.spec.customer_id,
+        risk_level=rec.spec.risk_level,
+        expires_at=expires_at,
+        decision=Decision.APPROVED if auto else Decision.PENDING,
+        reason="low risk and autoApprove: approved by policy" if auto else None,
+    )
+    status = ApprovalStatus(
+        phase=ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING,
+        requested_at=now,
+        expires_at=expires_at,
+        decided_at=now if auto else None,
+        decided_by=POLICY_DECIDER if auto else None,
+        reason=spec.reason,
+        observed_generation=1,
+        message=_APPROVAL_MESSAGES[ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING],
+    )
+    return Approval(
+        metadata=ObjectMeta(name=rec.name, namespace=rec.metadata.namespace),
+        spec=spec,
+        status=status,
+    )
+
+
+def new_plan(rec: Recommendation) -> ExecutionPlan:
+    """The ExecutionPlan to create for an approved recommendation."""
+    return ExecutionPlan(
+        metadata=ObjectMeta(
+            name=rec.name,
+            namespace=rec.metadata.namespace,
+            annotations={GENERATION_ANNOTATION: str(rec.metadata.generation)},
+        ),
+        spec=ExecutionPlanSpec(
+            recommendation=rec.name,
+            customer_id=rec.spec.customer_id,
+            suspend=not rec.spec.execute_now,
+            steps=catalogue.plan_steps(rec.spec),
+        ),
+    )
+
+
+def _phase_message(observed: Observed, phase: RecommendationPhase) -> str:
+    plan = observed.plan
+    if phase is RecommendationPhase.EXECUTING:
+        detail = plan.status.message if plan and plan.status else None
+        return f"Plan {observed.recommendation.name} is running" + (f": {detail}" if detail else "")
+    if phase in _FINAL and plan is not None and plan.status and plan.status.message:
+        return plan.status.message
+    existing = observed.recommendation.status
+    return existing.message if existing and existing.message else ""
+
+
+def _status(
+    rec: Recommendation, draft: _Draft, *, has_approval: bool, has_plan: bool, now: datetime
+) -> RecommendationStatus:
+    old = rec.status or RecommendationStatus()
+    conflicts_ = list(draft.conflicts)
+    conditions = [
+        _condition(
+            old.conditions,
+            "Conflicting",
+            bool(conflicts_),
+            reason="ConflictsFound" if conflicts_ else "NoConflicts",
+            message=f"{len(conflicts_)} conflict(s) with other recommendations"
+            if conflicts_
+            else "No conflicts",
+            generation=rec.metadata.generation,
+            now=now,
+        ),
+        _condition(
+            old.conditions,
+            "Ready",
+            draft.phase is RecommendationPhase.SUCCEEDED,
+            reason=draft.phase.value,
+            message=draft.message,
+            generation=rec.metadata.generation,
+            now=now,
+        ),
+    ]
+    return RecommendationStatus.model_validate(
+        {
+            "phase": draft.phase,
+            "conflicts": conflicts_,
+            "superseded_by": draft.superseded_by
+            if draft.phase is RecommendationPhase.SUPERSEDED
+            else None,
+            "approval": rec.name if has_approval else None,
+            "plan": rec.name if has_plan else None,
+            "message": draft.message or None,
+            "observed_generation": rec.metadata.generation,
+            "conditions": conditions,
+        }
+    )
+
+
+def _condition(
+    old: Sequence[Condition],
+    type_: str,
+    value: bool,
+    *,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> Condition:
+    status = ConditionStatus.TRUE if value else ConditionStatus.FALSE
+    previous = next((c for c in old if c.type == type_), None)
+    since = previous.last_transition_time if previous and previous.status is status else now
+    return Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+_PHASE_EVENTS: Final[Mapping[RecommendationPhase, tuple[str, EventType]]] = {
+    RecommendationPhase.SUPERSEDED: ("Superseded", EventType.NORMAL),
+    RecommendationPhase.BLOCKED: ("Blocked", EventType.WARNING),
+    RecommendationPhase.AWAITING_APPROVAL: ("ApprovalRequested", EventType.NORMAL),
+    RecommendationPhase.APPROVED: ("Approved", EventType.NORMAL),
+    RecommendationPhase.REJECTED: ("Rejected", EventType.WARNING),
+    RecommendationPhase.EXPIRED: ("Expired", EventType.WARNING),
+    RecommendationPhase.EXECUTING: ("PlanStarted", EventType.NORMAL),
+    RecommendationPhase.SUCCEEDED: ("Succeeded", EventType.NORMAL),
+    RecommendationPhase.FAILED: ("Failed", EventType.WARNING),
+    RecommendationPhase.ROLLED_BACK: ("RolledBack", EventType.WARNING),
+}
+
+
+def _events(rec: Recommendation, status: RecommendationStatus, draft: _Draft) -> tuple[Event, ...]:
+    old = rec.status or RecommendationStatus()
+    events: list[Event] = []
+    new_conflicts = [c for c in status.conflicts if c not in old.conflicts]
+    for conflict in new_conflicts:
+        events.append(
+            Event("ConflictDetected", f"{conflict.description} (with {', '.join(conflict.with_)})")
+        )
+    if status.phase is not old.phase or (rec.status is None):
+        reason_type = _PHASE_EVENTS.get(status.phase)
+        if reason_type is not None:
+            reason, type_ = reason_type
+            events.append(Event(reason, status.message or status.phase.value, type_))
+    return (*events, *draft.approval_events)

@@ -1,0 +1,193 @@
+"""The kopf handlers: the least interesting file, by design.
+
+Indexes keep the operator's view of the three kinds in memory; event handlers put
+the affected customer group on the reconciler's queue; one daemon per unfinished
+ExecutionPlan drives it through the plan runner. Every decision is made in
+``coordinator.core``; every write is made by ``reconciler`` or ``runner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+import kopf
+import pydantic
+
+from coordinator import reconciler as reconciler_
+from coordinator.api.approval import Approval
+from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.app import Operator
+
+GROUP: Final = "optiinfra.io"
+VERSION: Final = "v1alpha1"
+STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
+STEP_GRACE_SECONDS: Final = 120.0
+"""How long a stopping plan may take to finish its step in flight (and, when its
+recommendation was deleted, to roll back) before kopf cancels it."""
+
+logger = logging.getLogger(__name__)
+
+
+def _parse(model: type[Any], body: kopf.Body) -> Any:
+    try:
+        return model.model_validate(dict(body))
+    except pydantic.ValidationError as exc:
+        logger.error(
+            "ignoring %s %s/%s: %s",
+            body.get("kind"),
+            body.metadata.namespace,
+            body.metadata.name,
+            exc,
+        )
+        return None
+
+
+# --- the in-memory view (kopf indexes) ------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "recommendations")
+def recommendations_by_group(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
+    rec = _parse(Recommendation, body)
+    return {} if rec is None else {(rec.metadata.namespace, rec.spec.customer_id): rec}
+
+
+@kopf.index(GROUP, VERSION, "recommendations")
+def recommendations_by_namespace(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
+    rec = _parse(Recommendation, body)
+    return {} if rec is None else {rec.metadata.namespace: rec}
+
+
+@kopf.index(GROUP, VERSION, "approvals")
+def approvals_by_name(body: kopf.Body, **_: Any) -> dict[Any, Approval]:
+    approval = _parse(Approval, body)
+    return (
+        {}
+        if approval is None
+        else {(approval.metadata.namespace, approval.metadata.name): approval}
+    )
+
+
+@kopf.index(GROUP, VERSION, "executionplans")
+def plans_by_name(body: kopf.Body, **_: Any) -> dict[Any, ExecutionPlan]:
+    plan = _parse(ExecutionPlan, body)
+    return {} if plan is None else {(plan.metadata.namespace, plan.metadata.name): plan}
+
+
+# --- lifecycle of the operator --------------------------------------------------------
+
+
+@kopf.on.startup()
+async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    operator: Operator = memo.operator
+    operator.configure(settings)
+    await operator.start(
+        reconciler_.Indexes(
+            recommendations=kwargs["recommendations_by_group"],
+            namespaces=kwargs["recommendations_by_namespace"],
+            approvals=kwargs["approvals_by_name"],
+            plans=kwargs["plans_by_name"],
+        )
+    )
+
+
+@kopf.on.cleanup()
+async def stopping(memo: kopf.Memo, **_: Any) -> None:
+    await memo.operator.stop()
+
+
+# --- events put groups on the queue ---------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, "recommendations")
+async def recommendation_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    rec = _parse(Recommendation, body)
+    if rec is not None:
+        memo.operator.reconciler.recommendation_changed(rec)
+        if rec.phase is RecommendationPhase.SUCCEEDED:  # plans may be waiting for it
+            await memo.operator.start_waiting_plans(rec.metadata.namespace)
+
+
+@kopf.on.event(GROUP, VERSION, "approvals")
+def approval_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    approval = _parse(Approval, body)
+    if approval is not None:
+        memo.operator.reconciler.child_changed(approval)
+
+
+@kopf.on.event(GROUP, VERSION, "executionplans")
+async def plan_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    plan = _parse(ExecutionPlan, body)
+    if plan is not None:
+        operator: Operator = memo.operator
+        operator.reconciler.child_changed(plan)
+        operator.wake_plans((plan.metadata.namespace, plan.metadata.name))
+        await operator.start_plan(plan)
+
+
+# --- one daemon per started plan ---------------------------------------------------
+
+
+def _started(status: kopf.Status, **_: Any) -> bool:
+    """Running or rolling back. Only then does a plan carry kopf's finalizer, so that a
+    plan whose recommendation is deleted mid-run is rolled back before it goes, while
+    pending and ended plans never hold up a deletion."""
+    return status.get("phase") in STARTED
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "executionplans",
+    when=_started,
+    cancellation_backoff=STEP_GRACE_SECONDS,
+    cancellation_timeout=10.0,
+)
+async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    operator: Operator = memo.operator
+    plan = _parse(ExecutionPlan, body)
+    if plan is None:
+        return
+    key = (plan.metadata.namespace, plan.metadata.name)
+    waker = operator.waker(key)
+
+    def latest() -> ExecutionPlan:
+        current: ExecutionPlan = _parse(ExecutionPlan, body) or plan
+        return operator.reconciler.overlay.latest(reconciler_.PLANS, current)
+
+    async def wake(seconds: float) -> None:
+        waits = [asyncio.ensure_future(waker.wait()), asyncio.ensure_future(stopped.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            waker.clear()
+
+    try:
+        await operator.runner.drive(
+            plan,
+            latest=latest,
+            dependencies=lambda: operator.reconciler.dependencies_succeeded(key),
+            stopped=lambda: bool(stopped),
+            wake=wake,
+            on_write=operator.plan_written,
+        )
+        deleted = stopped.reason is not None and bool(
+            stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+        )
+        if deleted and latest().status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+            # Deleted while running (its recommendation left Git): roll back before it goes.
+            await operator.runner.drive(
+                latest(),
+                latest=latest,
+                dependencies=lambda: (True, ""),
+                stopped=lambda: False,
+                wake=wake,
+                abort=True,
+                on_write=operator.plan_written,
+            )
+    finally:
+        operator.forget_waker(key)

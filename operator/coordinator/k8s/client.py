@@ -1,0 +1,140 @@
+"""Async access to optiinfra.io objects and the workloads the kubernetes executor scales."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import kubernetes
+
+from coordinator.api import common
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+FIELD_MANAGER: Final = "optiinfra-coordinator"
+
+ApiException = kubernetes.client.ApiException
+
+
+def namespace_gone(exc: ApiException) -> bool:
+    """The namespace is being deleted (or is gone): nothing more can be written in it."""
+    return exc.status == 404 or (exc.status == 403 and "NamespaceTerminating" in str(exc.body))
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that turns status `old` into `new`, or None when they are equal.
+
+    Top-level keys only: lists and objects are replaced whole, removed keys become null.
+    """
+    old = old or {}
+    patch = {key: new.get(key) for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+    return patch or None
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A controller ownerReference to `owner` (a raw object): the child is deleted with it."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+class Client:
+    """The API calls the operator makes. Every method returns the raw object the server sent."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, workers: int = 8) -> None:
+        self._api = api
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._apps = kubernetes.client.AppsV1Api(api)
+        self._core = kubernetes.client.CoreV1Api(api)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- optiinfra.io kinds -------------------------------------------------------------
+
+    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self._call(
+            self._custom.create_namespaced_custom_object,
+            common.GROUP,
+            common.VERSION,
+            namespace,
+            plural,
+            dict(body),
+            field_manager=FIELD_MANAGER,
+        )
+        return created
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        patched: dict[str, Any] = await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            common.GROUP,
+            common.VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": dict(patch)},
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )
+        return patched
+
+    async def delete(self, plural: str, namespace: str, name: str, *, uid: str | None) -> None:
+        """Delete `name` if it is still the object with `uid`; gone already is fine."""
+        options = {"preconditions": {"uid": uid}} if uid else {}
+        try:
+            await self._call(
+                self._custom.delete_namespaced_custom_object,
+                common.GROUP,
+                common.VERSION,
+                namespace,
+                plural,
+                name,
+                body=options,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # --- workloads (the kubernetes executor) ------------------------------------------
+
+    async def read_workload(self, kind: str, namespace: str, name: str) -> Any:
+        read = {
+            "Deployment": self._apps.read_namespaced_deployment,
+            "StatefulSet": self._apps.read_namespaced_stateful_set,
+        }[kind]
+        return await self._call(read, name, namespace)
+
+    async def patch_workload(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> Any:
+        write = {
+            "Deployment": self._apps.patch_namespaced_deployment,
+            "StatefulSet": self._apps.patch_namespaced_stateful_set,
+        }[kind]
+        return await self._call(
+            write,
+            name,
+            namespace,
+            dict(patch),
+            field_manager=FIELD_MANAGER,
+            _content_type=MERGE_PATCH,
+        )
+
+    # --- events -----------------------------------------------------------------------
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        await self._call(self._core.create_namespaced_event, namespace, dict(body))

@@ -1,0 +1,370 @@
+"""The reconciler: one customer's recommendations at a time, from observation to writes.
+
+Every event about a Recommendation, Approval or ExecutionPlan puts its group — one
+customer in one namespace — on a work queue. A worker takes the group and runs one
+reconcile, a short numbered sequence:
+
+1. observe: the group's recommendations, with the Approval and plan each owns, from
+   the operator's in-memory indexes (no LIST per event) overlaid with what this
+   process wrote last (the watch may lag behind its own writes);
+2. compute: ``core.lifecycle.evaluate`` decides every status, approval and plan;
+3. act: write each status that changed in one merge patch (none when nothing changed),
+   create, withdraw or replace approvals, create or delete plans, post Events;
+4. requeue: at the earliest expiry of a pending approval, so expiry needs no event.
+
+A key added while it is being reconciled is reconciled again afterwards, never twice at
+once. The work queue and the overlay are the only state; a restart rebuilds both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from coordinator.api.approval import Approval
+from coordinator.api.common import API_VERSION
+from coordinator.api.plan import ExecutionPlan
+from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.core import approval as policy_
+from coordinator.core import lifecycle
+from coordinator.k8s import client as client_
+from coordinator.k8s import events as events_
+
+logger = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str]
+"""(namespace, customerId)."""
+ObjectKey = tuple[str, str]
+"""(namespace, name)."""
+
+RECOMMENDATIONS: Final = "recommendations"
+APPROVALS: Final = "approvals"
+PLANS: Final = "executionplans"
+
+M = TypeVar("M", Recommendation, Approval, ExecutionPlan)
+C = TypeVar("C", Approval, ExecutionPlan)
+
+
+def _rv(obj: Recommendation | Approval | ExecutionPlan) -> int:
+    raw = obj.metadata.resource_version
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+class Overlay:
+    """What this process wrote last, until the watch shows it (or something newer)."""
+
+    def __init__(self) -> None:
+        self._written: dict[tuple[str, str, str], Recommendation | Approval | ExecutionPlan] = {}
+
+    def put(self, plural: str, obj: Recommendation | Approval | ExecutionPlan) -> None:
+        self._written[(plural, obj.metadata.namespace, obj.metadata.name)] = obj
+
+    def forget(self, plural: str, key: ObjectKey) -> None:
+        self._written.pop((plural, *key), None)
+
+    def latest(self, plural: str, obj: M) -> M:
+        key = (plural, obj.metadata.namespace, obj.metadata.name)
+        mine = self._written.get(key)
+        if mine is None or mine.metadata.uid != obj.metadata.uid:
+            return obj
+        if _rv(mine) > _rv(obj):
+            return mine  # type: ignore[return-value]
+        del self._written[key]
+        return obj
+
+
+class WorkQueue:
+    """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[GroupKey] = collections.deque()
+        self._queued: set[GroupKey] = set()
+        self._active: set[GroupKey] = set()
+        self._dirty: set[GroupKey] = set()
+        self._ready = asyncio.Event()
+
+    def add(self, key: GroupKey) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+            self._ready.set()
+
+    async def get(self) -> GroupKey:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        key = self._queue.popleft()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: GroupKey) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+@dataclasses.dataclass
+class Indexes:
+    """The operator's in-memory view, maintained by kopf from the watches."""
+
+    recommendations: Mapping[GroupKey, Iterable[Recommendation]]
+    namespaces: Mapping[str, Iterable[Recommendation]]
+    approvals: Mapping[ObjectKey, Iterable[Approval]]
+    plans: Mapping[ObjectKey, Iterable[ExecutionPlan]]
+
+
+def _owned_by(child: Approval | ExecutionPlan, owner: Recommendation) -> bool:
+    return any(ref.uid == owner.metadata.uid for ref in child.metadata.owner_references)
+
+
+def _first(values: Iterable[M] | None) -> M | None:
+    return next(iter(values or ()), None)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        client: client_.Client,
+        recorder: events_.Recorder,
+        policy: policy_.ApprovalPolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        workers: int = 4,
+    ) -> None:
+        self.client = client
+        self.recorder = recorder
+        self.policy = policy
+        self.clock = clock
+        self.workers = workers
+        self.queue = WorkQueue()
+        self.overlay = Overlay()
+        self.indexes: Indexes | None = None
+        self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
+        self._dependents: dict[ObjectKey, set[GroupKey]] = collections.defaultdict(set)
+        self.reconciles = 0
+        self.errors = 0
+
+    # --- what triggers a reconcile ------------------------------------------------------
+
+    def recommendation_changed(self, rec: Recommendation) -> None:
+        """A recommendation changed: its group, and the groups that depend on it."""
+        group = (rec.metadata.namespace, rec.spec.customer_id)
+        self.queue.add(group)
+        for dependency in rec.spec.depends_on:
+            self._dependents[(rec.metadata.namespace, dependency)].add(group)
+        for dependent in self._dependents.get((rec.metadata.namespace, rec.name), ()):
+            self.queue.add(dependent)
+
+    def child_changed(self, child: Approval | ExecutionPlan) -> None:
+        self.queue.add((child.metadata.namespace, child.spec.customer_id))
+
+    def _wake_at(self, key: GroupKey, when: datetime) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
+        old = self._timers.get(key)
+        if old is not None and old.when() <= loop.time() + delay:
+            return
+        if old is not None:
+            old.cancel()
+        self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def _fire(self, key: GroupKey) -> None:
+        self._timers.pop(key, None)
+        self.queue.add(key)
+
+    # --- the workers --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the workers until cancelled."""
+        tasks = [
+            asyncio.create_task(self._work(), name=f"reconciler-{i}") for i in range(self.workers)
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for timer in self._timers.values():
+                timer.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            try:
+                await self.reconcile(key)
+            except client_.ApiException as exc:
+                if client_.namespace_gone(exc):  # the namespace is going away with it all
+                    continue
+                self.errors += 1
+                logger.error("reconcile of %s/%s failed, retrying in 1s: %s", *key, exc)
+                asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
+            except Exception:
+                self.errors += 1
+                logger.exception("reconcile of %s/%s failed; retrying in 1s", *key)
+                asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
+            finally:
+                self.queue.done(key)
+
+    # --- one reconcile ------------------------------------------------------------------
+
+    def observe(self, key: GroupKey) -> list[lifecycle.Observed]:
+        assert self.indexes is not None, "bind the indexes before reconciling"
+        idx = self.indexes
+        observed = []
+        for indexed in idx.recommendations.get(key) or ():
+            rec = self.overlay.latest(RECOMMENDATIONS, indexed)
+            name = (rec.metadata.namespace, rec.name)
+            approval = _first(idx.approvals.get(name))
+            plan = _first(idx.plans.get(name))
+            approval = self.overlay.latest(APPROVALS, approval) if approval else None
+            plan = self.overlay.latest(PLANS, plan) if plan else None
+            observed.append(
+                lifecycle.Observed(
+                    recommendation=rec,
+                    approval=approval if approval and _owned_by(approval, rec) else None,
+                    plan=plan if plan and _owned_by(plan, rec) else None,
+                )
+            )
+        return observed
+
+    async def reconcile(self, key: GroupKey) -> None:
+        assert self.indexes is not None
+        self.reconciles += 1
+        group = self.observe(key)
+        if not group:
+            return
+        namespace = [
+            self.overlay.latest(RECOMMENDATIONS, r)
+            for r in self.indexes.namespaces.get(key[0]) or ()
+        ]
+        now = self.clock()
+        desired = lifecycle.evaluate(group, namespace=namespace, policy=self.policy, now=now)
+        await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
+        expiries = [
+            o.approval.spec.expires_at
+            for o in group
+            if o.approval is not None
+            and desired[o.recommendation.name].status.phase is RecommendationPhase.AWAITING_APPROVAL
+        ]
+        if expiries:
+            self._wake_at(key, min(expiries))
+
+    async def _act(self, observed: lifecycle.Observed, desired: lifecycle.Desired) -> None:
+        rec = observed.recommendation
+        ns = rec.metadata.namespace
+        approval = observed.approval
+        if desired.delete_plan and observed.plan is not None:
+            await self.client.delete(PLANS, ns, rec.name, uid=observed.plan.metadata.uid)
+            self.overlay.forget(PLANS, (ns, rec.name))
+        if desired.create_approval is not None:
+            if approval is not None:
+                await self.client.delete(APPROVALS, ns, rec.name, uid=approval.metadata.uid)
+            approval = await self._create(APPROVALS, rec, desired.create_approval)
+        elif desired.approval_status is not None and approval is not None:
+            await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
+        if desired.create_plan is not None:
+            await self._create(PLANS, rec, desired.create_plan)
+        await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
+        for event in desired.events:
+            target = approval if event.on_approval else rec
+            if target is not None:
+                self._event(target, event)
+
+    async def _create(self, plural: str, owner: Recommendation, child: C) -> C:
+        ns = owner.metadata.namespace
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": child.kind,
+            "metadata": {
+                "name": child.metadata.name,
+                "namespace": ns,
+                "annotations": dict(child.metadata.annotations),
+                "ownerReferences": [
+                    client_.owner_reference(
+                        {
+                            "apiVersion": API_VERSION,
+                            "kind": owner.kind,
+                            "metadata": {"name": owner.name, "uid": owner.metadata.uid},
+                        }
+                    )
+                ],
+            },
+            "spec": child.spec.to_wire(),
+        }
+        try:
+            raw = await self.client.create(plural, ns, body)
+        except client_.ApiException as exc:
+            if exc.status == 409:  # the old one is still going away: try again shortly
+                asyncio.get_running_loop().call_later(
+                    0.5, self.queue.add, (ns, owner.spec.customer_id)
+                )
+                return child
+            raise
+        if child.status is not None:
+            raw = await self.client.patch_status(
+                plural, ns, child.metadata.name, child.status.to_wire()
+            )
+        parsed = type(child).model_validate(raw)
+        self.overlay.put(plural, parsed)
+        return parsed
+
+    async def _write_status(
+        self, plural: str, obj: Recommendation | Approval | ExecutionPlan, new: Mapping[str, Any]
+    ) -> None:
+        old = obj.status.to_wire() if obj.status is not None else None
+        patch = client_.status_patch(old, new)
+        if patch is None:
+            return
+        try:
+            raw = await self.client.patch_status(
+                plural, obj.metadata.namespace, obj.metadata.name, patch
+            )
+        except client_.ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to record
+                return
+            raise
+        self.overlay.put(plural, type(obj).model_validate(raw))
+
+    def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
+        if target.metadata.uid is None:
+            return
+        ref = events_.ObjectRef(
+            API_VERSION,
+            target.kind,
+            target.metadata.namespace,
+            target.metadata.name,
+            target.metadata.uid,
+        )
+        self.recorder.record(
+            ref, reason=event.reason, message=event.message, type_=event.type.value
+        )
+
+    def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:
+        """Whether every recommendation the given one depends on has Succeeded, and if not why."""
+        assert self.indexes is not None
+        by_name = {r.name: r for r in self.indexes.namespaces.get(rec_key[0]) or ()}
+        rec = by_name.get(rec_key[1])
+        if rec is None:
+            return True, ""
+        waiting = [
+            dep
+            for dep in rec.spec.depends_on
+            if dep not in by_name
+            or self.overlay.latest(RECOMMENDATIONS, by_name[dep]).phase
+            is not RecommendationPhase.SUCCEEDED
+        ]
+        if waiting:
+            return False, f"waiting for {', '.join(sorted(waiting))} to succeed"
+        return True, ""

@@ -1,0 +1,120 @@
+"""Fixtures for the end-to-end tests: the CRDs, a running operator, helpers to read objects."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import localcluster
+import pytest
+
+from tests.operator_process import OperatorProcess
+from tests.support import Kubectl, wait_for
+
+REPO = Path(__file__).parents[2]
+E2E_PREFIX = "e2e-"
+SHORT_EXPIRY = "8s"
+"""--expiry-critical of the shared operator: critical approvals expire quickly in tests."""
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    for plural in ("recommendations", "approvals", "executionplans"):
+        wait_for(
+            lambda p=plural: kubectl("get", p, "-A", check=False).returncode == 0,
+            what=f"{plural} to be served",
+        )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: localcluster.Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """The operator, watching the e2e-* namespaces, as `coordinator run` starts it."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(
+        kubeconfig=cluster.kubeconfig,
+        log=log,
+        args=[f"--namespace={E2E_PREFIX}*", f"--expiry-critical={SHORT_EXPIRY}"],
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def e2e_namespace(
+    request: pytest.FixtureRequest, api: kubernetes.client.ApiClient, operator: OperatorProcess
+) -> Iterator[str]:
+    """A fresh namespace that the shared operator watches."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
+    name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- the operator's log ---\n{operator.tail(80)}")
+    core.delete_namespace(name)
+
+
+class Objects:
+    """Read optiinfra.io objects of one namespace through the admin client."""
+
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self.namespace = namespace
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                "optiinfra.io", "v1alpha1", self.namespace, plural, name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def status(self, plural: str, name: str) -> dict[str, Any]:
+        obj = self.get(plural, name)
+        return (obj or {}).get("status") or {}
+
+    def phase(self, plural: str, name: str) -> str | None:
+        phase: str | None = self.status(plural, name).get("phase")
+        return phase
+
+    def wait_phase(
+        self, plural: str, name: str, phase: str, *, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Wait until `name` has `phase`; returns the object."""
+
+        def reached() -> dict[str, Any] | None:
+            obj = self.get(plural, name)
+            return obj if obj and (obj.get("status") or {}).get("phase") == phase else None
+
+        return wait_for(
+            reached,
+            what=f"{plural}/{name} in {self.namespace} to be {phase} "
+            f"(it is {self.phase(plural, name)})",
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def objects(api: kubernetes.client.ApiClient, e2e_namespace: str) -> Objects:
+    return Objects(api, e2e_namespace)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]

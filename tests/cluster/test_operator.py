@@ -1,0 +1,388 @@
+"""The operator end to end: real API server, real controller-manager, `coordinator run`.
+
+Users' paths only: manifests applied with kubectl, decisions made with kubectl patch,
+state read back from the API. Every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from tests.cluster.conftest import Objects
+from tests.examples_support import EXAMPLES, load
+from tests.support import Kubectl, wait_for
+
+RECS = "recommendations"
+APPROVALS = "approvals"
+PLANS = "executionplans"
+
+
+def recommendation(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": name},
+        "spec": {
+            "customerId": "customer-1",
+            "agentId": "cost-agent-1",
+            "agentType": "cost",
+            "title": f"Recommendation {name}",
+            "action": "migrate_to_spot",
+            "riskLevel": "medium",
+            "affectedResources": [f"i-{name}"],
+            **spec,
+        },
+    }
+
+
+def apply(kubectl: Kubectl, namespace: str, *docs: dict[str, Any], user: str = "admin") -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs), user=user)
+
+
+def fast_steps(
+    *fail_at: str, names: tuple[str, ...] = ("one", "two", "three")
+) -> list[dict[str, Any]]:
+    """Quick simulated steps; the ones named in `fail_at` fail."""
+    return [
+        {
+            "name": n,
+            "action": f"do_{n}",
+            "params": {"durationMs": 50, **({"fail": f"{n} broke"} if n in fail_at else {})},
+        }
+        for n in names
+    ]
+
+
+def decide(kubectl: Kubectl, namespace: str, name: str, decision: str, reason: str = "") -> None:
+    spec: dict[str, Any] = {"decision": decision}
+    if reason:
+        spec["reason"] = reason
+    kubectl(
+        "patch", "approval", name, "-n", namespace, "--type", "merge",
+        "-p", json.dumps({"spec": spec}),
+    )  # fmt: skip
+
+
+def test_conflict_is_resolved_and_the_winner_asks_for_approval(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation(
+            "rec-003",
+            priority=10,
+            estimatedSavings=2000,
+            affectedResources=["i-101", "i-102", "i-103"],
+        ),
+        recommendation(
+            "rec-004",
+            action="scale_down",
+            priority=8,
+            estimatedSavings=1500,
+            affectedResources=["i-102", "i-103", "i-104"],
+        ),
+    )
+    objects.wait_phase(RECS, "rec-003", "AwaitingApproval")
+    loser = objects.wait_phase(RECS, "rec-004", "Superseded")
+    assert loser["status"]["supersededBy"] == "rec-003"
+    (conflict,) = loser["status"]["conflicts"]
+    assert conflict["description"] == "Both recommendations affect resources: [i-102 i-103]"
+    assert conflict["resolution"] == (
+        "Kept recommendation rec-003 (priority: 10, savings: 2000.00), discarded rec-004"
+    )
+    approval = objects.get(APPROVALS, "rec-003")
+    assert approval is not None
+    assert approval["spec"]["decision"] == "Pending"
+    assert approval["metadata"]["ownerReferences"][0]["name"] == "rec-003"
+    assert objects.get(APPROVALS, "rec-004") is None
+
+
+def test_approve_with_kubectl_patch_creates_a_suspended_plan_that_starts_on_request(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, recommendation("rec-a", steps=fast_steps()))
+    objects.wait_phase(APPROVALS, "rec-a", "Pending")
+    decide(kubectl, e2e_namespace, "rec-a", "Approved")
+    objects.wait_phase(RECS, "rec-a", "Approved")
+    approval = objects.wait_phase(APPROVALS, "rec-a", "Approved")
+    assert approval["status"]["decidedAt"]
+    plan = wait_for(lambda: objects.get(PLANS, "rec-a"), what="the plan to be created")
+    assert plan["spec"]["suspend"] is True
+    kubectl(
+        "patch", "executionplan", "rec-a", "-n", e2e_namespace, "--type", "merge",
+        "-p", '{"spec":{"suspend":false}}',
+    )  # fmt: skip
+    done = objects.wait_phase(PLANS, "rec-a", "Succeeded")
+    assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * 3
+    objects.wait_phase(RECS, "rec-a", "Succeeded")
+
+
+def test_reject_ends_it_and_the_superseded_one_comes_back(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-007", riskLevel="high", priority=15, affectedResources=["db-prod"]),
+        recommendation("rec-009", priority=5, affectedResources=["db-prod"]),
+    )
+    objects.wait_phase(RECS, "rec-009", "Superseded")
+    objects.wait_phase(APPROVALS, "rec-007", "Pending")
+    decide(kubectl, e2e_namespace, "rec-007", "Rejected", "Too risky during peak hours")
+    rejected = objects.wait_phase(RECS, "rec-007", "Rejected")
+    assert "Too risky during peak hours" in rejected["status"]["message"]
+    approval = objects.wait_phase(APPROVALS, "rec-007", "Rejected")
+    assert approval["status"]["reason"] == "Too risky during peak hours"
+    revived = objects.wait_phase(RECS, "rec-009", "AwaitingApproval")
+    assert "supersededBy" not in revived["status"]
+    objects.wait_phase(APPROVALS, "rec-009", "Pending")
+
+
+def test_an_undecided_approval_expires(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, recommendation("rec-crit", riskLevel="critical"))
+    objects.wait_phase(APPROVALS, "rec-crit", "Pending")
+    objects.wait_phase(RECS, "rec-crit", "Expired", timeout=30)
+    approval = objects.wait_phase(APPROVALS, "rec-crit", "Expired")
+    assert approval["status"]["expiresAt"] == approval["spec"]["expiresAt"]
+
+
+def test_a_failing_critical_step_rolls_back_in_reverse_order(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    steps = fast_steps("four", names=("one", "two", "three", "four", "five"))
+    steps[2]["reversible"] = False
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-fail", riskLevel="low", executeNow=True, steps=steps),
+    )
+    plan = objects.wait_phase(PLANS, "rec-fail", "RolledBack")
+    by_name = {s["name"]: s for s in plan["status"]["steps"]}
+    assert [by_name[n]["phase"] for n in ("one", "two", "three", "four", "five")] == [
+        "RolledBack",
+        "RolledBack",
+        "Succeeded",
+        "Failed",
+        "Skipped",
+    ]
+    assert by_name["four"]["error"] == "four broke"
+    assert "not reversible" in by_name["three"]["message"]
+    assert by_name["two"]["rolledBackAt"] >= by_name["four"]["finishedAt"]
+    assert by_name["one"]["rolledBackAt"] >= by_name["two"]["rolledBackAt"]
+    objects.wait_phase(RECS, "rec-fail", "RolledBack")
+
+
+def test_reapplying_the_same_manifests_changes_nothing(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    docs = [
+        recommendation("rec-g1", priority=3, affectedResources=["node-x"]),
+        recommendation("rec-g2", riskLevel="low", affectedResources=["node-x", "node-y"]),
+    ]
+    manifest = yaml.safe_dump_all(docs)
+    kubectl("apply", "-n", e2e_namespace, "-f", "-", stdin=manifest)
+    objects.wait_phase(RECS, "rec-g1", "AwaitingApproval")
+    objects.wait_phase(RECS, "rec-g2", "Superseded")
+    before = {n: objects.get(RECS, n) for n in ("rec-g1", "rec-g2")}
+    for extra in ([], ["--server-side"]):
+        out = kubectl("apply", "-n", e2e_namespace, "-f", "-", *extra, stdin=manifest).stdout
+        assert out.count("unchanged") == 2 or extra, out
+    diff = kubectl("diff", "-n", e2e_namespace, "-f", "-", stdin=manifest, check=False)
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    for name, old in before.items():
+        new = objects.get(RECS, name)
+        assert new is not None
+        assert old is not None
+        assert new["metadata"]["generation"] == old["metadata"]["generation"]
+        assert new["spec"] == old["spec"]
+
+
+def test_deleting_a_recommendation_removes_what_it_owns(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, recommendation("rec-del", riskLevel="low"))
+    wait_for(lambda: objects.get(PLANS, "rec-del"), what="the plan")
+    assert objects.get(APPROVALS, "rec-del") is not None
+    kubectl("delete", "recommendation", "rec-del", "-n", e2e_namespace)
+    wait_for(
+        lambda: objects.get(PLANS, "rec-del") is None and objects.get(APPROVALS, "rec-del") is None,
+        what="the garbage collector to remove the approval and the plan",
+        timeout=60,
+    )
+
+
+def deployment(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }
+
+
+def replicas(kubectl: Kubectl, namespace: str, name: str) -> int:
+    out = kubectl("get", "deployment", name, "-n", namespace, "-o", "jsonpath={.spec.replicas}")
+    return int(out.stdout)
+
+
+def scale_step(name: str, to: int) -> dict[str, Any]:
+    return {
+        "name": "scale",
+        "action": "scale_workload",
+        "executor": "kubernetes",
+        "params": {"kind": "Deployment", "name": name, "replicas": to},
+    }
+
+
+def test_a_kubernetes_scale_is_restored_when_a_later_critical_step_fails(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, deployment("web", 2))
+    steps = [
+        scale_step("web", 5),
+        {"name": "soak", "action": "soak", "params": {"durationMs": 1500}},
+        {
+            "name": "verify",
+            "action": "verify",
+            "params": {"durationMs": 50, "fail": "p99 too high"},
+        },
+    ]
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-scale", riskLevel="low", executeNow=True, steps=steps),
+    )
+    wait_for(lambda: replicas(kubectl, e2e_namespace, "web") == 5, what="web scaled to 5")
+    plan = objects.wait_phase(PLANS, "rec-scale", "RolledBack")
+    scale = plan["status"]["steps"][0]
+    assert scale["phase"] == "RolledBack"
+    assert scale["result"]["previousReplicas"] == 2
+    assert plan["status"]["steps"][2]["error"] == "p99 too high"
+    assert replicas(kubectl, e2e_namespace, "web") == 2
+
+
+def test_a_plan_waits_for_the_recommendations_it_depends_on(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    slow = fast_steps()
+    slow[1]["params"]["durationMs"] = 1500
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation(
+            "rec-first", riskLevel="low", executeNow=True, steps=slow, affectedResources=["a"]
+        ),
+        recommendation(
+            "rec-second",
+            riskLevel="low",
+            executeNow=True,
+            dependsOn=["rec-first"],
+            steps=fast_steps(),
+            affectedResources=["b"],
+        ),
+    )
+    objects.wait_phase(PLANS, "rec-first", "Running")
+    waiting = objects.status(PLANS, "rec-second")
+    assert waiting.get("phase", "Pending") == "Pending"
+    first = objects.wait_phase(PLANS, "rec-first", "Succeeded")
+    second = objects.wait_phase(PLANS, "rec-second", "Succeeded")
+    assert second["status"]["startedAt"] >= first["status"]["finishedAt"]
+
+
+def test_a_dependency_that_does_not_exist_blocks(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, recommendation("rec-orphan", dependsOn=["rec-missing"]))
+    blocked = objects.wait_phase(RECS, "rec-orphan", "Blocked")
+    assert "rec-missing" in blocked["status"]["message"]
+    assert objects.get(APPROVALS, "rec-orphan") is None
+
+
+def test_deleting_a_recommendation_rolls_its_running_plan_back_first(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, deployment("api", 3))
+    steps = [
+        scale_step("api", 1),
+        {"name": "wait", "action": "wait", "params": {"durationMs": 3000}},
+    ]
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-gone", riskLevel="low", executeNow=True, steps=steps),
+    )
+    wait_for(lambda: replicas(kubectl, e2e_namespace, "api") == 1, what="api scaled to 1")
+    kubectl("delete", "recommendation", "rec-gone", "-n", e2e_namespace, "--wait=false")
+    wait_for(lambda: objects.get(PLANS, "rec-gone") is None, what="the plan to go", timeout=60)
+    assert replicas(kubectl, e2e_namespace, "api") == 3
+
+
+def test_transitions_are_recorded_as_events(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-ev", riskLevel="low", executeNow=True, steps=fast_steps("two")),
+    )
+    objects.wait_phase(RECS, "rec-ev", "RolledBack")
+
+    def reasons(kind: str) -> set[str]:
+        out = kubectl(
+            "get", "events", "-n", e2e_namespace, "-o", "json",
+            "--field-selector", f"involvedObject.name=rec-ev,involvedObject.kind={kind}",
+        )  # fmt: skip
+        return {e["reason"] for e in json.loads(out.stdout)["items"]}
+
+    wait_for(
+        lambda: {"Approved", "PlanStarted", "RolledBack"} <= reasons("Recommendation"),
+        what="the recommendation's events",
+    )
+    wait_for(
+        lambda: (
+            {"PlanStarted", "StepSucceeded", "StepFailed", "RolledBack"} <= reasons("ExecutionPlan")
+        ),
+        what="the plan's events",
+    )
+    described = kubectl("describe", "recommendation", "rec-ev", "-n", e2e_namespace).stdout
+    assert "RolledBack" in described
+
+
+def test_every_example_reaches_the_outcome_its_comment_states(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    examples = load()
+    kubectl("apply", "-n", e2e_namespace, "-f", str(EXAMPLES))
+    for example in examples:
+        for command in example.then:
+            assert command[0] == "kubectl"
+            name = command[3]
+            wait_for(lambda n=name: objects.get(APPROVALS, n), what=f"approval {name}")
+            kubectl(*command[1:], "-n", e2e_namespace)
+    for example in examples:
+        for name, what, value in example.outcomes:
+            if name.startswith("deployment/"):
+                assert what == "replicas"
+                deployment_name = name.split("/", 1)[1]
+                wait_for(
+                    lambda d=deployment_name, v=value: (
+                        replicas(kubectl, e2e_namespace, d) == int(v)
+                    ),
+                    what=f"{name} to have {value} replicas ({example.path.name})",
+                )
+            else:
+                objects.wait_phase(RECS, name, what, timeout=60)

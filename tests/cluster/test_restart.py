@@ -1,0 +1,102 @@
+"""The operator killed with SIGKILL in the middle of a plan continues from status."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import localcluster
+import pytest
+import yaml
+
+from tests.cluster.conftest import Objects
+from tests.operator_process import OperatorProcess
+from tests.support import Kubectl, wait_for
+
+PLANS = "executionplans"
+
+
+@pytest.fixture
+def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]:
+    """A namespace that only this test's operator watches."""
+    name = f"restart-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
+    cluster: localcluster.Cluster,
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    tmp_path: Path,
+) -> None:
+    objects = Objects(api, own_namespace)
+    process = OperatorProcess(
+        kubeconfig=cluster.kubeconfig,
+        log=tmp_path / "operator.log",
+        args=[f"--namespace={own_namespace}"],
+    ).start()
+    steps = [
+        {"name": "first", "action": "first", "params": {"durationMs": 200}},
+        {"name": "second", "action": "second", "params": {"durationMs": 4000}},
+        {"name": "third", "action": "third", "params": {"durationMs": 200}},
+    ]
+    rec = {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": "rec-kill"},
+        "spec": {
+            "customerId": "c",
+            "agentId": "a",
+            "agentType": "cost",
+            "title": "survives a crash",
+            "action": "migrate_to_spot",
+            "riskLevel": "low",
+            "executeNow": True,
+            "steps": steps,
+        },
+    }
+    try:
+        kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+
+        def second_running() -> dict[str, object] | None:
+            status = objects.status(PLANS, "rec-kill")
+            entries = status.get("steps") or []
+            return status if len(entries) == 3 and entries[1]["phase"] == "Running" else None
+
+        before = wait_for(second_running, what="the second step to run", timeout=30)
+        process.kill()
+        assert objects.status(PLANS, "rec-kill")["steps"][1]["phase"] == "Running"
+        restarted = OperatorProcess(
+            kubeconfig=cluster.kubeconfig,
+            log=tmp_path / "operator-restarted.log",
+            args=[f"--namespace={own_namespace}"],
+        ).start()
+        try:
+            done = objects.wait_phase(PLANS, "rec-kill", "Succeeded", timeout=60)
+        finally:
+            restarted.stop()
+    finally:
+        process.stop()
+    first_before = before["steps"][0]  # type: ignore[index]
+    first_after = done["status"]["steps"][0]
+    assert first_after["phase"] == "Succeeded"
+    assert (first_after["startedAt"], first_after["finishedAt"]) == (
+        first_before["startedAt"],
+        first_before["finishedAt"],
+    )
+    assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * 3
+    events = json.loads(
+        kubectl(
+            "get", "events", "-n", own_namespace, "-o", "json",
+            "--field-selector", "involvedObject.name=rec-kill,involvedObject.kind=ExecutionPlan",
+        ).stdout
+    )["items"]  # fmt: skip
+    first_done = [e for e in events if e["reason"] == "StepSucceeded" and "first" in e["message"]]
+    assert len(first_done) == 1, [e["message"] for e in events]

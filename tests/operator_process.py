@@ -1,0 +1,91 @@
+"""`coordinator run` started as a user starts it: a process, a kubeconfig, flags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from tests.support import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """One `coordinator run` process with its log file; start, kill, stop."""
+
+    def __init__(self, *, kubeconfig: Path, log: Path, args: list[str]) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.args = args
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "coordinator",
+            "run",
+            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            f"--metrics-port={self.metrics_port}",
+            *self.args,
+        ]
+
+    def healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def start(self) -> OperatorProcess:
+        self._out = self.log.open("ab")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            self.command, stdout=self._out, stderr=subprocess.STDOUT, env=env
+        )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{self.tail()}")
+            return self.healthy()
+
+        wait_for(up, what="the operator's health endpoint", timeout=60)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, as a node failure would."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._out is not None:
+            self._out.close()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

@@ -1,0 +1,329 @@
+"""The lifecycle of recommendations, approvals and plans, as the operator applies it.
+
+A tiny in-memory world stands in for the API server: it applies what
+``lifecycle.evaluate`` asks for (status writes, approval and plan creation and
+deletion) and the tests step it until nothing changes, as the operator would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from coordinator.api.approval import Approval, ApprovalPhase, Decision
+from coordinator.api.plan import ExecutionPlan, ExecutionPlanStatus, PlanPhase
+from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.core import approval as policy_
+from coordinator.core import lifecycle
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+POLICY = policy_.ApprovalPolicy()
+_uids = itertools.count(1)
+
+
+def rec(name: str, *, generation: int = 1, **spec: Any) -> Recommendation:
+    body = {
+        "customerId": "customer-1",
+        "agentId": "agent",
+        "agentType": "cost",
+        "title": name,
+        "action": "migrate_to_spot",
+        "riskLevel": "medium",
+        "affectedResources": [f"res-{name}"],
+        **spec,
+    }
+    return Recommendation.model_validate(
+        {
+            "metadata": {"name": name, "uid": f"uid-{next(_uids)}", "generation": generation},
+            "spec": body,
+        }
+    )
+
+
+@dataclasses.dataclass
+class World:
+    """Recommendations with the approvals and plans they own, changed only by `step`."""
+
+    recs: dict[str, Recommendation]
+    approvals: dict[str, Approval] = dataclasses.field(default_factory=dict)
+    plans: dict[str, ExecutionPlan] = dataclasses.field(default_factory=dict)
+    events: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def observed(self) -> list[lifecycle.Observed]:
+        return [
+            lifecycle.Observed(
+                recommendation=r, approval=self.approvals.get(n), plan=self.plans.get(n)
+            )
+            for n, r in self.recs.items()
+        ]
+
+    def step(self, *, now: datetime = NOW) -> int:
+        """Apply one evaluation; return how many writes it made."""
+        desired = lifecycle.evaluate(self.observed(), policy=POLICY, now=now)
+        writes = 0
+        for name, d in desired.items():
+            self.events += [(name, e.reason) for e in d.events]
+            if d.delete_plan:
+                self.plans.pop(name, None)
+                writes += 1
+            if d.create_approval is not None:
+                self.approvals[name] = d.create_approval
+                writes += 1
+            elif d.approval_status is not None:
+                self.approvals[name] = self.approvals[name].model_copy(
+                    update={"status": d.approval_status}
+                )
+                writes += 1
+            if d.create_plan is not None:
+                self.plans[name] = d.create_plan
+                writes += 1
+            if d.status != self.recs[name].status:
+                self.recs[name] = self.recs[name].model_copy(update={"status": d.status})
+                writes += 1
+        return writes
+
+    def settle(self, *, now: datetime = NOW) -> None:
+        for _ in range(10):
+            if self.step(now=now) == 0:
+                return
+        raise AssertionError("the lifecycle does not settle")
+
+    def phase(self, name: str) -> RecommendationPhase:
+        return self.recs[name].phase
+
+    def decide(
+        self, name: str, decision: Decision, *, by: str = "approver", reason: str = ""
+    ) -> None:
+        approval = self.approvals[name]
+        self.approvals[name] = approval.model_copy(
+            update={
+                "spec": approval.spec.model_copy(
+                    update={"decision": decision, "reason": reason or None}
+                ),
+                "metadata": approval.metadata.model_copy(
+                    update={"annotations": {lifecycle.DECIDED_BY_ANNOTATION: by}}
+                ),
+            }
+        )
+
+    def set_plan(self, name: str, phase: PlanPhase) -> None:
+        plan = self.plans[name]
+        self.plans[name] = plan.model_copy(update={"status": ExecutionPlanStatus(phase=phase)})
+
+
+def world(*recs: Recommendation) -> World:
+    return World({r.name: r for r in recs})
+
+
+def test_medium_risk_asks_for_a_decision_that_expires_after_48h() -> None:
+    w = world(rec("rec-001"))
+    w.settle()
+    assert w.phase("rec-001") is RecommendationPhase.AWAITING_APPROVAL
+    approval = w.approvals["rec-001"]
+    assert approval.spec.decision is Decision.PENDING
+    assert approval.spec.expires_at == NOW + timedelta(hours=48)
+    assert approval.spec.recommendation_generation == 1
+    assert "rec-001" not in w.plans
+    assert ("rec-001", "ApprovalRequested") in w.events
+    status = w.recs["rec-001"].status
+    assert status is not None
+    assert status.approval == "rec-001"
+    assert status.observed_generation == 1
+
+
+def test_low_risk_is_approved_by_policy_and_gets_a_suspended_plan() -> None:
+    w = world(rec("rec-002", riskLevel="low"))
+    w.settle()
+    assert w.phase("rec-002") is RecommendationPhase.APPROVED
+    approval = w.approvals["rec-002"]
+    assert approval.spec.decision is Decision.APPROVED
+    assert approval.status is not None
+    assert approval.status.decided_by == "policy"
+    plan = w.plans["rec-002"]
+    assert plan.spec.suspend is True
+    assert [s.name for s in plan.spec.steps] == [
+        "take_snapshot",
+        "migrate_workload",
+        "validate_quality",
+    ]
+
+
+def test_execute_now_creates_the_plan_unsuspended() -> None:
+    w = world(rec("rec-008", riskLevel="low", executeNow=True))
+    w.settle()
+    assert w.plans["rec-008"].spec.suspend is False
+
+
+def test_low_risk_without_auto_approve_waits_for_a_person() -> None:
+    w = world(rec("rec-009", riskLevel="low", autoApprove=False))
+    w.settle()
+    assert w.phase("rec-009") is RecommendationPhase.AWAITING_APPROVAL
+    assert w.approvals["rec-009"].spec.expires_at == NOW + timedelta(hours=72)
+
+
+def test_approval_by_a_person_is_recorded_and_makes_the_plan() -> None:
+    w = world(rec("rec-003"))
+    w.settle()
+    w.decide("rec-003", Decision.APPROVED, by="approver")
+    w.settle()
+    assert w.phase("rec-003") is RecommendationPhase.APPROVED
+    status = w.approvals["rec-003"].status
+    assert status is not None
+    assert (status.phase, status.decided_by, status.decided_at) == (
+        ApprovalPhase.APPROVED,
+        "approver",
+        NOW,
+    )
+    assert "rec-003" in w.plans
+    assert ("rec-003", "Approved") in w.events
+
+
+def test_rejection_ends_the_recommendation_with_the_reason() -> None:
+    w = world(rec("rec-007", riskLevel="high"))
+    w.settle()
+    w.decide("rec-007", Decision.REJECTED, reason="Too risky during peak hours")
+    w.settle()
+    assert w.phase("rec-007") is RecommendationPhase.REJECTED
+    status = w.recs["rec-007"].status
+    assert status is not None
+    assert status.message == "Rejected by approver: Too risky during peak hours"
+    approval_status = w.approvals["rec-007"].status
+    assert approval_status is not None
+    assert approval_status.phase is ApprovalPhase.REJECTED
+    assert approval_status.reason == "Too risky during peak hours"
+    assert "rec-007" not in w.plans
+
+
+def test_an_undecided_approval_expires_at_its_time_even_without_an_event() -> None:
+    w = world(rec("rec-010", riskLevel="critical"))
+    w.settle()
+    expires = w.approvals["rec-010"].spec.expires_at
+    assert expires == NOW + timedelta(hours=4)
+    w.settle(now=expires - timedelta(seconds=1))
+    assert w.phase("rec-010") is RecommendationPhase.AWAITING_APPROVAL
+    w.settle(now=expires)
+    assert w.phase("rec-010") is RecommendationPhase.EXPIRED
+    approval_status = w.approvals["rec-010"].status
+    assert approval_status is not None
+    assert approval_status.phase is ApprovalPhase.EXPIRED
+
+
+def test_superseded_before_a_decision_withdraws_the_approval() -> None:
+    w = world(rec("rec-004", priority=8, affectedResources=["i-102"]))
+    w.settle()
+    assert w.phase("rec-004") is RecommendationPhase.AWAITING_APPROVAL
+    w.recs["rec-003"] = rec("rec-003", priority=10, affectedResources=["i-102"])
+    w.settle()
+    assert w.phase("rec-004") is RecommendationPhase.SUPERSEDED
+    status = w.recs["rec-004"].status
+    assert status is not None
+    assert status.superseded_by == "rec-003"
+    approval_status = w.approvals["rec-004"].status
+    assert approval_status is not None
+    assert approval_status.phase is ApprovalPhase.WITHDRAWN
+
+
+def test_a_superseded_one_comes_back_and_asks_again_when_its_winner_is_rejected() -> None:
+    w = world(
+        rec("rec-004", priority=8, affectedResources=["i-102"]),
+        rec("rec-003", priority=10, affectedResources=["i-102"]),
+    )
+    w.settle()
+    assert w.phase("rec-004") is RecommendationPhase.SUPERSEDED
+    w.decide("rec-003", Decision.REJECTED)
+    w.settle()
+    assert w.phase("rec-003") is RecommendationPhase.REJECTED
+    assert w.phase("rec-004") is RecommendationPhase.AWAITING_APPROVAL
+    approval = w.approvals["rec-004"]
+    assert approval.spec.decision is Decision.PENDING
+    assert approval.status is not None
+    assert approval.status.phase is ApprovalPhase.PENDING
+
+
+def test_a_spec_change_after_approval_voids_it_and_asks_again() -> None:
+    w = world(rec("rec-011"))
+    w.settle()
+    w.decide("rec-011", Decision.APPROVED)
+    w.settle()
+    assert "rec-011" in w.plans
+    w.recs["rec-011"] = rec("rec-011", generation=2, priority=5).model_copy(
+        update={"status": w.recs["rec-011"].status}
+    )
+    w.settle()
+    assert w.phase("rec-011") is RecommendationPhase.AWAITING_APPROVAL
+    approval = w.approvals["rec-011"]
+    assert (approval.spec.recommendation_generation, approval.spec.decision) == (
+        2,
+        Decision.PENDING,
+    )
+    assert "rec-011" not in w.plans
+
+
+def test_a_rejected_recommendation_whose_spec_changes_is_a_new_proposal() -> None:
+    w = world(rec("rec-012"))
+    w.settle()
+    w.decide("rec-012", Decision.REJECTED)
+    w.settle()
+    w.recs["rec-012"] = rec("rec-012", generation=2).model_copy(
+        update={"status": w.recs["rec-012"].status}
+    )
+    w.settle()
+    assert w.phase("rec-012") is RecommendationPhase.AWAITING_APPROVAL
+    assert w.approvals["rec-012"].spec.recommendation_generation == 2
+
+
+@pytest.mark.parametrize(
+    ("plan_phase", "expected"),
+    [
+        (PlanPhase.RUNNING, RecommendationPhase.EXECUTING),
+        (PlanPhase.ROLLING_BACK, RecommendationPhase.EXECUTING),
+        (PlanPhase.SUCCEEDED, RecommendationPhase.SUCCEEDED),
+        (PlanPhase.FAILED, RecommendationPhase.FAILED),
+        (PlanPhase.ROLLED_BACK, RecommendationPhase.ROLLED_BACK),
+    ],
+)
+def test_the_recommendation_mirrors_its_plan(
+    plan_phase: PlanPhase, expected: RecommendationPhase
+) -> None:
+    w = world(rec("rec-013", riskLevel="low"))
+    w.settle()
+    w.set_plan("rec-013", plan_phase)
+    w.settle()
+    assert w.phase("rec-013") is expected
+
+
+def test_an_executing_one_holds_its_resources_against_a_better_newcomer() -> None:
+    w = world(rec("rec-020", riskLevel="low", priority=1, affectedResources=["db"]))
+    w.settle()
+    w.set_plan("rec-020", PlanPhase.RUNNING)
+    w.recs["rec-021"] = rec("rec-021", riskLevel="low", priority=100, affectedResources=["db"])
+    w.settle()
+    assert w.phase("rec-020") is RecommendationPhase.EXECUTING
+    assert w.phase("rec-021") is RecommendationPhase.SUPERSEDED
+
+
+def test_settled_state_is_a_fixed_point_with_no_writes_and_no_events() -> None:
+    w = world(
+        rec("rec-003", priority=10, estimatedSavings=2000, affectedResources=["i-102", "i-103"]),
+        rec("rec-004", priority=8, affectedResources=["i-102", "i-104"]),
+        rec("rec-005", riskLevel="low", affectedResources=["cluster-a"]),
+    )
+    w.settle()
+    events = len(w.events)
+    assert w.step() == 0
+    assert len(w.events) == events
+
+
+def test_a_withdrawn_approval_is_not_touched_while_superseded() -> None:
+    w = world(rec("rec-004", priority=8, affectedResources=["i-102"]))
+    w.settle()
+    w.recs["rec-003"] = rec("rec-003", riskLevel="low", priority=10, affectedResources=["i-102"])
+    w.settle()
+    withdrawn = w.approvals["rec-004"]
+    assert w.step(now=NOW + timedelta(days=30)) == 0  # long past the withdrawn one's expiry
+    assert w.phase("rec-004") is RecommendationPhase.SUPERSEDED
+    assert w.approvals["rec-004"] == withdrawn
