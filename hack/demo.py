@@ -1,43 +1,169 @@
 """`make demo`: the product's story on the local control plane, narrated with kubectl.
 
-Runs with KUBECONFIG pointing at the cluster and the pinned kubectl first on PATH
-(the Makefile sets both).
+Runs with KUBECONFIG pointing at the cluster and the pinned kubectl first on PATH (the
+Makefile sets both). Starts the operator for the demo namespace, applies examples/ in
+order, approves and rejects with kubectl patch, shows what happened, stops the operator.
+The cluster stays up afterwards so you can look around.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+NAMESPACE = "optiinfra-demo"
+BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{BOLD}== {text}{RESET}", flush=True)
 
 
-def run(command: str) -> str:
-    print(f"$ {command}", flush=True)
+def run(command: str, *, show: bool = True, check: bool = True) -> str:
+    if show:
+        print(f"$ {command}", flush=True)
     proc = subprocess.run(
         shlex.split(command), check=False, cwd=REPO, capture_output=True, text=True
     )
-    out = proc.stdout + proc.stderr
-    print(out.rstrip(), flush=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"demo failed at: {command}")
+    out = (proc.stdout + proc.stderr).rstrip()
+    if show and out:
+        print(out, flush=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo failed at: {command}\n{out}")
     return out
 
 
+def wait_phase(kind: str, name: str, phase: str) -> None:
+    run(
+        f"kubectl wait -n {NAMESPACE} {kind}/{name} --for=jsonpath={{.status.phase}}={phase} "
+        "--timeout=60s",
+        show=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_operator(log: Path) -> subprocess.Popen[bytes]:
+    port = free_port()
+    command = [
+        sys.executable, "-m", "coordinator", "run", f"--namespace={NAMESPACE}",
+        f"--liveness=http://127.0.0.1:{port}/healthz", "--metrics-port=0",
+    ]  # fmt: skip
+    print(f"$ coordinator run --namespace={NAMESPACE} ...   (log: {log.relative_to(REPO)})")
+    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the operator exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the operator did not become healthy in 60s")
+
+
 def main() -> int:
+    started = time.monotonic()
     say("The three kinds, generated from the pydantic models")
     run("kubectl apply -f crds/")
-    run("kubectl wait --for=condition=Established crd --all --timeout=60s")
-    run("kubectl get crd -o custom-columns=NAME:.metadata.name,SHORT:.spec.names.shortNames")
-    say("Every field is documented for kubectl explain")
+    run("kubectl wait --for=condition=Established crd --all --timeout=60s", show=False)
     run("kubectl explain recommendation.spec.riskLevel")
+
+    say("What the operator will decide, without a cluster (what a GitOps pipeline runs)")
+    run("coordinator check -f examples/")
+
+    say("Start the operator")
+    operator = start_operator(REPO / ".cluster" / "logs" / "operator-demo.log")
+    try:
+        # A previous run's objects go first, while the operator can release them.
+        run(f"kubectl delete namespace {NAMESPACE} --ignore-not-found --timeout=60s", show=False)
+        run(f"kubectl create namespace {NAMESPACE}")
+        story()
+    finally:
+        operator.terminate()
+        operator.wait(timeout=60)
+    say(f"Done in {time.monotonic() - started:.0f}s. The cluster is still up; look around:")
+    print(f"  export KUBECONFIG={os.environ.get('KUBECONFIG', '')}")
+    kubectl = shutil.which("kubectl")
+    print(f'  export PATH="{Path(kubectl).parent if kubectl else ""}:$PATH"  # the pinned kubectl')
+    print(f"  kubectl get optiinfra -n {NAMESPACE}")
+    print("  make cluster-down   # when finished")
     return 0
+
+
+def story() -> None:
+    k = f"kubectl -n {NAMESPACE}"
+    say("01: two recommendations without conflict")
+    run(f"{k} apply -f examples/01-no-conflict.yaml")
+    wait_phase("rec", "rec-001", "AwaitingApproval")
+    wait_phase("rec", "rec-002", "Approved")
+    run(f"{k} get recommendations,approvals")
+
+    say("02 and 03: conflicts are resolved by priority, then savings, confidence, risk")
+    run(f"{k} apply -f examples/02-resource-conflict.yaml -f examples/03-action-conflict.yaml")
+    wait_phase("rec", "rec-004", "Superseded")
+    wait_phase("rec", "rec-005", "Superseded")
+    run(f"{k} get rec rec-003 rec-004 rec-005 rec-006 -o wide")
+    run(
+        f"{k} get rec rec-005 -o custom-columns="
+        "TYPE:.status.conflicts[*].type,DESCRIPTION:.status.conflicts[*].description"
+    )
+
+    say("Approve rec-003 (a person, with kubectl patch); it gets a suspended plan")
+    run(
+        f"{k} patch approval rec-003 --type merge -p "
+        + shlex.quote('{"spec":{"decision":"Approved"}}')
+    )
+    wait_phase("rec", "rec-003", "Approved")
+    run(f"{k} get approval/rec-003 executionplan/rec-003")
+
+    say("04: reject a high-risk change, with a reason")
+    run(f"{k} apply -f examples/04-reject.yaml")
+    wait_phase("approval", "rec-007", "Pending")
+    reject = '{"spec":{"decision":"Rejected","reason":"Too risky during peak hours"}}'
+    run(f"{k} patch approval rec-007 --type merge -p {shlex.quote(reject)}")
+    wait_phase("rec", "rec-007", "Rejected")
+    run(f"{k} get approval rec-007 -o wide")
+
+    say("05 to 08: plans run step by step; a failing critical step rolls back")
+    for name in ("05-execute-now", "06-rollback", "07-dependency-chain", "08-scale-deployment"):
+        run(f"{k} apply -f examples/{name}.yaml")
+    for name, phase in (
+        ("rec-008", "Succeeded"),
+        ("rec-010", "RolledBack"),
+        ("rec-013", "Succeeded"),
+        ("rec-014", "Succeeded"),
+    ):
+        wait_phase("rec", name, phase)
+    run(f"{k} get executionplans")
+    run(
+        f"{k} get plan rec-010 -o custom-columns="
+        "STEP:.status.steps[*].name,PHASE:.status.steps[*].phase,"
+        "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
+    )
+    run(f"{k} get deployment web")
+
+    say("09: a circular dependency blocks both until it is broken")
+    run(f"{k} apply -f examples/09-circular-dependency.yaml")
+    wait_phase("rec", "rec-015", "Blocked")
+    run(f"{k} get rec rec-015 rec-016 -o custom-columns=NAME:.metadata.name,WHY:.status.message")
+
+    say("Everything at a glance")
+    run(f"{k} get optiinfra")
+    run(f"{k} describe rec rec-010")
 
 
 if __name__ == "__main__":
