@@ -1,0 +1,267 @@
+"""The API surface on the real API server: CRDs, manifests and examples are accepted, the
+corpus of invalid manifests in tests/cluster/invalid/ is refused with a message naming the
+field (see invalid/README.md for its format), and the operator's Deployment is what it claims.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes
+import pytest
+import yaml
+
+from tests.cluster.surface_support import (
+    EXAMPLES,
+    MANIFESTS,
+    Doc,
+    apply_crds,
+    crd_files,
+    install_crds,
+    load_documents,
+    module_namespace,
+    object_exists,
+    render_manifests,
+)
+from tests.support import Kubectl
+
+INVALID = Path(__file__).parent / "invalid"
+OPERATOR_NAMESPACE = "optiinfra-system"
+PEERING = "optiinfra-coordinator"
+
+
+@pytest.fixture(scope="module")
+def installed(kubectl: Kubectl, api: kubernetes.client.ApiClient) -> list[Doc]:
+    """crds/ applied for real, and what manifests/ needs before it can be dry-run: kopf's
+    peering CRDs and the optiinfra-system namespace (cluster-scoped, from the repository's
+    files, so identical for everyone). Returns the rendered manifests."""
+    install_crds(kubectl, api)
+    docs = render_manifests(kubectl)
+    apply_crds(kubectl, api, [d for d in docs if d["kind"] == "CustomResourceDefinition"])
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(namespaces))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def module_ns(api: kubernetes.client.ApiClient, installed: list[Doc]) -> Iterator[str]:
+    with module_namespace(api, "api-surface") as namespace:
+        yield namespace
+
+
+def dry_run_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.endswith("(server dry run)")]
+
+
+# --- CRDs, manifests, examples: accepted by the API server ----------------------------------
+
+
+@pytest.mark.parametrize("path", crd_files(), ids=lambda p: p.name)
+def test_crd_passes_server_dry_run(kubectl: Kubectl, installed: list[Doc], path: Path) -> None:
+    proc = kubectl("apply", "--dry-run=server", "-f", str(path))
+    assert len(dry_run_lines(proc.stdout)) == 1, proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
+def test_manifests_pass_server_dry_run(kubectl: Kubectl, installed: list[Doc]) -> None:
+    proc = kubectl("apply", "-k", str(MANIFESTS), "--dry-run=server")
+    assert len(dry_run_lines(proc.stdout)) == len(installed), proc.stdout
+    # No warning at all: optiinfra-system warns about the "restricted" Pod Security Standard,
+    # so a Deployment that is not hardened enough would say so here.
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
+def test_manifests_hold_the_expected_objects(installed: list[Doc]) -> None:
+    found = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in installed}
+    ns = OPERATOR_NAMESPACE
+    assert found == {
+        ("Namespace", ns, None),
+        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev", None),
+        ("CustomResourceDefinition", "kopfpeerings.kopf.dev", None),
+        ("ClusterKopfPeering", PEERING, None),
+        ("ServiceAccount", "optiinfra-coordinator", ns),
+        ("ClusterRole", "optiinfra-coordinator", None),
+        ("ClusterRoleBinding", "optiinfra-coordinator", None),
+        ("ClusterRole", "optiinfra-agent", None),
+        ("ClusterRole", "optiinfra-approver", None),
+        ("ClusterRole", "optiinfra-viewer", None),
+        ("Deployment", "optiinfra-coordinator", ns),
+        ("Service", "optiinfra-coordinator", ns),
+        ("PodDisruptionBudget", "optiinfra-coordinator", ns),
+    }
+
+
+def only(docs: list[Doc], kind: str) -> Doc:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
+    deployment = only(installed, "Deployment")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] == 2
+    assert pod["serviceAccountName"] == only(installed, "ServiceAccount")["metadata"]["name"]
+    pod_security = pod["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security["runAsUser"] == 65532
+    assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
+    [container] = pod["containers"]
+    assert container["image"] == "optiinfra/coordinator:0.1.0"
+    assert [*container["command"], *container["args"]] == [
+        "coordinator",
+        "run",
+        f"--peering={PEERING}",
+        "--liveness=http://0.0.0.0:8080/healthz",
+    ]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 65532
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert (get["path"], ports[get["port"]]) == ("/healthz", 8080), probe
+    assert container["resources"] == {
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+    }
+    [mount] = container["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mount["name"]]
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_service_and_peering_match_the_deployment(installed: list[Doc]) -> None:
+    pod_template = only(installed, "Deployment")["spec"]["template"]
+    pod_labels = pod_template["metadata"]["labels"]
+    [container] = pod_template["spec"]["containers"]
+    container_ports = {p["name"] for p in container["ports"]}
+    service = only(installed, "Service")
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"webhook": (443, "webhook"), "metrics": (9090, "metrics")}
+    assert {target for _, target in ports.values()} <= container_ports
+    budget = only(installed, "PodDisruptionBudget")
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert only(installed, "ClusterKopfPeering")["metadata"]["name"] == PEERING
+
+
+EXAMPLE_FILES = sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("*.yml")])
+
+
+@pytest.mark.parametrize(
+    "path",
+    EXAMPLE_FILES
+    or [
+        pytest.param(
+            None,
+            id="no-examples",
+            marks=pytest.mark.skip(reason="examples/ has no *.yaml yet (written in issue 4.3)"),
+        )
+    ],
+    ids=lambda p: p.name if isinstance(p, Path) else str(p),
+)
+def test_example_passes_server_dry_run(kubectl: Kubectl, module_ns: str, path: Path) -> None:
+    """Each example file is accepted. Examples may name their own namespace: here everything
+    goes to the module's namespace (a dry run cannot create one), Namespace objects aside."""
+    docs = [d for d in load_documents(path.read_text()) if d.get("kind") != "Namespace"]
+    if not docs:
+        pytest.skip(f"{path.name} holds only Namespace objects")
+    for doc in docs:
+        doc.get("metadata", {}).pop("namespace", None)
+    proc = kubectl(
+        "apply", "--dry-run=server", "-n", module_ns, "-f", "-", stdin=yaml.safe_dump_all(docs)
+    )
+    assert len(dry_run_lines(proc.stdout)) == len(docs), proc.stdout
+
+
+# --- The invalid corpus: refused, with a message naming the field ------------------------------
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    path: Path
+    expects: list[str]
+    patch: str | None
+    documents: list[str]  # the raw text of each YAML document
+
+    @classmethod
+    def load(cls, path: Path) -> InvalidCase:
+        text = path.read_text()
+        patch = re.search(r"^# patch: (.+)$", text, re.MULTILINE)
+        return cls(
+            path=path,
+            expects=re.findall(r"^# expect: (.+)$", text, re.MULTILINE),
+            patch=patch.group(1) if patch else None,
+            documents=[d for d in re.split(r"^---\s*$", text, flags=re.MULTILINE) if d.strip()],
+        )
+
+    def parsed(self) -> list[Doc]:
+        return [yaml.safe_load(d) for d in self.documents]
+
+
+INVALID_CASES = [InvalidCase.load(p) for p in sorted(INVALID.glob("*.yaml"))]
+FIELD_PATH = re.compile(r"(^|[\s\"])(spec|metadata)(\.[A-Za-z0-9_\[\]]+)*[:\"]")
+
+
+def test_invalid_corpus_is_well_formed() -> None:
+    assert len(INVALID_CASES) >= 25
+    seen: dict[tuple[str, str], str] = {}
+    for case in INVALID_CASES:
+        name = case.path.name
+        assert case.path.read_text().startswith("# expect: "), f"{name}: first line"
+        assert any(FIELD_PATH.search(e) for e in case.expects), f"{name}: no field in expect"
+        docs = case.parsed()
+        assert len(docs) in ((1,) if case.patch else (1, 2)), f"{name}: number of documents"
+        assert len({(d["kind"], d["metadata"]["name"]) for d in docs}) == 1, name
+        assert all("namespace" not in d["metadata"] for d in docs), name
+        key = (docs[0]["kind"], docs[0]["metadata"]["name"])
+        assert key not in seen, f"{name} and {seen.get(key)} use the same object"
+        seen[key] = name
+    shapes = {
+        "create": [c for c in INVALID_CASES if c.patch is None and len(c.documents) == 1],
+        "patch": [c for c in INVALID_CASES if c.patch is not None],
+        "change": [c for c in INVALID_CASES if len(c.documents) == 2],
+    }
+    assert all(shapes.values()), {k: len(v) for k, v in shapes.items()}
+
+
+def refused(proc: subprocess.CompletedProcess[str], case: InvalidCase) -> None:
+    output = f"{proc.stderr}{proc.stdout}"
+    assert proc.returncode != 0, f"{case.path.name}: the API server accepted it:\n{output}"
+    # Both forms are the API server's Status, as kubectl prints it (422 Invalid / the others).
+    assert " is invalid" in proc.stderr or "Error from server" in proc.stderr, output
+    for expected in case.expects:
+        assert expected in proc.stderr, f"{case.path.name}: {expected!r} not in:\n{output}"
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.path.stem)
+def test_invalid_manifest_is_refused(kubectl: Kubectl, module_ns: str, case: InvalidCase) -> None:
+    docs = case.parsed()
+    kind, name = f"{docs[0]['kind'].lower()}.optiinfra.io", docs[0]["metadata"]["name"]
+    if case.patch is None and len(case.documents) == 1:
+        refused(kubectl("create", "-n", module_ns, "-f", str(case.path), check=False), case)
+        return
+    # An update case: the first step must succeed, or the case would prove nothing.
+    kubectl("apply", "-n", module_ns, "-f", "-", stdin=case.documents[0])
+    assert object_exists(kubectl, kind, name, module_ns)
+    if case.patch is not None:
+        change = ("patch", kind, name, "-n", module_ns, "--type", "merge", "-p", case.patch)
+        refused(kubectl(*change, check=False), case)
+    else:
+        apply = ("apply", "-n", module_ns, "-f", "-")
+        refused(kubectl(*apply, stdin=case.documents[1], check=False), case)
