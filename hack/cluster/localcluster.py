@@ -50,6 +50,7 @@ KCM_CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",
     "statefulset-controller",
+    "clusterrole-aggregation-controller",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 
 from coordinator import check
 
@@ -33,7 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: standalone, for a single replica)",
     )
     parser.add_argument(
-        "--priority", type=int, default=0, help="peering priority of this replica (default 0)"
+        "--priority",
+        type=int,
+        help="peering priority of this replica: the highest acts, the others stand by "
+        "(default: random, so that replicas never tie)",
     )
     parser.add_argument(
         "--liveness",
@@ -105,7 +109,7 @@ def run(arguments: argparse.Namespace) -> int:
         namespaces=namespaces,
         standalone=arguments.peering is None,
         peering_name=arguments.peering,
-        priority=arguments.priority,
+        priority=random.randint(1, 1_000_000) if arguments.priority is None else arguments.priority,
         liveness_endpoint=arguments.liveness or None,
         memo=kopf.Memo(operator=operator),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 
 from coordinator.api.common import RiskLevel
@@ -101,11 +102,15 @@ def test_plan_steps_prefers_the_recommendations_own_steps() -> None:
     assert catalogue.plan_steps(recommendation("migrate_to_spot", own)) == own
 
 
-@pytest.mark.parametrize("steps", [None, []])
-def test_plan_steps_falls_back_to_the_default_of_the_action(steps: list[Step] | None) -> None:
-    assert catalogue.plan_steps(recommendation("scale_up", steps)) == catalogue.default_steps(
+def test_plan_steps_falls_back_to_the_default_of_the_action() -> None:
+    assert catalogue.plan_steps(recommendation("scale_up", None)) == catalogue.default_steps(
         "scale_up"
     )
+
+
+def test_an_empty_step_list_is_refused_rather_than_taken_as_the_default() -> None:
+    with pytest.raises(pydantic.ValidationError, match="at least 1 item"):
+        recommendation("scale_up", [])
 
 
 def test_each_call_returns_fresh_values() -> None:

@@ -11,8 +11,16 @@ from coordinator.api.common import API_VERSION, CONDITIONS, Condition, Model, Ri
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import ACTION_PATTERN, Step, step_list_schema
 
-# An entry of affectedResources or dependsOn.
+# An entry of affectedResources: any identifier of the customer's infrastructure.
 Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
+# An entry of dependsOn: the name of a Kubernetes object (a DNS subdomain).
+ObjectName = Annotated[
+    str,
+    pydantic.StringConstraints(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
 
 
 class RecommendationPhase(enum.StrEnum):
@@ -114,7 +122,7 @@ class RecommendationSpec(Model):
     confidence: float = pydantic.Field(
         default=1, ge=0, le=1, description="0..1, the agent's confidence. Breaks savings ties."
     )
-    depends_on: list[Name] = pydantic.Field(
+    depends_on: list[ObjectName] = pydantic.Field(
         default_factory=list,
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -132,6 +140,7 @@ class RecommendationSpec(Model):
     )
     steps: list[Step] | None = pydantic.Field(
         default=None,
+        min_length=1,
         max_length=64,
         json_schema_extra=step_list_schema(),
         description="Steps of the plan. When omitted, the default plan of the action is used.",
@@ -139,7 +148,7 @@ class RecommendationSpec(Model):
 
     @pydantic.field_validator("affected_resources", "depends_on")
     @classmethod
-    def _unique(cls, value: list[Name]) -> list[Name]:
+    def _unique(cls, value: list[str]) -> list[str]:
         seen: set[str] = set()
         for item in value:
             if item in seen:
