@@ -11,6 +11,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import tempfile
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 import kopf
@@ -19,12 +24,21 @@ import kubernetes
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
+from coordinator.core import admission
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import webhooks as webhooks_
 
+HOOKS: Final = (
+    webhooks_.Hook(id="approval-stamp", plural="approvals", mutating=True),
+    webhooks_.Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
+    webhooks_.Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
+    webhooks_.Hook(id="recommendation-check", plural="recommendations", mutating=False),
+)
+"""The admission webhooks; each id is the id of its kopf handler in coordinator.handlers."""
 FINALIZER: Final = "optiinfra.io/coordinator"
 ANNOTATIONS_PREFIX: Final = "coordinator.optiinfra.io"
 
@@ -38,6 +52,12 @@ class Config:
     policy: policy_.ApprovalPolicy = dataclasses.field(default_factory=policy_.ApprovalPolicy)
     workers: int = 4
     metrics_port: int = 0
+    namespaces: tuple[str, ...] = ()
+    webhooks: str = "auto"  # auto | local | service | off
+    webhook_port: int = 0  # 0: a free port (local) or 9443 (service)
+    webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
+    webhook_service: str = "optiinfra-system/optiinfra-coordinator:443"
+    webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -54,7 +74,8 @@ def api_client() -> kubernetes.client.ApiClient:
 class Operator:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.client = client_.Client(api_client())
+        self.api = api_client()
+        self.client = client_.Client(self.api)
         self.recorder = events_.Recorder(self.client)
         self.reconciler = reconciler_.Reconciler(
             client=self.client, recorder=self.recorder, policy=config.policy, workers=config.workers
@@ -70,9 +91,10 @@ class Operator:
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
+        self._webhook_name = ""
+        self._webhooks_local = False
 
-    @staticmethod
-    def configure(settings: kopf.OperatorSettings) -> None:
+    def configure(self, settings: kopf.OperatorSettings) -> None:
         settings.posting.enabled = False  # our own Events, not kopf's log lines
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -82,6 +104,69 @@ class Operator:
             prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
         )
         settings.watching.server_timeout = 300
+        self._setup_webhooks(settings)
+
+    def webhooks_mode(self) -> str:
+        """auto: local against a control plane on 127.0.0.1, service in a cluster, else off."""
+        mode = self.config.webhooks
+        if mode != "auto":
+            return mode
+        host = urllib.parse.urlsplit(self.api.configuration.host).hostname or ""
+        if host in ("127.0.0.1", "localhost", "::1"):
+            return "local"
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and self.config.webhook_cert_dir:
+            return "service"
+        return "off"
+
+    def _setup_webhooks(self, settings: kopf.OperatorSettings) -> None:
+        mode = self.webhooks_mode()
+        if mode == "off":
+            logger.warning(
+                "admission webhooks are off: decisions are recorded as decided by 'unknown' "
+                "and self-approval is not prevented (see --webhooks)"
+            )
+            return
+        config = self.config
+        if mode == "local":
+            port = config.webhook_port or webhooks_.free_port()
+            directory = config.webhook_cert_dir or Path(
+                tempfile.mkdtemp(prefix="optiinfra-webhook-")
+            )
+            certs = webhooks_.generate(directory, hosts=["127.0.0.1", "localhost"])
+            endpoint = webhooks_.Endpoint(
+                ca_pem=certs.ca.read_bytes(), url=f"https://127.0.0.1:{port}"
+            )
+            addr = "127.0.0.1"
+            selector = webhooks_.namespace_selector(
+                config.namespaces, config.webhook_namespace_labels
+            )
+            self._webhook_name = webhooks_.local_name(config.namespaces, selector)
+        else:
+            assert config.webhook_cert_dir is not None, "--webhook-cert-dir is required"
+            port = config.webhook_port or 9443
+            certs = webhooks_.Certificates(config.webhook_cert_dir)
+            target, _, service_port = config.webhook_service.partition(":")
+            namespace, _, name = target.partition("/")
+            endpoint = webhooks_.Endpoint(
+                ca_pem=certs.ca.read_bytes(), service=(namespace, name, int(service_port or 443))
+            )
+            addr = "0.0.0.0"
+            selector = webhooks_.namespace_selector((), config.webhook_namespace_labels)
+            self._webhook_name = webhooks_.NAME
+        settings.admission.server = kopf.WebhookServer(
+            addr=addr,
+            port=port,
+            certfile=str(certs.cert),
+            pkeyfile=str(certs.key),
+            cafile=str(certs.ca),
+        )
+        settings.admission.managed = None  # registered here, with a namespace selector
+        validating, mutating = webhooks_.configurations(
+            name=self._webhook_name, hooks=HOOKS, endpoint=endpoint, selector=selector
+        )
+        webhooks_.Registrar(self.api).apply(validating, mutating)
+        self._webhooks_local = mode == "local"
+        logger.info("admission webhooks registered as %s (%s)", self._webhook_name, mode)
 
     async def start(self, indexes: reconciler_.Indexes) -> None:
         self.reconciler.indexes = indexes
@@ -89,6 +174,8 @@ class Operator:
         self._task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 
     async def stop(self) -> None:
+        if self._webhooks_local:  # nobody else answers at this process's address
+            await asyncio.to_thread(webhooks_.Registrar(self.api).remove, self._webhook_name)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -128,6 +215,22 @@ class Operator:
             for plan in plans:
                 if ns == namespace and plan.status_phase is PlanPhase.PENDING:
                     await self.start_plan(plan)
+
+    async def submitter(self, namespace: str, name: str) -> str | None:
+        """Who submitted (or last changed) recommendation `name`, as recorded at admission."""
+        assert self.reconciler.indexes is not None
+        for rec in self.reconciler.indexes.namespaces.get(namespace) or ():
+            if rec.name == name:
+                return rec.metadata.annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+        raw = await self.client.get(reconciler_.RECOMMENDATIONS, namespace, name)
+        annotations = (raw or {}).get("metadata", {}).get("annotations") or {}
+        submitter: str | None = annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+        return submitter
+
+    def names_in(self, namespace: str) -> set[str]:
+        """The names of the recommendations of `namespace` this process knows of."""
+        assert self.reconciler.indexes is not None
+        return {rec.name for rec in self.reconciler.indexes.namespaces.get(namespace) or ()}
 
     def plan_written(self, plan: ExecutionPlan) -> None:
         self.reconciler.overlay.put(reconciler_.PLANS, plan)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import kopf
@@ -20,6 +22,7 @@ from coordinator.api.approval import Approval
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.app import Operator
+from coordinator.core import admission
 
 GROUP: Final = "optiinfra.io"
 VERSION: Final = "v1alpha1"
@@ -191,3 +194,78 @@ async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo
             )
     finally:
         operator.forget_waker(key)
+
+
+# --- admission: identities come from the API server, never from the client ----------
+
+
+def _user(userinfo: kopf.UserInfo) -> str:
+    return str(userinfo.get("username") or "")
+
+
+def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
+    for key, value in annotations.items():
+        patch.metadata.annotations[key] = value
+
+
+@kopf.on.mutate(GROUP, VERSION, "approvals", id="approval-stamp", operations=["CREATE", "UPDATE"])
+def approval_stamp(
+    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    old = kwargs.get("old")
+    new = _parse(Approval, body)
+    before = _parse(Approval, old) if old else None
+    if new is not None:
+        now = datetime.now(UTC)
+        _set(patch, admission.stamp_decision(old=before, new=new, user=_user(userinfo), now=now))
+
+
+@kopf.on.validate(GROUP, VERSION, "approvals", id="approval-check", operations=["UPDATE"])
+async def approval_check(
+    *, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    old = kwargs.get("old")
+    new = _parse(Approval, body)
+    before = _parse(Approval, old) if old else None
+    if new is None or before is None:
+        return
+    operator: Operator = memo.operator
+    submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
+    reason = admission.check_decision(
+        old=before, new=new, user=_user(userinfo), submitter=submitter, now=datetime.now(UTC)
+    )
+    if reason:
+        raise kopf.AdmissionError(reason, code=403)
+
+
+@kopf.on.mutate(
+    GROUP, VERSION, "recommendations", id="recommendation-stamp", operations=["CREATE", "UPDATE"]
+)
+def recommendation_stamp(
+    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+) -> None:
+    old = kwargs.get("old")
+    new = _parse(Recommendation, body)
+    before = _parse(Recommendation, old) if old else None
+    if new is not None:
+        _set(patch, admission.stamp_submitter(old=before, new=new, user=_user(userinfo)))
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "recommendations", id="recommendation-check", operations=["CREATE", "UPDATE"]
+)
+def recommendation_check(
+    *, body: kopf.Body, warnings: list[str], memo: kopf.Memo, **kwargs: Any
+) -> None:
+    old = kwargs.get("old")
+    new = _parse(Recommendation, body)
+    before = _parse(Recommendation, old) if old else None
+    if new is None:
+        return
+    if before is not None:
+        reason = admission.check_spec_change(old=before, new=new)
+        if reason:
+            raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
+    operator: Operator = memo.operator
+    existing = operator.names_in(new.metadata.namespace)
+    warnings.extend(admission.dependency_warnings(new, existing=existing))

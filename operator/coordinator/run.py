@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import random
+from pathlib import Path
 
 from coordinator import check
 
@@ -58,8 +59,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="customer groups reconciled at once (default %(default)s)",
     )
+    webhooks = parser.add_argument_group("admission webhooks")
+    webhooks.add_argument(
+        "--webhooks",
+        choices=("auto", "local", "service", "off"),
+        default="auto",
+        help="how the API server reaches the webhooks: local (https://127.0.0.1, certificates "
+        "generated at start), service (in a cluster: the Service and --webhook-cert-dir), off; "
+        "auto picks local against a control plane on 127.0.0.1, service in a cluster when "
+        "--webhook-cert-dir is given (default %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-port", type=int, default=0, help="port to serve on (default: free / 9443)"
+    )
+    webhooks.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        metavar="DIR",
+        help="tls.crt, tls.key and ca.crt to serve with (a Secret shared by the replicas)",
+    )
+    webhooks.add_argument(
+        "--webhook-service",
+        default="optiinfra-system/optiinfra-coordinator:443",
+        metavar="NS/NAME:PORT",
+        help="the Service in front of the replicas (default %(default)s)",
+    )
+    webhooks.add_argument(
+        "--webhook-namespace-labels",
+        type=_labels,
+        default={},
+        metavar="KEY=VALUE,...",
+        help="apply the webhooks only in namespaces with these labels (default: the "
+        "namespaces watched, or all)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     _environment_defaults(parser)
+
+
+def _labels(text: str) -> dict[str, str]:
+    labels = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def _environment_defaults(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +145,12 @@ def run(arguments: argparse.Namespace) -> int:
             policy=check.policy_from(arguments),
             workers=arguments.workers,
             metrics_port=arguments.metrics_port,
+            namespaces=tuple(arguments.namespace or ()),
+            webhooks=arguments.webhooks,
+            webhook_port=arguments.webhook_port,
+            webhook_cert_dir=arguments.webhook_cert_dir,
+            webhook_service=arguments.webhook_service,
+            webhook_namespace_labels=arguments.webhook_namespace_labels,
         )
     )
     namespaces = arguments.namespace or []

@@ -17,6 +17,8 @@ from tests.support import Kubectl, wait_for
 
 REPO = Path(__file__).parents[2]
 E2E_PREFIX = "e2e-"
+E2E_LABEL = "optiinfra.io/e2e"
+"""Namespaces of the shared operator carry it; its admission webhooks apply only there."""
 SHORT_EXPIRY = "8s"
 """--expiry-critical of the shared operator: critical approvals expire quickly in tests."""
 
@@ -41,22 +43,59 @@ def operator(
     process = OperatorProcess(
         kubeconfig=cluster.kubeconfig,
         log=log,
-        args=[f"--namespace={E2E_PREFIX}*", f"--expiry-critical={SHORT_EXPIRY}"],
+        args=[
+            f"--namespace={E2E_PREFIX}*",
+            f"--expiry-critical={SHORT_EXPIRY}",
+            f"--webhook-namespace-labels={E2E_LABEL}=true",
+        ],
     )
     process.start()
     yield process
     process.stop()
 
 
+ROLES = {"agent": "optiinfra-agent", "approver": "optiinfra-approver", "viewer": "optiinfra-viewer"}
+
+
+@pytest.fixture(scope="session")
+def user_roles(kubectl: Kubectl) -> None:
+    """The user roles from manifests/ (agent, approver, viewer)."""
+    kubectl("apply", "-f", str(REPO / "manifests" / "user-roles.yaml"))
+
+
+def bind_users(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """Bind the users agent, approver and viewer to their roles in `namespace`."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    for user, role in ROLES.items():
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": f"{user}-binding"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            },
+        )
+
+
 @pytest.fixture
 def e2e_namespace(
-    request: pytest.FixtureRequest, api: kubernetes.client.ApiClient, operator: OperatorProcess
+    request: pytest.FixtureRequest,
+    api: kubernetes.client.ApiClient,
+    operator: OperatorProcess,
+    user_roles: None,
 ) -> Iterator[str]:
-    """A fresh namespace that the shared operator watches."""
+    """A fresh namespace that the shared operator watches, users bound to their roles."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
     name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespace({"metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
+    bind_users(api, name)
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

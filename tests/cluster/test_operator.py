@@ -62,7 +62,7 @@ def decide(kubectl: Kubectl, namespace: str, name: str, decision: str, reason: s
         spec["reason"] = reason
     kubectl(
         "patch", "approval", name, "-n", namespace, "--type", "merge",
-        "-p", json.dumps({"spec": spec}),
+        "-p", json.dumps({"spec": spec}), user="approver",
     )  # fmt: skip
 
 
@@ -114,7 +114,7 @@ def test_approve_with_kubectl_patch_creates_a_suspended_plan_that_starts_on_requ
     assert plan["spec"]["suspend"] is True
     kubectl(
         "patch", "executionplan", "rec-a", "-n", e2e_namespace, "--type", "merge",
-        "-p", '{"spec":{"suspend":false}}',
+        "-p", '{"spec":{"suspend":false}}', user="approver",
     )  # fmt: skip
     done = objects.wait_phase(PLANS, "rec-a", "Succeeded")
     assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * 3
@@ -372,7 +372,7 @@ def test_every_example_reaches_the_outcome_its_comment_states(
             assert command[0] == "kubectl"
             name = command[3]
             wait_for(lambda n=name: objects.get(APPROVALS, n), what=f"approval {name}")
-            kubectl(*command[1:], "-n", e2e_namespace)
+            kubectl(*command[1:], "-n", e2e_namespace, user="approver")
     for example in examples:
         for name, what, value in example.outcomes:
             if name.startswith("deployment/"):

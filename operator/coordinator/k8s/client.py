@@ -76,6 +76,23 @@ class Client:
         )
         return created
 
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            found: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object,
+                common.GROUP,
+                common.VERSION,
+                namespace,
+                plural,
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     async def patch_status(
         self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
     ) -> dict[str, Any]:
