@@ -118,6 +118,10 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
         "run",
         f"--peering={PEERING}",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--webhooks=service",
+        "--webhook-cert-dir=/etc/optiinfra/webhook",
+        "--webhook-port=9443",
+        "--webhook-service=optiinfra-system/optiinfra-coordinator:443",
     ]
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True
@@ -135,10 +139,13 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
         "requests": {"cpu": "50m", "memory": "128Mi"},
         "limits": {"cpu": "500m", "memory": "256Mi"},
     }
-    [mount] = container["volumeMounts"]
-    assert mount["mountPath"] == "/tmp"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/etc/optiinfra/webhook"}
+    assert mounts["/etc/optiinfra/webhook"]["readOnly"] is True
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes[mount["name"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    tls = volumes[mounts["/etc/optiinfra/webhook"]["name"]]["secret"]["secretName"]
+    assert tls == "optiinfra-coordinator-webhook-tls"
     [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     pod_labels = spec["template"]["metadata"]["labels"]
