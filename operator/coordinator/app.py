@@ -21,6 +21,7 @@ from typing import Final
 import kopf
 import kubernetes
 
+from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
@@ -170,6 +171,11 @@ class Operator:
 
     async def start(self, indexes: reconciler_.Indexes) -> None:
         self.reconciler.indexes = indexes
+        if self.config.metrics_port:
+            metrics.serve(
+                self.config.metrics_port,
+                lambda: [rec for recs in list(indexes.namespaces.values()) for rec in recs],
+            )
         self.recorder.start()
         self._task = asyncio.create_task(self.reconciler.run(), name="reconciler")
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from coordinator.api.approval import Approval
+from coordinator import metrics
+from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
 from coordinator.api.common import API_VERSION
 from coordinator.api.plan import ExecutionPlan
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
@@ -153,8 +154,6 @@ class Reconciler:
         self.indexes: Indexes | None = None
         self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
         self._dependents: dict[ObjectKey, set[GroupKey]] = collections.defaultdict(set)
-        self.reconciles = 0
-        self.errors = 0
 
     # --- what triggers a reconcile ------------------------------------------------------
 
@@ -207,11 +206,11 @@ class Reconciler:
             except client_.ApiException as exc:
                 if client_.namespace_gone(exc):  # the namespace is going away with it all
                     continue
-                self.errors += 1
+                metrics.RECONCILE_ERRORS.inc()
                 logger.error("reconcile of %s/%s failed, retrying in 1s: %s", *key, exc)
                 asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
             except Exception:
-                self.errors += 1
+                metrics.RECONCILE_ERRORS.inc()
                 logger.exception("reconcile of %s/%s failed; retrying in 1s", *key)
                 asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
             finally:
@@ -241,7 +240,12 @@ class Reconciler:
 
     async def reconcile(self, key: GroupKey) -> None:
         assert self.indexes is not None
-        self.reconciles += 1
+        metrics.RECONCILES.inc()
+        with metrics.RECONCILE_DURATION.time():
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: GroupKey) -> None:
+        assert self.indexes is not None
         group = self.observe(key)
         if not group:
             return
@@ -274,6 +278,7 @@ class Reconciler:
             approval = await self._create(APPROVALS, rec, desired.create_approval)
         elif desired.approval_status is not None and approval is not None:
             await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
+            _observe_decision(approval, desired.approval_status)
         if desired.create_plan is not None:
             await self._create(PLANS, rec, desired.create_plan)
         await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
@@ -368,3 +373,14 @@ class Reconciler:
         if waiting:
             return False, f"waiting for {', '.join(sorted(waiting))} to succeed"
         return True, ""
+
+
+def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:
+    """A person's decision was just recorded: how long did it take?"""
+    was = approval.status.phase if approval.status else ApprovalPhase.PENDING
+    decided = status.phase in (ApprovalPhase.APPROVED, ApprovalPhase.REJECTED)
+    if was is not ApprovalPhase.PENDING or not decided or status.decided_by == POLICY_DECIDER:
+        return
+    if status.decided_at is not None and status.requested_at is not None:
+        wait = (status.decided_at - status.requested_at).total_seconds()
+        metrics.APPROVAL_WAIT.labels(status.phase.value).observe(max(0.0, wait))

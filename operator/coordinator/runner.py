@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
+from coordinator import metrics
 from coordinator.api.common import API_VERSION
 from coordinator.api.plan import (
     ExecutionPlan,
@@ -203,4 +204,20 @@ class PlanRunner:
         )
         for reason, type_, message in transition_events(old, new):
             self.recorder.record(ref, reason=reason, message=message, type_=type_)
+        _observe(plan, old, new)
         return written.status or new
+
+
+def _observe(
+    plan: ExecutionPlan, old: ExecutionPlanStatus | None, new: ExecutionPlanStatus
+) -> None:
+    """Step and plan durations, for the steps and the plan that just ended."""
+    before = {s.name: s.phase for s in old.steps} if old else {}
+    actions = {s.name: s.action for s in plan.spec.steps}
+    for step in new.steps:
+        ended = step.phase in (StepPhase.SUCCEEDED, StepPhase.FAILED)
+        if ended and before.get(step.name) is not step.phase and step.duration_ms is not None:
+            labels = (actions.get(step.name, "unknown"), step.phase.value)
+            metrics.STEP_DURATION.labels(*labels).observe(step.duration_ms / 1000)
+    if new.phase.ended and (old is None or not old.phase.ended) and new.total_duration_ms:
+        metrics.PLAN_DURATION.labels(new.phase.value).observe(new.total_duration_ms / 1000)

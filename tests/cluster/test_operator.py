@@ -7,12 +7,14 @@ state read back from the API. Every wait polls with a deadline.
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import yaml
 
 from tests.cluster.conftest import Objects
 from tests.examples_support import EXAMPLES, load
+from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
 RECS = "recommendations"
@@ -386,3 +388,43 @@ def test_every_example_reaches_the_outcome_its_comment_states(
                 )
             else:
                 objects.wait_phase(RECS, name, what, timeout=60)
+
+
+def test_prometheus_metrics_are_served(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects, operator: OperatorProcess
+) -> None:
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-m1", riskLevel="low", executeNow=True, steps=fast_steps()),
+        recommendation("rec-m2", affectedResources=["shared"], priority=2),
+        recommendation("rec-m3", affectedResources=["shared"], priority=1),
+    )
+    objects.wait_phase(RECS, "rec-m1", "Succeeded")
+    objects.wait_phase(RECS, "rec-m3", "Superseded")
+    decide(kubectl, e2e_namespace, "rec-m2", "Approved")
+    objects.wait_phase(APPROVALS, "rec-m2", "Approved")
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
+
+    def served() -> dict[str, float] | None:
+        values = scrape()
+        wanted = 'optiinfra_approval_wait_seconds_count{decision="Approved"}'
+        return values if values.get(wanted, 0) >= 1 else None
+
+    values = wait_for(served, what="the approval wait to be observed")
+    assert values['optiinfra_recommendations{phase="Succeeded"}'] >= 1
+    assert values['optiinfra_recommendations{phase="Superseded"}'] >= 1
+    assert values['optiinfra_conflicts{type="resource"}'] >= 2
+    assert values['optiinfra_plan_duration_seconds_count{phase="Succeeded"}'] >= 1
+    assert values['optiinfra_step_duration_seconds_count{action="do_one",phase="Succeeded"}'] >= 1
+    assert values["optiinfra_reconciles_total"] >= 1
+    assert "optiinfra_reconcile_errors_total" in values

@@ -1,0 +1,94 @@
+"""Prometheus metrics of the operator (served by `coordinator run --metrics-port`).
+
+Counts of recommendations by phase and of conflicts by type are computed when scraped,
+from the operator's in-memory view; durations are observed as things happen.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+import prometheus_client
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from coordinator.api.recommendation import Recommendation, RecommendationPhase
+
+_DURATIONS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_WAITS: Final = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 48 * 3600, 72 * 3600)
+
+REGISTRY: Final = prometheus_client.CollectorRegistry()
+APPROVAL_WAIT: Final = prometheus_client.Histogram(
+    "optiinfra_approval_wait_seconds",
+    "Time from an approval request to a person's decision.",
+    ["decision"],
+    buckets=_WAITS,
+    registry=REGISTRY,
+)
+PLAN_DURATION: Final = prometheus_client.Histogram(
+    "optiinfra_plan_duration_seconds",
+    "Wall time of execution plans, from start to end, by the phase they ended in.",
+    ["phase"],
+    buckets=_DURATIONS,
+    registry=REGISTRY,
+)
+STEP_DURATION: Final = prometheus_client.Histogram(
+    "optiinfra_step_duration_seconds",
+    "Duration of plan steps, by action and outcome.",
+    ["action", "phase"],
+    buckets=_DURATIONS,
+    registry=REGISTRY,
+)
+RECONCILES: Final = prometheus_client.Counter(
+    "optiinfra_reconciles",
+    "Reconciles of a customer group.",
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS: Final = prometheus_client.Counter(
+    "optiinfra_reconcile_errors",
+    "Reconciles that failed and were retried.",
+    registry=REGISTRY,
+)
+RECONCILE_DURATION: Final = prometheus_client.Histogram(
+    "optiinfra_reconcile_duration_seconds",
+    "Time to reconcile one customer group (observe, decide, write).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+
+
+class StateCollector(Collector):
+    """Recommendations by phase and conflicts by type, from what the operator knows."""
+
+    def __init__(self, recommendations: Callable[[], Iterable[Recommendation]]) -> None:
+        self._recommendations = recommendations
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        phases: collections.Counter[str] = collections.Counter()
+        conflicts: collections.Counter[str] = collections.Counter()
+        for rec in self._recommendations():
+            phases[rec.phase.value] += 1
+            for conflict in rec.status.conflicts if rec.status else ():
+                conflicts[conflict.type.value] += 1
+        by_phase = GaugeMetricFamily(
+            "optiinfra_recommendations", "Recommendations by phase.", labels=["phase"]
+        )
+        for phase in RecommendationPhase:
+            by_phase.add_metric([phase.value], phases[phase.value])
+        yield by_phase
+        by_type = GaugeMetricFamily(
+            "optiinfra_conflicts",
+            "Conflict entries on recommendations, by type (each pair counts on both sides).",
+            labels=["type"],
+        )
+        for kind, count in sorted(conflicts.items()):
+            by_type.add_metric([kind], count)
+        yield by_type
+
+
+def serve(port: int, recommendations: Callable[[], Iterable[Recommendation]]) -> None:
+    """Serve /metrics on `port`, including the state collected from `recommendations`."""
+    REGISTRY.register(StateCollector(recommendations))
+    prometheus_client.start_http_server(port, registry=REGISTRY)
