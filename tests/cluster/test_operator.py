@@ -320,7 +320,8 @@ def test_deleting_a_recommendation_rolls_its_running_plan_back_first(
     apply(kubectl, e2e_namespace, deployment("api", 3))
     steps = [
         scale_step("api", 1),
-        {"name": "wait", "action": "wait", "params": {"durationMs": 3000}},
+        # Long enough that the garbage collector deletes the plan while this step runs.
+        {"name": "wait", "action": "wait", "params": {"durationMs": 10000}},
     ]
     apply(
         kubectl,

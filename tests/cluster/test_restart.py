@@ -1,10 +1,11 @@
-"""The operator killed with SIGKILL in the middle of a plan continues from status."""
+"""The operator killed with SIGKILL continues from status: plans, decisions, expiries."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import kubernetes
@@ -100,3 +101,53 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
     )["items"]  # fmt: skip
     first_done = [e for e in events if e["reason"] == "StepSucceeded" and "first" in e["message"]]
     assert len(first_done) == 1, [e["message"] for e in events]
+
+
+def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
+    cluster: localcluster.Cluster,
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    tmp_path: Path,
+) -> None:
+    objects = Objects(api, own_namespace)
+    args = [f"--namespace={own_namespace}", "--expiry-critical=4s"]
+    first = OperatorProcess(
+        kubeconfig=cluster.kubeconfig, log=tmp_path / "first.log", args=args
+    ).start()
+    rec = {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": "rec-late"},
+        "spec": {
+            "customerId": "c",
+            "agentId": "a",
+            "agentType": "cost",
+            "title": "decided too late",
+            "action": "migrate_database",
+            "riskLevel": "critical",
+        },
+    }
+    try:
+        kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+        approval = objects.wait_phase("approvals", "rec-late", "Pending")
+    finally:
+        first.kill()
+    expires_at = approval["spec"]["expiresAt"]
+    wait_for(
+        lambda: (
+            objects.get("approvals", "rec-late") is not None
+            and datetime.now(UTC) > datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+        ),
+        what="the expiry to pass while the operator is down",
+        timeout=30,
+    )
+    assert objects.phase("recommendations", "rec-late") == "AwaitingApproval"
+    second = OperatorProcess(
+        kubeconfig=cluster.kubeconfig, log=tmp_path / "second.log", args=args
+    ).start()
+    try:
+        objects.wait_phase("recommendations", "rec-late", "Expired", timeout=30)
+        objects.wait_phase("approvals", "rec-late", "Expired")
+    finally:
+        second.stop()

@@ -14,7 +14,7 @@ import logging
 import uuid
 from typing import Any, Final
 
-from coordinator.k8s.client import Client
+from coordinator.k8s.client import ApiException, Client, namespace_gone
 
 COMPONENT: Final = "optiinfra-coordinator"
 QUEUE_LIMIT: Final = 10_000
@@ -90,5 +90,8 @@ class Recorder:
             body = await self._queue.get()
             try:
                 await self._client.create_event(body["metadata"]["namespace"], body)
+            except ApiException as exc:
+                if not namespace_gone(exc):
+                    logger.warning("could not post event %s: %s", body["reason"], exc.reason)
             except Exception as exc:  # best effort: an event is never worth a crash
                 logger.warning("could not post event %s: %s", body["reason"], exc)
