@@ -9,6 +9,7 @@ ExecutionPlan drives it through the plan runner. Every decision is made in
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,7 +32,33 @@ STEP_GRACE_SECONDS: Final = 120.0
 """How long a stopping plan may take to finish its step in flight (and, when its
 recommendation was deleted, to roll back) before kopf cancels it."""
 
+PARSED_CACHE_SIZE: Final = 1024
+"""Watched objects parsed lately, by (kind, uid, resourceVersion): the indexes and the
+event handler of one watch event share one parse (and one copy in memory)."""
+
 logger = logging.getLogger(__name__)
+_parsed: collections.OrderedDict[tuple[str, str, str], Any] = collections.OrderedDict()
+
+
+def _parse_watched(model: type[Any], body: kopf.Body) -> Any:
+    """`_parse` for a body from the watch, where uid and resourceVersion name its content.
+
+    Not for admission requests: an object being admitted still carries the
+    resourceVersion of the stored one it replaces.
+    """
+    meta = body.get("metadata") or {}
+    key = (model.__name__, meta.get("uid") or "", meta.get("resourceVersion") or "")
+    if not key[1] or not key[2]:
+        return _parse(model, body)
+    if key in _parsed:
+        return _parsed[key]
+    parsed = _parse(model, body)
+    if parsed is not None:
+        parsed = reconciler_.compact(parsed)
+    _parsed[key] = parsed
+    if len(_parsed) > PARSED_CACHE_SIZE:
+        _parsed.popitem(last=False)
+    return parsed
 
 
 def _parse(model: type[Any], body: kopf.Body) -> Any:
@@ -51,21 +78,26 @@ def _parse(model: type[Any], body: kopf.Body) -> Any:
 # --- the in-memory view (kopf indexes) ------------------------------------------------
 
 
+# The handlers below are coroutines: kopf runs plain functions in a thread pool, a hop
+# that costs more than the work, and a thread must not read the indexes while the event
+# loop updates them.
+
+
 @kopf.index(GROUP, VERSION, "recommendations")
-def recommendations_by_group(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
-    rec = _parse(Recommendation, body)
+async def recommendations_by_group(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
+    rec = _parse_watched(Recommendation, body)
     return {} if rec is None else {(rec.metadata.namespace, rec.spec.customer_id): rec}
 
 
 @kopf.index(GROUP, VERSION, "recommendations")
-def recommendations_by_namespace(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
-    rec = _parse(Recommendation, body)
+async def recommendations_by_namespace(body: kopf.Body, **_: Any) -> dict[Any, Recommendation]:
+    rec = _parse_watched(Recommendation, body)
     return {} if rec is None else {rec.metadata.namespace: rec}
 
 
 @kopf.index(GROUP, VERSION, "approvals")
-def approvals_by_name(body: kopf.Body, **_: Any) -> dict[Any, Approval]:
-    approval = _parse(Approval, body)
+async def approvals_by_name(body: kopf.Body, **_: Any) -> dict[Any, Approval]:
+    approval = _parse_watched(Approval, body)
     return (
         {}
         if approval is None
@@ -74,8 +106,8 @@ def approvals_by_name(body: kopf.Body, **_: Any) -> dict[Any, Approval]:
 
 
 @kopf.index(GROUP, VERSION, "executionplans")
-def plans_by_name(body: kopf.Body, **_: Any) -> dict[Any, ExecutionPlan]:
-    plan = _parse(ExecutionPlan, body)
+async def plans_by_name(body: kopf.Body, **_: Any) -> dict[Any, ExecutionPlan]:
+    plan = _parse_watched(ExecutionPlan, body)
     return {} if plan is None else {(plan.metadata.namespace, plan.metadata.name): plan}
 
 
@@ -106,7 +138,7 @@ async def stopping(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, "recommendations")
 async def recommendation_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    rec = _parse(Recommendation, body)
+    rec = _parse_watched(Recommendation, body)
     if rec is not None:
         memo.operator.reconciler.recommendation_changed(rec)
         if rec.phase is RecommendationPhase.SUCCEEDED:  # plans may be waiting for it
@@ -114,15 +146,15 @@ async def recommendation_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.event(GROUP, VERSION, "approvals")
-def approval_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    approval = _parse(Approval, body)
+async def approval_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    approval = _parse_watched(Approval, body)
     if approval is not None:
         memo.operator.reconciler.child_changed(approval)
 
 
 @kopf.on.event(GROUP, VERSION, "executionplans")
 async def plan_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    plan = _parse(ExecutionPlan, body)
+    plan = _parse_watched(ExecutionPlan, body)
     if plan is not None:
         operator: Operator = memo.operator
         operator.reconciler.child_changed(plan)
@@ -150,14 +182,14 @@ def _started(status: kopf.Status, **_: Any) -> bool:
 )
 async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
     operator: Operator = memo.operator
-    plan = _parse(ExecutionPlan, body)
+    plan = _parse_watched(ExecutionPlan, body)
     if plan is None:
         return
     key = (plan.metadata.namespace, plan.metadata.name)
     waker = operator.waker(key)
 
     def latest() -> ExecutionPlan:
-        current: ExecutionPlan = _parse(ExecutionPlan, body) or plan
+        current: ExecutionPlan = _parse_watched(ExecutionPlan, body) or plan
         return operator.reconciler.overlay.latest(reconciler_.PLANS, current)
 
     async def wake(seconds: float) -> None:
@@ -209,7 +241,7 @@ def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
 
 
 @kopf.on.mutate(GROUP, VERSION, "approvals", id="approval-stamp", operations=["CREATE", "UPDATE"])
-def approval_stamp(
+async def approval_stamp(
     *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
 ) -> None:
     old = kwargs.get("old")
@@ -241,7 +273,7 @@ async def approval_check(
 @kopf.on.mutate(
     GROUP, VERSION, "recommendations", id="recommendation-stamp", operations=["CREATE", "UPDATE"]
 )
-def recommendation_stamp(
+async def recommendation_stamp(
     *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
 ) -> None:
     old = kwargs.get("old")
@@ -254,7 +286,7 @@ def recommendation_stamp(
 @kopf.on.validate(
     GROUP, VERSION, "recommendations", id="recommendation-check", operations=["CREATE", "UPDATE"]
 )
-def recommendation_check(
+async def recommendation_check(
     *, body: kopf.Body, warnings: list[str], memo: kopf.Memo, **kwargs: Any
 ) -> None:
     old = kwargs.get("old")
@@ -266,6 +298,7 @@ def recommendation_check(
         reason = admission.check_spec_change(old=before, new=new)
         if reason:
             raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
-    operator: Operator = memo.operator
-    existing = operator.names_in(new.metadata.namespace)
-    warnings.extend(admission.dependency_warnings(new, existing=existing))
+    if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
+        operator: Operator = memo.operator
+        existing = operator.names_in(new.metadata.namespace)
+        warnings.extend(admission.dependency_warnings(new, existing=existing))

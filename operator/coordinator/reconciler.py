@@ -22,9 +22,12 @@ import asyncio
 import collections
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
+
+import pydantic
 
 from coordinator import metrics
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
@@ -54,6 +57,57 @@ C = TypeVar("C", Approval, ExecutionPlan)
 def _rv(obj: Recommendation | Approval | ExecutionPlan) -> int:
     raw = obj.metadata.resource_version
     return int(raw) if raw and raw.isdigit() else 0
+
+
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
+def compact(obj: M) -> M:
+    """`obj`, made to share with its likes what each parse gives it a copy of.
+
+    The indexes hold every object of the three kinds, parsed. Every model instance
+    carries the set of its field names that were given (about 400 bytes, the largest
+    part of a parsed object); equal sets are shared: pydantic never changes the set of a
+    frozen model in place (``model_copy`` copies it first), and all ours are frozen.
+    Equal strings (customer, agent, messages, annotation keys...) are shared too.
+    """
+    _compact_model(obj)
+    return obj
+
+
+def _compact_model(model: pydantic.BaseModel) -> None:
+    assert model.model_config.get("frozen"), f"{type(model).__name__} must be frozen"
+    fields = model.__pydantic_fields_set__
+    shared = _FIELDS_SETS.setdefault(frozenset(fields), fields)
+    if shared is not fields:
+        object.__setattr__(model, "__pydantic_fields_set__", shared)
+    values = model.__dict__
+    for key, value in values.items():
+        values[key] = _compact_value(value)
+
+
+def _compact_value(value: Any) -> Any:
+    """Strings interned, models compacted; lists and dicts (made by the parse for the
+    model's fields) get their strings interned, one level deep: what they hold of the
+    raw body (free-form values) is left as it is."""
+    if type(value) is str:
+        return sys.intern(value)
+    if isinstance(value, pydantic.BaseModel):
+        _compact_model(value)
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            if type(item) is str:
+                value[index] = sys.intern(item)
+            elif isinstance(item, pydantic.BaseModel):
+                _compact_model(item)
+    elif type(value) is dict:
+        interned = {
+            sys.intern(k) if type(k) is str else k: sys.intern(v) if type(v) is str else v
+            for k, v in value.items()
+        }
+        value.clear()
+        value.update(interned)
+    return value
 
 
 class Overlay:
@@ -154,12 +208,20 @@ class Reconciler:
         self.indexes: Indexes | None = None
         self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
         self._dependents: dict[ObjectKey, set[GroupKey]] = collections.defaultdict(set)
+        self._customers: dict[ObjectKey, str] = {}
+        """The customer of each recommendation seen: its group, without a scan."""
+        self.plan_created: Callable[[ExecutionPlan], Coroutine[Any, Any, None]] | None = None
+        """Called (in its own task) with each plan this process creates: it starts the
+        plan without waiting for the watch to show it (the watch event starts it too;
+        starting is idempotent)."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- what triggers a reconcile ------------------------------------------------------
 
     def recommendation_changed(self, rec: Recommendation) -> None:
         """A recommendation changed: its group, and the groups that depend on it."""
         group = (rec.metadata.namespace, rec.spec.customer_id)
+        self._customers[(rec.metadata.namespace, rec.name)] = rec.spec.customer_id
         self.queue.add(group)
         for dependency in rec.spec.depends_on:
             self._dependents[(rec.metadata.namespace, dependency)].add(group)
@@ -197,6 +259,8 @@ class Reconciler:
                 task.cancel()
             for timer in self._timers.values():
                 timer.cancel()
+            for background in list(self._tasks):
+                background.cancel()
 
     async def _work(self) -> None:
         while True:
@@ -249,10 +313,16 @@ class Reconciler:
         group = self.observe(key)
         if not group:
             return
-        namespace = [
-            self.overlay.latest(RECOMMENDATIONS, r)
-            for r in self.indexes.namespaces.get(key[0]) or ()
-        ]
+        # The namespace is where dependsOn names are looked up: only read (all of it, a
+        # cost that grows with the namespace) when a recommendation of the group has some.
+        namespace = (
+            [
+                self.overlay.latest(RECOMMENDATIONS, r)
+                for r in self.indexes.namespaces.get(key[0]) or ()
+            ]
+            if any(o.recommendation.spec.depends_on for o in group)
+            else []
+        )
         now = self.clock()
         desired = lifecycle.evaluate(group, namespace=namespace, policy=self.policy, now=now)
         await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
@@ -280,7 +350,9 @@ class Reconciler:
             await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
             _observe_decision(approval, desired.approval_status)
         if desired.create_plan is not None:
-            await self._create(PLANS, rec, desired.create_plan)
+            plan = await self._create(PLANS, rec, desired.create_plan)
+            if plan.metadata.uid is not None and self.plan_created is not None:
+                self._background(self.plan_created(plan))
         await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
         for event in desired.events:
             target = approval if event.on_approval else rec
@@ -342,6 +414,18 @@ class Reconciler:
             raise
         self.overlay.put(plural, type(obj).model_validate(raw))
 
+    def _background(self, call: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is None or (isinstance(exc, client_.ApiException) and client_.namespace_gone(exc)):
+            return
+        logger.error("starting a plan failed (its watch event starts it again): %s", exc)
+
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
             return
@@ -359,6 +443,12 @@ class Reconciler:
     def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:
         """Whether every recommendation the given one depends on has Succeeded, and if not why."""
         assert self.indexes is not None
+        customer = self._customers.get(rec_key)
+        if customer is not None:  # most depend on nothing: look in its group only
+            group = self.indexes.recommendations.get((rec_key[0], customer)) or ()
+            rec = next((r for r in group if r.name == rec_key[1]), None)
+            if rec is not None and not rec.spec.depends_on:
+                return True, ""
         by_name = {r.name: r for r in self.indexes.namespaces.get(rec_key[0]) or ()}
         rec = by_name.get(rec_key[1])
         if rec is None:

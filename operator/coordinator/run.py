@@ -140,6 +140,8 @@ def run(arguments: argparse.Namespace) -> int:
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
     if not arguments.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # One line per admission request (two per write) is a log of the API server's work.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     operator = app.Operator(
         app.Config(
             policy=check.policy_from(arguments),

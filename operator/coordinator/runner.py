@@ -68,6 +68,11 @@ def transition_events(
     return events
 
 
+def _wait_text(message: str, ready: bool, why: str) -> str:
+    """The message of a waiting plan, with why its dependencies are not ready."""
+    return f"{message}; {why}" if why and not ready else message
+
+
 class PlanRunner:
     def __init__(
         self,
@@ -92,11 +97,25 @@ class PlanRunner:
         """Start a pending plan if it may start, else record why it waits.
 
         Makes at most the first move: a started plan (Running) is then driven by
-        `drive`, in its own task.
+        `drive`, in its own task. A new plan gets its steps (all Pending) and the outcome
+        of that first move in one write: a move from Pending never runs a step, so there
+        is nothing between the two that a crash could lose.
         """
         status = plan.status
-        if status is None:  # a new plan: record its steps as Pending first
-            status = await self._write(plan, None, plan_.initial_status(plan.spec), on_write)
+        if status is None:
+            initial = plan_.initial_status(plan.spec)
+            ready, why = dependencies
+            move = plan_.next_move(
+                spec=plan.spec, status=initial, now=self.clock(), dependencies_ready=ready
+            )
+            match move:
+                case plan_.Advance(status=new):
+                    pass
+                case plan_.Wait(message=message):
+                    new = initial.model_copy(update={"message": _wait_text(message, ready, why)})
+                case _:  # Done, or a step to run: never the first move of a pending plan
+                    new = initial
+            return await self._write(plan, None, new, on_write)
         if status.phase is not PlanPhase.PENDING:
             return status
         status, _ = await self._move(plan, plan.spec, status, dependencies, on_write)
@@ -149,8 +168,7 @@ class PlanRunner:
             case plan_.Done():
                 return status, move
             case plan_.Wait(message=message):
-                text = f"{message}; {why}" if why and not ready else message
-                new = status.model_copy(update={"message": text})
+                new = status.model_copy(update={"message": _wait_text(message, ready, why)})
             case plan_.Advance(status=new):
                 pass
             case plan_.Execute(index=index, step=step):
