@@ -62,5 +62,11 @@ demo: build/.installed cluster ## the story on the local control plane
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) hack/demo.py
 
-bench: ## benchmarks (see bench/ and the README's performance section)
+build/.bench-installed: pyproject.toml
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	@mkdir -p build && touch $@
+
+bench: build/.installed build/.bench-installed cluster ## benchmarks: conflicts, then the operator end to end (~15 min)
 	$(PYTHON) bench/conflicts.py
+	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
+	  $(PYTHON) bench/e2e.py $(BENCH_ARGS)
