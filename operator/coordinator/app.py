@@ -81,7 +81,6 @@ class Operator:
         self.reconciler = reconciler_.Reconciler(
             client=self.client, recorder=self.recorder, policy=config.policy, workers=config.workers
         )
-        self.reconciler.plan_created = self.start_plan
         self.runner = runner_.PlanRunner(
             client=self.client,
             recorder=self.recorder,

@@ -23,7 +23,7 @@ import collections
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -210,11 +210,6 @@ class Reconciler:
         self._dependents: dict[ObjectKey, set[GroupKey]] = collections.defaultdict(set)
         self._customers: dict[ObjectKey, str] = {}
         """The customer of each recommendation seen: its group, without a scan."""
-        self.plan_created: Callable[[ExecutionPlan], Coroutine[Any, Any, None]] | None = None
-        """Called (in its own task) with each plan this process creates: it starts the
-        plan without waiting for the watch to show it (the watch event starts it too;
-        starting is idempotent)."""
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- what triggers a reconcile ------------------------------------------------------
 
@@ -259,8 +254,6 @@ class Reconciler:
                 task.cancel()
             for timer in self._timers.values():
                 timer.cancel()
-            for background in list(self._tasks):
-                background.cancel()
 
     async def _work(self) -> None:
         while True:
@@ -350,9 +343,7 @@ class Reconciler:
             await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
             _observe_decision(approval, desired.approval_status)
         if desired.create_plan is not None:
-            plan = await self._create(PLANS, rec, desired.create_plan)
-            if plan.metadata.uid is not None and self.plan_created is not None:
-                self._background(self.plan_created(plan))
+            await self._create(PLANS, rec, desired.create_plan)
         await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
         for event in desired.events:
             target = approval if event.on_approval else rec
@@ -413,18 +404,6 @@ class Reconciler:
                 return
             raise
         self.overlay.put(plural, type(obj).model_validate(raw))
-
-    def _background(self, call: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(call)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        exc = None if task.cancelled() else task.exception()
-        if exc is None or (isinstance(exc, client_.ApiException) and client_.namespace_gone(exc)):
-            return
-        logger.error("starting a plan failed (its watch event starts it again): %s", exc)
 
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
