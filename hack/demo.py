@@ -20,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "optiinfra-demo"
+APPROVER = "kubectl --kubeconfig .cluster/kubeconfig-approver"
+"""Whoever submitted a recommendation cannot decide it: the approver is another user."""
 BOLD, RESET = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
 
 
@@ -91,6 +93,12 @@ def main() -> int:
         # A previous run's objects go first, while the operator can release them.
         run(f"kubectl delete namespace {NAMESPACE} --ignore-not-found --timeout=60s", show=False)
         run(f"kubectl create namespace {NAMESPACE}")
+        say("People: the user 'approver' may decide (roles from manifests/user-roles.yaml)")
+        run("kubectl apply -f manifests/user-roles.yaml")
+        run(
+            f"kubectl -n {NAMESPACE} create rolebinding approver "
+            "--clusterrole=optiinfra-approver --user=approver"
+        )
         story()
     finally:
         operator.terminate()
@@ -122,19 +130,17 @@ def story() -> None:
         "TYPE:.status.conflicts[*].type,DESCRIPTION:.status.conflicts[*].description"
     )
 
-    say("Approve rec-003 (a person, with kubectl patch); it gets a suspended plan")
-    run(
-        f"{k} patch approval rec-003 --type merge -p "
-        + shlex.quote('{"spec":{"decision":"Approved"}}')
-    )
+    say("The approver approves rec-003 with kubectl patch; it gets a suspended plan")
+    approve = '{"spec":{"decision":"Approved"}}'
+    run(f"{APPROVER} -n {NAMESPACE} patch approval rec-003 --type merge -p {shlex.quote(approve)}")
     wait_phase("rec", "rec-003", "Approved")
     run(f"{k} get approval/rec-003 executionplan/rec-003")
 
     say("04: reject a high-risk change, with a reason")
     run(f"{k} apply -f examples/04-reject.yaml")
-    wait_phase("approval", "rec-007", "Pending")
+    wait_phase("rec", "rec-007", "AwaitingApproval")  # its Approval exists by then
     reject = '{"spec":{"decision":"Rejected","reason":"Too risky during peak hours"}}'
-    run(f"{k} patch approval rec-007 --type merge -p {shlex.quote(reject)}")
+    run(f"{APPROVER} -n {NAMESPACE} patch approval rec-007 --type merge -p {shlex.quote(reject)}")
     wait_phase("rec", "rec-007", "Rejected")
     run(f"{k} get approval rec-007 -o wide")
 
