@@ -13,7 +13,7 @@ import collections
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import kopf
 import pydantic
@@ -137,28 +137,35 @@ async def stopping(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "recommendations")
-async def recommendation_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def recommendation_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     rec = _parse_watched(Recommendation, body)
     if rec is not None:
-        memo.operator.reconciler.recommendation_changed(rec)
-        if rec.phase is RecommendationPhase.SUCCEEDED:  # plans may be waiting for it
-            await memo.operator.start_waiting_plans(rec.metadata.namespace)
+        deleted = type == "DELETED"
+        memo.operator.reconciler.recommendation_changed(rec, deleted=deleted)
+        if rec.phase is RecommendationPhase.SUCCEEDED and not deleted:  # plans may wait for it
+            await memo.operator.start_waiting_plans((rec.metadata.namespace, rec.name))
 
 
 @kopf.on.event(GROUP, VERSION, "approvals")
-async def approval_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def approval_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     approval = _parse_watched(Approval, body)
     if approval is not None:
-        memo.operator.reconciler.child_changed(approval)
+        memo.operator.reconciler.child_changed(approval, deleted=type == "DELETED")
 
 
 @kopf.on.event(GROUP, VERSION, "executionplans")
-async def plan_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def plan_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     plan = _parse_watched(ExecutionPlan, body)
     if plan is not None:
         operator: Operator = memo.operator
-        operator.reconciler.child_changed(plan)
-        operator.wake_plans((plan.metadata.namespace, plan.metadata.name))
+        key = (plan.metadata.namespace, plan.metadata.name)
+        operator.reconciler.child_changed(plan, deleted=type == "DELETED")
+        if type == "DELETED":
+            operator.plan_deleted(key)
+            return
+        operator.wake_plans(key)
         await operator.start_plan(plan)
 
 
@@ -229,6 +236,37 @@ async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo
 
 
 # --- admission: identities come from the API server, never from the client ----------
+#
+# Registered by `register_admission` only when the webhooks are on: kopf refuses to start
+# with admission handlers and no server to serve them.
+
+
+def register_admission(registry: kopf.OperatorRegistry) -> None:
+    """Add the admission handlers (ids as in ``coordinator.app.HOOKS``) to `registry`."""
+    both: list[Literal["CREATE", "UPDATE"]] = ["CREATE", "UPDATE"]
+    on = kopf.on
+    on.mutate(GROUP, VERSION, "approvals", id="approval-stamp", operations=both, registry=registry)(
+        approval_stamp
+    )
+    on.validate(
+        GROUP, VERSION, "approvals", id="approval-check", operations=["UPDATE"], registry=registry
+    )(approval_check)
+    on.mutate(
+        GROUP,
+        VERSION,
+        "recommendations",
+        id="recommendation-stamp",
+        operations=both,
+        registry=registry,
+    )(recommendation_stamp)
+    on.validate(
+        GROUP,
+        VERSION,
+        "recommendations",
+        id="recommendation-check",
+        operations=both,
+        registry=registry,
+    )(recommendation_check)
 
 
 def _user(userinfo: kopf.UserInfo) -> str:
@@ -240,7 +278,6 @@ def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
         patch.metadata.annotations[key] = value
 
 
-@kopf.on.mutate(GROUP, VERSION, "approvals", id="approval-stamp", operations=["CREATE", "UPDATE"])
 async def approval_stamp(
     *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
 ) -> None:
@@ -252,7 +289,6 @@ async def approval_stamp(
         _set(patch, admission.stamp_decision(old=before, new=new, user=_user(userinfo), now=now))
 
 
-@kopf.on.validate(GROUP, VERSION, "approvals", id="approval-check", operations=["UPDATE"])
 async def approval_check(
     *, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -270,9 +306,6 @@ async def approval_check(
         raise kopf.AdmissionError(reason, code=403)
 
 
-@kopf.on.mutate(
-    GROUP, VERSION, "recommendations", id="recommendation-stamp", operations=["CREATE", "UPDATE"]
-)
 async def recommendation_stamp(
     *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
 ) -> None:
@@ -283,9 +316,6 @@ async def recommendation_stamp(
         _set(patch, admission.stamp_submitter(old=before, new=new, user=_user(userinfo)))
 
 
-@kopf.on.validate(
-    GROUP, VERSION, "recommendations", id="recommendation-check", operations=["CREATE", "UPDATE"]
-)
 async def recommendation_check(
     *, body: kopf.Body, warnings: list[str], memo: kopf.Memo, **kwargs: Any
 ) -> None:

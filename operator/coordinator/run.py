@@ -135,7 +135,7 @@ def run(arguments: argparse.Namespace) -> int:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
     import kopf  # noqa: PLC0415 - only `run` needs kopf; `check` stays light
 
-    from coordinator import app, handlers  # noqa: F401, PLC0415 - registers the handlers
+    from coordinator import app, handlers  # noqa: PLC0415 - registers the handlers
 
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
     if not arguments.verbose:
@@ -155,6 +155,14 @@ def run(arguments: argparse.Namespace) -> int:
             webhook_namespace_labels=arguments.webhook_namespace_labels,
         )
     )
+    mode = operator.webhooks_mode()
+    if mode == "service" and arguments.webhook_cert_dir is None:
+        logging.getLogger(__name__).error(
+            "--webhooks=service needs --webhook-cert-dir (tls.crt, tls.key, ca.crt)"
+        )
+        return 2
+    if mode != "off":
+        handlers.register_admission(kopf.get_default_registry())
     namespaces = arguments.namespace or []
     kopf.run(
         clusterwide=not namespaces,

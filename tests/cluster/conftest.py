@@ -103,6 +103,16 @@ def e2e_namespace(
     core.delete_namespace(name)
 
 
+@pytest.fixture
+def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]:
+    """A namespace that only the test's own operator watches (not the shared one)."""
+    name = f"own-{uuid.uuid4().hex[:6]}"
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
 class Objects:
     """Read optiinfra.io objects of one namespace through the admin client."""
 

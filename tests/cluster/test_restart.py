@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import kubernetes
 import localcluster
-import pytest
 import yaml
 
 from tests.cluster.conftest import Objects
@@ -18,16 +15,6 @@ from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
 PLANS = "executionplans"
-
-
-@pytest.fixture
-def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]:
-    """A namespace that only this test's operator watches."""
-    name = f"restart-{uuid.uuid4().hex[:6]}"
-    core = kubernetes.client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
 
 
 def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(

@@ -150,3 +150,22 @@ def test_missing_dependencies_are_warned_about() -> None:
         "spec.dependsOn: recommendation rec-9 does not exist in namespace team-a; "
         "rec-2 stays Blocked until it does"
     ]
+
+
+def test_the_registered_admission_handlers_are_the_webhooks_the_operator_configures() -> None:
+    """Each webhook the operator registers with the API server has its handler, and only
+    `register_admission` adds them (kopf refuses to start with handlers and no server)."""
+    import kopf  # noqa: PLC0415 - the handlers' module needs kopf; the rest here does not
+
+    from coordinator import app, handlers  # noqa: PLC0415
+
+    assert not kopf.get_default_registry()._webhooks.get_all_handlers()
+    registry = kopf.OperatorRegistry()
+    handlers.register_admission(registry)
+    registered = {
+        (h.id, h.reason == "mutating", tuple(sorted(h.operations or ())))
+        for h in registry._webhooks.get_all_handlers()
+    }
+    assert registered == {
+        (hook.id, hook.mutating, tuple(sorted(hook.operations))) for hook in app.HOOKS
+    }
