@@ -214,20 +214,22 @@ class Operator:
                 on_write=self.plan_written,
             )
 
-    async def start_waiting_plans(self, namespace: str) -> None:
-        """A recommendation succeeded: pending plans of its namespace may start now."""
+    async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
+        """Recommendation `succeeded` did: the pending plans that waited for it may start."""
         assert self.reconciler.indexes is not None
-        for (ns, _), plans in list(self.reconciler.indexes.plans.items()):
-            for plan in plans:
-                if ns == namespace and plan.status_phase is PlanPhase.PENDING:
+        for key in self.reconciler.dependents(succeeded):
+            for plan in self.reconciler.indexes.plans.get(key) or ():
+                if plan.status_phase is PlanPhase.PENDING:
                     await self.start_plan(plan)
+
+    def plan_deleted(self, key: tuple[str, str]) -> None:
+        self._locks.pop(key, None)
 
     async def submitter(self, namespace: str, name: str) -> str | None:
         """Who submitted (or last changed) recommendation `name`, as recorded at admission."""
-        assert self.reconciler.indexes is not None
-        for rec in self.reconciler.indexes.namespaces.get(namespace) or ():
-            if rec.name == name:
-                return rec.metadata.annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+        rec = self.reconciler.find((namespace, name))
+        if rec is not None:
+            return rec.metadata.annotations.get(admission.SUBMITTED_BY_ANNOTATION)
         raw = await self.client.get(reconciler_.RECOMMENDATIONS, namespace, name)
         annotations = (raw or {}).get("metadata", {}).get("annotations") or {}
         submitter: str | None = annotations.get(admission.SUBMITTED_BY_ANNOTATION)

@@ -207,24 +207,59 @@ class Reconciler:
         self.overlay = Overlay()
         self.indexes: Indexes | None = None
         self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
-        self._dependents: dict[ObjectKey, set[GroupKey]] = collections.defaultdict(set)
         self._customers: dict[ObjectKey, str] = {}
-        """The customer of each recommendation seen: its group, without a scan."""
+        """The customer of each recommendation present: its group, without a scan."""
+        self._depends: dict[ObjectKey, tuple[str, ...]] = {}
+        """The dependsOn of each recommendation that has one."""
+        self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
+        """The recommendations that name each one in their dependsOn."""
 
     # --- what triggers a reconcile ------------------------------------------------------
 
-    def recommendation_changed(self, rec: Recommendation) -> None:
-        """A recommendation changed: its group, and the groups that depend on it."""
-        group = (rec.metadata.namespace, rec.spec.customer_id)
-        self._customers[(rec.metadata.namespace, rec.name)] = rec.spec.customer_id
-        self.queue.add(group)
-        for dependency in rec.spec.depends_on:
-            self._dependents[(rec.metadata.namespace, dependency)].add(group)
-        for dependent in self._dependents.get((rec.metadata.namespace, rec.name), ()):
-            self.queue.add(dependent)
+    def recommendation_changed(self, rec: Recommendation, *, deleted: bool = False) -> None:
+        """A recommendation changed (or was deleted): its group, and the groups of the
+        recommendations that depend on it."""
+        ns = rec.metadata.namespace
+        key = (ns, rec.name)
+        self.queue.add((ns, rec.spec.customer_id))
+        for dependency in self._depends.pop(key, ()):
+            dependents = self._dependents.get((ns, dependency))
+            if dependents is not None:
+                dependents.discard(key)
+                if not dependents:
+                    del self._dependents[(ns, dependency)]
+        if deleted:
+            self._customers.pop(key, None)
+            self.overlay.forget(RECOMMENDATIONS, key)
+        else:
+            self._customers[key] = rec.spec.customer_id
+            if rec.spec.depends_on:
+                self._depends[key] = tuple(rec.spec.depends_on)
+                for dependency in rec.spec.depends_on:
+                    self._dependents.setdefault((ns, dependency), set()).add(key)
+        for dependent in self.dependents(key):
+            customer = self._customers.get(dependent)
+            if customer is not None:
+                self.queue.add((ns, customer))
 
-    def child_changed(self, child: Approval | ExecutionPlan) -> None:
+    def dependents(self, key: ObjectKey) -> list[ObjectKey]:
+        """The recommendations whose dependsOn names recommendation `key`."""
+        return sorted(self._dependents.get(key, ()))
+
+    def find(self, key: ObjectKey) -> Recommendation | None:
+        """Recommendation `key` as indexed (looked up in its group, not the namespace)."""
+        assert self.indexes is not None
+        customer = self._customers.get(key)
+        if customer is None:
+            return None
+        group = self.indexes.recommendations.get((key[0], customer)) or ()
+        return next((r for r in group if r.name == key[1]), None)
+
+    def child_changed(self, child: Approval | ExecutionPlan, *, deleted: bool = False) -> None:
         self.queue.add((child.metadata.namespace, child.spec.customer_id))
+        if deleted:
+            plural = APPROVALS if isinstance(child, Approval) else PLANS
+            self.overlay.forget(plural, (child.metadata.namespace, child.metadata.name))
 
     def _wake_at(self, key: GroupKey, when: datetime) -> None:
         loop = asyncio.get_running_loop()
@@ -422,12 +457,9 @@ class Reconciler:
     def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:
         """Whether every recommendation the given one depends on has Succeeded, and if not why."""
         assert self.indexes is not None
-        customer = self._customers.get(rec_key)
-        if customer is not None:  # most depend on nothing: look in its group only
-            group = self.indexes.recommendations.get((rec_key[0], customer)) or ()
-            rec = next((r for r in group if r.name == rec_key[1]), None)
-            if rec is not None and not rec.spec.depends_on:
-                return True, ""
+        rec = self.find(rec_key)
+        if rec is not None and not rec.spec.depends_on:  # most depend on nothing
+            return True, ""
         by_name = {r.name: r for r in self.indexes.namespaces.get(rec_key[0]) or ()}
         rec = by_name.get(rec_key[1])
         if rec is None:
