@@ -31,7 +31,8 @@ The last line printed is one JSON object with every figure; ``bench/results/`` g
 ``e2e.json``, the table ``e2e.md`` and the plot ``latency.png``.
 
 Usage: ``python bench/e2e.py [--n 1000] [--customers 50] [--rate 20] [--duration 60]
-[--approvals 50] [--memory-n 10000] [--quick] [--profile]``.
+[--approvals 50] [--memory-n 10000] [--phases burst,load,approve,memory] [--quick]
+[--profile]``. A run of some phases only (or --quick) writes to build/bench/partial.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ TARGETS: Final[Mapping[str, tuple[float, str]]] = {
     "approval_to_plan_p50_ms": (200.0, "approval to plan started, p50"),
     "peak_rss_10000_mb": (150.0, "operator peak RSS, 10000 recommendations"),
 }
+
+
+PHASES: Final = ("burst", "load", "approve", "memory")
 
 
 def log(message: str) -> None:
@@ -995,87 +999,99 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     operators: list[OperatorProcess] = []
     try:
-        # 1. The floor, with no operator running.
         manifests = workload(args.n, customers=args.customers)
-        log(f"floor: the writes for {args.n} recommendations by a bare client")
-        cpu = Cpu(control_plane)
-        result |= await floor(bench, bench.namespace("floor"), manifests)
-        result["floor_cpu"] = cpu.used()
-        log(f"floor: {result['floor_s']} s for {result['floor_writes']} writes")
+        if "burst" in args.phases:
+            # 1. The floor, with no operator running.
+            log(f"floor: the writes for {args.n} recommendations by a bare client")
+            cpu = Cpu(control_plane)
+            result |= await floor(bench, bench.namespace("floor"), manifests)
+            result["floor_cpu"] = cpu.used()
+            log(f"floor: {result['floor_s']} s for {result['floor_writes']} writes")
 
-        # 2. The burst.
+        # The operator of phases 2-4.
         operator = OperatorProcess(
             kubeconfig=kubeconfig, namespace=f"bench-{run_id}-op-*", scope=bench.scope("op"),
             log=logs / "operator.log", args=args.operator_args, source=args.operator_source,
         )  # fmt: skip
-        operators.append(operator.start())
-        bench.operator = operator
-        if args.no_webhooks:
-            operator.drop_webhooks(api)
-        cpu = Cpu({"operator": operator.pid, **control_plane})
-        profiler = Profiler(operator.pid if profile else None, logs / "profile-burst.txt")
-        log(f"burst: {args.n} recommendations over {args.customers} customers at once")
-        reconciles = operator.metric("optiinfra_reconciles_total")
-        figures = await burst(bench, bench.namespace("op-burst"), manifests, limit_s=args.timeout)
-        profiler.stop()
-        result["burst_cpu"] = cpu.used()
-        figures["reconciles"] = operator.metric("optiinfra_reconciles_total") - reconciles
-        result |= figures
-        result["ratio_to_floor"] = round(result["operator_s"] / result["floor_s"], 2)
-        result["peak_rss_1000_mb" if args.n == 1000 else f"peak_rss_{args.n}_mb"] = round(
-            memory_mb(operator.pid)["VmHWM"], 1
-        )
-        log(f"burst: {result['operator_s']} s, ratio to floor {result['ratio_to_floor']}")
-        result["burst_tail_s"] = await bench.settle(limit_s=120)
-        log(f"burst: the operator was busy {result['burst_tail_s']} s more")
+        if args.phases & {"burst", "load", "approve"}:
+            operators.append(operator.start())
+            bench.operator = operator
+            if args.no_webhooks:
+                operator.drop_webhooks(api)
 
-        # 3. Steady load, and the sweep for the plot.
-        sweep = []
-        for rate, duration in [(args.rate, args.duration)] + [
-            (r, args.sweep_duration) for r in args.sweep if r != args.rate
-        ]:
-            log(f"load: {rate}/s for {duration} s")
+        if "burst" in args.phases:
+            # 2. The burst.
             cpu = Cpu({"operator": operator.pid, **control_plane})
-            profiler = Profiler(
-                operator.pid if profile and rate == args.rate else None, logs / "profile-load.txt"
+            profiler = Profiler(operator.pid if profile else None, logs / "profile-burst.txt")
+            log(f"burst: {args.n} recommendations over {args.customers} customers at once")
+            reconciles = operator.metric("optiinfra_reconciles_total")
+            figures = await burst(
+                bench, bench.namespace("op-burst"), manifests, limit_s=args.timeout
             )
-            figures = await load(
-                bench, bench.namespace(f"op-load-{rate:g}".replace(".", "-")), rate=rate,
-                duration=duration, customers=args.customers, limit_s=args.timeout,
-            )  # fmt: skip
             profiler.stop()
-            figures["cpu"] = cpu.used()
-            figures["tail_s"] = await bench.settle()
-            sweep.append(figures)
-            log(f"load: {rate}/s: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
-        result["load"] = sweep[0]
-        result["sweep"] = sorted(sweep, key=lambda f: float(f["rate"]))
+            result["burst_cpu"] = cpu.used()
+            figures["reconciles"] = operator.metric("optiinfra_reconciles_total") - reconciles
+            result |= figures
+            result["ratio_to_floor"] = round(result["operator_s"] / result["floor_s"], 2)
+            result["peak_rss_1000_mb" if args.n == 1000 else f"peak_rss_{args.n}_mb"] = round(
+                memory_mb(operator.pid)["VmHWM"], 1
+            )
+            log(f"burst: {result['operator_s']} s, ratio to floor {result['ratio_to_floor']}")
+            result["burst_tail_s"] = await bench.settle(limit_s=120)
+            log(f"burst: the operator was busy {result['burst_tail_s']} s more")
 
-        # 4. Approval to plan start: K at once (the target), one at a time, and a larger batch.
-        for suffix, k, singles in (
-            ("approve", args.approvals, args.singles),
-            ("approve-large", args.approvals_large, 0),
-        ):
-            if k <= 0:
-                continue
-            log(
-                f"approvals: {k} approved at once"
-                + (f", then {singles} one by one" if singles else "")
-            )
-            profiler = Profiler(operator.pid if profile else None, logs / f"profile-{suffix}.txt")
-            figures = await approvals(
-                bench, bench.namespace(f"op-{suffix}"), k=k, singles=singles,
-                customers=args.customers, limit_s=args.timeout,
-            )  # fmt: skip
-            profiler.stop()
-            await bench.settle()  # their plans run on: let them end before the next phase
-            result["approval_to_plan" if suffix == "approve" else "approval_to_plan_large"] = (
-                figures
-            )
-            log(f"approvals: {figures}")
+        if "load" in args.phases:
+            # 3. Steady load, and the sweep for the plot.
+            sweep = []
+            for rate, duration in [(args.rate, args.duration)] + [
+                (r, args.sweep_duration) for r in args.sweep if r != args.rate
+            ]:
+                log(f"load: {rate}/s for {duration} s")
+                cpu = Cpu({"operator": operator.pid, **control_plane})
+                profiler = Profiler(
+                    operator.pid if profile and rate == args.rate else None,
+                    logs / "profile-load.txt",
+                )
+                figures = await load(
+                    bench, bench.namespace(f"op-load-{rate:g}".replace(".", "-")), rate=rate,
+                    duration=duration, customers=args.customers, limit_s=args.timeout,
+                )  # fmt: skip
+                profiler.stop()
+                figures["cpu"] = cpu.used()
+                figures["tail_s"] = await bench.settle()
+                sweep.append(figures)
+                log(f"load: {rate}/s: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
+            result["load"] = sweep[0]
+            result["sweep"] = sorted(sweep, key=lambda f: float(f["rate"]))
+
+        if "approve" in args.phases:
+            # 4. Approval to plan start: K at once (the target), one at a time, and a larger batch.
+            for suffix, k, singles in (
+                ("approve", args.approvals, args.singles),
+                ("approve-large", args.approvals_large, 0),
+            ):
+                if k <= 0:
+                    continue
+                log(
+                    f"approvals: {k} approved at once"
+                    + (f", then {singles} one by one" if singles else "")
+                )
+                profiler = Profiler(
+                    operator.pid if profile else None, logs / f"profile-{suffix}.txt"
+                )
+                figures = await approvals(
+                    bench, bench.namespace(f"op-{suffix}"), k=k, singles=singles,
+                    customers=args.customers, limit_s=args.timeout,
+                )  # fmt: skip
+                profiler.stop()
+                await bench.settle()  # their plans run on: let them end before the next phase
+                result["approval_to_plan" if suffix == "approve" else "approval_to_plan_large"] = (
+                    figures
+                )
+                log(f"approvals: {figures}")
 
         # 5. Memory with many recommendations, in a fresh operator.
-        if args.memory_n:
+        if args.memory_n and "memory" in args.phases:
             mem_ns = bench.namespace("mem")
             mem_operator = OperatorProcess(
                 kubeconfig=kubeconfig, namespace=mem_ns, scope=bench.scope("mem"),
@@ -1289,9 +1305,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=300, help="deadline per phase, s (300)")
     parser.add_argument(
+        "--phases",
+        type=lambda s: {p.strip() for p in s.split(",") if p.strip()},
+        default=set(PHASES),
+        help=f"the phases to run, comma-separated ({','.join(PHASES)}; burst includes its floor)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="a small run to check it works (N=200, 10 s load; results in build/bench/quick)",
+        help="a small run to check it works (N=200, 10 s load; results in build/bench/partial)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the operator (build/bench/profile-*.txt)"
@@ -1318,6 +1340,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kubeconfig", default=str(REPO / ".cluster" / "kubeconfig"), help="admin kubeconfig"
     )
     args = parser.parse_args(argv)
+    unknown = args.phases - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")
     if args.quick:
         args.n, args.duration, args.sweep, args.sweep_duration = 200, 10, [40.0], 5
         args.approvals, args.singles, args.approvals_large = 20, 5, 0
@@ -1328,7 +1353,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    out = REPO / "build" / "bench" / "quick" if args.quick else RESULTS  # a check, not figures
+    partial = args.quick or args.phases != set(PHASES)
+    out = REPO / "build" / "bench" / "partial" if partial else RESULTS  # a check, not figures
     out.mkdir(parents=True, exist_ok=True)
     (out / "e2e.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "e2e.md").write_text(table(result))
