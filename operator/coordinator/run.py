@@ -135,7 +135,9 @@ def run(arguments: argparse.Namespace) -> int:
     """Run the operator until it is stopped (SIGINT/SIGTERM)."""
     import kopf  # noqa: PLC0415 - only `run` needs kopf; `check` stays light
 
-    from coordinator import app, handlers  # noqa: PLC0415 - registers the handlers
+    from coordinator import app, handlers, kopfpatch  # noqa: PLC0415 - registers the handlers
+
+    kopfpatch.install()
 
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
     if not arguments.verbose:
