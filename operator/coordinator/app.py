@@ -42,6 +42,8 @@ HOOKS: Final = (
 """The admission webhooks; each id is the id of its kopf handler in coordinator.handlers."""
 FINALIZER: Final = "optiinfra.io/coordinator"
 ANNOTATIONS_PREFIX: Final = "coordinator.optiinfra.io"
+LIST_PAGE: Final = 500
+WORKER_IDLE_SECONDS: Final = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class Config:
     """What `coordinator run` was told (flags or COORDINATOR_* environment variables)."""
 
     policy: policy_.ApprovalPolicy = dataclasses.field(default_factory=policy_.ApprovalPolicy)
-    workers: int = 4
+    workers: int = 16
     metrics_port: int = 0
     namespaces: tuple[str, ...] = ()
     webhooks: str = "auto"  # auto | local | service | off
@@ -61,26 +63,33 @@ class Config:
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-def api_client() -> kubernetes.client.ApiClient:
-    """A client for the cluster of the current KUBECONFIG, or the in-cluster config."""
+def api_client(connections: int) -> kubernetes.client.ApiClient:
+    """A client for the cluster of the current KUBECONFIG, or the in-cluster config, that
+    keeps up to `connections` connections open."""
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return kubernetes.client.ApiClient()
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     except kubernetes.config.ConfigException:
-        client: kubernetes.client.ApiClient
-        client = kubernetes.config.new_client_from_config()  # type: ignore[no-untyped-call]
-        return client
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    configuration.connection_pool_maxsize = connections
+    return kubernetes.client.ApiClient(configuration)
 
 
 class Operator:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.api = api_client()
-        self.client = client_.Client(self.api)
+        self.api = api_client(config.workers)
+        self.client = client_.Client(self.api, workers=config.workers)
         self.recorder = events_.Recorder(self.client)
         self.reconciler = reconciler_.Reconciler(
             client=self.client, recorder=self.recorder, policy=config.policy, workers=config.workers
         )
+        self.reconciler.plan_created = self.start_plan
+        self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
             recorder=self.recorder,
@@ -105,6 +114,10 @@ class Operator:
             prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
         )
         settings.watching.server_timeout = 300
+        # Memory with many objects: list them in pages, not in one response of all, and let
+        # an object's kopf worker (its task and last body) go soon after its last event.
+        settings.watching.chunk_size = LIST_PAGE
+        settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
         self._setup_webhooks(settings)
 
     def webhooks_mode(self) -> str:

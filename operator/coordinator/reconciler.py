@@ -23,7 +23,7 @@ import collections
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -142,8 +142,11 @@ class WorkQueue:
         self._active: set[GroupKey] = set()
         self._dirty: set[GroupKey] = set()
         self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def add(self, key: GroupKey) -> None:
+        self._idle.clear()
         if key in self._active:
             self._dirty.add(key)
         elif key not in self._queued:
@@ -165,6 +168,12 @@ class WorkQueue:
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
+        elif not self._queue and not self._active:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Until nothing is queued or being reconciled."""
+        await self._idle.wait()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -213,6 +222,9 @@ class Reconciler:
         """The dependsOn of each recommendation that has one."""
         self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
         """The recommendations that name each one in their dependsOn."""
+        self.plan_created: Callable[[ExecutionPlan], Awaitable[None]] | None = None
+        """Starts a plan this process just created, before its watch event does the same
+        (starting is idempotent): an approved change does not wait for the watch."""
 
     # --- what triggers a reconcile ------------------------------------------------------
 
@@ -370,6 +382,10 @@ class Reconciler:
         if desired.delete_plan and observed.plan is not None:
             await self.client.delete(PLANS, ns, rec.name, uid=observed.plan.metadata.uid)
             self.overlay.forget(PLANS, (ns, rec.name))
+        if desired.create_plan is not None:  # first: what was approved waits for nothing else
+            plan = await self._create(PLANS, rec, desired.create_plan)
+            if plan.metadata.uid is not None and self.plan_created is not None:
+                await self.plan_created(plan)
         if desired.create_approval is not None:
             if approval is not None:
                 await self.client.delete(APPROVALS, ns, rec.name, uid=approval.metadata.uid)
@@ -377,8 +393,6 @@ class Reconciler:
         elif desired.approval_status is not None and approval is not None:
             await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
             _observe_decision(approval, desired.approval_status)
-        if desired.create_plan is not None:
-            await self._create(PLANS, rec, desired.create_plan)
         await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
         for event in desired.events:
             target = approval if event.on_approval else rec

@@ -56,8 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=4,
-        help="customer groups reconciled at once (default %(default)s)",
+        default=16,
+        help="customer groups reconciled at once, and API calls in flight (default %(default)s)",
     )
     webhooks = parser.add_argument_group("admission webhooks")
     webhooks.add_argument(
