@@ -3,7 +3,7 @@
 What it measures, in one run on the same machine (the API server shares the cores):
 
 1. **floor**: a bare client — the operator's own ``coordinator.k8s.client.Client``, the
-   official ``kubernetes`` client in a pool of 8 threads under asyncio — makes exactly the
+   official ``kubernetes`` client in a pool of 16 threads under asyncio — makes exactly the
    writes the operator needs for the workload: each recommendation's create and status,
    each approval's create and status, each plan's create and first status. What to
    write is computed offline by ``core.lifecycle``, so no decision is made at run time.
@@ -96,6 +96,8 @@ TARGETS: Final[Mapping[str, tuple[float, str]]] = {
 }
 
 
+CLIENT_THREADS: Final = 16
+"""The operator's default (--workers): reconciles, API threads and connections."""
 PHASES: Final = ("burst", "load", "approve", "memory")
 
 
@@ -465,7 +467,10 @@ class OperatorProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the operator exited; see {self.log}")
-            if self.healthy():
+            registered = "--webhooks=off" in self.command or (
+                "admission webhooks registered" in self.log.read_text(errors="replace")
+            )
+            if self.healthy() and registered:
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"the operator was not healthy within {timeout:.0f}s; see {self.log}")
@@ -560,7 +565,7 @@ def control_plane_pids() -> dict[str, int]:
 
 
 class BenchClient(client_.Client):
-    """The operator's client (8 threads under asyncio), plus the writes a person makes."""
+    """The operator's client (16 threads under asyncio), plus the writes a person makes."""
 
     async def patch(
         self, plural: str, namespace: str, name: str, body: Mapping[str, Any]
@@ -579,11 +584,13 @@ class BenchClient(client_.Client):
 
 
 def new_api(kubeconfig: Path) -> kubernetes.client.ApiClient:
-    api: kubernetes.client.ApiClient
-    api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig)
+    """A client as the operator makes one: as many connections as its client has threads."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration
     )
-    return api
+    configuration.connection_pool_maxsize = CLIENT_THREADS
+    return kubernetes.client.ApiClient(configuration)
 
 
 def ensure_crds(api: kubernetes.client.ApiClient) -> None:
@@ -987,6 +994,31 @@ async def memory(
     }
 
 
+async def restart(
+    bench: Bench, operator: OperatorProcess, namespace: str, *, limit_s: float
+) -> dict[str, Any]:
+    """Start `operator` where many objects exist; a recommendation created right after
+    it is healthy settles once kopf has listed and indexed them all."""
+    started_at = time.monotonic()
+    operator.start()
+    healthy_at = time.monotonic()
+    probe = workload(1, customers=1, prefix="probe")[0]
+    await bench.client.create(RECS, namespace, probe)
+    name = probe["metadata"]["name"]
+    settled_at = None
+    while time.monotonic() - started_at < limit_s:
+        raw = await bench.client.get(RECS, namespace, name)
+        if settled(((raw or {}).get("status") or {}).get("phase") or "Pending"):
+            settled_at = time.monotonic()
+            break
+        await asyncio.sleep(0.25)
+    return {
+        "healthy_s": round(healthy_at - started_at, 1),
+        "first_reconcile_s": None if settled_at is None else round(settled_at - started_at, 1),
+        "peak_rss_mb": round(memory_mb(operator.pid)["VmHWM"], 1),
+    }
+
+
 def local_server(kubeconfig: Path) -> str:
     """The API server of `kubeconfig`; only a control plane on 127.0.0.1 is benchmarked."""
     config = yaml.safe_load(kubeconfig.read_text())
@@ -1130,6 +1162,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["memory"] = figures
             result[f"peak_rss_{args.memory_n}_mb"] = figures["peak_rss_mb"]
             log(f"memory: {figures}")
+
+            # 6. A restart with them all present: how long until the operator acts again.
+            mem_operator.stop()
+            restarted = OperatorProcess(
+                kubeconfig=kubeconfig, namespace=mem_ns, scope=bench.scope("mem"),
+                log=logs / "operator-restart.log", args=args.operator_args,
+                source=args.operator_source,
+            )  # fmt: skip
+            operators.append(restarted)
+            log(f"restart: a new operator with {args.memory_n} recommendations present")
+            result["restart"] = await restart(
+                bench, restarted, mem_ns, limit_s=args.timeout * args.memory_n / args.n
+            )
+            log(f"restart: {result['restart']}")
     finally:
         log(f"cleanup: deleting {', '.join(bench.namespaces)}")
         try:
@@ -1264,6 +1310,17 @@ def table(result: Mapping[str, Any]) -> str:
             (
                 f"{mem['n']} recommendations ({mem['customers']} customers) settled in",
                 f"{mem['settle_s']:.0f} s",
+                "",
+            )
+        )
+    if result.get("restart"):
+        again = result["restart"]
+        n = result["memory"]["n"]
+        rows.append(
+            (
+                f"restart with {n} recommendations present: healthy / first reconcile / peak RSS",
+                f"{again['healthy_s']:.1f} s / {again['first_reconcile_s']} s / "
+                f"{again['peak_rss_mb']:.0f} MB",
                 "",
             )
         )

@@ -65,7 +65,12 @@ class OperatorProcess:
             return self.healthy()
 
         wait_for(up, what="the operator's health endpoint", timeout=60)
+        if "--webhooks=off" not in self.args:  # registered once its webhook server listens
+            wait_for(self.webhooks_registered, what="the operator's webhooks", timeout=60)
         return self
+
+    def webhooks_registered(self) -> bool:
+        return "admission webhooks registered" in self.log.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no cleanup, as a node failure would."""

@@ -14,9 +14,9 @@ import logging
 import os
 import tempfile
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import kopf
 import kubernetes
@@ -77,6 +77,21 @@ def api_client(connections: int) -> kubernetes.client.ApiClient:
         )
     configuration.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(configuration)
+
+
+class RegisteringServer(kopf.WebhookServer):
+    """kopf's webhook server, which registers the webhook configurations once it listens:
+    the API server is never sent to a port where nobody answers yet (with 10 000 objects
+    to list, kopf starts its server seconds after the operator starts)."""
+
+    def __init__(self, *, register: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._register = register
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for client_config in super().__call__(fn):
+            await self._register()
+            yield client_config
 
 
 class Operator:
@@ -167,20 +182,24 @@ class Operator:
             addr = "0.0.0.0"
             selector = webhooks_.namespace_selector((), config.webhook_namespace_labels)
             self._webhook_name = webhooks_.NAME
-        settings.admission.server = kopf.WebhookServer(
+        validating, mutating = webhooks_.configurations(
+            name=self._webhook_name, hooks=HOOKS, endpoint=endpoint, selector=selector
+        )
+
+        async def register() -> None:
+            await asyncio.to_thread(webhooks_.Registrar(self.api).apply, validating, mutating)
+            logger.info("admission webhooks registered as %s (%s)", self._webhook_name, mode)
+
+        settings.admission.server = RegisteringServer(
+            register=register,
             addr=addr,
             port=port,
             certfile=str(certs.cert),
             pkeyfile=str(certs.key),
             cafile=str(certs.ca),
         )
-        settings.admission.managed = None  # registered here, with a namespace selector
-        validating, mutating = webhooks_.configurations(
-            name=self._webhook_name, hooks=HOOKS, endpoint=endpoint, selector=selector
-        )
-        webhooks_.Registrar(self.api).apply(validating, mutating)
+        settings.admission.managed = None  # registered by the server, with a namespace selector
         self._webhooks_local = mode == "local"
-        logger.info("admission webhooks registered as %s (%s)", self._webhook_name, mode)
 
     async def start(self, indexes: reconciler_.Indexes) -> None:
         self.reconciler.indexes = indexes

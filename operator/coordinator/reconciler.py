@@ -60,6 +60,9 @@ def _rv(obj: Recommendation | Approval | ExecutionPlan) -> int:
 
 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+OWN_ANNOTATIONS: Final = "optiinfra.io/"
+"""In every annotation key the coordinator reads or writes (also kopf's, under
+coordinator.optiinfra.io/)."""
 
 
 def compact(obj: M) -> M:
@@ -69,8 +72,14 @@ def compact(obj: M) -> M:
     carries the set of its field names that were given (about 400 bytes, the largest
     part of a parsed object); equal sets are shared: pydantic never changes the set of a
     frozen model in place (``model_copy`` copies it first), and all ours are frozen.
-    Equal strings (customer, agent, messages, annotation keys...) are shared too.
+    Equal strings (customer, agent, messages, annotation keys...) are shared too, and
+    annotations of others are dropped (`kubectl apply` keeps a copy of the whole manifest
+    in one): the coordinator reads only its own, under optiinfra.io.
     """
+    annotations = obj.metadata.annotations
+    if any(OWN_ANNOTATIONS not in key for key in annotations):
+        own = {k: v for k, v in annotations.items() if OWN_ANNOTATIONS in k}
+        obj.metadata.__dict__["annotations"] = own
     _compact_model(obj)
     return obj
 
@@ -382,15 +391,19 @@ class Reconciler:
         if desired.delete_plan and observed.plan is not None:
             await self.client.delete(PLANS, ns, rec.name, uid=observed.plan.metadata.uid)
             self.overlay.forget(PLANS, (ns, rec.name))
-        if desired.create_plan is not None:  # first: what was approved waits for nothing else
-            plan = await self._create(PLANS, rec, desired.create_plan)
-            if plan.metadata.uid is not None and self.plan_created is not None:
-                await self.plan_created(plan)
-        if desired.create_approval is not None:
+        if desired.create_approval is not None:  # a plan never exists without its approval
             if approval is not None:
                 await self.client.delete(APPROVALS, ns, rec.name, uid=approval.metadata.uid)
             approval = await self._create(APPROVALS, rec, desired.create_approval)
-        elif desired.approval_status is not None and approval is not None:
+        if desired.create_plan is not None:  # before the decision is recorded: no wait
+            plan = await self._create(PLANS, rec, desired.create_plan)
+            if plan.metadata.uid is not None and self.plan_created is not None:
+                await self.plan_created(plan)
+        if (
+            desired.create_approval is None
+            and desired.approval_status is not None
+            and approval is not None
+        ):
             await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
             _observe_decision(approval, desired.approval_status)
         await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())

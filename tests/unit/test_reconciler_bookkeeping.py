@@ -74,3 +74,17 @@ def test_find_looks_in_the_group_and_forgets_the_deleted() -> None:
     assert r.find(("ns", "a")) is a
     r.recommendation_changed(a, deleted=True)
     assert r.find(("ns", "a")) is None
+
+
+def test_indexed_objects_keep_only_the_coordinators_annotations() -> None:
+    applied = rec("a").model_copy(deep=True)
+    applied.metadata.__dict__["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": '{"a whole": "manifest"}',
+        "optiinfra.io/submitted-by": "agent",
+        "coordinator.optiinfra.io/last-handled-configuration": "{}",
+    }
+    compacted = reconciler_.compact(applied)
+    assert compacted.metadata.annotations == {
+        "optiinfra.io/submitted-by": "agent",
+        "coordinator.optiinfra.io/last-handled-configuration": "{}",
+    }
