@@ -1224,6 +1224,11 @@ def _ms(figures: Mapping[str, Any], *keys: str) -> str:
     return " / ".join(f"{figures[k]:.0f}" for k in keys) + " ms"
 
 
+def _rounds(figures: Mapping[str, Any]) -> str:
+    rounds = figures.get("rounds", 1)
+    return f" ({rounds} rounds, pooled)" if rounds > 1 else ""
+
+
 def table(result: Mapping[str, Any]) -> str:
     """The figures as a markdown table, next to the targets."""
     targets = result["targets"]
@@ -1268,12 +1273,12 @@ def table(result: Mapping[str, Any]) -> str:
     if appr:
         rows += [
             (
-                f"{appr['k']} approvals at once: to plan created, p50 / p99",
+                f"{appr['k']} approvals at once{_rounds(appr)}: to plan created, p50 / p99",
                 _ms(appr["created"], "p50_ms", "p99_ms"),
                 "",
             ),
             (
-                f"{appr['k']} approvals at once: to plan Running, p50 / p99",
+                f"{appr['k']} approvals at once{_rounds(appr)}: to plan Running, p50 / p99",
                 _ms(appr["started"], "p50_ms", "p99_ms"),
                 verdict("approval_to_plan_p50_ms"),
             ),
