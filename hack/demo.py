@@ -71,9 +71,13 @@ def start_operator(log: Path) -> subprocess.Popen[bytes]:
             raise SystemExit(f"the operator exited:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
+                pass
         except OSError:
             time.sleep(0.2)
+            continue
+        if "admission webhooks registered" in log.read_text(errors="replace"):
+            return proc  # healthy, and the API server sends it the admission reviews
+        time.sleep(0.2)
     raise SystemExit("the operator did not become healthy in 60s")
 
 
