@@ -63,6 +63,7 @@ from typing import IO, Any, Final
 import kubernetes
 import yaml
 
+from coordinator import app
 from coordinator.api.common import API_VERSION, GROUP, VERSION
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.recommendation import Recommendation
@@ -96,7 +97,7 @@ TARGETS: Final[Mapping[str, tuple[float, str]]] = {
 }
 
 
-CLIENT_THREADS: Final = 16
+CLIENT_THREADS: Final = app.Config().workers
 """The operator's default (--workers): reconciles, API threads and connections."""
 PHASES: Final = ("burst", "load", "approve", "memory")
 
@@ -585,12 +586,7 @@ class BenchClient(client_.Client):
 
 def new_api(kubeconfig: Path) -> kubernetes.client.ApiClient:
     """A client as the operator makes one: as many connections as its client has threads."""
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig), client_configuration=configuration
-    )
-    configuration.connection_pool_maxsize = CLIENT_THREADS
-    return kubernetes.client.ApiClient(configuration)
+    return app.api_client(CLIENT_THREADS, config_file=str(kubeconfig))
 
 
 def ensure_crds(api: kubernetes.client.ApiClient) -> None:
@@ -889,7 +885,10 @@ async def approvals(
     the patch (its response, or the watch showing the decision, whichever came first).
     """
     let_approve(bench.api, namespace, APPROVER)
-    approver = BenchClient(new_api(Path(bench.args.kubeconfig).with_name(f"kubeconfig-{APPROVER}")))
+    approver = BenchClient(
+        new_api(Path(bench.args.kubeconfig).with_name(f"kubeconfig-{APPROVER}")),
+        workers=CLIENT_THREADS,
+    )
     total = k * rounds + singles
     manifests = workload(
         total, customers=max(1, min(customers, total)), prefix="appr", execute_now=True
@@ -1035,7 +1034,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     api = new_api(kubeconfig)
     ensure_crds(api)
     run_id = uuid.uuid4().hex[:6]
-    bench = Bench(args=args, api=api, client=BenchClient(new_api(kubeconfig)), run_id=run_id)
+    bench = Bench(
+        args=args,
+        api=api,
+        client=BenchClient(new_api(kubeconfig), workers=CLIENT_THREADS),
+        run_id=run_id,
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = REPO / "build" / "bench"
     logs.mkdir(parents=True, exist_ok=True)

@@ -63,17 +63,22 @@ class Config:
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-def api_client(connections: int) -> kubernetes.client.ApiClient:
-    """A client for the cluster of the current KUBECONFIG, or the in-cluster config, that
-    keeps up to `connections` connections open."""
+def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
+    """A client for the cluster of `config_file` (default: the in-cluster config, else the
+    current KUBECONFIG) that keeps up to `connections` connections open."""
     configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    except kubernetes.config.ConfigException:
+    loaded = False
+    if config_file is None:
+        try:
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+            loaded = True
+        except kubernetes.config.ConfigException:
+            pass
+    if not loaded:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
+            config_file=config_file, client_configuration=configuration
         )
     configuration.connection_pool_maxsize = connections
     return kubernetes.client.ApiClient(configuration)

@@ -5,8 +5,8 @@ all indexes are filled: each listed object adds a toggle to one ``ToggleSet`` an
 worker drops the toggle once indexed, then waits for the set to be "all on". kopf's
 ``ToggleSet`` wakes *every* waiter on *every* change (``Condition.notify_all``), and each
 waiter re-takes the lock to look: N objects make N² wake-ups. Measured here with 3 000
-recommendations present: 42 s at 100 % CPU before the first handler ran (about 8 minutes
-would be expected at 10 000).
+recommendations (and their 3 000 approvals and plans) present: the first reconcile came
+235 s after the start, at 100 % CPU; 17.6 s with this patch.
 
 ``install()`` replaces kopf's ``ToggleSet`` with one that does the same bookkeeping but
 wakes its waiters only when the set's overall state flips (N toggles, N wake-ups in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,28 @@ def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def own_operator(
+    cluster: localcluster.Cluster, own_namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `coordinator run` processes that watch `own_namespace` only (the log is
+    tmp_path/NAME.log); each is stopped after the test."""
+    started: list[OperatorProcess] = []
+
+    def start(name: str, *args: str) -> OperatorProcess:
+        process = OperatorProcess(
+            kubeconfig=cluster.kubeconfig,
+            log=tmp_path / f"{name}.log",
+            args=[f"--namespace={own_namespace}", *args],
+        )
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 class Objects:

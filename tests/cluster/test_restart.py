@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import kubernetes
-import localcluster
 import yaml
 
 from tests.cluster.conftest import Objects
@@ -18,18 +17,13 @@ PLANS = "executionplans"
 
 
 def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
-    cluster: localcluster.Cluster,
     api: kubernetes.client.ApiClient,
     kubectl: Kubectl,
     own_namespace: str,
-    tmp_path: Path,
+    own_operator: Callable[..., OperatorProcess],
 ) -> None:
     objects = Objects(api, own_namespace)
-    process = OperatorProcess(
-        kubeconfig=cluster.kubeconfig,
-        log=tmp_path / "operator.log",
-        args=[f"--namespace={own_namespace}"],
-    ).start()
+    process = own_operator("operator")
     steps = [
         {"name": "first", "action": "first", "params": {"durationMs": 200}},
         {"name": "second", "action": "second", "params": {"durationMs": 4000}},
@@ -50,28 +44,18 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
             "steps": steps,
         },
     }
-    try:
-        kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+    kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
 
-        def second_running() -> dict[str, object] | None:
-            status = objects.status(PLANS, "rec-kill")
-            entries = status.get("steps") or []
-            return status if len(entries) == 3 and entries[1]["phase"] == "Running" else None
+    def second_running() -> dict[str, object] | None:
+        status = objects.status(PLANS, "rec-kill")
+        entries = status.get("steps") or []
+        return status if len(entries) == 3 and entries[1]["phase"] == "Running" else None
 
-        before = wait_for(second_running, what="the second step to run", timeout=30)
-        process.kill()
-        assert objects.status(PLANS, "rec-kill")["steps"][1]["phase"] == "Running"
-        restarted = OperatorProcess(
-            kubeconfig=cluster.kubeconfig,
-            log=tmp_path / "operator-restarted.log",
-            args=[f"--namespace={own_namespace}"],
-        ).start()
-        try:
-            done = objects.wait_phase(PLANS, "rec-kill", "Succeeded", timeout=60)
-        finally:
-            restarted.stop()
-    finally:
-        process.stop()
+    before = wait_for(second_running, what="the second step to run", timeout=30)
+    process.kill()
+    assert objects.status(PLANS, "rec-kill")["steps"][1]["phase"] == "Running"
+    own_operator("operator-restarted")
+    done = objects.wait_phase(PLANS, "rec-kill", "Succeeded", timeout=60)
     first_before = before["steps"][0]  # type: ignore[index]
     first_after = done["status"]["steps"][0]
     assert first_after["phase"] == "Succeeded"
@@ -91,17 +75,13 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
 
 
 def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
-    cluster: localcluster.Cluster,
     api: kubernetes.client.ApiClient,
     kubectl: Kubectl,
     own_namespace: str,
-    tmp_path: Path,
+    own_operator: Callable[..., OperatorProcess],
 ) -> None:
     objects = Objects(api, own_namespace)
-    args = [f"--namespace={own_namespace}", "--expiry-critical=4s"]
-    first = OperatorProcess(
-        kubeconfig=cluster.kubeconfig, log=tmp_path / "first.log", args=args
-    ).start()
+    first = own_operator("first", "--expiry-critical=4s")
     rec = {
         "apiVersion": "optiinfra.io/v1alpha1",
         "kind": "Recommendation",
@@ -115,11 +95,9 @@ def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
             "riskLevel": "critical",
         },
     }
-    try:
-        kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
-        approval = objects.wait_phase("approvals", "rec-late", "Pending")
-    finally:
-        first.kill()
+    kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+    approval = objects.wait_phase("approvals", "rec-late", "Pending")
+    first.kill()
     expires_at = approval["spec"]["expiresAt"]
     wait_for(
         lambda: (
@@ -130,11 +108,6 @@ def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
         timeout=30,
     )
     assert objects.phase("recommendations", "rec-late") == "AwaitingApproval"
-    second = OperatorProcess(
-        kubeconfig=cluster.kubeconfig, log=tmp_path / "second.log", args=args
-    ).start()
-    try:
-        objects.wait_phase("recommendations", "rec-late", "Expired", timeout=30)
-        objects.wait_phase("approvals", "rec-late", "Expired")
-    finally:
-        second.stop()
+    own_operator("second", "--expiry-critical=4s")
+    objects.wait_phase("recommendations", "rec-late", "Expired", timeout=30)
+    objects.wait_phase("approvals", "rec-late", "Expired")

@@ -48,7 +48,7 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 class Client:
     """The API calls the operator makes. Every method returns the raw object the server sent."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, *, workers: int = 16) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, *, workers: int = 8) -> None:
         self._api = api
         self._custom = kubernetes.client.CustomObjectsApi(api)
         self._apps = kubernetes.client.AppsV1Api(api)
