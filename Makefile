@@ -3,7 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# Everything runs in a virtual environment of the repository's own (.venv): the package and
+# its tools never meet the machine's other Python packages. BASE_PYTHON creates it.
+BASE_PYTHON ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 CLUSTER ?= local
 LOCALCLUSTER := $(PYTHON) hack/cluster/localcluster.py
 # The directory of the pinned kubectl, kube-apiserver, ... (built once, cached outside the repo).
@@ -18,24 +22,27 @@ PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: ## install the package with its test tools (editable)
-	$(PYTHON) -m pip install -e '.[test]'
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+
+install: $(PYTHON) ## install the package with its test tools (editable) into .venv
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@mkdir -p build && touch build/.installed
 
 # Install once, and again whenever the dependencies change.
-build/.installed: pyproject.toml
+build/.installed: pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@mkdir -p build && touch $@
 
 lint: build/.installed ## ruff, mypy --strict, import-linter layer contracts
-	ruff check operator tests bench hack
-	ruff format --check operator tests bench hack
-	mypy operator/coordinator
-	lint-imports
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
+	$(VENV)/bin/mypy operator/coordinator
+	$(VENV)/bin/lint-imports
 
-fmt: ## format the code
-	ruff check --fix operator tests bench hack
-	ruff format operator tests bench hack
+fmt: build/.installed ## format the code
+	$(VENV)/bin/ruff check --fix operator tests bench hack
+	$(VENV)/bin/ruff format operator tests bench hack
 
 test: lint ## the whole suite: lint, unit tests, tests on the real local control plane
 	@$(PYTEST) tests || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests: the test setup is broken" >&2; exit $$rc; }
@@ -62,7 +69,7 @@ demo: build/.installed cluster ## the story on the local control plane
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) hack/demo.py
 
-build/.bench-installed: pyproject.toml
+build/.bench-installed: pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	@mkdir -p build && touch $@
 
