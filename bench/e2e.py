@@ -427,6 +427,7 @@ class OperatorProcess:
             "run",
             f"--namespace={namespace}",
             f"--liveness=http://127.0.0.1:{self.port}/healthz",
+            "--readiness=",
             f"--metrics-port={self.metrics_port}",
             f"--webhook-namespace-labels={SCOPE_LABEL}={scope}",
             *args,

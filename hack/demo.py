@@ -61,7 +61,7 @@ def start_operator(log: Path) -> subprocess.Popen[bytes]:
     port = free_port()
     command = [
         sys.executable, "-m", "coordinator", "run", f"--namespace={NAMESPACE}",
-        f"--liveness=http://127.0.0.1:{port}/healthz", "--metrics-port=0",
+        f"--liveness=http://127.0.0.1:{port}/healthz", "--readiness=", "--metrics-port=0",
     ]  # fmt: skip
     print(f"$ coordinator run --namespace={NAMESPACE} ...   (log: {log.relative_to(REPO)})")
     proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
@@ -28,6 +30,7 @@ class OperatorProcess:
         self.log = log
         self.args = args
         self.health_port = free_port()
+        self.ready_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._out: IO[bytes] | None = None
@@ -40,6 +43,7 @@ class OperatorProcess:
             "coordinator",
             "run",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            f"--readiness=http://127.0.0.1:{self.ready_port}/readyz",
             f"--metrics-port={self.metrics_port}",
             *self.args,
         ]
@@ -51,6 +55,17 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def readiness(self) -> tuple[int, str]:
+        """(status, text) of /readyz; (0, why) when it does not answer."""
+        url = f"http://127.0.0.1:{self.ready_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
 
     def start(self) -> OperatorProcess:
         self._out = self.log.open("ab")
@@ -78,11 +93,18 @@ class OperatorProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def terminate(self, *, timeout: float = 30) -> float:
+        """SIGTERM, and wait up to `timeout` for the exit; the seconds it took."""
+        assert self.proc is not None
+        began = time.monotonic()
+        self.proc.terminate()
+        self.proc.wait(timeout=timeout)
+        return time.monotonic() - began
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
             try:
-                self.proc.wait(timeout=30)
+                self.terminate()
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)

@@ -8,7 +8,6 @@ recorder, the reconciler and the plan runner, and the per-plan wake-ups.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -21,16 +20,17 @@ from typing import Any, Final
 import kopf
 import kubernetes
 
-from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
+from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import lease as lease_
 from coordinator.k8s import webhooks as webhooks_
 
 HOOKS: Final = (
@@ -44,6 +44,10 @@ FINALIZER: Final = "optiinfra.io/coordinator"
 ANNOTATIONS_PREFIX: Final = "coordinator.optiinfra.io"
 LIST_PAGE: Final = 500
 WORKER_IDLE_SECONDS: Final = 0.5
+CLEANUP_SECONDS: Final = 3.0
+"""The longest the clean-up at exit waits for the API server (webhooks, Lease)."""
+WEBHOOK_CHECK_SECONDS: Final = 10.0
+"""How often a local operator checks that its webhooks are still registered."""
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,12 @@ class Config:
     webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
     webhook_service: str = "optiinfra-system/optiinfra-coordinator:443"
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    lease: str | None = None  # leader election with this Lease; None: a single replica
+    lease_namespace: str = "default"
+    lease_timing: lease_.Timing = dataclasses.field(default_factory=lease_.Timing)
+    readiness_port: int = 0  # 0: no readiness endpoint
+    readiness_host: str = "0.0.0.0"
+    shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -120,9 +130,25 @@ class Operator:
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._webhook_name = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._webhook_url = ""
         self._webhooks_local = False
+        self.elector = (
+            lease_.Elector(
+                self.api,
+                namespace=config.lease_namespace,
+                name=config.lease,
+                timing=config.lease_timing,
+            )
+            if config.lease
+            else None
+        )
+        self.leading = asyncio.Event()
+        """Set while this replica may act: it holds the Lease (always, without election)."""
+        self.following = asyncio.Event()
+        """Set while it may not: the complement of `leading`, to wait for a loss."""
+        self.started = False
 
     def configure(self, settings: kopf.OperatorSettings) -> None:
         settings.posting.enabled = False  # our own Events, not kopf's log lines
@@ -134,6 +160,10 @@ class Operator:
             prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
         )
         settings.watching.server_timeout = 300
+        # The last resort of a bounded shutdown: the plan daemons leave their step within
+        # handlers.STEP_GRACE_SECONDS and the clean-up gives up after CLEANUP_SECONDS, but
+        # whatever else hangs (a watch, the API server), kopf kills the process by then.
+        settings.process.ultimate_exiting_timeout = self.config.shutdown_timeout
         # Memory with many objects: list them in pages, not in one response of all, and let
         # an object's kopf worker (its task and last body) go soon after its last event.
         settings.watching.chunk_size = LIST_PAGE
@@ -174,7 +204,8 @@ class Operator:
             selector = webhooks_.namespace_selector(
                 config.namespaces, config.webhook_namespace_labels
             )
-            self._webhook_name = webhooks_.local_name(config.namespaces, selector)
+            scope = webhooks_.local_scope(config.namespaces, selector)
+            self._webhook_url = endpoint.url or ""
         else:
             assert config.webhook_cert_dir is not None, "--webhook-cert-dir is required"
             port = config.webhook_port or 9443
@@ -186,14 +217,22 @@ class Operator:
             )
             addr = "0.0.0.0"
             selector = webhooks_.namespace_selector((), config.webhook_namespace_labels)
-            self._webhook_name = webhooks_.NAME
+            scope = ""
         validating, mutating = webhooks_.configurations(
-            name=self._webhook_name, hooks=HOOKS, endpoint=endpoint, selector=selector
+            hooks=HOOKS, endpoint=endpoint, selector=selector, scope=scope
         )
+        self._webhooks = (validating, mutating)
 
         async def register() -> None:
             await asyncio.to_thread(webhooks_.Registrar(self.api).apply, validating, mutating)
-            logger.info("admission webhooks registered as %s (%s)", self._webhook_name, mode)
+            logger.info(
+                "admission webhooks registered in %s (%s%s)",
+                webhooks_.NAME,
+                mode,
+                f", scope {scope}" if scope else "",
+            )
+            if self._webhooks_local:
+                self._tasks.append(asyncio.create_task(self._keep_webhooks(), name="webhooks"))
 
         settings.admission.server = RegisteringServer(
             register=register,
@@ -208,21 +247,128 @@ class Operator:
 
     async def start(self, indexes: reconciler_.Indexes) -> None:
         self.reconciler.indexes = indexes
-        if self.config.metrics_port:
-            metrics.serve(
-                self.config.metrics_port,
-                lambda: [rec for recs in list(indexes.namespaces.values()) for rec in recs],
-            )
         self.recorder.start()
-        self._task = asyncio.create_task(self.reconciler.run(), name="reconciler")
+        self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        if self.elector is None:
+            self._lead(True)
+        else:
+            self._lead(False)
+            self._tasks.append(asyncio.create_task(self.elector.run(), name="lease"))
+            self._tasks.append(asyncio.create_task(self._follow_lease(), name="leadership"))
+        if self.config.readiness_port:
+            self._tasks.append(asyncio.create_task(self._serve_readiness(), name="readiness"))
+        self.started = True
+
+    def recommendations(self) -> list[Recommendation]:
+        """Every recommendation indexed (for the metrics), none before the start."""
+        indexes = self.reconciler.indexes
+        if indexes is None:
+            return []
+        return [rec for recs in list(indexes.namespaces.values()) for rec in recs]
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness: started, and acting — or standing by while another replica holds the
+        Lease and renews it (a standby serves the admission webhooks from the same watched
+        view, and a rolling update needs the new replica ready before the old one goes)."""
+        if not self.started:
+            return False, "starting: listing and indexing the objects"
+        elector = self.elector
+        if elector is None or self.leading.is_set():
+            return True, "acting"
+        lease = f"lease {elector.namespace}/{elector.name}"
+        if elector.held():
+            return True, f"standing by: {lease} is held by {elector.holder}"
+        return False, f"nobody acts: {lease} is neither held by another replica nor taken yet"
+
+    def _lead(self, leading: bool) -> None:
+        (self.leading if leading else self.following).set()
+        (self.following if leading else self.leading).clear()
+        if leading:
+            self.reconciler.acting.set()
+        else:
+            self.reconciler.acting.clear()
+
+    async def _follow_lease(self) -> None:
+        """Act while the Lease is held; on taking it, look at everything afresh."""
+        assert self.elector is not None
+        while True:
+            await self.elector.changed.wait()
+            self.elector.changed.clear()
+            leading = self.elector.leading
+            if leading == self.leading.is_set():
+                continue
+            self._lead(leading)
+            if leading:
+                await self._resync()
+
+    async def _resync(self) -> None:
+        """Taking over: every group is reconciled, every pending plan considered."""
+        indexes = self.reconciler.indexes
+        if indexes is None:
+            return
+        for key in list(indexes.recommendations.keys()):
+            self.reconciler.queue.add(key)
+        for plans in list(indexes.plans.values()):
+            for plan in list(plans):
+                await self.start_plan(plan)
+
+    async def _serve_readiness(self) -> None:
+        """GET /readyz: 200 while this process acts on the cluster, 503 (with why) otherwise."""
+        from aiohttp import web  # noqa: PLC0415 - kopf's dependency, needed only here
+
+        async def readyz(_: web.Request) -> web.Response:
+            ready, why = self.ready()
+            return web.Response(status=200 if ready else 503, text=why + "\n")
+
+        app = web.Application()
+        app.router.add_get("/readyz", readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.readiness_host, self.config.readiness_port)
+        await site.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    async def _keep_webhooks(self) -> None:
+        """Local webhooks: put ours back if they went missing (another local process of the
+        same scope stopped and took them out, or somebody deleted them)."""
+        assert self._webhooks is not None
+        validating, mutating = self._webhooks
+        registrar = webhooks_.Registrar(self.api)
+        while True:
+            await asyncio.sleep(WEBHOOK_CHECK_SECONDS)
+            try:
+                gone = await asyncio.to_thread(
+                    registrar.missing, validating, mutating, url_prefix=self._webhook_url
+                )
+                if gone:
+                    await asyncio.to_thread(registrar.apply, validating, mutating)
+                    logger.warning("admission webhooks were missing; registered them again")
+            except Exception as exc:  # the next round tries again
+                logger.warning("could not check the admission webhooks: %s", exc)
 
     async def stop(self) -> None:
-        if self._webhooks_local:  # nobody else answers at this process's address
-            await asyncio.to_thread(webhooks_.Registrar(self.api).remove, self._webhook_name)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Let go, within CLEANUP_SECONDS whatever the API server answers: stop acting,
+        release the Lease, take local webhooks out. A failure is logged, never waited on."""
+        self._lead(False)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        cleanups = []
+        if self.elector is not None:
+            cleanups.append(("release the lease", asyncio.to_thread(self.elector.release)))
+        if self._webhooks_local and self._webhooks is not None:
+            registrar = webhooks_.Registrar(self.api, timeout=CLEANUP_SECONDS)
+            names = webhooks_.names(*self._webhooks)
+            remove = asyncio.to_thread(registrar.remove, names, url_prefix=self._webhook_url)
+            cleanups.append(("take the admission webhooks out", remove))
+        for what, call in cleanups:
+            try:
+                await asyncio.wait_for(call, CLEANUP_SECONDS)
+            except Exception as exc:  # never block the exit
+                logger.warning("could not %s at exit: %s", what, exc or type(exc).__name__)
         await self.recorder.stop()
         self.client.close()
 
@@ -241,7 +387,7 @@ class Operator:
     async def start_plan(self, plan: ExecutionPlan) -> None:
         """Start `plan` if it is pending and may start; its daemon takes it from there."""
         key = (plan.metadata.namespace, plan.metadata.name)
-        if plan.status_phase is not PlanPhase.PENDING:
+        if plan.status_phase is not PlanPhase.PENDING or not self.leading.is_set():
             return
         async with self._locks.setdefault(key, asyncio.Lock()):
             latest = self.reconciler.overlay.latest(reconciler_.PLANS, plan)

@@ -28,9 +28,13 @@ from coordinator.core import admission
 GROUP: Final = "optiinfra.io"
 VERSION: Final = "v1alpha1"
 STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
-STEP_GRACE_SECONDS: Final = 120.0
-"""How long a stopping plan may take to finish its step in flight (and, when its
-recommendation was deleted, to roll back) before kopf cancels it."""
+DELETION_GRACE_SECONDS: Final = 120.0
+"""How long a plan whose recommendation was deleted mid-run may take to roll back before
+kopf cancels its daemon (and lets it go)."""
+STEP_GRACE_SECONDS: Final = 3.0
+"""How long a step in flight may take to finish when the operator stops or stops leading;
+then it is abandoned: it stays Running in status and is run again by whoever drives the
+plan next (steps are idempotent: see the executors)."""
 
 PARSED_CACHE_SIZE: Final = 1024
 """Watched objects parsed lately, by (kind, uid, resourceVersion): the indexes and the
@@ -114,7 +118,7 @@ async def plans_by_name(body: kopf.Body, **_: Any) -> dict[Any, ExecutionPlan]:
 # --- lifecycle of the operator --------------------------------------------------------
 
 
-@kopf.on.startup()
+@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
 async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     operator: Operator = memo.operator
     operator.configure(settings)
@@ -184,10 +188,12 @@ def _started(status: kopf.Status, **_: Any) -> bool:
     VERSION,
     "executionplans",
     when=_started,
-    cancellation_backoff=STEP_GRACE_SECONDS,
+    cancellation_backoff=DELETION_GRACE_SECONDS,
     cancellation_timeout=10.0,
 )
 async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    """Drive the plan while this replica leads; stop at once when the operator stops or
+    loses the lead (the step in flight gets STEP_GRACE_SECONDS), roll back when deleted."""
     operator: Operator = memo.operator
     plan = _parse_watched(ExecutionPlan, body)
     if plan is None:
@@ -208,31 +214,71 @@ async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo
                 task.cancel()
             waker.clear()
 
+    def halted() -> bool:
+        return bool(stopped) or not operator.leading.is_set()
+
     try:
-        await operator.runner.drive(
-            plan,
-            latest=latest,
-            dependencies=lambda: operator.reconciler.dependencies_succeeded(key),
-            stopped=lambda: bool(stopped),
-            wake=wake,
-            on_write=operator.plan_written,
-        )
-        deleted = stopped.reason is not None and bool(
-            stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
-        )
-        if deleted and latest().status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+        while not stopped:
+            if not await _first(operator.leading.wait(), stopped.wait()):
+                break  # stopped before it led
+            drive = asyncio.ensure_future(
+                operator.runner.drive(
+                    latest(),
+                    latest=latest,
+                    dependencies=lambda: operator.reconciler.dependencies_succeeded(key),
+                    stopped=halted,
+                    wake=wake,
+                    on_write=operator.plan_written,
+                )
+            )
+            await _first(drive, operator.following.wait(), stopped.wait())
+            if not drive.done() and _deleted(stopped):
+                await drive  # the rollback below follows the move in flight
+            elif not drive.done():  # exiting or no longer leading: finish the step, or leave it
+                await asyncio.wait([drive], timeout=STEP_GRACE_SECONDS)
+                if not drive.done():
+                    drive.cancel()
+                    logger.warning("%s/%s: left the step in flight to the next driver", *key)
+                await asyncio.gather(drive, return_exceptions=True)
+                continue
+            if drive.done() and not drive.cancelled() and drive.exception() is not None:
+                raise drive.exception()  # type: ignore[misc]
+            break
+        if _deleted(stopped) and latest().status_phase in (
+            PlanPhase.RUNNING,
+            PlanPhase.ROLLING_BACK,
+        ):
             # Deleted while running (its recommendation left Git): roll back before it goes.
             await operator.runner.drive(
                 latest(),
                 latest=latest,
                 dependencies=lambda: (True, ""),
-                stopped=lambda: False,
+                stopped=lambda: not operator.leading.is_set(),
                 wake=wake,
                 abort=True,
                 on_write=operator.plan_written,
             )
     finally:
         operator.forget_waker(key)
+
+
+def _deleted(stopped: kopf.DaemonStopped) -> bool:
+    return stopped.reason is not None and bool(
+        stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+    )
+
+
+async def _first(*waits: Any) -> bool:
+    """Wait until the first of `waits` is done; whether it was the first one given. The
+    waits given as coroutines are cancelled; futures given are left running."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait, task in zip(waits, tasks, strict=True):
+            if task is not wait and not task.done():
+                task.cancel()
+    return tasks[0] in done
 
 
 # --- admission: identities come from the API server, never from the client ----------

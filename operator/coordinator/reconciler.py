@@ -231,6 +231,9 @@ class Reconciler:
         """The dependsOn of each recommendation that has one."""
         self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
         """The recommendations that name each one in their dependsOn."""
+        self.acting = asyncio.Event()
+        """Set while this replica may write (it leads); the workers wait for it."""
+        self.acting.set()
         self.plan_created: Callable[[ExecutionPlan], Awaitable[None]] | None = None
         """Starts a plan this process just created, before its watch event does the same
         (starting is idempotent): an approved change does not wait for the watch."""
@@ -315,6 +318,7 @@ class Reconciler:
         while True:
             key = await self.queue.get()
             try:
+                await self.acting.wait()  # a replica that does not lead keeps its queue
                 await self.reconcile(key)
             except client_.ApiException as exc:
                 if client_.namespace_gone(exc):  # the namespace is going away with it all

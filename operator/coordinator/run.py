@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
+import socket
+import urllib.parse
 from pathlib import Path
 
 from coordinator import check
+
+LEASE_DURATION = 15.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,17 +31,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="watch only this namespace (repeatable; glob patterns such as team-* work); "
         "default: all namespaces",
     )
-    parser.add_argument(
+    election = parser.add_argument_group("replicas (leader election)")
+    election.add_argument(
+        "--lease",
+        metavar="NAME",
+        help="run as one of several replicas: the holder of this coordination.k8s.io Lease "
+        "acts, the others watch and stand by, ready to take over (default: none, a single "
+        "replica that always acts)",
+    )
+    election.add_argument(
+        "--lease-namespace",
+        metavar="NAMESPACE",
+        help="the namespace of the Lease (default: the pod's namespace in a cluster, else default)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=_seconds,
+        default=LEASE_DURATION,
+        metavar="SECONDS",
+        help="a standby replica takes over once the Lease has not been renewed for this "
+        "long (default %(default)s); the leader renews every --lease-duration/7.5 seconds "
+        "and stops acting after 2/3 of it without a renewal",
+    )
+    election.add_argument(
         "--peering",
         metavar="NAME",
-        help="coordinate replicas through this kopf peering object so that only one acts "
-        "(default: standalone, for a single replica)",
-    )
-    parser.add_argument(
-        "--priority",
-        type=int,
-        help="peering priority of this replica: the highest acts, the others stand by "
-        "(default: random, so that replicas never tie)",
+        help=argparse.SUPPRESS,  # before leases: kopf peering; now the same as --lease
     )
     parser.add_argument(
         "--liveness",
@@ -47,15 +65,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="health endpoint for probes (default %(default)s; empty to disable)",
     )
     parser.add_argument(
+        "--readiness",
+        metavar="URL",
+        default="http://0.0.0.0:8081/readyz",
+        help="readiness endpoint: 200 once started and while this replica acts, 503 with the "
+        "reason while it stands by (default %(default)s; empty to disable)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="after SIGTERM the process exits within this time whatever the API server "
+        "answers (a step in flight is finished or left to the next start) "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         default=9090,
         metavar="PORT",
         help="serve Prometheus metrics on this port (default %(default)s; 0 to disable)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         default=16,
         help="customer groups reconciled at once, and API calls in flight (default %(default)s)",
     )
@@ -70,7 +104,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--webhook-cert-dir is given (default %(default)s)",
     )
     webhooks.add_argument(
-        "--webhook-port", type=int, default=0, help="port to serve on (default: free / 9443)"
+        "--webhook-port", type=_port, default=0, help="port to serve on (default: free / 9443)"
     )
     webhooks.add_argument(
         "--webhook-cert-dir",
@@ -94,6 +128,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
     _environment_defaults(parser)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {text!r}")
+    return value
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -131,48 +186,155 @@ def _environment_defaults(parser: argparse.ArgumentParser) -> None:
         parser.set_defaults(**{action.dest: value})
 
 
+class StartupError(Exception):
+    """The operator cannot start as configured; the message is one line naming the cause."""
+
+
+def _endpoint(flag: str, url: str) -> tuple[str, int, str]:
+    """(host, port, path) of an endpoint flag such as --liveness."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or not parts.port:
+        raise StartupError(f"{flag}={url}: expected http://HOST:PORT/PATH")
+    return parts.hostname, parts.port, parts.path or "/"
+
+
+def _check_free(flag: str, host: str, port: int) -> None:
+    """Fail now, naming the flag, if `port` is taken (rather than deep inside kopf)."""
+    if port == 0:
+        return
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"{flag}: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _lease_namespace(arguments: argparse.Namespace) -> str:
+    if arguments.lease_namespace:
+        return str(arguments.lease_namespace)
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return IN_CLUSTER_NAMESPACE.read_text().strip()
+    except OSError:
+        return "default"
+
+
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
 def run(arguments: argparse.Namespace) -> int:
-    """Run the operator until it is stopped (SIGINT/SIGTERM)."""
-    import kopf  # noqa: PLC0415 - only `run` needs kopf; `check` stays light
+    """Run the operator until it is stopped (SIGINT/SIGTERM).
 
-    from coordinator import app, handlers, kopfpatch  # noqa: PLC0415 - registers the handlers
+    Exit status 0 after a stop, 1 when it cannot start or fails, 2 for a bad flag; the
+    reason is one line on stderr.
+    """
+    log = logging.getLogger("coordinator")
+    try:
+        return _run(arguments)
+    except StartupError as exc:
+        logging.basicConfig(format="%(message)s")
+        log.error("coordinator run: %s", exc)
+        return 1
 
-    kopfpatch.install()
 
-    kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
-    if not arguments.verbose:
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-        # One line per admission request (two per write) is a log of the API server's work.
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    operator = app.Operator(
-        app.Config(
-            policy=check.policy_from(arguments),
-            workers=arguments.workers,
-            metrics_port=arguments.metrics_port,
-            namespaces=tuple(arguments.namespace or ()),
-            webhooks=arguments.webhooks,
-            webhook_port=arguments.webhook_port,
-            webhook_cert_dir=arguments.webhook_cert_dir,
-            webhook_service=arguments.webhook_service,
-            webhook_namespace_labels=arguments.webhook_namespace_labels,
+def _run(arguments: argparse.Namespace) -> int:
+    # Only `run` needs kopf and the client; `check` stays light.
+    import kopf  # noqa: PLC0415
+    import kubernetes  # noqa: PLC0415
+
+    from coordinator import app, handlers, kopfpatch, metrics  # noqa: PLC0415
+    from coordinator.k8s import access  # noqa: PLC0415
+    from coordinator.k8s import lease as lease_  # noqa: PLC0415
+
+    lease = arguments.lease or arguments.peering
+    if arguments.peering and not arguments.lease:
+        logging.getLogger(__name__).warning(
+            "--peering is now leader election with a Lease: use --lease=%s", arguments.peering
         )
-    )
+    endpoints = []
+    for flag, url in (("--liveness", arguments.liveness), ("--readiness", arguments.readiness)):
+        if url:
+            endpoints.append((flag, *_endpoint(flag, url)))
+    for flag, host, port, _ in endpoints:
+        _check_free(flag, host, port)
+    if arguments.webhook_port:
+        _check_free("--webhook-port", "127.0.0.1", arguments.webhook_port)
+    readiness = next((e for e in endpoints if e[0] == "--readiness"), None)
+    if readiness is not None and readiness[3] != "/readyz":
+        raise StartupError(f"--readiness={arguments.readiness}: the path must be /readyz")
+
+    duration = arguments.lease_duration
+    try:
+        operator = app.Operator(
+            app.Config(
+                policy=check.policy_from(arguments),
+                workers=arguments.workers,
+                namespaces=tuple(arguments.namespace or ()),
+                webhooks=arguments.webhooks,
+                webhook_port=arguments.webhook_port,
+                webhook_cert_dir=arguments.webhook_cert_dir,
+                webhook_service=arguments.webhook_service,
+                webhook_namespace_labels=arguments.webhook_namespace_labels,
+                lease=lease,
+                lease_namespace=_lease_namespace(arguments),
+                lease_timing=lease_.Timing(
+                    duration=duration, renew_deadline=duration * 2 / 3, retry=duration / 7.5
+                ),
+                readiness_host=readiness[1] if readiness else "",
+                readiness_port=readiness[2] if readiness else 0,
+                shutdown_timeout=arguments.shutdown_timeout,
+            )
+        )
+    except kubernetes.config.ConfigException as exc:
+        raise StartupError(f"no cluster to talk to (KUBECONFIG or in-cluster): {exc}") from None
     mode = operator.webhooks_mode()
     if mode == "service" and arguments.webhook_cert_dir is None:
         logging.getLogger(__name__).error(
             "--webhooks=service needs --webhook-cert-dir (tls.crt, tls.key, ca.crt)"
         )
         return 2
+    problem = access.preflight(
+        operator.api,
+        namespaces=tuple(arguments.namespace or ()),
+        webhooks=mode != "off",
+        lease=(operator.config.lease_namespace, lease) if lease else None,
+    )
+    if problem:
+        raise StartupError(problem)
+    if arguments.metrics_port:
+        try:
+            metrics.serve(arguments.metrics_port, operator.recommendations)
+        except OSError as exc:
+            raise StartupError(
+                f"--metrics-port: cannot listen on port {arguments.metrics_port}: {exc.strerror}"
+            ) from None
+
+    kopfpatch.install()
+    kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not arguments.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # One line per admission request (two per write) is a log of the API server's work.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if mode != "off":
         handlers.register_admission(kopf.get_default_registry())
     namespaces = arguments.namespace or []
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=arguments.peering is None,
-        peering_name=arguments.peering,
-        priority=random.randint(1, 1_000_000) if arguments.priority is None else arguments.priority,
-        liveness_endpoint=arguments.liveness or None,
-        memo=kopf.Memo(operator=operator),
-    )
+    try:
+        kopf.run(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,  # replicas elect a leader with a Lease (--lease), not kopf peering
+            liveness_endpoint=arguments.liveness or None,
+            memo=kopf.Memo(operator=operator),
+        )
+    except Exception as exc:  # a failed start (kopf retried nothing: errors are permanent)
+        raise StartupError(f"stopped: {_cause(exc)}") from None
     return 0
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost message of a chain of errors, on one line."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes
 import localcluster
 import pytest
+import yaml
 
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
@@ -34,14 +35,45 @@ def crds(kubectl: Kubectl) -> None:
         )
 
 
+OPERATOR_SA = ("optiinfra-system", "optiinfra-coordinator")
+"""The operator's ServiceAccount in manifests/: every operator of the tests runs as it."""
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    cluster: localcluster.Cluster, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a token from
+    `kubectl create token`), with exactly the rights manifests/ gives it: the tests prove
+    the ClusterRole by running the operator under it, not by reading it."""
+    manifests = REPO / "manifests"
+    for name in ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml"):
+        kubectl("apply", "-f", str(manifests / name))
+    namespace, account = OPERATOR_SA
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    user = f"system:serviceaccount:{namespace}:{account}"
+    config["users"] = [{"name": user, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = user
+    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="session")
 def operator(
-    cluster: localcluster.Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: localcluster.Cluster,
+    crds: None,
+    operator_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    """The operator, watching the e2e-* namespaces, as `coordinator run` starts it."""
+    """The operator, watching the e2e-* namespaces, as `coordinator run` starts it, as the
+    ServiceAccount of manifests/."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = OperatorProcess(
-        kubeconfig=cluster.kubeconfig,
+        kubeconfig=operator_kubeconfig,
         log=log,
         args=[
             f"--namespace={E2E_PREFIX}*",
@@ -115,15 +147,15 @@ def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]
 
 @pytest.fixture
 def own_operator(
-    cluster: localcluster.Cluster, own_namespace: str, tmp_path: Path
+    operator_kubeconfig: Path, own_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start `coordinator run` processes that watch `own_namespace` only (the log is
-    tmp_path/NAME.log); each is stopped after the test."""
+    """Start `coordinator run` processes that watch `own_namespace` only, as the operator's
+    ServiceAccount (the log is tmp_path/NAME.log); each is stopped after the test."""
     started: list[OperatorProcess] = []
 
     def start(name: str, *args: str) -> OperatorProcess:
         process = OperatorProcess(
-            kubeconfig=cluster.kubeconfig,
+            kubeconfig=operator_kubeconfig,
             log=tmp_path / f"{name}.log",
             args=[f"--namespace={own_namespace}", *args],
         )

@@ -31,13 +31,13 @@ from tests.support import Kubectl
 
 INVALID = Path(__file__).parent / "invalid"
 OPERATOR_NAMESPACE = "optiinfra-system"
-PEERING = "optiinfra-coordinator"
+LEASE = "optiinfra-coordinator"
 
 
 @pytest.fixture(scope="module")
 def installed(kubectl: Kubectl, api: kubernetes.client.ApiClient) -> list[Doc]:
-    """crds/ applied for real, and what manifests/ needs before it can be dry-run: kopf's
-    peering CRDs and the optiinfra-system namespace (cluster-scoped, from the repository's
+    """crds/ applied for real, and what manifests/ needs before it can be dry-run: the
+    optiinfra-system namespace (cluster-scoped, from the repository's
     files, so identical for everyone). Returns the rendered manifests."""
     install_crds(kubectl, api)
     docs = render_manifests(kubectl)
@@ -80,12 +80,11 @@ def test_manifests_hold_the_expected_objects(installed: list[Doc]) -> None:
     ns = OPERATOR_NAMESPACE
     assert found == {
         ("Namespace", ns, None),
-        ("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev", None),
-        ("CustomResourceDefinition", "kopfpeerings.kopf.dev", None),
-        ("ClusterKopfPeering", PEERING, None),
         ("ServiceAccount", "optiinfra-coordinator", ns),
         ("ClusterRole", "optiinfra-coordinator", None),
         ("ClusterRoleBinding", "optiinfra-coordinator", None),
+        ("Role", "optiinfra-coordinator-lease", ns),
+        ("RoleBinding", "optiinfra-coordinator-lease", ns),
         ("ClusterRole", "optiinfra-agent", None),
         ("ClusterRole", "optiinfra-approver", None),
         ("ClusterRole", "optiinfra-viewer", None),
@@ -116,8 +115,9 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
     assert [*container["command"], *container["args"]] == [
         "coordinator",
         "run",
-        f"--peering={PEERING}",
+        f"--lease={LEASE}",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--readiness=http://0.0.0.0:8081/readyz",
         "--webhooks=service",
         "--webhook-cert-dir=/etc/optiinfra/webhook",
         "--webhook-port=9443",
@@ -131,10 +131,14 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"health": 8080, "metrics": 9090, "webhook": 9443}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    assert ports == {"health": 8080, "ready": 8081, "metrics": 9090, "webhook": 9443}
+    for probe in ("startupProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
         assert (get["path"], ports[get["port"]]) == ("/healthz", 8080), probe
+    get = container["readinessProbe"]["httpGet"]
+    assert (get["path"], ports[get["port"]]) == ("/readyz", 8081)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert container["resources"] == {
         "requests": {"cpu": "50m", "memory": "128Mi"},
         "limits": {"cpu": "500m", "memory": "256Mi"},
@@ -152,7 +156,7 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= pod_labels.items()
 
 
-def test_service_and_peering_match_the_deployment(installed: list[Doc]) -> None:
+def test_service_and_lease_role_match_the_deployment(installed: list[Doc]) -> None:
     pod_template = only(installed, "Deployment")["spec"]["template"]
     pod_labels = pod_template["metadata"]["labels"]
     [container] = pod_template["spec"]["containers"]
@@ -164,7 +168,9 @@ def test_service_and_peering_match_the_deployment(installed: list[Doc]) -> None:
     assert {target for _, target in ports.values()} <= container_ports
     budget = only(installed, "PodDisruptionBudget")
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert only(installed, "ClusterKopfPeering")["metadata"]["name"] == PEERING
+    role = only(installed, "Role")
+    assert role["metadata"]["namespace"] == only(installed, "Deployment")["metadata"]["namespace"]
+    assert {"resourceNames": [LEASE]}.items() <= role["rules"][1].items()
 
 
 EXAMPLE_FILES = sorted([*EXAMPLES.glob("*.yaml"), *EXAMPLES.glob("*.yml")])

@@ -369,24 +369,11 @@ OPERATOR_PERMISSIONS = {
     },
     *{("", "namespaces", v, ()) for v in ("get", "list", "watch")},
     *{
-        ("kopf.dev", r, v, ())
-        for r in ("clusterkopfpeerings", "kopfpeerings")
-        for v in ("list", "watch")
-    },
-    *{
-        ("kopf.dev", r, v, ("optiinfra-coordinator",))
-        for r in ("clusterkopfpeerings", "kopfpeerings")
-        for v in ("get", "patch")
-    },
-    *{
         ("admissionregistration.k8s.io", r, v, names)
         for r in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
         for v, names in [
-            ("list", ()),
-            ("watch", ()),
             ("create", ()),
             ("get", ("optiinfra-coordinator",)),
-            ("patch", ("optiinfra-coordinator",)),
             ("update", ("optiinfra-coordinator",)),
         ]
     },

@@ -4,12 +4,17 @@ Two ways to be reached:
 
 - ``local`` (the default when the API server is on 127.0.0.1, as with ``make cluster``):
   serve HTTPS on 127.0.0.1 with a CA and serving certificate generated here (with the
-  ``cryptography`` package) and register ``https://127.0.0.1:PORT/...`` URLs. The
-  configurations are named after the namespaces this process watches, so several
-  local operators do not overwrite each other, and they are removed when it stops.
+  ``cryptography`` package) and register ``https://127.0.0.1:PORT/...`` URLs. Each
+  local operator's webhooks are named after the scope it watches (``local_scope``), so
+  several local operators do not overwrite each other. A process takes its webhooks out
+  when it stops (only while they still point at it), replaces those of its scope that a
+  dead process left at start, and puts them back if they go missing while it runs.
 - ``service`` (in a cluster): serve on 0.0.0.0 with the certificate mounted from a
   Secret shared by every replica, and register the Service (the CA is the Secret's
-  ``ca.crt``). The configurations are shared and stay in place.
+  ``ca.crt``). The webhooks are shared by the replicas and stay in place.
+
+Both live in the two configurations named ``optiinfra-coordinator`` (validating and
+mutating): the only names the operator's ClusterRole lets it read and update.
 
 Webhooks fail closed: while the operator is unreachable no Approval can be decided,
 and no Recommendation written, unchecked.
@@ -23,9 +28,10 @@ import datetime
 import hashlib
 import ipaddress
 import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kubernetes
 from cryptography import x509
@@ -145,10 +151,15 @@ def generate(directory: Path, *, hosts: Sequence[str]) -> Certificates:
     return certs
 
 
-def local_name(namespaces: Sequence[str], selector: Mapping[str, Any] | None) -> str:
-    """The configurations' name for a local operator: one per watched scope."""
+def local_scope(namespaces: Sequence[str], selector: Mapping[str, Any] | None) -> str:
+    """The scope of a local operator's webhooks: one per watched scope, in their names."""
     scope = ",".join(sorted(namespaces)) + repr(sorted((selector or {}).items()))
-    return f"{NAME}-local-{hashlib.sha256(scope.encode()).hexdigest()[:10]}"
+    return f"local-{hashlib.sha256(scope.encode()).hexdigest()[:10]}"
+
+
+def hook_name(hook: Hook, scope: str) -> str:
+    """The webhook's name in the shared configuration (a scope of its own per local operator)."""
+    return f"{hook.id}.{scope}.{common.GROUP}" if scope else f"{hook.id}.{common.GROUP}"
 
 
 def namespace_selector(
@@ -175,13 +186,18 @@ def namespace_selector(
 
 
 def configurations(
-    *, name: str, hooks: Sequence[Hook], endpoint: Endpoint, selector: Mapping[str, Any] | None
+    *,
+    hooks: Sequence[Hook],
+    endpoint: Endpoint,
+    selector: Mapping[str, Any] | None,
+    scope: str = "",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration bodies."""
+    """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration bodies with this
+    process's webhooks (named for `scope`)."""
 
     def webhook(hook: Hook) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "name": f"{hook.id}.{common.GROUP}",
+            "name": hook_name(hook, scope),
             "clientConfig": endpoint.client_config(hook.id),
             "rules": [
                 {
@@ -208,7 +224,7 @@ def configurations(
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": kind,
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": NAME}},
+            "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": NAME}},
             "webhooks": [webhook(h) for h in hooks if h.mutating is mutating],
         }
 
@@ -218,45 +234,127 @@ def configurations(
     )
 
 
+def _url(entry: Mapping[str, Any]) -> str | None:
+    url: str | None = (entry.get("clientConfig") or {}).get("url")
+    return url
+
+
+def answers(url: str, *, timeout: float = 1.0) -> bool:
+    """Whether something listens at the host and port of `url` (a local webhook's)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 class Registrar:
-    """Creates or replaces the two configurations, and removes them when asked."""
+    """Keeps this process's webhooks in the two shared configurations named ``NAME``.
 
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self._api = kubernetes.client.AdmissionregistrationV1Api(api)
+    One name for every operator: the ClusterRole can then grant get/update on exactly that
+    name (RBAC cannot grant by prefix). Each operator owns the webhooks named for its scope
+    (``hook_name``) and writes only those, with the resourceVersion it read (a concurrent
+    writer makes it read again). It never needs delete: leaving takes its webhooks out.
+    """
 
-    def apply(self, validating: dict[str, Any], mutating: dict[str, Any]) -> None:
+    KINDS: Final = ("validating", "mutating")
+
+    def __init__(self, api: kubernetes.client.ApiClient, *, timeout: float = 5.0) -> None:
+        self._api: Any = kubernetes.client.AdmissionregistrationV1Api(api)
+        self._timeout = timeout
+
+    def _calls(self, kind: str) -> tuple[Any, Any, Any]:
         api = self._api
-        for body, create, patch in (
-            (
-                validating,
-                api.create_validating_webhook_configuration,
-                api.patch_validating_webhook_configuration,
-            ),
-            (
-                mutating,
-                api.create_mutating_webhook_configuration,
-                api.patch_mutating_webhook_configuration,
-            ),
-        ):
-            try:
-                create(cast(Any, body))
-            except kubernetes.client.ApiException as exc:
-                if exc.status != 409:
-                    raise
-                # A merge patch replaces the list of webhooks as a whole.
-                patch(
-                    body["metadata"]["name"],
-                    cast(Any, {"webhooks": body["webhooks"]}),
-                    _content_type="application/merge-patch+json",
-                )
+        return (
+            getattr(api, f"read_{kind}_webhook_configuration"),
+            getattr(api, f"create_{kind}_webhook_configuration"),
+            getattr(api, f"replace_{kind}_webhook_configuration"),
+        )
 
-    def remove(self, name: str) -> None:
-        for delete in (
-            self._api.delete_validating_webhook_configuration,
-            self._api.delete_mutating_webhook_configuration,
-        ):
+    def _update(self, kind: str, change: Any, *, create: dict[str, Any] | None) -> None:
+        """Apply `change` (the stored webhooks -> the new list, or None: nothing to do) to
+        configuration `kind`, creating it from `create` when it does not exist."""
+        read, create_, replace = self._calls(kind)
+        timeout = self._timeout
+        for _ in range(10):
             try:
-                delete(name)
+                stored = read(NAME, _request_timeout=timeout)
             except kubernetes.client.ApiException as exc:
                 if exc.status != 404:
                     raise
+                if create is None:
+                    return
+                try:
+                    create_(create, _request_timeout=timeout)
+                    return
+                except kubernetes.client.ApiException as created:
+                    if created.status != 409:
+                        raise
+                    continue
+            body = self._api.api_client.sanitize_for_serialization(stored)
+            webhooks = change(body.get("webhooks") or [])
+            if webhooks is None:
+                return
+            body["webhooks"] = webhooks
+            try:
+                replace(NAME, body, _request_timeout=timeout)
+                return
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 409:  # somebody else wrote it meanwhile: read again
+                    raise
+        raise RuntimeError(f"webhook configuration {NAME} kept changing; gave up")
+
+    def apply(self, validating: dict[str, Any], mutating: dict[str, Any]) -> None:
+        """Put our webhooks in (replacing any of the same names: a dead process's)."""
+        for kind, body in zip(self.KINDS, (validating, mutating), strict=True):
+            ours = body["webhooks"]
+            names = {w["name"] for w in ours}
+
+            def merge(stored: list[dict[str, Any]], ours: Any = ours, names: Any = names) -> Any:
+                kept = [w for w in stored if w.get("name") not in names]
+                return sorted([*kept, *ours], key=lambda w: str(w["name"]))
+
+            self._update(kind, merge, create=body)
+
+    def remove(self, names: set[str], *, url_prefix: str | None = None) -> None:
+        """Take our webhooks out — only those still pointing at `url_prefix` (when given):
+        another process of the same scope may have replaced them since."""
+        for kind in self.KINDS:
+
+            def drop(stored: list[dict[str, Any]]) -> Any:
+                def ours(w: dict[str, Any]) -> bool:
+                    url = _url(w) or ""
+                    return w.get("name") in names and (
+                        url_prefix is None or url.startswith(url_prefix)
+                    )
+
+                kept = [w for w in stored if not ours(w)]
+                return kept if len(kept) != len(stored) else None
+
+            self._update(kind, drop, create=None)
+
+    def missing(
+        self, validating: dict[str, Any], mutating: dict[str, Any], *, url_prefix: str
+    ) -> bool:
+        """Whether any of our webhooks is absent, or points at a local address where nobody
+        answers (a process that stopped took it out, or died): then it must be put back."""
+        for kind, body in zip(self.KINDS, (validating, mutating), strict=True):
+            read, _, _ = self._calls(kind)
+            try:
+                stored = read(NAME, _request_timeout=self._timeout)
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            present = {w.name: w.client_config.url or "" for w in stored.webhooks or ()}
+            for ours in body["webhooks"]:
+                url = present.get(ours["name"])
+                if url is None or (not url.startswith(url_prefix) and not answers(url)):
+                    return True
+        return False
+
+
+def names(validating: Mapping[str, Any], mutating: Mapping[str, Any]) -> set[str]:
+    """The names of the webhooks in the two configuration bodies."""
+    return {w["name"] for body in (validating, mutating) for w in body["webhooks"]}

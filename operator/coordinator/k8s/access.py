@@ -1,0 +1,154 @@
+"""What the operator must be allowed to do, checked at start with SelfSubjectAccessReviews.
+
+An operator that lacks a right fails late and in loops: a 403 on its webhook
+configuration at exit, a 500 per reconcile. Asking the API server first turns that into
+one line at start naming the identity, the verb and the resource, and what grants it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Final
+
+import kubernetes
+
+from coordinator.api import common
+
+NAME: Final = "optiinfra-coordinator"
+"""The webhook configurations' name (coordinator.k8s.webhooks.NAME)."""
+ROLE_HINT: Final = "manifests/operator-rbac.yaml grants what it needs"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Need:
+    verb: str
+    group: str
+    resource: str
+    namespace: str = ""  # "": in every namespace (or cluster-scoped)
+    name: str = ""
+    why: str = ""
+
+    def text(self) -> str:
+        what = f"{self.resource}.{self.group}" if self.group else self.resource
+        if self.name:
+            what += f"/{self.name}"
+        where = f" in namespace {self.namespace}" if self.namespace else ""
+        return f"{self.verb} {what}{where}"
+
+
+def needs(
+    *, namespaces: Sequence[str], webhooks: bool, lease: tuple[str, str] | None
+) -> list[Need]:
+    """The rights the operator uses, for the namespaces it watches and its mode."""
+    globs = any(ch in ns for ns in namespaces for ch in "*?[")
+    scopes = list(namespaces) if namespaces and not globs else [""]
+    group = common.GROUP
+    result: list[Need] = []
+    for ns in scopes:
+        for verb in ("list", "watch"):
+            result.append(Need(verb=verb, group=group, resource="recommendations", namespace=ns))
+        result.append(
+            Need(verb="patch", group=group, resource="recommendations/status", namespace=ns)
+        )
+        for plural in ("approvals", "executionplans"):
+            for verb in ("list", "watch", "create", "delete"):
+                result.append(Need(verb=verb, group=group, resource=plural, namespace=ns))
+            result.append(
+                Need(verb="patch", group=group, resource=f"{plural}/status", namespace=ns)
+            )
+        result.append(Need(verb="create", group="", resource="events", namespace=ns))
+    if globs:  # kopf follows the namespaces that match coming and going
+        result.append(Need(verb="watch", group="", resource="namespaces", why="--namespace globs"))
+    if webhooks:
+        for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+            for verb, name in (
+                ("create", ""),
+                ("get", "optiinfra-coordinator"),
+                ("update", "optiinfra-coordinator"),
+            ):
+                result.append(
+                    Need(
+                        verb=verb,
+                        group="admissionregistration.k8s.io",
+                        resource=plural,
+                        name=name,
+                        why="admission webhooks (--webhooks=off to run without)",
+                    )
+                )
+    if lease is not None:
+        namespace, name = lease
+        for verb, lease_name in (("create", ""), ("get", name), ("update", name)):
+            result.append(
+                Need(
+                    verb=verb,
+                    group="coordination.k8s.io",
+                    resource="leases",
+                    namespace=namespace,
+                    name=lease_name,
+                    why="leader election (--lease)",
+                )
+            )
+    return result
+
+
+def whoami(api: kubernetes.client.ApiClient) -> str:
+    """The user the API server authenticates this client as (or "this client")."""
+    try:
+        authn: Any = kubernetes.client.AuthenticationV1Api(api)
+        review = authn.create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            _request_timeout=10,
+        )
+        return str(review.status.user_info.username)
+    except Exception:  # an older API server: the message just says less
+        return "this client"
+
+
+def denied(api: kubernetes.client.ApiClient, wanted: Sequence[Need]) -> list[Need]:
+    """The needs the API server does not allow this client."""
+    authz: Any = kubernetes.client.AuthorizationV1Api(api)
+    missing = []
+    for need in wanted:
+        attributes = {"verb": need.verb, "group": need.group, "resource": need.resource}
+        resource, _, sub = need.resource.partition("/")
+        attributes["resource"] = resource
+        if sub:
+            attributes["subresource"] = sub
+        if need.namespace:
+            attributes["namespace"] = need.namespace
+        if need.name:
+            attributes["name"] = need.name
+        review = authz.create_self_subject_access_review(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            },
+            _request_timeout=10,
+        )
+        if not review.status.allowed:
+            missing.append(need)
+    return missing
+
+
+def preflight(
+    api: kubernetes.client.ApiClient,
+    *,
+    namespaces: Sequence[str],
+    webhooks: bool,
+    lease: tuple[str, str] | None,
+) -> str | None:
+    """None when the operator may do all it needs, else one line saying what it lacks."""
+    try:
+        missing = denied(api, needs(namespaces=namespaces, webhooks=webhooks, lease=lease))
+    except kubernetes.client.ApiException as exc:
+        return f"cannot ask the API server what this operator may do: {exc.status} {exc.reason}"
+    except Exception as exc:
+        return f"cannot reach the API server: {' '.join(str(exc).split())[:300]}"
+    if not missing:
+        return None
+    first = missing[0]
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    why = f", needed for {first.why}" if first.why else ""
+    return f"{whoami(api)} may not {first.text()}{why}{more}; {ROLE_HINT}"

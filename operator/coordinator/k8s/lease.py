@@ -1,0 +1,266 @@
+"""Leader election with a coordination.k8s.io Lease, as client-go's leaderelection does it.
+
+Every replica watches and indexes (a warm standby); only the holder of the Lease acts:
+reconciles customer groups and drives plans. The timing makes a hand-over safe:
+
+- the leader renews every ``retry`` seconds; when it has not renewed for
+  ``renew_deadline`` seconds (the API server is unreachable, the process stalled) it stops
+  acting on its own — before anybody else may take over;
+- another replica takes the Lease only after it has seen the same record, unrenewed, for
+  ``duration`` seconds (measured on its own monotonic clock, never by comparing its clock
+  with the leader's), which is longer than ``renew_deadline``;
+- a leader that stops gracefully releases the Lease (the others take it at their next try).
+
+Writes are replaces with the resourceVersion read, so two candidates can never both
+believe they took the same record. The plan status writes carry their own precondition:
+a former leader's late write fails instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+
+logger = logging.getLogger(__name__)
+
+ApiException = kubernetes.client.ApiException
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Timing:
+    """Seconds. client-go's defaults are 15/10/2; a failover takes at most about
+    ``duration + retry`` after the leader's last renewal."""
+
+    duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.retry < self.renew_deadline < self.duration:
+            raise ValueError(
+                f"lease timing needs retry < renew deadline < duration, got "
+                f"{self.retry} / {self.renew_deadline} / {self.duration}"
+            )
+
+
+def default_identity() -> str:
+    """The host (the pod's name in a cluster) and a random part: a restarted process is a
+    new candidate, never mistaken for the holder it replaced."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Record:
+    holder: str
+    renewed: str
+    transitions: int
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class Elector:
+    """Campaigns for the Lease `namespace`/`name` and keeps it while it can.
+
+    `leading` is the one fact the rest of the operator reads; `changed` is set whenever it
+    flips (the reader clears it).
+    """
+
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        identity: str | None = None,
+        timing: Timing | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api: Any = kubernetes.client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity or default_identity()
+        self.timing = timing or Timing()
+        self._monotonic = monotonic
+        self._observed: _Record | None = None
+        self._observed_at = 0.0
+        self._renewed_at: float | None = None  # our last successful write, while leading
+        self._leading = False
+        self.changed = asyncio.Event()
+        self._timeout = (self.timing.retry, self.timing.retry)
+        """Connect and read timeouts of each call: a hung call must not outlive a retry."""
+        self.holder: str = ""
+        """Who holds the Lease, as last read (for messages and readiness)."""
+
+    @property
+    def leading(self) -> bool:
+        """Holds the Lease and renewed it within the renew deadline (checked at every read,
+        so a leader whose renewals hang stops acting in time even before its loop notices)."""
+        renewed = self._renewed_at
+        late = renewed is not None and self._monotonic() - renewed >= self.timing.renew_deadline
+        if self._leading and late:
+            self._set_leading(False)
+        return self._leading
+
+    def held(self) -> bool:
+        """Whether somebody (this replica or another) holds the Lease and renews it."""
+        if self.leading:
+            return True
+        fresh = self._monotonic() - self._observed_at < self.timing.duration
+        return bool(self._observed and self._observed.holder) and fresh
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self._leading:
+            self._leading = leading
+            self.changed.set()
+            if leading:
+                logger.info(
+                    "leading: holds lease %s/%s as %s", self.namespace, self.name, self.identity
+                )
+            else:
+                logger.warning(
+                    "stopped leading: lease %s/%s not renewed for %.0f s; no more actions",
+                    self.namespace,
+                    self.name,
+                    self.timing.renew_deadline,
+                )
+
+    async def run(self) -> None:
+        """Campaign and renew until cancelled."""
+        waiting_logged = ""
+        while True:
+            attempted = self._monotonic()
+            try:
+                took = await asyncio.to_thread(self._try)
+            except Exception as exc:  # the API server is away: keep trying
+                took = False
+                logger.debug("lease %s/%s: %s", self.namespace, self.name, exc)
+            if took:
+                self._renewed_at = attempted  # when the renewal was sent, not answered
+                self._set_leading(True)
+            elif self.holder and self.holder != self.identity:
+                self._set_leading(False)  # somebody else holds it now
+            else:
+                _ = self.leading  # the renew deadline
+            if not self._leading and self.holder and self.holder != waiting_logged:
+                waiting_logged = self.holder
+                logger.info(
+                    "standing by: lease %s/%s is held by %s", self.namespace, self.name, self.holder
+                )
+            await asyncio.sleep(self.timing.retry * (1 + random.random() * 0.2))
+
+    def _try(self) -> bool:
+        """One attempt to take or renew the Lease (blocking)."""
+        now = _now()
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        try:
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = self._body(stamp, acquired=stamp, transitions=0)
+            try:
+                self._api.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=self._timeout
+                )
+            except ApiException as created:
+                if created.status == 409:
+                    return False
+                raise
+            self.holder = self.identity
+            return True
+        spec = lease.spec
+        record = _Record(
+            holder=spec.holder_identity or "",
+            renewed=str(spec.renew_time),
+            transitions=spec.lease_transitions or 0,
+        )
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = self._monotonic()
+        self.holder = record.holder
+        mine = record.holder == self.identity
+        expired = self._monotonic() - self._observed_at >= self.timing.duration
+        if record.holder and not mine and not expired:
+            return False
+        acquired = (
+            spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if mine and spec.acquire_time is not None
+            else stamp
+        )
+        body = self._body(
+            stamp,
+            acquired=acquired,
+            transitions=record.transitions + (0 if mine else 1),
+            resource_version=lease.metadata.resource_version,
+        )
+        try:
+            self._api.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 409:  # somebody else wrote it first
+                return False
+            raise
+        self.holder = self.identity
+        return True
+
+    def _body(
+        self, renewed: str, *, acquired: str, transitions: int, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": max(1, round(self.timing.duration)),
+                "acquireTime": acquired,
+                "renewTime": renewed,
+                "leaseTransitions": transitions,
+            },
+        }
+
+    def release(self) -> None:
+        """Give the Lease up (blocking, best effort): the others need not wait it out."""
+        if not self._leading:
+            return
+        self._set_leading(False)
+        try:
+            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            if (lease.spec.holder_identity or "") != self.identity:
+                return
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": lease.metadata.resource_version,
+                },
+                "spec": {
+                    "holderIdentity": "",
+                    "leaseDurationSeconds": 1,
+                    "leaseTransitions": lease.spec.lease_transitions or 0,
+                },
+            }
+            self._api.replace_namespaced_lease(self.name, self.namespace, body)
+            logger.info("released lease %s/%s", self.namespace, self.name)
+        except Exception as exc:  # the others take it over when it expires
+            logger.warning("could not release lease %s/%s: %s", self.namespace, self.name, exc)

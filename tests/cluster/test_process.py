@@ -1,0 +1,326 @@
+"""The operator as a process: who it runs as, how it starts, how it stops, how replicas share.
+
+Every operator here runs as the ServiceAccount of manifests/ (``own_operator``). A start
+that cannot work ends at once with one line naming why; a stop ends within the bound
+whatever is in flight; webhooks left by a dead process are replaced; with ``--lease``
+one replica acts, the others stand by and take over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import localcluster
+import pytest
+import yaml
+
+from coordinator.k8s import webhooks
+from tests.cluster.conftest import Objects
+from tests.operator_process import OperatorProcess, free_port
+from tests.support import Kubectl, wait_for
+
+PLANS = "executionplans"
+LEASE = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]
+"""The Lease the manifests' Role lets the operator's ServiceAccount use."""
+SHUTDOWN_BOUND = 10.0
+"""--shutdown-timeout's default: the process is gone this long after SIGTERM."""
+
+
+def rec(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": name},
+        "spec": {
+            "customerId": "c",
+            "agentId": "a",
+            "agentType": "cost",
+            "title": name,
+            "action": "migrate_to_spot",
+            "riskLevel": "low",
+            "executeNow": True,
+            "steps": steps,
+        },
+    }
+
+
+def apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
+
+
+def start_failing(
+    kubeconfig: Path, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `coordinator run` expecting it to end by itself."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "coordinator",
+        "run",
+        f"--liveness=http://127.0.0.1:{free_port()}/healthz",
+        f"--readiness=http://127.0.0.1:{free_port()}/readyz",
+        *args,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+def webhooks_of(api: kubernetes.client.ApiClient) -> dict[str, str]:
+    """name -> URL of every webhook in the shared configurations."""
+    admission = kubernetes.client.AdmissionregistrationV1Api(api)
+    found = {}
+    for read in (
+        admission.list_validating_webhook_configuration,
+        admission.list_mutating_webhook_configuration,
+    ):
+        for config in read().items:
+            for hook in config.webhooks or ():
+                found[hook.name] = hook.client_config.url or ""
+    return found
+
+
+def ours(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, str]:
+    """The webhooks of the operators that watch `namespace` only (four in all)."""
+    scope = webhooks.local_scope([namespace], webhooks.namespace_selector([namespace], {}))
+    return {n: u for n, u in webhooks_of(api).items() if f".{scope}." in n}
+
+
+# --- identity: least privilege, checked at start ------------------------------------------
+
+
+@pytest.fixture
+def nobody_kubeconfig(
+    cluster: localcluster.Cluster, kubectl: Kubectl, own_namespace: str, tmp_path: Path
+) -> Path:
+    """A ServiceAccount with no rights at all."""
+    kubectl("create", "serviceaccount", "nobody", "-n", own_namespace)
+    token = kubectl("create", "token", "nobody", "-n", own_namespace).stdout.strip()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "nobody", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "nobody"
+    path = tmp_path / "nobody.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_without_its_rights_the_operator_refuses_to_start_with_one_line(
+    nobody_kubeconfig: Path, own_namespace: str
+) -> None:
+    done = start_failing(nobody_kubeconfig, f"--namespace={own_namespace}", "--metrics-port=0")
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        f"coordinator run: system:serviceaccount:{own_namespace}:nobody may not list "
+        f"recommendations.optiinfra.io in namespace {own_namespace}"
+    ), lines[0]
+    assert "manifests/operator-rbac.yaml" in lines[0]
+
+
+def test_a_taken_port_or_a_bad_flag_ends_the_start_naming_the_flag(
+    operator_kubeconfig: Path, own_namespace: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = start_failing(
+            operator_kubeconfig, f"--namespace={own_namespace}", f"--metrics-port={port}"
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            f"coordinator run: --metrics-port: cannot listen on port {port}: Address already in use"
+        ]
+        health = start_failing(
+            operator_kubeconfig,
+            f"--namespace={own_namespace}",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+        )
+        assert health.returncode == 1
+        assert health.stderr.strip().startswith(
+            f"coordinator run: --liveness: cannot listen on 127.0.0.1:{port}"
+        )
+    bad = start_failing(operator_kubeconfig, "--workers=0")
+    assert bad.returncode == 2
+    assert "--workers: expected a whole number >= 1, got '0'" in bad.stderr
+
+
+# --- stopping: bounded, and the webhooks go with the process -------------------------------
+
+
+def test_sigterm_mid_step_ends_the_process_in_bounded_time_and_the_plan_resumes(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    objects = Objects(api, own_namespace)
+    process = own_operator("first")
+    assert len(ours(api, own_namespace)) == 4, webhooks_of(api)
+    steps = [
+        {"name": "long", "action": "long", "params": {"durationMs": 60_000}},
+        {"name": "after", "action": "after", "params": {"durationMs": 50}},
+    ]
+    apply(kubectl, own_namespace, rec("rec-term", steps))
+    wait_for(
+        lambda: (
+            (objects.status(PLANS, "rec-term").get("steps") or [{}])[0].get("phase") == "Running"
+        ),
+        what="the long step to run",
+    )
+    took = process.terminate(timeout=SHUTDOWN_BOUND + 20)
+    assert process.proc is not None
+    assert process.proc.returncode == 0, process.tail()
+    assert took < SHUTDOWN_BOUND, f"took {took:.1f}s to exit\n{process.tail()}"
+    assert ours(api, own_namespace) == {}, "the webhooks stayed behind at a closed port"
+    # The step in flight was left as it was recorded; the next start runs it again.
+    assert objects.status(PLANS, "rec-term")["steps"][0]["phase"] == "Running"
+
+
+def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    objects = Objects(api, own_namespace)
+    first = own_operator("first")
+    before = ours(api, own_namespace)
+    first.kill()
+    assert ours(api, own_namespace) == before  # left behind, failing closed
+    refused = kubectl(
+        "apply", "-n", own_namespace, "-f", "-", check=False,
+        stdin=yaml.safe_dump(rec("rec-after", [{"name": "s", "action": "s"}])),
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "connection refused" in refused.stderr, refused.stderr
+    own_operator("second")
+    after = ours(api, own_namespace)
+    assert set(after) == set(before)
+    assert after != before
+    apply(kubectl, own_namespace, rec("rec-after", [{"name": "s", "action": "s"}]))
+    objects.wait_phase(PLANS, "rec-after", "Succeeded")
+
+
+# --- replicas: one acts, the other stands by and takes over --------------------------------
+
+
+def watch_steps(
+    api: kubernetes.client.ApiClient, namespace: str, stop: threading.Event
+) -> tuple[threading.Thread, list[tuple[str, str, dict[str, Any]]]]:
+    """Record every version of every plan's steps, as the API server stored them."""
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    custom = kubernetes.client.CustomObjectsApi(api)
+
+    def run() -> None:
+        version = ""
+        while not stop.is_set():
+            w = kubernetes.watch.Watch()
+            try:
+                for event in w.stream(
+                    custom.list_namespaced_custom_object,
+                    "optiinfra.io", "v1alpha1", namespace, PLANS,
+                    resource_version=version, timeout_seconds=2,
+                ):  # fmt: skip
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    for step in (obj.get("status") or {}).get("steps") or ():
+                        seen.append((obj["metadata"]["name"], version, step))
+                    if stop.is_set():
+                        break
+            except kubernetes.client.ApiException as exc:
+                if exc.status == 410:
+                    version = ""
+            finally:
+                w.stop()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, seen
+
+
+def rewritten(seen: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Steps whose completed record changed afterwards: a step run or recorded twice."""
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    problems = []
+    for plan, _, step in seen:
+        key = (plan, step["name"])
+        if step["phase"] in ("Succeeded", "Failed") and key not in done:
+            done[key] = step
+        elif key in done and step["phase"] in ("Succeeded", "Failed", "Running", "Pending"):
+            first = done[key]
+            if (step.get("startedAt"), step.get("finishedAt"), step["phase"]) != (
+                first.get("startedAt"), first.get("finishedAt"), first["phase"]
+            ):  # fmt: skip
+                problems.append(f"{plan}/{step['name']}: {first} then {step}")
+    return problems
+
+
+def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_twice(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    objects = Objects(api, own_namespace)
+    lease = [*LEASE, "--lease-duration=6"]
+    first = own_operator("first", *lease)
+    wait_for(lambda: first.readiness() == (200, "acting\n"), what="the first replica to lead")
+    second = own_operator("second", *lease)
+    wait_for(
+        lambda: second.readiness()[0] == 200 and "standing by" in second.readiness()[1],
+        what="the second replica to stand by",
+    )
+    stop = threading.Event()
+    thread, seen = watch_steps(api, own_namespace, stop)
+    try:
+        steps = [
+            {"name": f"s{i}", "action": f"s{i}", "params": {"durationMs": 700}} for i in range(8)
+        ]
+        for i in range(3):
+            apply(kubectl, own_namespace, rec(f"rec-ha-{i}", steps))
+        wait_for(
+            lambda: all(
+                objects.status(PLANS, f"rec-ha-{i}").get("currentStep", 0) >= 2 for i in range(3)
+            ),
+            what="the plans to be under way",
+        )
+        killed_at = time.monotonic()
+        first.kill()
+        wait_for(
+            lambda: second.readiness() == (200, "acting\n"), what="the standby to lead", timeout=30
+        )
+        failover = time.monotonic() - killed_at
+        assert failover < 6 + 3 + 2, f"failover took {failover:.1f}s"
+        for i in range(3):
+            objects.wait_phase(PLANS, f"rec-ha-{i}", "Succeeded", timeout=60)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert seen, "the watch saw nothing"
+    assert rewritten(seen) == []
+
+
+def test_a_replica_that_stops_hands_over_at_once(
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    lease = [*LEASE, "--lease-duration=30"]
+    first = own_operator("first", *lease)
+    wait_for(lambda: first.readiness() == (200, "acting\n"), what="the first replica to lead")
+    second = own_operator("second", *lease)
+    wait_for(lambda: "standing by" in second.readiness()[1], what="the second to stand by")
+    first.terminate()
+    # Released, not left to expire (30 s): the standby takes it at its next try (4 s).
+    wait_for(lambda: second.readiness() == (200, "acting\n"), what="the hand-over", timeout=10)
