@@ -55,6 +55,8 @@ def _established(api: kubernetes.client.ApiClient, name: str) -> bool:
 
 def apply_crds(kubectl: Kubectl, api: kubernetes.client.ApiClient, docs: list[Doc]) -> None:
     """Apply CRDs for real (idempotent: the same files for everyone) and wait until served."""
+    if not docs:
+        return
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
     names = [doc["metadata"]["name"] for doc in docs]
     wait_for(
