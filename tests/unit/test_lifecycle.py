@@ -491,3 +491,19 @@ def test_an_approval_that_ended_otherwise_is_not_ready(end: str, reason: str) ->
     status = w.approvals["rec-017"].status
     assert status is not None
     assert _ready(status.conditions) == ("False", reason)
+
+
+def test_a_self_dependency_is_reported_as_a_conflict_with_itself() -> None:
+    w = world(rec("rec-019", dependsOn=["rec-019"]))
+    w.settle()
+    assert w.phase("rec-019") is RecommendationPhase.BLOCKED
+    status = w.recs["rec-019"].status
+    assert status is not None
+    assert [c.with_ for c in status.conflicts] == [[]]
+    desired = lifecycle.evaluate(
+        [lifecycle.Observed(recommendation=rec("rec-019", dependsOn=["rec-019"]))],
+        policy=POLICY,
+        now=NOW,
+    )
+    messages = [e.message for e in desired["rec-019"].events if e.reason == "ConflictDetected"]
+    assert messages == ["Circular dependency: rec-019 -> rec-019 (with itself)"]
