@@ -298,12 +298,13 @@ def _row(decision: Decision) -> tuple[str, ...]:
 
 
 def _conflicts_cell(verdict: conflicts.Verdict) -> str:
-    """``resource,action with rec-006; dependency with a,b``."""
+    """``resource,action with rec-006; dependency with a,b``; ``dependency with itself``
+    for a recommendation that depends on itself (its ``with`` is empty)."""
     kinds: dict[tuple[str, ...], list[str]] = collections.defaultdict(list)
     for conflict in verdict.conflicts:
         kinds[tuple(conflict.with_)].append(conflict.type.value)
     return "; ".join(
-        f"{','.join(types)} with {','.join(others)}" for others, types in kinds.items()
+        f"{','.join(types)} with {','.join(others) or 'itself'}" for others, types in kinds.items()
     )
 
 

@@ -204,7 +204,7 @@ class PlanRunner:
         new: ExecutionPlanStatus,
         on_write: Callable[[ExecutionPlan], None],
     ) -> ExecutionPlanStatus:
-        new = new.model_copy(update={"observed_generation": plan.metadata.generation})
+        new = plan_.with_conditions(new, generation=plan.metadata.generation, now=self.clock())
         patch = client_.status_patch(old.to_wire() if old else None, new.to_wire())
         if patch is None:
             return new

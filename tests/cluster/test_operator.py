@@ -58,6 +58,13 @@ def fast_steps(
     ]
 
 
+def ready(obj: dict[str, Any]) -> tuple[str, str]:
+    """The (status, reason) of the object's Ready condition."""
+    (condition,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    assert condition["lastTransitionTime"]
+    return condition["status"], condition["reason"]
+
+
 def decide(kubectl: Kubectl, namespace: str, name: str, decision: str, reason: str = "") -> None:
     spec: dict[str, Any] = {"decision": decision}
     if reason:
@@ -112,6 +119,7 @@ def test_approve_with_kubectl_patch_creates_a_suspended_plan_that_starts_on_requ
     objects.wait_phase(RECS, "rec-a", "Approved")
     approval = objects.wait_phase(APPROVALS, "rec-a", "Approved")
     assert approval["status"]["decidedAt"]
+    assert ready(approval) == ("True", "Approved")
     plan = wait_for(lambda: objects.get(PLANS, "rec-a"), what="the plan to be created")
     assert plan["spec"]["suspend"] is True
     kubectl(
@@ -120,6 +128,7 @@ def test_approve_with_kubectl_patch_creates_a_suspended_plan_that_starts_on_requ
     )  # fmt: skip
     done = objects.wait_phase(PLANS, "rec-a", "Succeeded")
     assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * 3
+    assert ready(done) == ("True", "Succeeded")
     objects.wait_phase(RECS, "rec-a", "Succeeded")
 
 
@@ -177,6 +186,8 @@ def test_a_failing_critical_step_rolls_back_in_reverse_order(
     assert "not reversible" in by_name["three"]["message"]
     assert by_name["two"]["rolledBackAt"] >= by_name["four"]["finishedAt"]
     assert by_name["one"]["rolledBackAt"] >= by_name["two"]["rolledBackAt"]
+    assert ready(plan) == ("False", "RolledBack")
+    assert ready(objects.wait_phase(APPROVALS, "rec-fail", "Approved")) == ("True", "Approved")
     objects.wait_phase(RECS, "rec-fail", "RolledBack")
 
 

@@ -182,6 +182,14 @@ def test_a_spec_change_after_approval_needs_a_new_decision(
         what="a new approval for generation 2",
     )
     assert renewed["spec"]["decision"] == "Pending"
+    # Who decided generation 1 is kept in the new approval's history.
+    (record,) = renewed["status"]["history"]
+    assert (record["generation"], record["phase"], record["decidedBy"]) == (
+        1,
+        "Approved",
+        "approver",
+    )
+    assert {"decidedAt", "requestedAt", "expiresAt"} <= record.keys()
     objects.wait_phase(RECS, "rec-t8", "AwaitingApproval")
     wait_for(lambda: objects.get(PLANS, "rec-t8") is None, what="the unstarted plan to go")
 

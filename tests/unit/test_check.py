@@ -182,7 +182,7 @@ def test_table_for_people(tmp_path: Path, capsys: Capture) -> None:
         default     rec-005   customer-1   Superseded         rec-006         resource,action with rec-006   auto (policy)
         default     rec-006   customer-1   AwaitingApproval   <none>          resource,action with rec-005   required, expires after 48h
         default     rec-007   customer-1   AwaitingApproval   <none>          <none>                         required, expires after 24h
-        team-b      rec-009   customer-1   Blocked            <none>          dependency with rec-009        auto (policy)
+        team-b      rec-009   customer-1   Blocked            <none>          dependency with itself         auto (policy)
         """  # noqa: E501
     )
 
@@ -357,6 +357,22 @@ def test_only_cycles_and_missing_names_block(tmp_path: Path, capsys: Capture) ->
         }
     ]
     assert entries["c"]["conflicts"] == []
+
+
+def test_a_self_dependency_is_a_cycle_with_no_other_member(tmp_path: Path, capsys: Capture) -> None:
+    path = write(tmp_path / "r.yaml", yaml_documents(manifest("a", dependsOn=["a"])))
+    (entry,) = run_json(capsys, "-f", path)
+    assert entry["phase"] == "Blocked"
+    assert entry["conflicts"] == [
+        {
+            "type": "dependency",
+            "with": [],
+            "resources": [],
+            "severity": "high",
+            "description": "Circular dependency: a -> a",
+            "resolution": "",
+        }
+    ]
 
 
 # -- Invalid input ----------------------------------------------------------------------------

@@ -233,7 +233,7 @@ def test_the_action_table_takes_more_pairs() -> None:
 def _dependency(members: list[str], *, of: str, description: str) -> Conflict:
     return Conflict(
         type=ConflictType.DEPENDENCY,
-        with_=[m for m in members if m != of] or [of],
+        with_=[m for m in members if m != of],
         resources=[],
         severity=RiskLevel.HIGH,
         description=description,
@@ -265,6 +265,16 @@ def test_every_member_of_a_cycle_is_blocked_with_one_entry(
         assert verdict.outcome is conflicts.Outcome.BLOCKED
         assert verdict.message == description
         assert verdict.conflicts == (_dependency(members, of=name, description=description),)
+
+
+def test_a_self_dependency_names_no_other_member() -> None:
+    """RULES 2: ``with`` names the other members of the cycle; a self-loop has none."""
+    evaluation = conflicts.evaluate([rec("a", "i-1", depends_on=["a"])])
+    (conflict,) = evaluation.verdict("a").conflicts
+    assert conflict.type is ConflictType.DEPENDENCY
+    assert conflict.with_ == []
+    assert conflict.to_wire()["with"] == []
+    assert conflict.description == "Circular dependency: a -> a"
 
 
 def test_a_cycle_through_another_customer_blocks_and_names_it() -> None:

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from coordinator.api.approval import Approval, ApprovalPhase, Decision
+from coordinator.api.approval import (
+    HISTORY_LIMIT,
+    Approval,
+    ApprovalPhase,
+    ApprovalRecord,
+    Decision,
+)
+from coordinator.api.common import Condition
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanStatus, PlanPhase
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
@@ -327,3 +334,176 @@ def test_a_withdrawn_approval_is_not_touched_while_superseded() -> None:
     assert w.step(now=NOW + timedelta(days=30)) == 0  # long past the withdrawn one's expiry
     assert w.phase("rec-004") is RecommendationPhase.SUPERSEDED
     assert w.approvals["rec-004"] == withdrawn
+
+
+# --- decision history (status.history) and the Ready condition of approvals ---------------
+
+
+def _change_spec(w: World, name: str, generation: int, **spec: Any) -> None:
+    w.recs[name] = rec(name, generation=generation, **spec).model_copy(
+        update={"status": w.recs[name].status}
+    )
+
+
+def _ready(conditions: list[Condition]) -> tuple[str, str]:
+    (ready,) = [c for c in conditions if c.type == "Ready"]
+    return ready.status.value, ready.reason
+
+
+def test_a_spec_change_after_approval_keeps_who_decided_generation_1() -> None:
+    w = world(rec("rec-011"))
+    w.settle()
+    w.decide("rec-011", Decision.APPROVED, by="approver", reason="fine")
+    w.settle()
+    first = w.approvals["rec-011"]
+    _change_spec(w, "rec-011", 2, priority=5)
+    w.settle(now=NOW + timedelta(minutes=5))
+    approval = w.approvals["rec-011"]
+    assert approval.spec.recommendation_generation == 2
+    assert approval.status is not None
+    assert approval.status.phase is ApprovalPhase.PENDING
+    assert approval.status.history == [
+        ApprovalRecord(
+            generation=1,
+            phase=ApprovalPhase.APPROVED,
+            requested_at=NOW,
+            expires_at=first.spec.expires_at,
+            decided_at=NOW,
+            decided_by="approver",
+            reason="fine",
+        )
+    ]
+    # The history stays through the new request's own decision.
+    w.decide("rec-011", Decision.APPROVED, by="other")
+    w.settle(now=NOW + timedelta(minutes=6))
+    status = w.approvals["rec-011"].status
+    assert status is not None
+    assert (status.decided_by, [h.decided_by for h in status.history]) == ("other", ["approver"])
+    assert status.history[0].to_wire()["decidedBy"] == "approver"
+
+
+def test_a_spec_change_before_a_decision_records_the_request_as_withdrawn() -> None:
+    w = world(rec("rec-012"))
+    w.settle()
+    _change_spec(w, "rec-012", 2)
+    w.settle()
+    status = w.approvals["rec-012"].status
+    assert status is not None
+    (record,) = status.history
+    assert (record.generation, record.phase, record.decided_by, record.decided_at) == (
+        1,
+        ApprovalPhase.WITHDRAWN,
+        None,
+        None,
+    )
+
+
+def test_a_rejection_and_an_expiry_are_kept_when_the_spec_changes() -> None:
+    w = world(rec("rec-013", riskLevel="critical"))
+    w.settle()
+    w.decide("rec-013", Decision.REJECTED, reason="no")
+    w.settle()
+    _change_spec(w, "rec-013", 2, riskLevel="critical")
+    w.settle()
+    expires = w.approvals["rec-013"].spec.expires_at
+    w.settle(now=expires)
+    assert w.phase("rec-013") is RecommendationPhase.EXPIRED
+    _change_spec(w, "rec-013", 3, riskLevel="critical")
+    w.settle(now=expires)
+    status = w.approvals["rec-013"].status
+    assert status is not None
+    assert [(h.generation, h.phase, h.decided_by, h.reason) for h in status.history] == [
+        (1, ApprovalPhase.REJECTED, "approver", "no"),
+        (2, ApprovalPhase.EXPIRED, None, None),
+    ]
+
+
+def test_a_withdrawn_request_asked_again_is_kept_in_the_history() -> None:
+    w = world(rec("rec-004", priority=8, affectedResources=["i-102"]))
+    w.settle()
+    w.recs["rec-003"] = rec("rec-003", priority=10, affectedResources=["i-102"])
+    w.settle()
+    w.decide("rec-003", Decision.REJECTED)
+    w.settle()
+    assert w.phase("rec-004") is RecommendationPhase.AWAITING_APPROVAL
+    status = w.approvals["rec-004"].status
+    assert status is not None
+    assert [(h.generation, h.phase) for h in status.history] == [(1, ApprovalPhase.WITHDRAWN)]
+
+
+def test_the_history_keeps_the_newest_entries_only() -> None:
+    w = world(rec("rec-014", riskLevel="low"))
+    w.settle()
+    last = HISTORY_LIMIT + 5
+    for generation in range(2, last + 1):
+        _change_spec(w, "rec-014", generation, riskLevel="low")
+        w.settle()
+    approval = w.approvals["rec-014"]
+    assert approval.spec.recommendation_generation == last
+    assert approval.status is not None
+    history = approval.status.history
+    # Generations 1 to last-1 were decided; the newest HISTORY_LIMIT of them are kept.
+    assert [h.generation for h in history] == list(range(last - HISTORY_LIMIT, last))
+    assert {(h.phase, h.decided_by) for h in history} == {(ApprovalPhase.APPROVED, "policy")}
+
+
+def test_an_approval_is_ready_once_approved_and_unknown_while_pending() -> None:
+    w = world(rec("rec-015"), rec("rec-016", riskLevel="low", affectedResources=["x"]))
+    w.settle()
+    pending = w.approvals["rec-015"].status
+    assert pending is not None
+    assert _ready(pending.conditions) == ("Unknown", "Pending")
+    since = pending.conditions[0].last_transition_time
+    assert since == NOW
+    auto = w.approvals["rec-016"].status
+    assert auto is not None
+    assert _ready(auto.conditions) == ("True", "Approved")
+    # Nothing changes while it waits: the condition (and its time) stay as they are.
+    assert w.step(now=NOW + timedelta(hours=1)) == 0
+    later = NOW + timedelta(hours=2)
+    w.decide("rec-015", Decision.APPROVED)
+    w.settle(now=later)
+    decided = w.approvals["rec-015"].status
+    assert decided is not None
+    (ready,) = decided.conditions
+    assert (ready.status.value, ready.reason, ready.last_transition_time) == (
+        "True",
+        "Approved",
+        later,
+    )
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"),
+    [("rejected", "Rejected"), ("expired", "Expired"), ("withdrawn", "Withdrawn")],
+)
+def test_an_approval_that_ended_otherwise_is_not_ready(end: str, reason: str) -> None:
+    w = world(rec("rec-017", priority=1, affectedResources=["i-1"]))
+    w.settle()
+    now = NOW
+    if end == "rejected":
+        w.decide("rec-017", Decision.REJECTED)
+    elif end == "expired":
+        now = w.approvals["rec-017"].spec.expires_at
+    else:
+        w.recs["rec-018"] = rec("rec-018", priority=9, affectedResources=["i-1"])
+    w.settle(now=now)
+    status = w.approvals["rec-017"].status
+    assert status is not None
+    assert _ready(status.conditions) == ("False", reason)
+
+
+def test_a_self_dependency_is_reported_as_a_conflict_with_itself() -> None:
+    w = world(rec("rec-019", dependsOn=["rec-019"]))
+    w.settle()
+    assert w.phase("rec-019") is RecommendationPhase.BLOCKED
+    status = w.recs["rec-019"].status
+    assert status is not None
+    assert [c.with_ for c in status.conflicts] == [[]]
+    desired = lifecycle.evaluate(
+        [lifecycle.Observed(recommendation=rec("rec-019", dependsOn=["rec-019"]))],
+        policy=POLICY,
+        now=NOW,
+    )
+    messages = [e.message for e in desired["rec-019"].events if e.reason == "ConflictDetected"]
+    assert messages == ["Circular dependency: rec-019 -> rec-019 (with itself)"]

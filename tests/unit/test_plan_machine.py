@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from coordinator.api.common import Condition, ConditionStatus
 from coordinator.api.plan import (
     ExecutionPlanSpec,
     ExecutionPlanStatus,
@@ -508,3 +509,70 @@ def test_an_undo_of_another_step_than_the_marked_one_is_refused() -> None:
 )
 def test_recommendation_phase(plan_phase: PlanPhase, expected: RecommendationPhase | None) -> None:
     assert plan.recommendation_phase(plan_phase) is expected
+
+
+# --- the Ready condition the runner writes with every status -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("phase", "ready"),
+    [
+        (PlanPhase.PENDING, "Unknown"),
+        (PlanPhase.RUNNING, "Unknown"),
+        (PlanPhase.SUCCEEDED, "True"),
+        (PlanPhase.ROLLING_BACK, "False"),
+        (PlanPhase.ROLLED_BACK, "False"),
+        (PlanPhase.FAILED, "False"),
+    ],
+)
+def test_ready_says_whether_the_plan_succeeded(phase: PlanPhase, ready: str) -> None:
+    status = plan.with_conditions(
+        ExecutionPlanStatus(phase=phase, message="what happened"), generation=3, now=START
+    )
+    (condition,) = status.conditions
+    assert (condition.type, condition.status.value, condition.reason) == ("Ready", ready, phase)
+    assert (condition.message, condition.observed_generation) == ("what happened", 3)
+    assert condition.last_transition_time == START
+    assert status.observed_generation == 3
+
+
+def _ready_history(
+    spec: ExecutionPlanSpec, executor: RecordingExecutor | None = None
+) -> tuple[Harness, list[Condition]]:
+    """Run `spec` writing every status as the runner does; every Ready written, in order."""
+    h = Harness(spec, executor=executor or RecordingExecutor())
+    written: list[Condition] = []
+    persist = h.persist
+
+    def persist_with_conditions(status: ExecutionPlanStatus) -> None:
+        status = plan.with_conditions(status, generation=1, now=h.now)
+        written.append(next(c for c in status.conditions if c.type == "Ready"))
+        persist(status)
+
+    h.persist = persist_with_conditions  # type: ignore[method-assign]
+    h.run()
+    return h, written
+
+
+def test_a_finished_plan_is_ready_since_it_succeeded() -> None:
+    h, written = _ready_history(ORIGIN)
+    assert {(c.status.value, c.reason) for c in written[:-1]} == {("Unknown", "Running")}
+    (ready,) = h.saved.conditions
+    assert (ready.status.value, ready.reason) == ("True", "Succeeded")
+    assert ready.last_transition_time == h.saved.finished_at
+    # While Unknown, the time it became Unknown stays through every step's write.
+    assert {c.last_transition_time for c in written[:-1]} == {written[0].last_transition_time}
+
+
+def test_a_rolled_back_plan_is_not_ready() -> None:
+    h, _ = _ready_history(ORIGIN, executor=RecordingExecutor(failing=frozenset({1})))
+    assert h.saved.phase is PlanPhase.ROLLED_BACK
+    (ready,) = h.saved.conditions
+    assert (ready.status.value, ready.reason) == ("False", "RolledBack")
+
+
+def test_ready_leaves_other_conditions_alone() -> None:
+    other = Condition(type="Other", status=ConditionStatus.TRUE, reason="Because")
+    status = plan.with_conditions(ExecutionPlanStatus(conditions=[other]), generation=1, now=START)
+    assert [c.type for c in status.conditions] == ["Other", "Ready"]
+    assert status.conditions[0] == other

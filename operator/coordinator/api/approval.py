@@ -89,6 +89,30 @@ class ApprovalSpec(Model):
     )
 
 
+HISTORY_LIMIT = 20
+"""How many earlier requests an approval's ``status.history`` keeps (the newest ones)."""
+
+
+class ApprovalRecord(Model):
+    """How an earlier request for the same recommendation ended: an entry of status.history."""
+
+    generation: int = pydantic.Field(
+        ge=1, description="The generation of the recommendation's spec that was asked about."
+    )
+    phase: ApprovalPhase = pydantic.Field(
+        description="How it ended: Approved, Rejected, Expired, or Withdrawn (the "
+        "recommendation changed, or was superseded or blocked, before a decision)."
+    )
+    requested_at: Time | None = pydantic.Field(default=None, description="When it was asked.")
+    expires_at: Time | None = pydantic.Field(default=None, description="When it expired.")
+    decided_at: Time | None = pydantic.Field(default=None, description="When it was decided.")
+    decided_by: str | None = pydantic.Field(
+        default=None,
+        description="The authenticated user who decided; 'policy' for automatic decisions.",
+    )
+    reason: str | None = pydantic.Field(default=None, description="Why it was decided so.")
+
+
 class ApprovalStatus(Model):
     """The recorded decision. Written by the operator only."""
 
@@ -110,7 +134,18 @@ class ApprovalStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
+        default_factory=list,
+        description="Standard conditions. Ready: True once approved, Unknown while pending, "
+        "False when rejected, expired or withdrawn; the reason is the phase.",
+        json_schema_extra=CONDITIONS,
+    )
+    history: list[ApprovalRecord] = pydantic.Field(
+        default_factory=list,
+        max_length=HISTORY_LIMIT,
+        description="The earlier requests for this recommendation, oldest first (at most "
+        f"{HISTORY_LIMIT}, the newest kept): an approval is replaced when the "
+        "recommendation's spec changes or after it was withdrawn, and the decisions on the "
+        "earlier generations are kept here.",
     )
 
 

@@ -175,7 +175,10 @@ class ExecutionPlanStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
+        default_factory=list,
+        description="Standard conditions. Ready: True once Succeeded, Unknown while Pending "
+        "or Running, False when RollingBack, RolledBack or Failed; the reason is the phase.",
+        json_schema_extra=CONDITIONS,
     )
 
 

@@ -337,7 +337,10 @@ def _dependencies(
 
 
 def _cycles(graph: Mapping[str, Sequence[str]], *, roots: Iterable[str]) -> dict[str, Conflict]:
-    """The dependency conflict entry of every node in a cycle reachable from ``roots``."""
+    """The dependency conflict entry of every node in a cycle reachable from ``roots``.
+
+    ``with`` names the other members: empty for a recommendation that depends on itself.
+    """
     entries: dict[str, Conflict] = {}
     for group in _strongly_connected(graph, roots=roots):
         members = sorted(group)
@@ -347,7 +350,7 @@ def _cycles(graph: Mapping[str, Sequence[str]], *, roots: Iterable[str]) -> dict
         for member in members:
             entries[member] = Conflict(
                 type=ConflictType.DEPENDENCY,
-                with_=[other for other in members if other != member] or [member],
+                with_=[other for other in members if other != member],
                 severity=SEVERITY[ConflictType.DEPENDENCY],
                 description=description,
             )

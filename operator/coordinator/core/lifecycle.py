@@ -28,9 +28,11 @@ from datetime import datetime
 from typing import Final
 
 from coordinator.api.approval import (
+    HISTORY_LIMIT,
     POLICY_DECIDER,
     Approval,
     ApprovalPhase,
+    ApprovalRecord,
     ApprovalSpec,
     ApprovalStatus,
     Decision,
@@ -46,6 +48,7 @@ from coordinator.api.recommendation import (
 )
 from coordinator.core import approval as policy_
 from coordinator.core import catalogue, conflicts
+from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
 
 DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
@@ -299,7 +302,9 @@ def _kept(
     rec = observed.recommendation
     approval = _current(observed)
     if approval is None:
-        fresh = new_approval(rec, policy=policy, now=now)
+        # A new request replaces the approval of an earlier generation (or a withdrawn
+        # one): its record moves into the new one's status.history.
+        fresh = new_approval(rec, policy=policy, now=now, previous=observed.approval)
         return _with_decision(observed, draft, fresh, now=now, created=True)
     return _with_decision(observed, draft, approval, now=now, created=False)
 
@@ -378,8 +383,77 @@ def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime)
             "reason": approval.spec.reason if decided else None,
             "observed_generation": approval.metadata.generation,
             "message": _APPROVAL_MESSAGES[phase],
+            "conditions": conditions_.merged(
+                old.conditions,
+                _approval_ready(old.conditions, phase, approval.metadata.generation, now=now),
+            ),
         }
     )
+
+
+_APPROVAL_READY: Final[Mapping[ApprovalPhase, ConditionStatus]] = {
+    ApprovalPhase.PENDING: ConditionStatus.UNKNOWN,
+    ApprovalPhase.APPROVED: ConditionStatus.TRUE,
+    ApprovalPhase.REJECTED: ConditionStatus.FALSE,
+    ApprovalPhase.EXPIRED: ConditionStatus.FALSE,
+    ApprovalPhase.WITHDRAWN: ConditionStatus.FALSE,
+}
+
+
+def _approval_ready(
+    old: Sequence[Condition], phase: ApprovalPhase, generation: int | None, *, now: datetime
+) -> Condition:
+    """An approval's Ready condition: True once approved, Unknown while pending, False
+    when it ended otherwise; the reason is the phase."""
+    return conditions_.condition(
+        old,
+        conditions_.READY,
+        _APPROVAL_READY[phase],
+        reason=phase.value,
+        message=_APPROVAL_MESSAGES[phase],
+        generation=generation,
+        now=now,
+    )
+
+
+def history_record(approval: Approval, *, now: datetime) -> ApprovalRecord:
+    """How `approval` ended, for the history of the approval that replaces it.
+
+    Its decision as the spec and the admission webhook's annotations show it, even if
+    the operator had not recorded it in the status yet; a request that was withdrawn, or
+    never decided, ended Withdrawn (or Expired, if its time was over).
+    """
+    status = approval.status or ApprovalStatus()
+    decision = approval.spec.decision
+    if status.phase is ApprovalPhase.WITHDRAWN:  # a late decision on it never counted
+        phase = ApprovalPhase.WITHDRAWN
+    elif decision is Decision.APPROVED:
+        phase = ApprovalPhase.APPROVED
+    elif decision is Decision.REJECTED:
+        phase = ApprovalPhase.REJECTED
+    elif status.phase is ApprovalPhase.EXPIRED or _expired(approval, now=now):
+        phase = ApprovalPhase.EXPIRED
+    else:
+        phase = ApprovalPhase.WITHDRAWN
+    recorded = _approval_status(approval, phase, now=now)
+    return ApprovalRecord(
+        generation=approval.spec.recommendation_generation,
+        phase=phase,
+        requested_at=recorded.requested_at,
+        expires_at=approval.spec.expires_at,
+        decided_at=recorded.decided_at,
+        decided_by=recorded.decided_by,
+        reason=recorded.reason,
+    )
+
+
+def _history(previous: Approval | None, *, now: datetime) -> list[ApprovalRecord]:
+    """The history of an approval that replaces `previous`: its history and its record,
+    the newest HISTORY_LIMIT entries."""
+    if previous is None:
+        return []
+    earlier = previous.status.history if previous.status is not None else []
+    return [*earlier, history_record(previous, now=now)][-HISTORY_LIMIT:]
 
 
 _APPROVAL_MESSAGES: Final[Mapping[ApprovalPhase, str]] = {
@@ -391,8 +465,18 @@ _APPROVAL_MESSAGES: Final[Mapping[ApprovalPhase, str]] = {
 }
 
 
-def new_approval(rec: Recommendation, *, policy: policy_.ApprovalPolicy, now: datetime) -> Approval:
-    """The Approval to create for a kept recommendation: pending, or decided by policy."""
+def new_approval(
+    rec: Recommendation,
+    *,
+    policy: policy_.ApprovalPolicy,
+    now: datetime,
+    previous: Approval | None = None,
+) -> Approval:
+    """The Approval to create for a kept recommendation: pending, or decided by policy.
+
+    `previous` is the approval it replaces (of an earlier generation, or withdrawn): how
+    that one ended is kept in the new one's ``status.history``.
+    """
     auto = not policy_.needs_approval(rec.spec)
     expires_at = policy_.expires_at(now, rec.spec.risk_level, policy=policy)
     spec = ApprovalSpec(
@@ -404,15 +488,18 @@ def new_approval(rec: Recommendation, *, policy: policy_.ApprovalPolicy, now: da
         decision=Decision.APPROVED if auto else Decision.PENDING,
         reason="low risk and autoApprove: approved by policy" if auto else None,
     )
+    phase = ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING
     status = ApprovalStatus(
-        phase=ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING,
+        phase=phase,
         requested_at=now,
         expires_at=expires_at,
         decided_at=now if auto else None,
         decided_by=POLICY_DECIDER if auto else None,
         reason=spec.reason,
         observed_generation=1,
-        message=_APPROVAL_MESSAGES[ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING],
+        message=_APPROVAL_MESSAGES[phase],
+        conditions=[_approval_ready((), phase, 1, now=now)],
+        history=_history(previous, now=now),
     )
     return Approval(
         metadata=ObjectMeta(name=rec.name, namespace=rec.metadata.namespace),
@@ -455,7 +542,7 @@ def _status(
     old = rec.status or RecommendationStatus()
     conflicts_ = list(draft.conflicts)
     conditions = [
-        _condition(
+        conditions_.condition(
             old.conditions,
             "Conflicting",
             bool(conflicts_),
@@ -466,9 +553,9 @@ def _status(
             generation=rec.metadata.generation,
             now=now,
         ),
-        _condition(
+        conditions_.condition(
             old.conditions,
-            "Ready",
+            conditions_.READY,
             draft.phase is RecommendationPhase.SUCCEEDED,
             reason=draft.phase.value,
             message=draft.message,
@@ -492,29 +579,6 @@ def _status(
     )
 
 
-def _condition(
-    old: Sequence[Condition],
-    type_: str,
-    value: bool,
-    *,
-    reason: str,
-    message: str,
-    generation: int,
-    now: datetime,
-) -> Condition:
-    status = ConditionStatus.TRUE if value else ConditionStatus.FALSE
-    previous = next((c for c in old if c.type == type_), None)
-    since = previous.last_transition_time if previous and previous.status is status else now
-    return Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
-
-
 _PHASE_EVENTS: Final[Mapping[RecommendationPhase, tuple[str, EventType]]] = {
     RecommendationPhase.SUPERSEDED: ("Superseded", EventType.NORMAL),
     RecommendationPhase.BLOCKED: ("Blocked", EventType.WARNING),
@@ -535,7 +599,10 @@ def _events(rec: Recommendation, status: RecommendationStatus, draft: _Draft) ->
     new_conflicts = [c for c in status.conflicts if c not in old.conflicts]
     for conflict in new_conflicts:
         events.append(
-            Event("ConflictDetected", f"{conflict.description} (with {', '.join(conflict.with_)})")
+            Event(
+                "ConflictDetected",
+                f"{conflict.description} (with {', '.join(conflict.with_) or 'itself'})",
+            )
         )
     if status.phase is not old.phase or (rec.status is None):
         reason_type = _PHASE_EVENTS.get(status.phase)

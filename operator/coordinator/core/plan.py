@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
 
+from coordinator.api.common import ConditionStatus
 from coordinator.api.plan import (
     ExecutionPlanSpec,
     ExecutionPlanStatus,
@@ -70,6 +71,7 @@ from coordinator.api.plan import (
     StepStatus,
 )
 from coordinator.api.recommendation import RecommendationPhase
+from coordinator.core import conditions as conditions_
 
 NOT_REVERSIBLE: Final = "not reversible: left as is"
 NOT_STARTED: Final = "not started: skipped"
@@ -249,6 +251,43 @@ _RECOMMENDATION_PHASES: Final[Mapping[PlanPhase, RecommendationPhase]] = {
 def recommendation_phase(plan_phase: PlanPhase) -> RecommendationPhase | None:
     """The phase the recommendation mirrors for its plan; None while the plan is Pending."""
     return _RECOMMENDATION_PHASES.get(plan_phase)
+
+
+_READY: Final[Mapping[PlanPhase, ConditionStatus]] = {
+    PlanPhase.PENDING: ConditionStatus.UNKNOWN,
+    PlanPhase.RUNNING: ConditionStatus.UNKNOWN,
+    PlanPhase.SUCCEEDED: ConditionStatus.TRUE,
+    PlanPhase.ROLLING_BACK: ConditionStatus.FALSE,
+    PlanPhase.ROLLED_BACK: ConditionStatus.FALSE,
+    PlanPhase.FAILED: ConditionStatus.FALSE,
+}
+
+
+def with_conditions(
+    status: ExecutionPlanStatus, *, generation: int | None, now: datetime
+) -> ExecutionPlanStatus:
+    """The status as it is written: ``observedGeneration`` and the ``Ready`` condition.
+
+    Ready is True once the plan Succeeded, Unknown while it is Pending or Running,
+    False once it is rolling back or ended otherwise; its reason is the phase and its
+    message the status message. The runner applies this to every status it writes; the
+    machine itself never reads the conditions.
+    """
+    ready = conditions_.condition(
+        status.conditions,
+        conditions_.READY,
+        _READY[status.phase],
+        reason=status.phase.value,
+        message=status.message or status.phase.value,
+        generation=generation,
+        now=_utc(now),
+    )
+    return status.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions_.merged(status.conditions, ready),
+        }
+    )
 
 
 # --- the moves of each plan phase ------------------------------------------------------
