@@ -75,6 +75,8 @@ class Event:
     message: str
     type: EventType = EventType.NORMAL
     on_approval: bool = False
+    key: str = ""
+    """Tells apart the events of one reason in one evaluation (which conflict)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -535,7 +537,11 @@ def _events(rec: Recommendation, status: RecommendationStatus, draft: _Draft) ->
     new_conflicts = [c for c in status.conflicts if c not in old.conflicts]
     for conflict in new_conflicts:
         events.append(
-            Event("ConflictDetected", f"{conflict.description} (with {', '.join(conflict.with_)})")
+            Event(
+                "ConflictDetected",
+                f"{conflict.description} (with {', '.join(conflict.with_)})",
+                key=f"{conflict.type.value}|{conflict.description}|{','.join(conflict.with_)}",
+            )
         )
     if status.phase is not old.phase or (rec.status is None):
         reason_type = _PHASE_EVENTS.get(status.phase)
