@@ -53,6 +53,8 @@ PLANS: Final = "executionplans"
 WAIT_RECHECK_SECONDS: Final = 30.0
 RETRY_FIRST_SECONDS: Final = 0.2
 RETRY_CAP_SECONDS: Final = 5.0
+STOP_POLL_SECONDS: Final = 0.1
+"""How often a backoff pause checks whether the daemon is stopping."""
 START_ATTEMPTS: Final = 5
 """Tries of a transient error when starting a plan (no daemon yet to stop it): ~3 s."""
 START_CONFLICT_ROUNDS: Final = 5
@@ -177,11 +179,13 @@ class PlanRunner:
         recorder: events_.Recorder,
         executors: Mapping[Executor, StepExecutor],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client = client
         self.recorder = recorder
         self.executors = executors
         self.clock = clock
+        self.sleep = sleep
 
     async def start(
         self,
@@ -197,7 +201,7 @@ class PlanRunner:
         of that first move in one write: a move from Pending never runs a step, so there
         is nothing between the two that a crash could lose. Returns the status reached.
         """
-        control = _Control(stopped=lambda: False, sleep=asyncio.sleep, attempts=START_ATTEMPTS)
+        control = _Control(stopped=lambda: False, sleep=self.sleep, attempts=START_ATTEMPTS)
         current = plan
         try:
             for _ in range(START_CONFLICT_ROUNDS):
@@ -259,12 +263,12 @@ class PlanRunner:
         """Run moves until the plan ends or `stopped()`; returns the phase reached.
 
         `latest()` gives the newest known plan (for suspend/abort changes); `wake(t)`
-        returns when something may have changed, or after `t` seconds (it also paces the
-        retries of transient API errors). With `abort` the plan is rolled back whatever
-        its spec says (the owner is being deleted). Stops early, leaving the plan as it
-        is, when another writer moved it.
+        returns when something may have changed, or after `t` seconds. With `abort` the
+        plan is rolled back whatever its spec says (the owner is being deleted). Stops
+        early, leaving the plan as it is, when another writer moved it, or when
+        `stopped()` during the retries of a transient API error.
         """
-        control = _Control(stopped=stopped, sleep=wake)
+        control = _Control(stopped=stopped, sleep=lambda t: self._pause(t, stopped))
         current = plan
         self.replay(current)
         try:
@@ -373,6 +377,13 @@ class PlanRunner:
             status = fresh.status or plan_.initial_status(fresh.spec)
             spec = fresh.spec.model_copy(update={"abort": True}) if abort else fresh.spec
             new = record(spec, status)
+
+    async def _pause(self, seconds: float, stopped: Callable[[], bool]) -> None:
+        """Sleep `seconds`, or less when `stopped()` becomes true."""
+        left = seconds
+        while left > 0 and not stopped():
+            await self.sleep(min(STOP_POLL_SECONDS, left))
+            left -= STOP_POLL_SECONDS
 
     async def _reread(
         self, current: ExecutionPlan, read: ExecutionPlanStatus | None, control: _Control
