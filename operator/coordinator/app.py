@@ -387,7 +387,11 @@ class Operator:
     async def start_plan(self, plan: ExecutionPlan) -> None:
         """Start `plan` if it is pending and may start; its daemon takes it from there."""
         key = (plan.metadata.namespace, plan.metadata.name)
-        if plan.status_phase is not PlanPhase.PENDING or not self.leading.is_set():
+        if not self.leading.is_set():
+            return
+        if plan.status_phase.ended:  # a crash right after its last write lost no event
+            self.runner.replay_if_recent(plan)
+        if plan.status_phase is not PlanPhase.PENDING:
             return
         async with self._locks.setdefault(key, asyncio.Lock()):
             latest = self.reconciler.overlay.latest(reconciler_.PLANS, plan)

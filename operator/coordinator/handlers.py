@@ -243,6 +243,11 @@ async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo
                 continue
             if drive.done() and not drive.cancelled() and drive.exception() is not None:
                 raise drive.exception()  # type: ignore[misc]
+            if not stopped and drive.result() in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                # Another writer moved the plan (a former leader's late write): look again
+                # once the watch has shown it, rather than leave the plan until a restart.
+                await wake(STEP_GRACE_SECONDS)
+                continue
             break
         if _deleted(stopped) and latest().status_phase in (
             PlanPhase.RUNNING,

@@ -481,8 +481,12 @@ class Reconciler:
             target.metadata.name,
             target.metadata.uid,
         )
+        # Named after the version of the object the transition was computed from: the
+        # same evaluation posts the same event once, a later one (even of the same phase
+        # again) posts its own. Not replayed after a restart (see README, Events).
+        key = f"{target.metadata.resource_version or ''}|{event.key}"
         self.recorder.record(
-            ref, reason=event.reason, message=event.message, type_=event.type.value
+            ref, reason=event.reason, message=event.message, key=key, type_=event.type.value
         )
 
     def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:

@@ -4,15 +4,32 @@ Only the runner writes a plan's status, one merge patch per move, before the nex
 begins: a step is recorded as Running before its executor is called, and its outcome
 is recorded before the next step starts. After a crash the runner starts again from
 the stored status; the core guarantees that no completed step runs again.
+
+Every status write carries the plan's resourceVersion as the runner last read or wrote
+it: a write over a status someone else changed meanwhile is answered 409 Conflict. The
+runner then reads the plan again; if another writer moved it (a step or the phase is
+not what the runner read), it stops driving the plan and leaves it to that writer; if
+only the spec or metadata changed, it decides again from the fresh object (recording
+the outcome of a step it already ran, never running it again).
+
+Transient API errors (5xx, 429, connection refused or reset, timeouts) in those reads
+and writes are retried here, with a short exponential backoff, until the daemon stops.
+
+Events: each transition event is named after the plan's uid and the transition (see
+``coordinator.k8s.events``). When the runner starts driving a plan, and when it sees a
+plan that ended lately, it records again every event the stored status implies: those
+already posted are answered 409 and not duplicated, those a crash lost are posted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Final, TypeVar
 
 from coordinator import metrics
 from coordinator.api.common import API_VERSION
@@ -34,6 +51,19 @@ logger = logging.getLogger(__name__)
 
 PLANS: Final = "executionplans"
 WAIT_RECHECK_SECONDS: Final = 30.0
+RETRY_FIRST_SECONDS: Final = 0.2
+RETRY_CAP_SECONDS: Final = 5.0
+STOP_POLL_SECONDS: Final = 0.1
+"""How often a backoff pause checks whether the daemon is stopping."""
+START_ATTEMPTS: Final = 5
+"""Tries of a transient error when starting a plan (no daemon yet to stop it): ~3 s."""
+START_CONFLICT_ROUNDS: Final = 5
+REPLAY_WINDOW: Final = timedelta(minutes=10)
+"""Ended plans whose events are recorded again when seen: those that ended this lately
+(a restart soon after a crash). Older ones are left alone: a restart with thousands of
+ended plans does not post thousands of events again."""
+
+T = TypeVar("T")
 
 _STEP_EVENTS: Final[Mapping[StepPhase, tuple[str, str]]] = {
     StepPhase.SUCCEEDED: ("StepSucceeded", "Normal"),
@@ -50,10 +80,28 @@ _PLAN_EVENTS: Final[Mapping[PlanPhase, tuple[str, str]]] = {
 }
 
 
-def transition_events(
-    old: ExecutionPlanStatus | None, new: ExecutionPlanStatus
-) -> list[tuple[str, str, str]]:
-    """(reason, type, message) for every step and plan transition from `old` to `new`."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class PlanEvent:
+    """One event of a plan transition; `key` names it (with the plan's uid and reason)."""
+
+    reason: str
+    type: str
+    message: str
+    key: str
+
+
+def _step_key(name: str, phase: StepPhase) -> str:
+    # A step reaches each of these phases at most once, and RolledBack/RollbackFailed
+    # only in a rollback: its name and phase name the transition.
+    return f"step|{name}|{phase.value}"
+
+
+def _phase_key(phase: PlanPhase) -> str:
+    return f"phase|{phase.value}"  # a plan reaches each phase at most once
+
+
+def transition_events(old: ExecutionPlanStatus | None, new: ExecutionPlanStatus) -> list[PlanEvent]:
+    """The events of every step and plan transition from `old` to `new`."""
     events = []
     old_steps = {s.name: s.phase for s in old.steps} if old else {}
     for step in new.steps:
@@ -61,16 +109,66 @@ def transition_events(
             continue
         reason, type_ = _STEP_EVENTS[step.phase]
         detail = step.error or (f"in {step.duration_ms} ms" if step.duration_ms is not None else "")
-        events.append((reason, type_, f"Step {step.name}: {step.phase.value} {detail}".strip()))
+        message = f"Step {step.name}: {step.phase.value} {detail}".strip()
+        events.append(PlanEvent(reason, type_, message, _step_key(step.name, step.phase)))
     if (old.phase if old else PlanPhase.PENDING) is not new.phase and new.phase in _PLAN_EVENTS:
         reason, type_ = _PLAN_EVENTS[new.phase]
-        events.append((reason, type_, new.message or new.phase.value))
+        events.append(
+            PlanEvent(reason, type_, new.message or new.phase.value, _phase_key(new.phase))
+        )
+    return events
+
+
+def implied_events(status: ExecutionPlanStatus) -> list[PlanEvent]:
+    """The events a plan with this stored status has posted (or should have): one per
+    step in a phase that has an event, PlanStarted once it started, its phase's event."""
+    events = transition_events(None, status)
+    if status.started_at is not None and status.phase is not PlanPhase.RUNNING:
+        reason, type_ = _PLAN_EVENTS[PlanPhase.RUNNING]
+        events.append(PlanEvent(reason, type_, "Plan started", _phase_key(PlanPhase.RUNNING)))
     return events
 
 
 def _wait_text(message: str, ready: bool, why: str) -> str:
     """The message of a waiting plan, with why its dependencies are not ready."""
     return f"{message}; {why}" if why and not ready else message
+
+
+def _moved(read: ExecutionPlanStatus | None, stored: ExecutionPlanStatus | None) -> bool:
+    """Whether another writer moved the plan: its phase, or a step's phase or start, is
+    not what this runner read."""
+    if read is None or stored is None:
+        return (read is None) != (stored is None)
+    if read.phase is not stored.phase:
+        return True
+    mine = [(s.name, s.phase, s.started_at) for s in read.steps]
+    theirs = [(s.name, s.phase, s.started_at) for s in stored.steps]
+    return mine != theirs
+
+
+class _StoppedError(Exception):
+    """The daemon was stopped while an API call was being retried."""
+
+
+class _SupersededError(Exception):
+    """Another writer moved the plan (or it is gone): this runner stops driving it."""
+
+    def __init__(self, plan: ExecutionPlan | None) -> None:
+        super().__init__()
+        self.plan = plan
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Control:
+    """How API calls are retried: until `stopped()`, or `attempts` tries; `sleep` waits."""
+
+    stopped: Callable[[], bool]
+    sleep: Callable[[float], Awaitable[None]]
+    attempts: int | None = None
+
+
+_AGAIN: Final = None
+"""What `_move` returns instead of a move when it must decide again from a fresh plan."""
 
 
 class PlanRunner:
@@ -81,11 +179,13 @@ class PlanRunner:
         recorder: events_.Recorder,
         executors: Mapping[Executor, StepExecutor],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client = client
         self.recorder = recorder
         self.executors = executors
         self.clock = clock
+        self.sleep = sleep
 
     async def start(
         self,
@@ -93,33 +193,61 @@ class PlanRunner:
         *,
         dependencies: tuple[bool, str],
         on_write: Callable[[ExecutionPlan], None] = lambda _: None,
-    ) -> ExecutionPlanStatus:
+    ) -> ExecutionPlanStatus | None:
         """Start a pending plan if it may start, else record why it waits.
 
         Makes at most the first move: a started plan (Running) is then driven by
         `drive`, in its own task. A new plan gets its steps (all Pending) and the outcome
         of that first move in one write: a move from Pending never runs a step, so there
-        is nothing between the two that a crash could lose.
+        is nothing between the two that a crash could lose. Returns the status reached.
         """
-        status = plan.status
-        if status is None:
-            initial = plan_.initial_status(plan.spec)
-            ready, why = dependencies
-            move = plan_.next_move(
-                spec=plan.spec, status=initial, now=self.clock(), dependencies_ready=ready
-            )
-            match move:
-                case plan_.Advance(status=new):
-                    pass
-                case plan_.Wait(message=message):
-                    new = initial.model_copy(update={"message": _wait_text(message, ready, why)})
-                case _:  # Done, or a step to run: never the first move of a pending plan
-                    new = initial
-            return await self._write(plan, None, new, on_write)
-        if status.phase is not PlanPhase.PENDING:
-            return status
-        status, _ = await self._move(plan, plan.spec, status, dependencies, on_write)
-        return status
+        control = _Control(stopped=lambda: False, sleep=self.sleep, attempts=START_ATTEMPTS)
+        current = plan
+        try:
+            for _ in range(START_CONFLICT_ROUNDS):
+                if current.status is None:
+                    written = await self._first_write(current, dependencies, on_write, control)
+                    if written is None:  # a conflict that changed nothing: try again
+                        current = await self._reread(current, None, control)
+                        continue
+                    return written.status
+                if current.status.phase is not PlanPhase.PENDING:
+                    return current.status
+                current, move = await self._move(
+                    current, current.spec, dependencies, on_write, control
+                )
+                if move is not _AGAIN:
+                    return current.status
+        except _SupersededError as exc:
+            return exc.plan.status if exc.plan is not None else None
+        return current.status
+
+    async def _first_write(
+        self,
+        plan: ExecutionPlan,
+        dependencies: tuple[bool, str],
+        on_write: Callable[[ExecutionPlan], None],
+        control: _Control,
+    ) -> ExecutionPlan | None:
+        """The steps and the first move of a plan without a status; None on a conflict."""
+        initial = plan_.initial_status(plan.spec)
+        ready, why = dependencies
+        move = plan_.next_move(
+            spec=plan.spec, status=initial, now=self.clock(), dependencies_ready=ready
+        )
+        match move:
+            case plan_.Advance(status=new):
+                pass
+            case plan_.Wait(message=message):
+                new = initial.model_copy(update={"message": _wait_text(message, ready, why)})
+            case _:  # Done, or a step to run: never the first move of a pending plan
+                new = initial
+        try:
+            return await self._write(plan, None, new, on_write, control)
+        except client_.ApiException as exc:
+            if client_.conflict(exc):
+                return None
+            raise
 
     async def drive(
         self,
@@ -135,38 +263,79 @@ class PlanRunner:
         """Run moves until the plan ends or `stopped()`; returns the phase reached.
 
         `latest()` gives the newest known plan (for suspend/abort changes); `wake(t)`
-        returns when something may have changed, or after `t` seconds. With `abort`
-        the plan is rolled back whatever its spec says (the owner is being deleted).
+        returns when something may have changed, or after `t` seconds. With `abort` the
+        plan is rolled back whatever its spec says (the owner is being deleted). Stops
+        early, leaving the plan as it is, when another writer moved it, or when
+        `stopped()` during the retries of a transient API error.
         """
-        status = plan.status or plan_.initial_status(plan.spec)
-        while not stopped():
-            spec = latest().spec
-            if abort:
-                spec = spec.model_copy(update={"abort": True})
-            status, move = await self._move(plan, spec, status, dependencies(), on_write)
-            if isinstance(move, plan_.Done):
-                return move.phase
-            if isinstance(move, plan_.Wait):
-                await wake(WAIT_RECHECK_SECONDS)
-        return status.phase
+        control = _Control(stopped=stopped, sleep=lambda t: self._pause(t, stopped))
+        current = plan
+        self.replay(current)
+        try:
+            while not stopped():
+                spec = latest().spec
+                if abort:
+                    spec = spec.model_copy(update={"abort": True})
+                current, move = await self._move(
+                    current, spec, dependencies(), on_write, control, abort=abort
+                )
+                if isinstance(move, plan_.Done):
+                    return move.phase
+                if isinstance(move, plan_.Wait):
+                    await wake(WAIT_RECHECK_SECONDS)
+        except _StoppedError:
+            pass
+        except _SupersededError as exc:
+            return exc.plan.status_phase if exc.plan is not None else current.status_phase
+        return current.status_phase
+
+    def replay(self, plan: ExecutionPlan) -> None:
+        """Record every event the stored status of `plan` implies (see the module)."""
+        if plan.status is None or not plan.metadata.uid:
+            return
+        ref = _ref(plan)
+        for event in implied_events(plan.status):
+            self.recorder.record(
+                ref, reason=event.reason, message=event.message, key=event.key, type_=event.type
+            )
+
+    def replay_if_recent(self, plan: ExecutionPlan) -> None:
+        """`replay` for a plan that ended within REPLAY_WINDOW (a crash may have lost the
+        events of its last writes); nothing for others."""
+        status = plan.status
+        if status is None or not status.phase.ended or status.finished_at is None:
+            return
+        if self.clock() - status.finished_at <= REPLAY_WINDOW:
+            self.replay(plan)
 
     async def _move(
         self,
-        plan: ExecutionPlan,
+        current: ExecutionPlan,
         spec: ExecutionPlanSpec,
-        status: ExecutionPlanStatus,
         dependencies: tuple[bool, str],
         on_write: Callable[[ExecutionPlan], None],
-    ) -> tuple[ExecutionPlanStatus, plan_.Move]:
-        """Make one move of the plan machine and persist its outcome."""
+        control: _Control,
+        *,
+        abort: bool = False,
+    ) -> tuple[ExecutionPlan, plan_.Move | None]:
+        """Make one move of the plan machine and persist its outcome.
+
+        Returns the plan as written (or as read) and the move, or `_AGAIN` when a
+        conflict showed that the plan changed harmlessly and nothing ran: decide again.
+        """
+        status = current.status or plan_.initial_status(current.spec)
         ready, why = dependencies
         move = plan_.next_move(spec=spec, status=status, now=self.clock(), dependencies_ready=ready)
         context = StepContext(
-            namespace=plan.metadata.namespace, plan=plan.metadata.name, uid=plan.metadata.uid or ""
+            namespace=current.metadata.namespace,
+            plan=current.metadata.name,
+            uid=current.metadata.uid or "",
         )
+        record: Callable[[ExecutionPlanSpec, ExecutionPlanStatus], ExecutionPlanStatus] | None
+        record = None
         match move:
             case plan_.Done():
-                return status, move
+                return current, move
             case plan_.Wait(message=message):
                 new = status.model_copy(update={"message": _wait_text(message, ready, why)})
             case plan_.Advance(status=new):
@@ -175,17 +344,103 @@ class PlanRunner:
                 outcome = await self._run(
                     self.executors[step.executor].execute(step, context=context)
                 )
-                new = plan_.record_outcome(
-                    spec=spec, status=status, index=index, outcome=outcome, now=self.clock()
-                )
+
+                def record(sp: ExecutionPlanSpec, st: ExecutionPlanStatus) -> ExecutionPlanStatus:
+                    return plan_.record_outcome(
+                        spec=sp, status=st, index=index, outcome=outcome, now=self.clock()
+                    )
+
+                new = record(spec, status)
             case plan_.Undo(index=index, step=step):
                 result = status.steps[index].result
                 undo = self.executors[step.executor].undo(step, result=result, context=context)
                 outcome = await self._run(undo)
-                new = plan_.record_rollback(
-                    spec=spec, status=status, index=index, outcome=outcome, now=self.clock()
+
+                def record(sp: ExecutionPlanSpec, st: ExecutionPlanStatus) -> ExecutionPlanStatus:
+                    return plan_.record_rollback(
+                        spec=sp, status=st, index=index, outcome=outcome, now=self.clock()
+                    )
+
+                new = record(spec, status)
+        while True:
+            try:
+                return await self._write(current, status, new, on_write, control), move
+            except client_.ApiException as exc:
+                if not client_.conflict(exc):
+                    raise
+            fresh = await self._reread(current, status, control)
+            if record is None:  # nothing ran: decide again from the fresh plan
+                return fresh, _AGAIN
+            # The step ran: record its outcome on the fresh status (unchanged where it
+            # matters, `_reread` made sure), with the fresh spec.
+            current = fresh
+            status = fresh.status or plan_.initial_status(fresh.spec)
+            spec = fresh.spec.model_copy(update={"abort": True}) if abort else fresh.spec
+            new = record(spec, status)
+
+    async def _pause(self, seconds: float, stopped: Callable[[], bool]) -> None:
+        """Sleep `seconds`, or less when `stopped()` becomes true."""
+        left = seconds
+        while left > 0 and not stopped():
+            await self.sleep(min(STOP_POLL_SECONDS, left))
+            left -= STOP_POLL_SECONDS
+
+    async def _reread(
+        self, current: ExecutionPlan, read: ExecutionPlanStatus | None, control: _Control
+    ) -> ExecutionPlan:
+        """The plan as stored now, after a write of ours was refused (409 Conflict).
+
+        Raises `_SupersededError` when the plan is gone or another writer moved it since this
+        runner read `read`.
+        """
+        ns, name = current.metadata.namespace, current.metadata.name
+        raw = await self._retrying(
+            lambda: self.client.get(PLANS, ns, name), control, f"read plan {ns}/{name}"
+        )
+        fresh = ExecutionPlan.model_validate(raw) if raw is not None else None
+        if fresh is None or fresh.metadata.uid != current.metadata.uid:
+            logger.info("plan %s/%s is gone; stopped driving it", ns, name)
+            raise _SupersededError(None)
+        if _moved(read, fresh.status):
+            logger.warning(
+                "plan %s/%s was moved by another writer since this one read it "
+                "(resourceVersion %s, now %s); leaving it to that writer",
+                ns,
+                name,
+                current.metadata.resource_version,
+                fresh.metadata.resource_version,
+            )
+            raise _SupersededError(fresh)
+        return fresh
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]], control: _Control, what: str) -> T:
+        """`call()`, tried again after transient API errors (see `client.transient`) with
+        exponential backoff and jitter, until it succeeds, fails otherwise, or the caller
+        stops (`_StoppedError`)."""
+        delay = RETRY_FIRST_SECONDS
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                attempt += 1
+                if not client_.transient(exc):
+                    raise
+                if control.attempts is not None and attempt >= control.attempts:
+                    raise
+                if control.stopped():
+                    raise _StoppedError from exc
+                logger.warning(
+                    "%s: %s (attempt %d); trying again in %.1fs",
+                    what,
+                    _describe(exc),
+                    attempt,
+                    delay,
                 )
-        return await self._write(plan, status, new, on_write), move
+                await control.sleep(delay * random.uniform(0.5, 1.0))
+                if control.stopped():
+                    raise _StoppedError from exc
+                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
     @staticmethod
     async def _run(call: Awaitable[plan_.Outcome]) -> plan_.Outcome:
@@ -199,31 +454,49 @@ class PlanRunner:
 
     async def _write(
         self,
-        plan: ExecutionPlan,
+        current: ExecutionPlan,
         old: ExecutionPlanStatus | None,
         new: ExecutionPlanStatus,
         on_write: Callable[[ExecutionPlan], None],
-    ) -> ExecutionPlanStatus:
-        new = plan_.with_conditions(new, generation=plan.metadata.generation, now=self.clock())
+        control: _Control,
+    ) -> ExecutionPlan:
+        """Write `new` over `old` if the plan is still at the version of `current`.
+
+        Returns the plan as written; raises the 409 ApiException when it is not.
+        """
+        new = plan_.with_conditions(new, generation=current.metadata.generation, now=self.clock())
         patch = client_.status_patch(old.to_wire() if old else None, new.to_wire())
         if patch is None:
-            return new
-        raw = await self.client.patch_status(
-            PLANS, plan.metadata.namespace, plan.metadata.name, patch
+            return current
+        ns, name = current.metadata.namespace, current.metadata.name
+        raw = await self._retrying(
+            lambda: self.client.patch_status(
+                PLANS, ns, name, patch, resource_version=current.metadata.resource_version
+            ),
+            control,
+            f"write status of plan {ns}/{name}",
         )
         written = ExecutionPlan.model_validate(raw)
         on_write(written)
-        ref = events_.ObjectRef(
-            API_VERSION,
-            "ExecutionPlan",
-            plan.metadata.namespace,
-            plan.metadata.name,
-            plan.metadata.uid,
-        )
-        for reason, type_, message in transition_events(old, new):
-            self.recorder.record(ref, reason=reason, message=message, type_=type_)
-        _observe(plan, old, new)
-        return written.status or new
+        ref = _ref(current)
+        for event in transition_events(old, new):
+            self.recorder.record(
+                ref, reason=event.reason, message=event.message, key=event.key, type_=event.type
+            )
+        _observe(current, old, new)
+        return written
+
+
+def _ref(plan: ExecutionPlan) -> events_.ObjectRef:
+    return events_.ObjectRef(
+        API_VERSION, "ExecutionPlan", plan.metadata.namespace, plan.metadata.name, plan.metadata.uid
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, client_.ApiException):
+        return f"({exc.status}) {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _observe(

@@ -70,8 +70,69 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
             "--field-selector", "involvedObject.name=rec-kill,involvedObject.kind=ExecutionPlan",
         ).stdout
     )["items"]  # fmt: skip
+    # Exactly once: the first step's event was posted before the kill or, if the kill
+    # lost it, by the restarted runner's replay of the stored status; never both.
     first_done = [e for e in events if e["reason"] == "StepSucceeded" and "first" in e["message"]]
     assert len(first_done) == 1, [e["message"] for e in events]
+    for step in ("second", "third"):
+        done = [e for e in events if e["reason"] == "StepSucceeded" and step in e["message"]]
+        assert len(done) == 1, [e["message"] for e in events]
+    for reason in ("PlanStarted", "Succeeded"):
+        assert [e["reason"] for e in events].count(reason) == 1, [e["reason"] for e in events]
+
+
+def test_a_runner_does_not_overwrite_a_status_another_writer_changed(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    objects = Objects(api, own_namespace)
+    process = own_operator("operator")
+    rec = {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": "rec-stale"},
+        "spec": {
+            "customerId": "c",
+            "agentId": "a",
+            "agentType": "cost",
+            "title": "another writer moves the plan",
+            "action": "migrate_to_spot",
+            "riskLevel": "low",
+            "executeNow": True,
+            "steps": [
+                {"name": "first", "action": "first", "params": {"durationMs": 3000}},
+                {"name": "second", "action": "second", "params": {"durationMs": 200}},
+            ],
+        },
+    }
+    kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+
+    def first_running() -> dict[str, object] | None:
+        status = objects.status(PLANS, "rec-stale")
+        entries = status.get("steps") or []
+        return status if entries and entries[0]["phase"] == "Running" else None
+
+    status = wait_for(first_running, what="the first step to run", timeout=30)
+    # Another writer (a replica that took over) restarts the first step behind the
+    # runner's back, while the runner's executor is still at work on it.
+    steps = [dict(s) for s in status["steps"]]  # type: ignore[attr-defined]
+    steps[0]["startedAt"] = "2030-01-01T00:00:00Z"
+    steps[0]["message"] = "taken over"
+    kubectl(
+        "patch", PLANS, "rec-stale", "-n", own_namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": {"steps": steps}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: "leaving it to that writer" in process.log.read_text(errors="replace"),
+        what="the runner to see that another writer moved the plan",
+        timeout=30,
+    )
+    after = objects.status(PLANS, "rec-stale")
+    assert after["steps"][0]["startedAt"] == "2030-01-01T00:00:00Z"
+    assert after["steps"][0]["phase"] == "Running"  # the stale outcome was not written
+    assert after["steps"][1]["phase"] == "Pending"
 
 
 def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(

@@ -78,6 +78,8 @@ class Event:
     message: str
     type: EventType = EventType.NORMAL
     on_approval: bool = False
+    key: str = ""
+    """Tells apart the events of one reason in one evaluation (which conflict)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -602,6 +604,7 @@ def _events(rec: Recommendation, status: RecommendationStatus, draft: _Draft) ->
             Event(
                 "ConflictDetected",
                 f"{conflict.description} (with {', '.join(conflict.with_) or 'itself'})",
+                key=f"{conflict.type.value}|{conflict.description}|{','.join(conflict.with_)}",
             )
         )
     if status.phase is not old.phase or (rec.status is None):

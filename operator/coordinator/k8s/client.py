@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import kubernetes
+import urllib3
 
 from coordinator.api import common
 
@@ -21,6 +22,31 @@ ApiException = kubernetes.client.ApiException
 def namespace_gone(exc: ApiException) -> bool:
     """The namespace is being deleted (or is gone): nothing more can be written in it."""
     return exc.status == 404 or (exc.status == 403 and "NamespaceTerminating" in str(exc.body))
+
+
+def conflict(exc: BaseException) -> bool:
+    """409 Conflict: a precondition (resourceVersion) no longer holds, or the name is taken."""
+    return isinstance(exc, ApiException) and exc.status == 409
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth trying again shortly: the API server is restarting, overloaded or unreachable.
+
+    HTTP 5xx and 429, and what urllib3 raises (through the kubernetes client) when the
+    connection is refused, reset or times out. Never a 4xx other than 429: those say the
+    request itself is wrong, and trying it again gives the same answer.
+    """
+    if isinstance(exc, ApiException):
+        return exc.status is not None and (exc.status == 429 or exc.status >= 500)
+    return isinstance(
+        exc,
+        urllib3.exceptions.MaxRetryError
+        | urllib3.exceptions.ProtocolError
+        | urllib3.exceptions.TimeoutError
+        | urllib3.exceptions.NewConnectionError
+        | ConnectionError
+        | TimeoutError,
+    )
 
 
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -94,8 +120,19 @@ class Client:
         return found
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
+        """Merge `patch` into the status. With `resource_version`, only if the object is
+        still at that version: otherwise the API server answers 409 Conflict."""
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         patched: dict[str, Any] = await self._call(
             self._custom.patch_namespaced_custom_object_status,
             common.GROUP,
@@ -103,7 +140,7 @@ class Client:
             namespace,
             plural,
             name,
-            {"status": dict(patch)},
+            body,
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
