@@ -16,7 +16,7 @@ from pathlib import Path
 
 from coordinator import check
 
-LEASE_DURATION = 15.0
+LEASE_DURATION = 12.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

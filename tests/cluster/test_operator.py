@@ -292,7 +292,7 @@ def test_a_plan_waits_for_the_recommendations_it_depends_on(
     kubectl: Kubectl, e2e_namespace: str, objects: Objects
 ) -> None:
     slow = fast_steps()
-    slow[1]["params"]["durationMs"] = 1500
+    slow[1]["params"]["durationMs"] = 5000  # room to see it Running on a busy machine
     apply(
         kubectl,
         e2e_namespace,

@@ -324,3 +324,30 @@ def test_a_replica_that_stops_hands_over_at_once(
     first.terminate()
     # Released, not left to expire (30 s): the standby takes it at its next try (4 s).
     wait_for(lambda: second.readiness() == (200, "acting\n"), what="the hand-over", timeout=10)
+
+
+def test_peering_with_a_namespace_no_longer_freezes_it_elects_with_a_lease(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    operator_kubeconfig: Path,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    """kopf peering with --namespace looked for a KopfPeering in each namespace and, finding
+    none, did nothing and said nothing. --peering is now the Lease: where the operator may
+    not hold it, the start says so; where it may, it acts."""
+    refused = start_failing(
+        operator_kubeconfig, "--peering=optiinfra-coordinator", f"--namespace={own_namespace}"
+    )
+    assert refused.returncode == 1
+    assert (
+        "may not create leases.coordination.k8s.io in namespace default, needed for leader "
+        "election (--lease)"
+    ) in refused.stderr, refused.stderr
+    process = own_operator(
+        "peering", "--peering=optiinfra-coordinator", "--lease-namespace=optiinfra-system"
+    )
+    assert "use --lease=optiinfra-coordinator" in process.log.read_text()
+    wait_for(lambda: process.readiness() == (200, "acting\n"), what="the operator to lead")
+    apply(kubectl, own_namespace, rec("rec-peering", [{"name": "s", "action": "s"}]))
+    Objects(api, own_namespace).wait_phase(PLANS, "rec-peering", "Succeeded")

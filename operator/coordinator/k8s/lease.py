@@ -38,12 +38,13 @@ ApiException = kubernetes.client.ApiException
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Timing:
-    """Seconds. client-go's defaults are 15/10/2; a failover takes at most about
-    ``duration + retry`` after the leader's last renewal."""
+    """Seconds (`coordinator run --lease-duration` sets all three in these proportions;
+    client-go's are 15/10/2). A failover takes at most about ``duration + retry`` after
+    the leader's last renewal: 14 s by default."""
 
-    duration: float = 15.0
-    renew_deadline: float = 10.0
-    retry: float = 2.0
+    duration: float = 12.0
+    renew_deadline: float = 8.0
+    retry: float = 1.6
 
     def __post_init__(self) -> None:
         if not self.retry < self.renew_deadline < self.duration:
