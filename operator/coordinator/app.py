@@ -24,10 +24,11 @@ from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
 from coordinator.api.recommendation import Recommendation
-from coordinator.core import admission
+from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
+from coordinator.k8s import access as access_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import lease as lease_
@@ -131,6 +132,7 @@ class Operator:
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._resources = access_.Resources(self.api)
         self._webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._webhook_url = ""
         self._webhooks_local = False
@@ -421,6 +423,25 @@ class Operator:
         annotations = (raw or {}).get("metadata", {}).get("annotations") or {}
         submitter: str | None = annotations.get(admission.SUBMITTED_BY_ANNOTATION)
         return submitter
+
+    async def submitter_may_not(self, user: Mapping[str, Any], rec: Recommendation) -> str | None:
+        """What of the plan's cluster changes the submitter (`user`, from the admission
+        request) may not make themselves, or None (see k8s.access)."""
+        try:
+            steps = catalogue.plan_steps(rec.spec)
+        except catalogue.NoDefaultPlanError:
+            return None  # refused by the validating webhook
+        accesses = admission.cluster_accesses(steps)
+        if not accesses:
+            return None
+        return await asyncio.to_thread(
+            access_.submitter_may_not,
+            self.api,
+            self._resources,
+            user=user,
+            namespace=rec.metadata.namespace,
+            accesses=accesses,
+        )
 
     def names_in(self, namespace: str) -> set[str]:
         """The names of the recommendations of `namespace` this process knows of."""

@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple
 import pydantic
 import yaml
 
-from coordinator.api.common import API_VERSION
+from coordinator.api.common import API_VERSION, RiskLevel
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval, catalogue, conflicts
 
@@ -184,7 +184,7 @@ def _manifest(document: Any, *, origin: str, problems: list[str]) -> Manifest | 
     # Status belongs to the operator: `kubectl apply` ignores it, and so does check.
     document = {key: value for key, value in document.items() if key != "status"}
     try:
-        return Manifest(Recommendation.model_validate(document), origin)
+        recommendation = Recommendation.model_validate(document)
     except pydantic.ValidationError as error:
         name = _object_name(document)
         problems.extend(
@@ -192,6 +192,12 @@ def _manifest(document: Any, *, origin: str, problems: list[str]) -> Manifest | 
             for problem in error.errors()
         )
         return None
+    try:
+        catalogue.plan_steps(recommendation.spec)
+    except catalogue.NoDefaultPlanError as error:  # the API server would refuse it too
+        problems.append(f"{origin}: {_object(recommendation)}: {error}")
+        return None
+    return Manifest(recommendation, origin)
 
 
 def _object_name(document: Mapping[str, Any]) -> str:
@@ -239,7 +245,13 @@ def decide(
         evaluation = conflicts.evaluate(group, namespace=namespaces[scope.namespace])
         for verdict in evaluation.verdicts.values():
             recommendation = by_name[verdict.name]
-            required = approval.needs_approval(recommendation.spec)
+            assessment = approval.assess(
+                recommendation.spec,
+                catalogue.plan_steps(recommendation.spec),
+                annotations={},  # who may do what is known only at admission
+                policy=policy,
+            )
+            required = assessment.needs_person
             if verdict.outcome is conflicts.Outcome.KEPT:
                 phase = (
                     RecommendationPhase.AWAITING_APPROVAL
@@ -248,7 +260,7 @@ def decide(
                 )
             else:
                 phase = _PHASES[verdict.outcome]
-            expiry = approval.expires_after(recommendation.spec.risk_level, policy=policy)
+            expiry = approval.expires_after(assessment.risk, policy=policy)
             decisions.append(Decision(recommendation, verdict, phase, required, expiry))
     return decisions
 
@@ -334,29 +346,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_policy_arguments(parser)
 
 
+_EXPIRIES: Final = tuple(risk.value for risk in RiskLevel)[::-1]
+"""The ApprovalPolicy fields that are expiries: critical, high, medium, low."""
+
+
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--expiry-<risk>`` flags, defaults from ``approval.DEFAULT_POLICY``."""
-    for field in dataclasses.fields(approval.ApprovalPolicy):
-        default = getattr(approval.DEFAULT_POLICY, field.name)
+    """The ``--expiry-<risk>`` and ``--min-risk`` flags, defaults from
+    ``approval.DEFAULT_POLICY``."""
+    for name in _EXPIRIES:
+        default = getattr(approval.DEFAULT_POLICY, name)
         parser.add_argument(
-            f"--expiry-{field.name}",
-            dest=f"expiry_{field.name}",
+            f"--expiry-{name}",
+            dest=f"expiry_{name}",
             metavar="DURATION",
             type=_positive_duration,
             default=default,
-            help=f"how long an approval request for a {field.name}-risk change stands "
+            help=f"how long an approval request for a {name}-risk change stands "
             f"(default {approval.format_duration(default)}; such as 90s, 30m, 4h, 1h30m, 2d)",
         )
+    parser.add_argument(
+        "--min-risk",
+        dest="min_risk",
+        action="append",
+        type=_min_risk,
+        default=[],
+        metavar="ACTION=LEVEL",
+        help="treat ACTION as at least this risky, whatever its riskLevel says (repeatable; "
+        "built in: scaling to zero and delete_*/remove_* actions are at least high)",
+    )
 
 
 def policy_from(arguments: argparse.Namespace) -> approval.ApprovalPolicy:
     """The policy the ``--expiry-<risk>`` flags describe."""
     return approval.ApprovalPolicy(
-        **{
-            field.name: getattr(arguments, f"expiry_{field.name}")
-            for field in dataclasses.fields(approval.ApprovalPolicy)
-        }
+        **{name: getattr(arguments, f"expiry_{name}") for name in _EXPIRIES},
+        min_risk=tuple(getattr(arguments, "min_risk", None) or ()),
     )
+
+
+def _min_risk(text: str) -> tuple[str, RiskLevel]:
+    action, sep, level = text.partition("=")
+    levels = ", ".join(r.value for r in RiskLevel)
+    if not sep or not action:
+        raise argparse.ArgumentTypeError(f"expected ACTION=LEVEL, got {text!r}")
+    try:
+        return action.strip(), RiskLevel(level.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the level is one of {levels}") from None
 
 
 def _positive_duration(text: str) -> timedelta:

@@ -358,13 +358,19 @@ async def approval_check(
 
 
 async def recommendation_stamp(
-    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     old = kwargs.get("old")
     new = _parse(Recommendation, body)
     before = _parse(Recommendation, old) if old else None
-    if new is not None:
-        _set(patch, admission.stamp_submitter(old=before, new=new, user=_user(userinfo)))
+    if new is None:
+        return
+    _set(patch, admission.stamp_submitter(old=before, new=new, user=_user(userinfo)))
+    denied = None
+    if before is None or before.spec != new.spec:  # who may do what: asked once per spec
+        operator: Operator = memo.operator
+        denied = await operator.submitter_may_not(userinfo, new)
+    _set(patch, admission.stamp_deputy(old=before, new=new, denied=denied))
 
 
 async def recommendation_check(
@@ -379,6 +385,9 @@ async def recommendation_check(
         reason = admission.check_spec_change(old=before, new=new)
         if reason:
             raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
+    problem = admission.plan_problem(new)
+    if problem:  # never a fake plan: say what to add
+        raise kopf.AdmissionError(problem, code=422)
     if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
         operator: Operator = memo.operator
         existing = operator.names_in(new.metadata.namespace)

@@ -368,6 +368,7 @@ OPERATOR_PERMISSIONS = {
         for v in ("get", "list", "watch")
     },
     *{("", "namespaces", v, ()) for v in ("get", "list", "watch")},
+    ("authorization.k8s.io", "subjectaccessreviews", "create", ()),
     *{
         ("admissionregistration.k8s.io", r, v, names)
         for r in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from coordinator.api.approval import ApprovalSpec
 from coordinator.api.common import RiskLevel
+from coordinator.api.plan import Executor, Step
 from coordinator.core import approval
 from tests.unit.conflict_support import rec
 
@@ -129,3 +131,67 @@ def test_parse_duration_refuses_anything_else_saying_what_it_takes(text: str) ->
 def test_format_duration_writes_what_parse_duration_reads(duration: timedelta, text: str) -> None:
     assert approval.format_duration(duration) == text
     assert approval.parse_duration(text) == duration
+
+
+# --- guards against a drastic change labelled low -------------------------------------------
+
+WEB = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+
+
+def scale_to(replicas: int) -> list[Step]:
+    return [
+        Step(
+            name="scale",
+            action="scale",
+            executor=Executor.KUBERNETES,
+            params={"target": WEB, "replicas": replicas},
+        )
+    ]
+
+
+def assess(spec_rec: Any, steps: list[Step], **kwargs: Any) -> approval.Assessment:
+    return approval.assess(
+        spec_rec.spec,
+        steps,
+        annotations=kwargs.pop("annotations", {}),
+        policy=kwargs.pop("policy", approval.DEFAULT_POLICY),
+    )
+
+
+def test_a_low_risk_change_within_bounds_is_approved_by_policy() -> None:
+    found = assess(rec("a", risk="low"), scale_to(3))
+    assert (found.risk, found.needs_person, found.reasons) == (RiskLevel.LOW, False, ())
+
+
+def test_scaling_to_zero_is_at_least_high_whatever_the_label() -> None:
+    found = assess(rec("a", risk="low"), scale_to(0))
+    assert (found.risk, found.needs_person) == (RiskLevel.HIGH, True)
+    assert found.why == "risk raised from low to high: step scale scales web to zero"
+    assert assess(rec("a", risk="critical"), scale_to(0)).risk is RiskLevel.CRITICAL
+
+
+@pytest.mark.parametrize("action", ["delete_volume", "remove_nodes", "terminate", "drop_table"])
+def test_deleting_actions_are_at_least_high(action: str) -> None:
+    found = assess(rec("a", risk="low", action=action), [])
+    assert (found.risk, found.needs_person) == (RiskLevel.HIGH, True)
+    assert found.why == f"risk raised from low to high: {action} deletes"
+
+
+def test_the_policy_sets_a_minimum_for_named_actions() -> None:
+    policy = approval.ApprovalPolicy(min_risk=(("rightsize", RiskLevel.MEDIUM),))
+    found = assess(rec("a", risk="low", action="rightsize"), [], policy=policy)
+    assert (found.risk, found.needs_person) == (RiskLevel.MEDIUM, True)
+    assert "the policy's minimum for rightsize" in found.why
+    other = assess(rec("a", risk="low", action="scale_up"), [], policy=policy)
+    assert other.risk is RiskLevel.LOW
+
+
+def test_a_submitter_who_may_not_make_the_change_needs_a_person_to_approve() -> None:
+    denied = "agent may not patch deployments.apps/web/scale in namespace team-a"
+    found = assess(
+        rec("a", risk="low"),
+        scale_to(3),
+        annotations={approval.SUBMITTER_MAY_NOT_ANNOTATION: denied},
+    )
+    assert (found.risk, found.needs_person) == (RiskLevel.LOW, True)
+    assert found.why == f"a person must approve: the submitter {denied}"

@@ -40,6 +40,7 @@ class Executor(enum.StrEnum):
 
     SIMULATED = "simulated"
     KUBERNETES = "kubernetes"
+    WEBHOOK = "webhook"
 
 
 class Step(Model):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -69,6 +69,21 @@ class ConflictType(enum.StrEnum):
     RESOURCE = "resource"
     ACTION = "action"
     DEPENDENCY = "dependency"
+
+
+class Target(Model):
+    """An object in the recommendation's namespace that the action acts on."""
+
+    api_version: str = pydantic.Field(
+        min_length=1, max_length=253, description="apiVersion of the object, e.g. apps/v1."
+    )
+    kind: str = pydantic.Field(
+        min_length=1, max_length=63, description="Kind of the object, e.g. Deployment."
+    )
+    name: ObjectName = pydantic.Field(description="Name of the object.")
+
+    def text(self) -> str:
+        return f"{self.kind}/{self.name}"
 
 
 class RecommendationSpec(Model):
@@ -137,6 +152,20 @@ class RecommendationSpec(Model):
         default=False,
         description="When true, the plan starts as soon as it is approved; otherwise it is "
         "created suspended.",
+    )
+    target: Target | None = pydantic.Field(
+        default=None,
+        description="The object in this namespace that the action acts on (cluster actions: "
+        "scale_up, scale_down, rightsize, increase_/decrease_*, enable_autoscaling). Without "
+        "it the default plan asks the proposing agent to carry the action out (a webhook "
+        "step to the AgentEndpoint named after agentId).",
+    )
+    parameters: dict[str, Any] | None = pydantic.Field(
+        default=None,
+        description="What the default plan needs besides the target: replicas (scale_up, "
+        "scale_down); container and resources (rightsize, increase_*/decrease_*); "
+        "minReplicas, maxReplicas, targetCPUUtilizationPercentage (enable_autoscaling); "
+        "anything the agent's webhook takes (cloud actions).",
     )
     steps: list[Step] | None = pydantic.Field(
         default=None,

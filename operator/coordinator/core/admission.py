@@ -12,19 +12,28 @@ Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from coordinator.api.approval import Approval, ApprovalPhase, Decision
 from coordinator.api.common import format_time
+from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.core import catalogue
+from coordinator.core.approval import SUBMITTER_MAY_NOT_ANNOTATION
 from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
 
 SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
 """Set on a Recommendation at admission: who created it or last changed its spec."""
 
-STAMPS: Final = (DECIDED_BY_ANNOTATION, DECIDED_AT_ANNOTATION, SUBMITTED_BY_ANNOTATION)
+STAMPS: Final = (
+    DECIDED_BY_ANNOTATION,
+    DECIDED_AT_ANNOTATION,
+    SUBMITTED_BY_ANNOTATION,
+    SUBMITTER_MAY_NOT_ANNOTATION,
+)
 """Annotations only the webhooks write; whatever a client sends for them is replaced."""
 
 Annotations = dict[str, str | None]
@@ -114,3 +123,87 @@ def dependency_warnings(rec: Recommendation, *, existing: Collection[str]) -> li
         for name in rec.spec.depends_on
         if name not in existing
     ]
+
+
+def plan_problem(rec: Recommendation) -> str | None:
+    """Why no plan can carry the recommendation out (no steps and no default), or None."""
+    try:
+        catalogue.plan_steps(rec.spec)
+    except catalogue.NoDefaultPlanError as exc:
+        return f"recommendation {rec.name} has no plan: {exc}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Access:
+    """A change a plan step makes in the cluster, as an access review asks about it."""
+
+    step: str
+    verb: str
+    api_version: str
+    kind: str
+    name: str
+    subresource: str = ""
+
+    def text(self) -> str:
+        what = f"{self.kind} {self.name}" + (f" ({self.subresource})" if self.subresource else "")
+        return f"{self.verb} {what} (step {self.step})"
+
+
+def cluster_accesses(steps: Sequence[Step]) -> list[Access]:
+    """What the kubernetes steps of a plan would do, for the access review of the submitter
+    (the operator must not do for anybody what they may not do themselves)."""
+    accesses = []
+    for step in steps:
+        if step.executor is not Executor.KUBERNETES:
+            continue
+        params = step.params
+        target = params.get("target")
+        api_version, kind, name = _target(target if isinstance(target, dict) else None, params)
+        match step.action:
+            case "scale" | "scale_workload":
+                accesses.append(Access(step.name, "patch", api_version, kind, name, "scale"))
+            case "patch":
+                accesses.append(Access(step.name, "patch", api_version, kind, name))
+            case "apply":
+                manifest = _object(params.get("manifest"))
+                meta = _object(manifest.get("metadata"))
+                accesses.append(
+                    Access(
+                        step.name,
+                        "create",
+                        str(manifest.get("apiVersion") or ""),
+                        str(manifest.get("kind") or ""),
+                        str(meta.get("name") or ""),
+                    )
+                )
+            case "wait":
+                accesses.append(Access(step.name, "get", api_version, kind, name))
+    return [a for a in accesses if a.api_version and a.kind]
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _target(target: Mapping[str, Any] | None, params: Mapping[str, Any]) -> tuple[str, str, str]:
+    if target is not None:
+        return (
+            str(target.get("apiVersion") or ""),
+            str(target.get("kind") or ""),
+            str(target.get("name") or ""),
+        )
+    return "apps/v1", str(params.get("kind") or "Deployment"), str(params.get("name") or "")
+
+
+def stamp_deputy(
+    *, old: Recommendation | None, new: Recommendation, denied: str | None
+) -> Annotations:
+    """On create and on every spec change: record what the submitter may not do themselves
+    (`denied`, from the access reviews), or clear it; otherwise keep what was recorded."""
+    if old is None or old.spec != new.spec:
+        if new.metadata.annotations.get(SUBMITTER_MAY_NOT_ANNOTATION) == denied:
+            return {}
+        return {SUBMITTER_MAY_NOT_ANNOTATION: denied}
+    keys = (SUBMITTER_MAY_NOT_ANNOTATION,)
+    return _keep(old.metadata.annotations, new.metadata.annotations, keys)

@@ -13,26 +13,39 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from coordinator.api.approval import ApprovalSpec
 from coordinator.api.common import RiskLevel
+from coordinator.api.plan import Step
 from coordinator.api.recommendation import RecommendationSpec
+
+SUBMITTER_MAY_NOT_ANNOTATION: Final = "optiinfra.io/submitter-may-not"
+"""Stamped at admission when the submitter may not make one of the plan's cluster changes
+itself (a SubjectAccessReview said no): the operator must not be their deputy, so a
+person decides, whatever the risk level says."""
+
+DRASTIC_ACTION: Final = re.compile(r"^(delete|remove|terminate|destroy|drop|purge)(_|$)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ApprovalPolicy:
-    """How long an approval request stands before it expires, by risk."""
+    """How long an approval request stands before it expires, by risk; and the least risk
+    an action is taken to have, whatever the agent labels it (``min_risk``)."""
 
     critical: timedelta = timedelta(hours=4)
     high: timedelta = timedelta(hours=24)
     medium: timedelta = timedelta(hours=48)
     low: timedelta = timedelta(hours=72)
+    min_risk: tuple[tuple[str, RiskLevel], ...] = ()
+    """(action, level) pairs: `coordinator run --min-risk ACTION=LEVEL`."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            if getattr(self, field.name) <= timedelta(0):
+            value = getattr(self, field.name)
+            if isinstance(value, timedelta) and value <= timedelta(0):
                 raise ValueError(f"the expiry for {field.name} risk must be positive")
 
 
@@ -42,6 +55,67 @@ DEFAULT_POLICY: Final = ApprovalPolicy()
 def needs_approval(spec: RecommendationSpec) -> bool:
     """Whether a person must approve: always, unless low risk with ``autoApprove``."""
     return not (spec.risk_level is RiskLevel.LOW and spec.auto_approve)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Assessment:
+    """The risk a recommendation is treated as having, and whether a person must decide."""
+
+    risk: RiskLevel
+    needs_person: bool
+    reasons: tuple[str, ...] = ()
+    """Why the risk was raised or a person must decide although the spec says otherwise."""
+
+    @property
+    def why(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def assess(
+    spec: RecommendationSpec,
+    steps: Sequence[Step],
+    *,
+    annotations: Mapping[str, str],
+    policy: ApprovalPolicy,
+) -> Assessment:
+    """RULES 4 with two guards against an agent that labels a drastic change ``low``:
+
+    - a floor per action: scaling to zero and deleting (delete_*, remove_*, ...) are at
+      least ``high``; ``policy.min_risk`` adds floors for named actions;
+    - no confused deputy: when admission found that the submitter may not make one of the
+      plan's cluster changes themselves, a person must approve.
+    """
+    risk = spec.risk_level
+    reasons = []
+    for level, why in _floors(spec, steps, policy):
+        if level.rank > risk.rank:
+            reasons.append(f"risk raised from {risk.value} to {level.value}: {why}")
+            risk = level
+    needs_person = not (risk is RiskLevel.LOW and spec.auto_approve)
+    denied = annotations.get(SUBMITTER_MAY_NOT_ANNOTATION)
+    if denied:
+        needs_person = True
+        reasons.append(f"a person must approve: the submitter {denied}")
+    return Assessment(risk=risk, needs_person=needs_person, reasons=tuple(reasons))
+
+
+def _floors(
+    spec: RecommendationSpec, steps: Sequence[Step], policy: ApprovalPolicy
+) -> list[tuple[RiskLevel, str]]:
+    floors = [
+        (level, f"the policy's minimum for {spec.action}")
+        for action, level in policy.min_risk
+        if action == spec.action
+    ]
+    if DRASTIC_ACTION.match(spec.action):
+        floors.append((RiskLevel.HIGH, f"{spec.action} deletes"))
+    for step in steps:
+        if step.action in ("scale", "scale_workload") and step.params.get("replicas") == 0:
+            target = step.params.get("target") or {}
+            name = target.get("name") if isinstance(target, dict) else None
+            name = name or step.params.get("name") or "the workload"
+            floors.append((RiskLevel.HIGH, f"step {step.name} scales {name} to zero"))
+    return floors
 
 
 def expires_after(risk: RiskLevel, *, policy: ApprovalPolicy) -> timedelta:

@@ -302,17 +302,37 @@ def _kept(
 ) -> _Draft:
     """Kept: ask for (or take) a decision, and once approved, make the plan."""
     rec = observed.recommendation
+    try:
+        steps = catalogue.plan_steps(rec.spec)
+    except catalogue.NoDefaultPlanError as exc:  # admission refuses these; older ones wait
+        return dataclasses.replace(
+            draft,
+            phase=RecommendationPhase.BLOCKED,
+            message=f"No plan can carry it out: {exc}",
+            delete_plan=observed.plan is not None and observed.plan.status is None,
+        )
+    assessment = policy_.assess(
+        rec.spec, steps, annotations=rec.metadata.annotations, policy=policy
+    )
     approval = _current(observed)
     if approval is None:
         # A new request replaces the approval of an earlier generation (or a withdrawn
         # one): its record moves into the new one's status.history.
-        fresh = new_approval(rec, policy=policy, now=now, previous=observed.approval)
-        return _with_decision(observed, draft, fresh, now=now, created=True)
-    return _with_decision(observed, draft, approval, now=now, created=False)
+        fresh = new_approval(
+            rec, policy=policy, now=now, previous=observed.approval, assessment=assessment
+        )
+        return _with_decision(observed, draft, fresh, now=now, created=True, assessment=assessment)
+    return _with_decision(observed, draft, approval, now=now, created=False, assessment=assessment)
 
 
 def _with_decision(
-    observed: Observed, draft: _Draft, approval: Approval, *, now: datetime, created: bool
+    observed: Observed,
+    draft: _Draft,
+    approval: Approval,
+    *,
+    now: datetime,
+    created: bool,
+    assessment: policy_.Assessment,
 ) -> _Draft:
     rec = observed.recommendation
     plan = observed.plan
@@ -328,7 +348,8 @@ def _with_decision(
         return dataclasses.replace(
             draft,
             phase=RecommendationPhase.AWAITING_APPROVAL,
-            message=f"Waiting for a decision on approval {approval.metadata.name} until {until}",
+            message=f"Waiting for a decision on approval {approval.metadata.name} until {until}"
+            + (f" ({assessment.why})" if assessment.reasons else ""),
             create_approval=create,
             approval_status=None if created else status,
             delete_plan=stale_plan,
@@ -473,19 +494,27 @@ def new_approval(
     policy: policy_.ApprovalPolicy,
     now: datetime,
     previous: Approval | None = None,
+    assessment: policy_.Assessment | None = None,
 ) -> Approval:
     """The Approval to create for a kept recommendation: pending, or decided by policy.
 
     `previous` is the approval it replaces (of an earlier generation, or withdrawn): how
     that one ended is kept in the new one's ``status.history``.
     """
-    auto = not policy_.needs_approval(rec.spec)
-    expires_at = policy_.expires_at(now, rec.spec.risk_level, policy=policy)
+    if assessment is None:
+        assessment = policy_.assess(
+            rec.spec,
+            catalogue.plan_steps(rec.spec),
+            annotations=rec.metadata.annotations,
+            policy=policy,
+        )
+    auto = not assessment.needs_person
+    expires_at = policy_.expires_at(now, assessment.risk, policy=policy)
     spec = ApprovalSpec(
         recommendation=rec.name,
         recommendation_generation=rec.metadata.generation,
         customer_id=rec.spec.customer_id,
-        risk_level=rec.spec.risk_level,
+        risk_level=assessment.risk,
         expires_at=expires_at,
         decision=Decision.APPROVED if auto else Decision.PENDING,
         reason="low risk and autoApprove: approved by policy" if auto else None,
@@ -499,7 +528,7 @@ def new_approval(
         decided_by=POLICY_DECIDER if auto else None,
         reason=spec.reason,
         observed_generation=1,
-        message=_APPROVAL_MESSAGES[phase],
+        message=_APPROVAL_MESSAGES[phase] + (f" ({assessment.why})" if assessment.reasons else ""),
         conditions=[_approval_ready((), phase, 1, now=now)],
         history=_history(previous, now=now),
     )

@@ -1,19 +1,24 @@
-"""What the operator must be allowed to do, checked at start with SelfSubjectAccessReviews.
+"""Access reviews: what the operator may do, and what a submitter may do.
 
-An operator that lacks a right fails late and in loops: a 403 on its webhook
-configuration at exit, a 500 per reconcile. Asking the API server first turns that into
-one line at start naming the identity, the verb and the resource, and what grants it.
+- At start (SelfSubjectAccessReview): an operator that lacks a right fails late and in
+  loops — a 403 on its webhook configuration at exit, a 500 per reconcile. Asking the API
+  server first turns that into one line naming the identity, the verb and the resource.
+- At admission (SubjectAccessReview): the operator acts with its own rights, so a
+  submitter could make it do what they may not. For each cluster change a recommendation's
+  plan would make, the API server is asked whether the submitter may make it themselves;
+  if not, a person must approve (``core.approval.assess``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import kubernetes
 
 from coordinator.api import common
+from coordinator.core import admission
 
 NAME: Final = "optiinfra-coordinator"
 """The webhook configurations' name (coordinator.k8s.webhooks.NAME)."""
@@ -60,7 +65,15 @@ def needs(
         result.append(Need(verb="create", group="", resource="events", namespace=ns))
     if globs:  # kopf follows the namespaces that match coming and going
         result.append(Need(verb="watch", group="", resource="namespaces", why="--namespace globs"))
-    if webhooks:
+    if webhooks:  # whether a submitter may make a plan's changes themselves (admission)
+        result.append(
+            Need(
+                verb="create",
+                group="authorization.k8s.io",
+                resource="subjectaccessreviews",
+                why="the admission webhooks' check of the submitter's rights",
+            )
+        )
         for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
             for verb, name in (
                 ("create", ""),
@@ -152,3 +165,80 @@ def preflight(
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
     why = f", needed for {first.why}" if first.why else ""
     return f"{whoami(api)} may not {first.text()}{why}{more}; {ROLE_HINT}"
+
+
+# --- the submitter's rights: the operator is nobody's deputy ------------------------------
+
+
+class Resources:
+    """Which resource (plural) and group a kind of an apiVersion is, from discovery of that
+    group-version only (one small call each, cached)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self._api = api
+        self._known: dict[str, dict[str, str]] = {}
+
+    def plural(self, api_version: str, kind: str) -> str | None:
+        known = self._known.get(api_version)
+        if known is None:
+            found: Any
+            if api_version == "v1":
+                found = kubernetes.client.CoreV1Api(self._api).get_api_resources(_request_timeout=5)
+            else:
+                group, _, version = api_version.rpartition("/")
+                found = kubernetes.client.CustomObjectsApi(self._api).get_api_resources(
+                    group, version, _request_timeout=5
+                )
+            known = {r.kind: r.name for r in found.resources or () if "/" not in r.name}
+            self._known[api_version] = known
+        return known.get(kind)
+
+
+def submitter_may_not(
+    api: kubernetes.client.ApiClient,
+    resources: Resources,
+    *,
+    user: Mapping[str, Any],
+    namespace: str,
+    accesses: Sequence[admission.Access],
+) -> str | None:
+    """The first change of `accesses` that `user` (the userInfo of an admission request) may
+    not make in `namespace` themselves, as a phrase ("alice may not patch Deployment web
+    (scale) (step scale)"); None when they may make every one. A review that cannot be made
+    counts as a no: a person then decides, which is the safe side."""
+    authz: Any = kubernetes.client.AuthorizationV1Api(api)
+    name = str(user.get("username") or "the submitter")
+    for access in accesses:
+        try:
+            plural = resources.plural(access.api_version, access.kind)
+            if plural is None:
+                return f"{name} asks to {access.text()}, a kind this cluster does not serve"
+            group = access.api_version.rpartition("/")[0]
+            attributes = {
+                "namespace": namespace,
+                "verb": access.verb,
+                "group": group,
+                "resource": plural,
+                "name": access.name,
+            }
+            if access.subresource:
+                attributes["subresource"] = access.subresource
+            review = authz.create_subject_access_review(
+                {
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SubjectAccessReview",
+                    "spec": {
+                        "user": user.get("username"),
+                        "groups": list(user.get("groups") or ()),
+                        "uid": user.get("uid"),
+                        "extra": dict(user.get("extra") or {}),
+                        "resourceAttributes": attributes,
+                    },
+                },
+                _request_timeout=5,
+            )
+        except Exception as exc:
+            return f"{name}'s right to {access.text()} could not be checked ({exc})"
+        if not review.status.allowed:
+            return f"{name} may not {access.text()}"
+    return None
