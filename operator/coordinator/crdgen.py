@@ -133,9 +133,6 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
     if not isinstance(node, dict):
         return node
     node = dict(node)
-    if "$ref" in node:  # inline the definition; the field's own keys win
-        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
-        node = {**target, **node}
     if "anyOf" in node:  # Optional[X]: nulls are never stored
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:
@@ -143,6 +140,9 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
         node = {**options[0], **node}
         if node.get("default", 0) is None:
             del node["default"]
+    if "$ref" in node:  # inline the definition (also of an Optional); the field's keys win
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = {**target, **node}
     node.pop("title", None)
     if not keep_defaults:
         node.pop("default", None)

@@ -385,6 +385,16 @@ def _changed_phase(approval: Approval, phase: ApprovalPhase) -> bool:
     return approval.status is None or approval.status.phase is not phase
 
 
+def _approval_message(approval: Approval, phase: ApprovalPhase) -> str:
+    """The message of `phase`; a pending one keeps what it said at creation (why a person
+    must decide)."""
+    base = _APPROVAL_MESSAGES[phase]
+    said = approval.status.message if approval.status else None
+    if phase is ApprovalPhase.PENDING and said and said.startswith(base):
+        return said
+    return base
+
+
 def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime) -> ApprovalStatus:
     """The status an existing approval should have in `phase`, keeping what was recorded."""
     old = approval.status or ApprovalStatus()
@@ -405,7 +415,7 @@ def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime)
             "decided_by": decided_by if decided else None,
             "reason": approval.spec.reason if decided else None,
             "observed_generation": approval.metadata.generation,
-            "message": _APPROVAL_MESSAGES[phase],
+            "message": _approval_message(approval, phase),
             "conditions": conditions_.merged(
                 old.conditions,
                 _approval_ready(old.conditions, phase, approval.metadata.generation, now=now),
