@@ -28,6 +28,7 @@ from coordinator.core import admission
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
+from coordinator.executors.webhook import ClientResolver, WebhookExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import lease as lease_
@@ -126,6 +127,7 @@ class Operator:
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
                 Executor.KUBERNETES: KubernetesExecutor(self.client),
+                Executor.WEBHOOK: WebhookExecutor(ClientResolver(self.client)),
             },
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}

@@ -24,6 +24,7 @@ from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.app import Operator
 from coordinator.core import admission
+from coordinator.executors.webhook import ENDPOINTS
 
 GROUP: Final = "optiinfra.io"
 VERSION: Final = "v1alpha1"
@@ -379,7 +380,20 @@ async def recommendation_check(
         reason = admission.check_spec_change(old=before, new=new)
         if reason:
             raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
+    await _check_webhook_steps(new, memo.operator)
     if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
         operator: Operator = memo.operator
         existing = operator.names_in(new.metadata.namespace)
         warnings.extend(admission.dependency_warnings(new, existing=existing))
+
+
+async def _check_webhook_steps(rec: Recommendation, operator: Operator) -> None:
+    """Refuse webhook steps whose AgentEndpoint is missing (read through the API: fresh)."""
+    steps = rec.spec.steps or []
+    namespace = rec.metadata.namespace
+    names = admission.webhook_endpoints(steps)
+    found = [await operator.client.get(ENDPOINTS, namespace, name) for name in sorted(names)]
+    existing = {name for name, obj in zip(sorted(names), found, strict=True) if obj is not None}
+    reason = admission.check_webhook_steps(steps, namespace=namespace, existing=existing)
+    if reason:
+        raise kopf.AdmissionError(reason, code=403)

@@ -5,19 +5,21 @@ server saw it: the authenticated user (never a name the client claims), the obje
 before and after. Mutations return the annotations to set; validations return the
 reason to refuse, or None. A decision is stamped with the deciding user and time in
 annotations that no client can write, and the operator copies them into the
-Approval's status (which approvers cannot write at all).
+Approval's status (which approvers cannot write at all). A webhook step must name an
+AgentEndpoint that exists in the recommendation's namespace.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
 from coordinator.api.approval import Approval, ApprovalPhase, Decision
 from coordinator.api.common import format_time
+from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
 
@@ -114,3 +116,41 @@ def dependency_warnings(rec: Recommendation, *, existing: Collection[str]) -> li
         for name in rec.spec.depends_on
         if name not in existing
     ]
+
+
+# --- webhook steps: the AgentEndpoint they name must exist -----------------------------
+
+
+def webhook_endpoints(steps: Sequence[Step]) -> set[str]:
+    """The AgentEndpoint names the webhook steps of `steps` use (to look up before checking)."""
+    return {
+        name
+        for step in steps
+        if step.executor is Executor.WEBHOOK
+        and isinstance(name := step.params.get("endpoint"), str)
+        and name
+    }
+
+
+def check_webhook_steps(
+    steps: Sequence[Step], *, namespace: str, existing: Collection[str]
+) -> str | None:
+    """Why the webhook steps of `steps` (``spec.steps``) must be refused, or None: each one
+    names, in params.endpoint, an AgentEndpoint that exists in `namespace`."""
+    problems = []
+    for index, step in enumerate(steps):
+        if step.executor is not Executor.WEBHOOK:
+            continue
+        field = f"spec.steps[{index}].params.endpoint"
+        name = step.params.get("endpoint")
+        if not isinstance(name, str) or not name:
+            problems.append(
+                f"{field}: webhook step {step.name} must name an AgentEndpoint of namespace "
+                f"{namespace} (a recommendation never carries a URL)"
+            )
+        elif name not in existing:
+            problems.append(
+                f"{field}: webhook step {step.name} names AgentEndpoint {name}, which does not "
+                f"exist in namespace {namespace} (an approver or admin creates it)"
+            )
+    return "; ".join(problems) or None
