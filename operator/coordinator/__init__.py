@@ -5,7 +5,7 @@ layer and the layers below it, never from a layer above. ``.importlinter`` at th
 top of the repository enforces this with import-linter (``make lint``).
 
 ``coordinator.api``
-    pydantic models of the three kinds (Recommendation, Approval, ExecutionPlan).
+    pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint).
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy, the plan catalogue

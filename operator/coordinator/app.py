@@ -28,6 +28,7 @@ from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
+from coordinator.executors.webhook import ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
@@ -127,6 +128,7 @@ class Operator:
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
                 Executor.KUBERNETES: KubernetesExecutor(self.client),
+                Executor.WEBHOOK: WebhookExecutor(ClientResolver(self.client)),
             },
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}

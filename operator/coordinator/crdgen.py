@@ -23,7 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from coordinator.api import approval, common, plan, recommendation
+from coordinator.api import approval, common, endpoint, plan, recommendation
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Kind:
     short_names: tuple[str, ...]
     description: str
     spec: type[pydantic.BaseModel]
-    status: type[pydantic.BaseModel]
+    status: type[pydantic.BaseModel] | None  # None: no status (and no status subresource)
     columns: tuple[Column, ...]
 
 
@@ -117,6 +117,21 @@ KINDS = (
             AGE,
         ),
     ),
+    Kind(
+        kind="AgentEndpoint",
+        plural="agentendpoints",
+        short_names=("aep",),
+        description="Where the webhook executor reaches the agent that carries out a step "
+        "outside the cluster, and the Secret key that signs the requests. Created by "
+        "approvers and admins, never by agents: a webhook step names an AgentEndpoint of "
+        "its namespace in params.endpoint, never a URL.",
+        spec=endpoint.AgentEndpointSpec,
+        status=None,
+        columns=(
+            Column("URL", "string", ".spec.url", "Where the requests go."),
+            AGE,
+        ),
+    ),
 )
 
 
@@ -163,20 +178,29 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
 
 
 def crd(kind: Kind) -> dict[str, Any]:
-    spec = _schema(kind.spec, keep_defaults=True)
-    status = _schema(kind.status, keep_defaults=False)
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "optiinfra.io/v1alpha1"},
+        "kind": {"type": "string", "description": kind.kind},
+        "metadata": {"type": "object"},
+        "spec": _schema(kind.spec, keep_defaults=True),
+    }
+    if kind.status is not None:
+        properties["status"] = _schema(kind.status, keep_defaults=False)
     root = {
         "type": "object",
         "description": kind.description,
         "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "description": "optiinfra.io/v1alpha1"},
-            "kind": {"type": "string", "description": kind.kind},
-            "metadata": {"type": "object"},
-            "spec": spec,
-            "status": status,
-        },
+        "properties": properties,
     }
+    version: dict[str, Any] = {
+        "name": common.VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": root},
+    }
+    if kind.status is not None:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [c.to_crd() for c in kind.columns]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -192,16 +216,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                 "shortNames": list(kind.short_names),
                 "categories": ["optiinfra"],
             },
-            "versions": [
-                {
-                    "name": common.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": root},
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [c.to_crd() for c in kind.columns],
-                }
-            ],
+            "versions": [version],
         },
     }
 

@@ -330,6 +330,8 @@ class PlanRunner:
             namespace=current.metadata.namespace,
             plan=current.metadata.name,
             uid=current.metadata.uid or "",
+            recommendation=current.spec.recommendation,
+            customer_id=current.spec.customer_id,
         )
         record: Callable[[ExecutionPlanSpec, ExecutionPlanStatus], ExecutionPlanStatus] | None
         record = None

@@ -28,7 +28,7 @@ SHORT_EXPIRY = "8s"
 def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    for plural in ("recommendations", "approvals", "executionplans"):
+    for plural in ("recommendations", "approvals", "executionplans", "agentendpoints"):
         wait_for(
             lambda p=plural: kubectl("get", p, "-A", check=False).returncode == 0,
             what=f"{plural} to be served",
@@ -112,6 +112,26 @@ def bind_users(api: kubernetes.client.ApiClient, namespace: str) -> None:
                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
                 ],
             },
+        )
+
+
+def grant_endpoint_secrets(
+    kubectl: Kubectl, api: kubernetes.client.ApiClient, namespace: str, secrets: list[str]
+) -> None:
+    """What an admin does for webhook steps: manifests/endpoint-secrets-role.yaml in
+    `namespace`, naming exactly `secrets`; waits until the operator may read them."""
+    template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(template.replace("TENANT-NAMESPACE", namespace)) if d]
+    for doc in docs:
+        if doc["kind"] == "Role":
+            doc["rules"][0]["resourceNames"] = list(secrets)
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    account = "system:serviceaccount:{}:{}".format(*OPERATOR_SA)
+    for secret in secrets:
+        ask = ("auth", "can-i", "get", f"secret/{secret}", "-n", namespace, f"--as={account}")
+        wait_for(
+            lambda ask=ask: kubectl(*ask, check=False).stdout.strip() == "yes",
+            what=f"the operator to be allowed to read Secret {namespace}/{secret}",
         )
 
 

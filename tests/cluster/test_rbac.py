@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.cluster.surface_support import (
+    MANIFESTS,
     Doc,
     install_crds,
     module_namespace,
@@ -34,23 +35,32 @@ ROLE_OF = {
     "approver": "optiinfra-approver",
     "viewer": "optiinfra-viewer",
 }
-RESOURCES = ("recommendations", "approvals", "executionplans")
+RESOURCES = ("recommendations", "approvals", "executionplans", "agentendpoints")
 VERBS = ("create", "get", "list", "patch", "delete", "get-status", "patch-status")
+STATUS_VERBS = {"get-status", "patch-status"}
+NO_STATUS = {"agentendpoints"}
+"""Kinds without a status subresource: the status cases do not apply."""
 
 # The design: what each user may do; everything else is Forbidden.
 READ = {"get", "list", "get-status"}
+# AgentEndpoints say where webhook steps go: approvers manage them, agents only read them.
 ALLOWED: dict[str, dict[str, set[str]]] = {
     "agent": {
         "recommendations": READ | {"create", "patch", "delete"},
         "approvals": READ,
         "executionplans": READ,
+        "agentendpoints": {"get", "list"},
     },
     "approver": {
         "recommendations": READ,
         "approvals": READ | {"patch"},
         "executionplans": READ | {"patch"},
+        "agentendpoints": {"get", "list", "create", "patch", "delete"},
     },
-    "viewer": {resource: READ for resource in RESOURCES},
+    "viewer": {
+        resource: READ - (STATUS_VERBS if resource in NO_STATUS else set())
+        for resource in RESOURCES
+    },
 }
 
 
@@ -74,6 +84,9 @@ def manifest(resource: str, name: str) -> Doc:
             "affectedResources": ["deployment/batch"],
         }
         kind = "Recommendation"
+    elif resource == "agentendpoints":
+        spec = {"url": "https://agent.example.com/hook", "secretRef": {"name": "hmac", "key": "k"}}
+        kind = "AgentEndpoint"
     elif resource == "approvals":
         spec = {
             "recommendation": "rec-001",
@@ -161,6 +174,7 @@ MATRIX = [
     for user in USERS
     for resource in RESOURCES
     for verb in VERBS
+    if not (resource in NO_STATUS and verb in STATUS_VERBS)
 ]
 
 
@@ -297,6 +311,8 @@ AGGREGATED = {
         ("list", "executionplans"): True,
         ("create", "recommendations"): False,
         ("patch", "approvals"): False,
+        ("get", "agentendpoints"): True,
+        ("create", "agentendpoints"): False,
     },
     "edit": {
         ("create", "recommendations"): True,
@@ -304,12 +320,14 @@ AGGREGATED = {
         ("get", "executionplans"): True,
         ("patch", "approvals"): False,
         ("patch", "executionplans"): False,
+        ("create", "agentendpoints"): False,  # edit users (agents) cannot point steps elsewhere
     },
     "admin": {
         ("create", "recommendations"): True,
         ("patch", "approvals"): True,
         ("list", "approvals"): True,
         ("patch", "executionplans"): True,
+        ("create", "agentendpoints"): True,
     },
 }
 
@@ -362,6 +380,8 @@ OPERATOR_PERMISSIONS = {
         for r in ("approvals", "executionplans")
         for v in ("get", "patch", "update")
     },
+    *{(GROUP, "agentendpoints", v, ()) for v in ("get", "list", "watch")},
+    # No secrets: endpoint keys are granted per namespace, by name (endpoint-secrets-role.yaml).
     *{(g, "events", v, ()) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{
         ("apiextensions.k8s.io", "customresourcedefinitions", v, ())
@@ -451,6 +471,24 @@ def test_operator_role_is_bound_to_the_operator(kubectl: Kubectl) -> None:
             "namespace": deployment["metadata"]["namespace"],
         }
     ]
+
+
+def test_the_endpoint_secrets_template_grants_get_on_named_secrets_only() -> None:
+    """The one place the operator reads Secrets: a namespaced Role, `get` only, by name,
+    bound to the operator's ServiceAccount."""
+    text = (MANIFESTS / "endpoint-secrets-role.yaml").read_text()
+    role, binding = [d for d in yaml.safe_load_all(text) if d]
+    assert (role["kind"], binding["kind"]) == ("Role", "RoleBinding")
+    [rule] = role["rules"]
+    assert rule["resources"] == ["secrets"]
+    assert rule["verbs"] == ["get"]
+    assert rule["resourceNames"], "the Secrets must be named"
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] == "optiinfra-endpoint-secrets"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "optiinfra-coordinator", "namespace": "optiinfra-system"}
+    ]
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert "endpoint-secrets-role.yaml" not in kustomization["resources"]  # a template
 
 
 def test_no_user_role_writes_status(roles: dict[str, Doc]) -> None:

@@ -4,5 +4,6 @@ The CRDs in crds/ are generated from these models (``make manifests``); the core
 computes over them; the operator parses what the API server sends into them.
 
 Modules: ``common`` (base model, time, risk, conditions), ``meta`` (object
-metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step).
+metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step),
+``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent).
 """

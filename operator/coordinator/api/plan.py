@@ -40,7 +40,7 @@ class Executor(enum.StrEnum):
 
     SIMULATED = "simulated"
     KUBERNETES = "kubernetes"
-    WEBHOOK = "webhook"
+    WEBHOOK = "webhook"  # an agent outside the cluster, through an AgentEndpoint
 
 
 class Step(Model):
@@ -66,12 +66,15 @@ class Step(Model):
     )
     executor: Executor = pydantic.Field(
         default=Executor.SIMULATED,
-        description="Who carries the step out: simulated (default) or kubernetes.",
+        description="Who carries the step out: simulated (default), kubernetes, or webhook "
+        "(the agent behind the AgentEndpoint named in params.endpoint).",
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict,
         description="Parameters for the executor (free form). simulated: durationMs, fail. "
-        "kubernetes scale_workload: kind, name, replicas.",
+        "kubernetes scale_workload: kind, name, replicas. "
+        "webhook: endpoint (an AgentEndpoint of the namespace), timeoutSeconds (the step's, "
+        "default 300), the rest passed to the agent.",
     )
 
 

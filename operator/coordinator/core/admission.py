@@ -5,7 +5,8 @@ server saw it: the authenticated user (never a name the client claims), the obje
 before and after. Mutations return the annotations to set; validations return the
 reason to refuse, or None. A decision is stamped with the deciding user and time in
 annotations that no client can write, and the operator copies them into the
-Approval's status (which approvers cannot write at all).
+Approval's status (which approvers cannot write at all). A webhook step must name an
+AgentEndpoint that exists in the recommendation's namespace.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -207,3 +208,57 @@ def stamp_deputy(
         return {SUBMITTER_MAY_NOT_ANNOTATION: denied}
     keys = (SUBMITTER_MAY_NOT_ANNOTATION,)
     return _keep(old.metadata.annotations, new.metadata.annotations, keys)
+
+
+# --- webhook steps: the AgentEndpoint they name must exist -----------------------------
+
+
+def webhook_endpoints(steps: Sequence[Step]) -> set[str]:
+    """The AgentEndpoint names the webhook steps of `steps` use (to look up before checking)."""
+    return {
+        name
+        for step in steps
+        if step.executor is Executor.WEBHOOK
+        and isinstance(name := step.params.get("endpoint"), str)
+        and name
+    }
+
+
+def check_webhook_steps(
+    steps: Sequence[Step], *, namespace: str, existing: Collection[str]
+) -> str | None:
+    """Why the webhook steps of `steps` (``spec.steps``) must be refused, or None: each one
+    names, in params.endpoint, an AgentEndpoint that exists in `namespace`."""
+    problems = []
+    for index, step in enumerate(steps):
+        if step.executor is not Executor.WEBHOOK:
+            continue
+        field = f"spec.steps[{index}].params.endpoint"
+        name = step.params.get("endpoint")
+        if not isinstance(name, str) or not name:
+            problems.append(
+                f"{field}: webhook step {step.name} must name an AgentEndpoint of namespace "
+                f"{namespace} (a recommendation never carries a URL)"
+            )
+        elif name not in existing:
+            problems.append(
+                f"{field}: webhook step {step.name} names AgentEndpoint {name}, which does not "
+                f"exist in namespace {namespace} (an approver or admin creates it)"
+            )
+    return "; ".join(problems) or None
+
+
+def check_agent_endpoint(
+    rec: Recommendation, *, names: Collection[str], existing: Collection[str]
+) -> str | None:
+    """Why a recommendation whose default plan asks its agent must be refused, or None: the
+    agent's AgentEndpoint (named after spec.agentId) must be registered in the namespace."""
+    missing = sorted(set(names) - set(existing))
+    if not missing:
+        return None
+    return (
+        f"spec.agentId: the default plan of {rec.spec.action} is carried out by agent "
+        f"{rec.spec.agent_id} through the AgentEndpoint {missing[0]}, which does not exist in "
+        f"namespace {rec.metadata.namespace} (an approver or admin registers it), or give "
+        "spec.steps (or spec.target, for a cluster action)"
+    )

@@ -8,6 +8,7 @@ plan status; the runner records what they report.
 ``simulated`` (default) sleeps and returns results like a real integration would;
 ``params.fail`` makes a step fail, which is how rollback is shown and tested.
 ``kubernetes`` changes real objects in the recommendation's namespace.
+``webhook`` asks the agent behind an AgentEndpoint to do it (signed, idempotent requests).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from coordinator.core.plan import Outcome
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StepContext:
-    """Where a step runs: the plan's namespace and name, and its uid (for idempotency keys)."""
+    """Where a step runs: the plan's namespace and name, and its uid (for idempotency keys);
+    the recommendation and customer it carries out (the webhook executor tells the agent)."""
 
     namespace: str
     plan: str
     uid: str
+    recommendation: str = ""
+    customer_id: str = ""
 
 
 class Executor(Protocol):

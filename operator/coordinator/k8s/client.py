@@ -1,8 +1,10 @@
-"""Async access to optiinfra.io objects and the workloads the kubernetes executor scales."""
+"""Async access to optiinfra.io objects, the workloads the kubernetes executor scales and
+the Secret keys the webhook executor signs with."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import functools
 from collections.abc import Callable, Mapping
@@ -187,6 +189,16 @@ class Client:
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+
+    # --- secrets (the webhook executor's HMAC keys) ------------------------------------
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        """The decoded value of `key` in Secret `name`, or None when the Secret has no such
+        key. Raises ApiException: 404 (no Secret), 403 (the operator was not granted it:
+        the ClusterRole reads no Secrets, see manifests/endpoint-secrets-role.yaml)."""
+        secret = await self._call(self._core.read_namespaced_secret, name, namespace)
+        value = (secret.data or {}).get(key)
+        return base64.b64decode(value) if value is not None else None
 
     # --- events -----------------------------------------------------------------------
 

@@ -1,0 +1,125 @@
+"""AgentEndpoint: where the webhook executor reaches the agent that carries a step out.
+
+Created by approvers and admins, never by agents (RBAC): a recommendation names an
+endpoint (``params.endpoint`` of a ``webhook`` step), never a URL. The HMAC key that
+signs every request lives in a Secret of the same namespace (``secretRef``), which the
+operator may read only where an admin granted it (see manifests/endpoint-secrets-role.yaml).
+
+The URL rule is enforced twice, the same way: by a CEL rule in the CRD (the API server
+refuses the object) and by the model (the executor refuses an endpoint stored before the
+rule existed), with the same two regular expressions. https anywhere; plain http only to
+loopback (127.0.0.0/8, [::1], localhost).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Final, Literal
+
+import pydantic
+
+from coordinator.api.common import API_VERSION, Model, rules
+from coordinator.api.meta import ObjectMeta
+
+DEFAULT_TIMEOUT_SECONDS: Final = 30
+
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_REST = "([/?#].*)?"
+HTTPS_PATTERN: Final = r"^https://[^/?#@\s]+" + _REST + "$"
+LOOPBACK_HTTP_PATTERN: Final = (
+    rf"^http://(localhost|127(\.{_OCTET}){{3}}|\[::1\])(:[0-9]{{1,5}})?" + _REST + "$"
+)
+URL_RULE: Final = (
+    f"self.matches('{HTTPS_PATTERN}') || self.matches('{LOOPBACK_HTTP_PATTERN}')".replace(
+        "\\", "\\\\"
+    )
+)
+"""The CEL rule: the two patterns (RE2; the same in Python's re), backslashes escaped."""
+URL_MESSAGE: Final = (
+    "url must be https://..., or http:// only to loopback (127.0.0.0/8, [::1], localhost)"
+)
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` is not an allowed endpoint URL (the CRD's CEL rule, in Python), or None."""
+    if re.fullmatch(HTTPS_PATTERN, url) or re.fullmatch(LOOPBACK_HTTP_PATTERN, url):
+        return None
+    return URL_MESSAGE
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the endpoint's namespace."""
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=253, description="Name of the Secret (same namespace)."
+    )
+    key: str = pydantic.Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="Key in the Secret's data whose value is the HMAC-SHA256 key.",
+    )
+
+
+class AgentEndpointSpec(Model):
+    """How to reach an agent and how to sign the requests sent to it."""
+
+    url: str = pydantic.Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the operator POSTs each webhook step: https://..., or http:// "
+        "only to loopback (127.0.0.0/8, ::1, localhost).",
+        json_schema_extra=rules((URL_RULE, URL_MESSAGE)),
+    )
+    ca_bundle: str | None = pydantic.Field(
+        default=None,
+        max_length=65536,
+        description="Base64 of the PEM certificate(s) that sign the agent's TLS certificate; "
+        "without it the system's trusted CAs are used.",
+    )
+    secret_ref: SecretKeyRef = pydantic.Field(
+        description="The Secret key holding the HMAC key: every request carries "
+        "X-Optiinfra-Signature: sha256=HMAC-SHA256(key, '<timestamp>.<body>'). The operator "
+        "must be granted get on this Secret (Role optiinfra-endpoint-secrets)."
+    )
+    timeout_seconds: int = pydantic.Field(
+        default=DEFAULT_TIMEOUT_SECONDS,
+        ge=1,
+        le=600,
+        description="How long one request may take before it counts as unanswered (and is "
+        "sent again, within the step's timeout).",
+    )
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _allowed_url(cls, value: str) -> str:
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @pydantic.field_validator("ca_bundle")
+    @classmethod
+    def _base64_pem(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            pem = base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"caBundle is not base64: {exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError("caBundle is not base64 of PEM certificates")
+        return value
+
+    def ca_pem(self) -> str | None:
+        """The decoded CA bundle (PEM), or None."""
+        return base64.b64decode(self.ca_bundle).decode() if self.ca_bundle else None
+
+
+class AgentEndpoint(Model):
+    api_version: Literal["optiinfra.io/v1alpha1"] = API_VERSION
+    kind: Literal["AgentEndpoint"] = "AgentEndpoint"
+    metadata: ObjectMeta
+    spec: AgentEndpointSpec

@@ -1,0 +1,267 @@
+"""The webhook executor: a step carried out outside the cluster by the agent that proposed it.
+
+A ``webhook`` step names an AgentEndpoint of its namespace in ``params.endpoint``; the
+other params go to the agent as they are. For each execute or undo the executor reads
+the endpoint and its HMAC key (a Secret the operator was granted, see
+manifests/endpoint-secrets-role.yaml), then POSTs the signed request of
+``coordinator.core.webhook`` until the agent gives a final answer:
+
+- 200 ``{"result": {...}}``: done, the result is the step's result;
+- 202, 5xx, or no answer (refused, reset, no answer within the endpoint's
+  ``timeoutSeconds``): the same request (same idempotency key, fresh timestamp and
+  signature) again after 0.5 s, doubling up to 5 s;
+- 4xx ``{"error": "..."}``: the step failed with the agent's message (and any other
+  status: redirects are not followed).
+
+The whole step is limited by ``params.timeoutSeconds`` (default 300 s). The key is
+derived from the plan's uid, the step and the operation, so a step re-run after an
+operator restart sends the key the agent has seen: an agent that applies each key once
+applies the change once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol
+
+import aiohttp
+import pydantic
+
+from coordinator.api.endpoint import AgentEndpoint
+from coordinator.api.plan import Step
+from coordinator.core import webhook as protocol
+from coordinator.core.plan import Outcome
+from coordinator.executors import StepContext
+from coordinator.k8s.client import ApiException, Client, transient
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS: Final = "agentendpoints"
+SECRETS_ROLE: Final = "optiinfra-endpoint-secrets"
+"""The namespaced Role an admin creates to let the operator read endpoint Secrets."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An AgentEndpoint resolved: where to send, the key to sign with, how to trust TLS."""
+
+    name: str
+    url: str
+    key: bytes = dataclasses.field(repr=False)
+    ca_pem: str | None = None
+    timeout_seconds: float = 30.0
+
+
+class EndpointError(Exception):
+    """The endpoint cannot be used: the step fails with this message."""
+
+
+class Resolver(Protocol):
+    async def resolve(self, namespace: str, name: str) -> Target: ...
+
+
+class ClientResolver:
+    """Reads AgentEndpoints and their Secrets with the operator's client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def resolve(self, namespace: str, name: str) -> Target:
+        raw = await self._client.get(ENDPOINTS, namespace, name)
+        if raw is None:
+            raise EndpointError(f"AgentEndpoint {name} does not exist in namespace {namespace}")
+        try:
+            endpoint = AgentEndpoint.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            raise EndpointError(f"AgentEndpoint {namespace}/{name} is invalid: {exc}") from None
+        ref = endpoint.spec.secret_ref
+        try:
+            key = await self._client.read_secret_key(namespace, ref.name, ref.key)
+        except ApiException as exc:
+            if exc.status == 403:
+                raise EndpointError(
+                    f"the operator may not read Secret {namespace}/{ref.name} (the HMAC key of "
+                    f"AgentEndpoint {name}): create the Role {SECRETS_ROLE} in namespace "
+                    f"{namespace} granting get on secrets with resourceNames [{ref.name}], "
+                    "bound to the operator's ServiceAccount "
+                    "(see manifests/endpoint-secrets-role.yaml)"
+                ) from None
+            if exc.status == 404:
+                raise EndpointError(
+                    f"Secret {namespace}/{ref.name} (the HMAC key of AgentEndpoint {name}) "
+                    "does not exist"
+                ) from None
+            raise
+        if not key:
+            raise EndpointError(
+                f"Secret {namespace}/{ref.name} has no key {ref.key!r} (or it is empty): "
+                f"AgentEndpoint {name} signs with it"
+            )
+        return Target(
+            name=name,
+            url=endpoint.spec.url,
+            key=key,
+            ca_pem=endpoint.spec.ca_pem(),
+            timeout_seconds=float(endpoint.spec.timeout_seconds),
+        )
+
+
+class NoAnswerError(Exception):
+    """The request got no HTTP answer (refused, reset, timed out)."""
+
+
+Post = Callable[[Target, bytes, Mapping[str, str], float], Awaitable[tuple[int, bytes]]]
+"""Send one request: (target, body, headers, timeout) -> (status, body); NoAnswerError."""
+
+
+def ssl_context(target: Target) -> ssl.SSLContext | None:
+    if not target.url.startswith("https:"):
+        return None
+    if target.ca_pem:
+        return ssl.create_default_context(cadata=target.ca_pem)
+    return ssl.create_default_context()
+
+
+async def aiohttp_post(
+    target: Target, payload: bytes, headers: Mapping[str, str], seconds: float
+) -> tuple[int, bytes]:
+    """One POST with aiohttp; redirects are not followed (a 3xx is an answer, not done)."""
+    try:
+        connector = aiohttp.TCPConnector(ssl=ssl_context(target) or False)
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=seconds)
+            ) as session,
+            session.post(
+                target.url, data=payload, headers=dict(headers), allow_redirects=False
+            ) as response,
+        ):
+            return response.status, await response.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise NoAnswerError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+class WebhookExecutor:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        post: Post = aiohttp_post,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._post = post
+        self._sleep = sleep
+        self._clock = clock
+        self._monotonic = monotonic
+
+    async def execute(self, step: Step, *, context: StepContext) -> Outcome:
+        return await self._call(protocol.EXECUTE, step, context, None)
+
+    async def undo(
+        self, step: Step, *, result: Mapping[str, Any] | None, context: StepContext
+    ) -> Outcome:
+        return await self._call(protocol.UNDO, step, context, result)
+
+    async def _call(
+        self,
+        operation: str,
+        step: Step,
+        context: StepContext,
+        previous: Mapping[str, Any] | None,
+    ) -> Outcome:
+        began = self._monotonic()
+        deadline = began + protocol.step_timeout(step.params)
+        name = step.params.get("endpoint")
+        if not isinstance(name, str) or not name:
+            return self._outcome(
+                began,
+                error=f"step {step.name}: params.endpoint must name an AgentEndpoint of the "
+                "namespace",
+            )
+        key = protocol.idempotency_key(context.uid, step.name, operation)
+        payload = protocol.body(
+            operation=operation,
+            key=key,
+            namespace=context.namespace,
+            recommendation=context.recommendation,
+            customer_id=context.customer_id,
+            plan=context.plan,
+            step={"name": step.name, "action": step.action, "params": step.params},
+            previous_result=previous,
+        )
+        pauses = protocol.backoff()
+        attempts = 0
+        last = "nothing sent yet"
+        while True:
+            left = deadline - self._monotonic()
+            if left <= 0:
+                return self._outcome(
+                    began,
+                    error=f"agent endpoint {name}: no final answer to {operation} of step "
+                    f"{step.name} within {protocol.step_timeout(step.params):g} s "
+                    f"({attempts} requests; last: {last})",
+                )
+            try:
+                target = await self._resolver.resolve(context.namespace, name)
+            except EndpointError as exc:
+                return self._outcome(began, error=str(exc))
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                last = f"reading AgentEndpoint {name}: {exc}"
+            else:
+                attempts += 1
+                timestamp = int(self._clock())
+                headers = protocol.headers(target.key, timestamp, payload)
+                try:
+                    status: int | None
+                    status, answer = await self._post(
+                        target, payload, headers, min(target.timeout_seconds, left)
+                    )
+                except NoAnswerError as exc:
+                    status, answer = None, b""
+                    last = f"no answer ({exc})"
+                verdict = protocol.classify(status)
+                if verdict is protocol.Answer.DONE:
+                    result = protocol.result_of(answer)
+                    if result is None:
+                        return self._outcome(
+                            began,
+                            error=f"agent endpoint {name} answered 200 without a JSON "
+                            '{"result": {...}}',
+                        )
+                    return self._outcome(began, result=result)
+                if verdict is protocol.Answer.FAILED:
+                    assert status is not None
+                    message = protocol.error_text(status, answer)
+                    return self._outcome(
+                        began, error=f"agent endpoint {name} refused ({status}): {message}"
+                    )
+                if status is not None:
+                    last = "202 accepted" if status == 202 else f"{status}"
+                logger.info(
+                    "%s/%s step %s: %s of key %s: %s; asking again",
+                    context.namespace,
+                    context.plan,
+                    step.name,
+                    operation,
+                    key[:12],
+                    last,
+                )
+            await self._sleep(min(next(pauses), max(deadline - self._monotonic(), 0)))
+
+    def _outcome(
+        self, began: float, *, result: Mapping[str, Any] | None = None, error: str | None = None
+    ) -> Outcome:
+        duration = int((self._monotonic() - began) * 1000)
+        if error is not None:
+            return Outcome(ok=False, error=error, duration_ms=duration)
+        return Outcome(ok=True, result=dict(result or {}), duration_ms=duration)

@@ -1,0 +1,258 @@
+"""The webhook executor end to end: the operator (as its ServiceAccount) calls the reference
+agent (``python -m coordinator.agent``) through an AgentEndpoint, with the HMAC key in a
+Secret the operator was granted by the per-namespace Role of manifests/."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+from coordinator.core import webhook as protocol
+from tests.cluster.conftest import Objects, grant_endpoint_secrets
+from tests.operator_process import OperatorProcess, free_port
+from tests.support import Kubectl, wait_for
+
+PLANS = "executionplans"
+KEY = b"cluster-test-hmac-key"
+SECRET = "agent-hmac"
+
+
+class AgentProcess:
+    """The reference agent on 127.0.0.1, its key in a file, its record in a state file."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        key_file = directory / "hmac.key"
+        key_file.write_bytes(KEY)
+        self.log = directory / "agent.log"
+        command = [sys.executable, "-m", "coordinator.agent", "--port", str(self.port)]
+        command += ["--key-file", str(key_file), "--state", str(directory / "state.json")]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(self._healthy, what="the reference agent to listen", timeout=30)
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=2) as response:
+            return json.loads(response.read()) if path != "/healthz" else response.status
+
+    def _healthy(self) -> bool:
+        try:
+            return bool(self._get("/healthz") == 200)
+        except OSError:
+            return False
+
+    def applied(self) -> dict[str, int]:
+        found: dict[str, int] = self._get("/applied")
+        return found
+
+    def requests(self) -> dict[str, int]:
+        found: dict[str, int] = self._get("/requests")
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[AgentProcess]:
+    process = AgentProcess(tmp_path / "agent")
+    yield process
+    process.stop()
+
+
+def endpoint_manifest(name: str, url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "AgentEndpoint",
+        "metadata": {"name": name},
+        "spec": {"url": url, "secretRef": {"name": SECRET, "key": "hmac"}, "timeoutSeconds": 10},
+    }
+
+
+def set_up_endpoint(
+    kubectl: Kubectl,
+    api: kubernetes.client.ApiClient,
+    namespace: str,
+    url: str,
+    *,
+    grant: bool = True,
+) -> None:
+    """The admin's part: the Secret, the AgentEndpoint and (unless not) the Role."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET},
+        "data": {"hmac": base64.b64encode(KEY).decode()},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(secret))
+    manifest = json.dumps(endpoint_manifest("agent", url))
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
+    if grant:
+        grant_endpoint_secrets(kubectl, api, namespace, [SECRET])
+
+
+@pytest.fixture
+def endpoint(
+    kubectl: Kubectl, api: kubernetes.client.ApiClient, objects: Objects, agent: AgentProcess
+) -> AgentProcess:
+    """The agent behind AgentEndpoint `agent` of the test's e2e namespace, fully granted."""
+    set_up_endpoint(kubectl, api, objects.namespace, agent.url)
+    return agent
+
+
+def recommendation(name: str, customer: str, **params: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {"name": name},
+        "spec": {
+            "customerId": customer,
+            "agentId": "capacity-agent",
+            "agentType": "cost",
+            "title": "Resize the node pool",
+            "action": "resize_pool",
+            "riskLevel": "low",
+            "executeNow": True,
+            "steps": [
+                {
+                    "name": "resize",
+                    "action": "resize_pool",
+                    "executor": "webhook",
+                    "params": {"endpoint": "agent", "pool": "spot", **params},
+                }
+            ],
+        },
+    }
+
+
+def submit(kubectl: Kubectl, namespace: str, rec: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "requests"), [("ok", 1), ("accept-then-poll", 3), ("flaky", 3)]
+)
+def test_webhook_step_succeeds_with_the_agents_result(
+    kubectl: Kubectl, objects: Objects, endpoint: AgentProcess, behaviour: str, requests: int
+) -> None:
+    """200 at once, 202 twice then 200, 503 twice then 200: the step succeeds with the
+    agent's result; the agent applied the change once."""
+    agent, e2e_namespace = endpoint, objects.namespace
+    submit(kubectl, e2e_namespace, recommendation("rec-hook", "acme", agentBehaviour=behaviour))
+    plan = objects.wait_phase(PLANS, "rec-hook", "Succeeded", timeout=60)
+    key = protocol.idempotency_key(plan["metadata"]["uid"], "resize", "execute")
+    [step] = plan["status"]["steps"]
+    assert step["phase"] == "Succeeded"
+    assert step["result"] == {"applied": True, "action": "resize_pool", "change": key[:12]}
+    assert agent.applied() == {key: 1}
+    assert agent.requests() == {key: requests}
+
+
+def test_a_4xx_fails_the_step_with_the_agents_message(
+    kubectl: Kubectl, objects: Objects, endpoint: AgentProcess
+) -> None:
+    agent, e2e_namespace = endpoint, objects.namespace
+    params = {"agentBehaviour": "fail", "agentError": "no spot capacity in eu-west-1"}
+    submit(kubectl, e2e_namespace, recommendation("rec-refused", "acme", **params))
+    plan = objects.wait_phase(PLANS, "rec-refused", "RolledBack", timeout=60)
+    [step] = plan["status"]["steps"]
+    assert step["phase"] == "Failed"
+    assert step["error"] == "agent endpoint agent refused (422): no spot capacity in eu-west-1"
+    assert agent.applied() == {}
+
+
+def test_without_the_secret_role_the_step_names_the_secret_and_the_role(
+    kubectl: Kubectl,
+    api: kubernetes.client.ApiClient,
+    e2e_namespace: str,
+    objects: Objects,
+    agent: AgentProcess,
+) -> None:
+    set_up_endpoint(kubectl, api, e2e_namespace, agent.url, grant=False)
+    submit(kubectl, e2e_namespace, recommendation("rec-ungranted", "acme"))
+    plan = objects.wait_phase(PLANS, "rec-ungranted", "RolledBack", timeout=60)
+    error = plan["status"]["steps"][0]["error"]
+    assert f"Secret {e2e_namespace}/{SECRET}" in error
+    assert f"Role optiinfra-endpoint-secrets in namespace {e2e_namespace}" in error
+    assert agent.requests() == {}
+
+
+def test_admission_refuses_a_webhook_step_without_an_existing_endpoint(
+    kubectl: Kubectl, e2e_namespace: str, operator: OperatorProcess
+) -> None:
+    rec = recommendation("rec-nowhere", "acme")
+    proc = kubectl(
+        "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "spec.steps[0].params.endpoint" in proc.stderr, proc.stderr
+    assert "webhook step resize names AgentEndpoint agent, which does not exist" in proc.stderr
+    del rec["spec"]["steps"][0]["params"]["endpoint"]
+    proc = kubectl(
+        "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "spec.steps[0].params.endpoint: webhook step resize must name" in proc.stderr
+
+
+def test_an_agent_cannot_create_an_endpoint_an_approver_can(
+    kubectl: Kubectl, e2e_namespace: str
+) -> None:
+    manifest = json.dumps(endpoint_manifest("by-agent", "https://agent.example.com/hook"))
+    proc = kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=manifest, user="agent",
+                   check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert 'cannot create resource "agentendpoints"' in proc.stderr, proc.stderr
+    manifest = json.dumps(endpoint_manifest("by-approver", "https://agent.example.com/hook"))
+    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=manifest, user="approver")
+    # The CRD's CEL rule: plain http only to loopback.
+    bad = json.dumps(endpoint_manifest("plain", "http://agent.example.com/hook"))
+    proc = kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=bad, user="approver",
+                   check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "http:// only to loopback" in proc.stderr, proc.stderr
+
+
+def test_sigkill_during_a_call_then_restart_applies_the_change_once(
+    kubectl: Kubectl,
+    api: kubernetes.client.ApiClient,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """The agent holds the first request 3 s; the operator is killed meanwhile. The
+    restarted operator sends the same idempotency key; the agent applied the change once."""
+    agent = AgentProcess(tmp_path / "agent")
+    try:
+        objects = Objects(api, own_namespace)
+        set_up_endpoint(kubectl, api, own_namespace, agent.url)
+        process = own_operator("operator")
+        rec = recommendation("rec-kill", "acme", agentBehaviour="hold", holdSeconds=3)
+        kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
+        wait_for(agent.requests, what="the agent to receive the first request", timeout=30)
+        process.kill()
+        [(key, count)] = agent.requests().items()
+        assert count == 1
+        own_operator("operator-restarted")
+        plan = objects.wait_phase(PLANS, "rec-kill", "Succeeded", timeout=60)
+        assert key == protocol.idempotency_key(plan["metadata"]["uid"], "resize", "execute")
+        assert agent.applied() == {key: 1}
+        assert agent.requests()[key] >= 2  # asked again after the restart, with the same key
+        assert plan["status"]["steps"][0]["result"]["change"] == key[:12]
+    finally:
+        agent.stop()

@@ -1,0 +1,479 @@
+"""The webhook executor and the reference agent, without a cluster.
+
+The protocol helpers (signing, keys, classification, backoff) directly; the executor
+against a fake transport (what it sends, how it waits) and against the reference agent
+served in-process on 127.0.0.1 (plain and TLS with a caBundle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pydantic
+import pytest
+from aiohttp import web
+
+from coordinator.agent import Agent
+from coordinator.api.endpoint import AgentEndpointSpec, url_problem
+from coordinator.api.plan import Executor, Step
+from coordinator.core import admission
+from coordinator.core import webhook as protocol
+from coordinator.executors import StepContext
+from coordinator.executors.webhook import (
+    EndpointError,
+    NoAnswerError,
+    Target,
+    WebhookExecutor,
+    aiohttp_post,
+)
+from coordinator.k8s import webhooks as certs_
+
+KEY = b"s3cret-hmac-key"
+CONTEXT = StepContext(
+    namespace="team-a", plan="rec-1", uid="uid-123", recommendation="rec-1", customer_id="acme"
+)
+
+
+def step(**params: Any) -> Step:
+    return Step(
+        name="resize",
+        action="resize_cluster",
+        executor=Executor.WEBHOOK,
+        params={"endpoint": "agent", **params},
+    )
+
+
+# --- the protocol -----------------------------------------------------------------------
+
+
+def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b'{"a":1}'
+    expected = hmac.new(KEY, b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert protocol.signature(KEY, 1700000000, body) == f"sha256={expected}"
+    headers = protocol.headers(KEY, 1700000000, body)
+    assert headers["X-Optiinfra-Timestamp"] == "1700000000"
+    assert headers["X-Optiinfra-Signature"] == f"sha256={expected}"
+
+
+def test_verify_accepts_a_good_request_and_refuses_the_rest() -> None:
+    body = b'{"a":1}'
+    sig = protocol.signature(KEY, 1000, body)
+
+    def check(**kw: Any) -> str | None:
+        args: dict[str, Any] = {"timestamp": "1000", "signature_header": sig, "payload": body}
+        return protocol.verify(KEY, **(args | kw), now=kw.pop("now", 1010))
+
+    assert check() is None
+    assert check(payload=b'{"a":2}') == "bad signature"
+    assert check(signature_header=protocol.signature(b"other", 1000, body)) == "bad signature"
+    late = protocol.verify(KEY, timestamp="1000", signature_header=sig, payload=body, now=1301)
+    assert "more than 300 s" in (late or "")
+    assert check(timestamp=None) is not None
+    assert check(timestamp="soon") is not None
+
+
+def test_the_idempotency_key_depends_on_plan_step_and_operation_only() -> None:
+    key = protocol.idempotency_key("uid-123", "resize", "execute")
+    assert key == hashlib.sha256(b"uid-123|resize|execute").hexdigest()
+    assert key == protocol.idempotency_key("uid-123", "resize", "execute")
+    assert key != protocol.idempotency_key("uid-123", "resize", "undo")
+    assert key != protocol.idempotency_key("uid-124", "resize", "execute")
+
+
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        (200, protocol.Answer.DONE),
+        (202, protocol.Answer.AGAIN),
+        (500, protocol.Answer.AGAIN),
+        (503, protocol.Answer.AGAIN),
+        (None, protocol.Answer.AGAIN),
+        (400, protocol.Answer.FAILED),
+        (401, protocol.Answer.FAILED),
+        (422, protocol.Answer.FAILED),
+        (204, protocol.Answer.FAILED),
+        (302, protocol.Answer.FAILED),
+    ],
+)
+def test_classify(status: int | None, answer: protocol.Answer) -> None:
+    assert protocol.classify(status) is answer
+
+
+def test_backoff_starts_at_half_a_second_and_doubles_to_five() -> None:
+    pauses = protocol.backoff()
+    assert [next(pauses) for _ in range(7)] == [0.5, 1, 2, 4, 5, 5, 5]
+
+
+def test_body_carries_previous_result_for_undo_only() -> None:
+    common: dict[str, Any] = {
+        "key": "k",
+        "namespace": "ns",
+        "recommendation": "r",
+        "customer_id": "c",
+        "plan": "r",
+        "step": {"name": "s", "action": "a", "params": {}},
+    }
+    execute = json.loads(protocol.body(operation="execute", **common))
+    undo = json.loads(protocol.body(operation="undo", previous_result={"x": 1}, **common))
+    assert "previousResult" not in execute
+    assert undo["previousResult"] == {"x": 1}
+    assert set(execute) == {
+        "operation", "idempotencyKey", "namespace", "recommendation", "customerId", "plan", "step",
+    }  # fmt: skip
+
+
+# --- AgentEndpoint ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://agent.example.com/hook",
+        "http://127.0.0.1:8080/",
+        "http://127.1.2.3/",
+        "http://[::1]:9000/x",
+        "http://localhost:8080",
+        "http://127.0.0.1",
+    ],
+)
+def test_allowed_urls(url: str) -> None:
+    assert url_problem(url) is None
+    AgentEndpointSpec.model_validate({"url": url, "secretRef": {"name": "s", "key": "k"}})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://agent.example.com/hook",
+        "http://10.0.0.1/",
+        "http://127.0.0.1@evil.example.com/",
+        "ftp://127.0.0.1/",
+        "https://",
+        "not a url",
+        "http://127.0.0.256/",
+        "http://localhost.evil.example.com/",
+        "http://127.0.0.1:80@evil.example.com/",
+        "https://agent.example.com/\n",
+    ],
+)
+def test_refused_urls(url: str) -> None:
+    assert url_problem(url) is not None
+    with pytest.raises(pydantic.ValidationError):
+        AgentEndpointSpec.model_validate({"url": url, "secretRef": {"name": "s", "key": "k"}})
+
+
+def test_endpoint_defaults_and_ca_bundle() -> None:
+    spec = AgentEndpointSpec.model_validate(
+        {"url": "https://a.example", "secretRef": {"name": "s", "key": "k"}}
+    )
+    assert spec.timeout_seconds == 30
+    with pytest.raises(pydantic.ValidationError):
+        AgentEndpointSpec.model_validate(
+            {"url": "https://a.example", "secretRef": {"name": "s", "key": "k"}, "caBundle": "x"}
+        )
+    with pytest.raises(pydantic.ValidationError):
+        AgentEndpointSpec.model_validate(
+            {
+                "url": "https://a.example",
+                "secretRef": {"name": "s", "key": "k"},
+                "timeoutSeconds": 0,
+            }
+        )
+
+
+# --- admission ----------------------------------------------------------------------------
+
+
+def test_admission_names_the_step_the_field_and_the_missing_endpoint() -> None:
+    steps = [
+        Step(name="snap", action="take_snapshot"),
+        step(),
+        Step(name="bare", action="x", executor=Executor.WEBHOOK, params={}),
+    ]
+    assert admission.webhook_endpoints(steps) == {"agent"}
+    reason = admission.check_webhook_steps(steps, namespace="team-a", existing=set()) or ""
+    assert "spec.steps[1].params.endpoint" in reason
+    assert "webhook step resize names AgentEndpoint agent" in reason
+    assert "does not exist in namespace team-a" in reason
+    assert "spec.steps[2].params.endpoint: webhook step bare must name" in reason
+    only_bare = admission.check_webhook_steps(steps, namespace="team-a", existing={"agent"})
+    assert only_bare is not None
+    assert "steps[1]" not in only_bare
+    assert admission.check_webhook_steps(steps[:2], namespace="n", existing={"agent"}) is None
+
+
+# --- the executor with a fake transport ---------------------------------------------------
+
+
+class FakeResolver:
+    def __init__(self, target: Target | Exception) -> None:
+        self.target = target
+
+    async def resolve(self, namespace: str, name: str) -> Target:
+        if isinstance(self.target, Exception):
+            raise self.target
+        return self.target
+
+
+TARGET = Target(name="agent", url="http://127.0.0.1:1/", key=KEY, timeout_seconds=7)
+
+
+class Script:
+    """A fake transport answering from a script; records requests, a fake clock and sleeps."""
+
+    def __init__(self, *answers: tuple[int, bytes] | None) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[bytes, dict[str, str], float]] = []
+        self.sleeps: list[float] = []
+        self.now = 1000.0
+
+    async def post(
+        self, target: Target, payload: bytes, headers: Mapping[str, str], seconds: float
+    ) -> tuple[int, bytes]:
+        self.sent.append((payload, dict(headers), seconds))
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is None:
+            self.now += seconds
+            raise NoAnswerError("TimeoutError")
+        return answer
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def executor(self, resolver: Any = None) -> WebhookExecutor:
+        return WebhookExecutor(
+            resolver or FakeResolver(TARGET),
+            post=self.post,
+            sleep=self.sleep,
+            clock=lambda: self.now,
+            monotonic=lambda: self.now,
+        )
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    async def main() -> Any:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def test_accepted_unavailable_and_unanswered_are_asked_again_with_the_same_key() -> None:
+    script = Script((202, b""), (503, b"oops"), None, (200, b'{"result": {"nodes": 3}}'))
+    outcome = run(script.executor().execute(step(), context=CONTEXT))
+    assert outcome.ok, outcome.error
+    assert outcome.result == {"nodes": 3}
+    assert script.sleeps == [0.5, 1, 2]
+    bodies = {payload for payload, _, _ in script.sent}
+    assert len(bodies) == 1  # the same request each time
+    [payload] = bodies
+    document = json.loads(payload)
+    assert document["idempotencyKey"] == protocol.idempotency_key("uid-123", "resize", "execute")
+    assert document["operation"] == "execute"
+    assert document["customerId"] == "acme"
+    assert document["recommendation"] == "rec-1"
+    expected_step = {"name": "resize", "action": "resize_cluster", "params": {"endpoint": "agent"}}
+    assert document["step"] == expected_step
+    for payload, headers, seconds in script.sent:
+        assert seconds == 7  # the endpoint's timeoutSeconds per request
+        stamp = headers["X-Optiinfra-Timestamp"]
+        assert headers["X-Optiinfra-Signature"] == protocol.signature(KEY, stamp, payload)
+    stamps = [headers["X-Optiinfra-Timestamp"] for _, headers, _ in script.sent]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) > 1
+
+
+def test_a_4xx_fails_the_step_with_the_agent_message() -> None:
+    script = Script((422, b'{"error": "quota exceeded"}'))
+    outcome = run(script.executor().execute(step(), context=CONTEXT))
+    assert not outcome.ok
+    assert outcome.error == "agent endpoint agent refused (422): quota exceeded"
+    assert len(script.sent) == 1
+
+
+def test_the_step_times_out_after_params_timeout_seconds() -> None:
+    script = Script(*([(202, b"")] * 100))
+    outcome = run(script.executor().execute(step(timeoutSeconds=20), context=CONTEXT))
+    assert not outcome.ok
+    assert "no final answer to execute of step resize within 20 s" in (outcome.error or "")
+    assert "last: 202 accepted" in (outcome.error or "")
+    assert script.now <= 1000 + 20 + 1e-9
+
+
+def test_undo_sends_the_previous_result_under_its_own_key() -> None:
+    script = Script((200, b'{"result": {}}'))
+    outcome = run(script.executor().undo(step(), result={"change": "c1"}, context=CONTEXT))
+    assert outcome.ok
+    document = json.loads(script.sent[0][0])
+    assert document["operation"] == "undo"
+    assert document["previousResult"] == {"change": "c1"}
+    assert document["idempotencyKey"] == protocol.idempotency_key("uid-123", "resize", "undo")
+
+
+def test_a_missing_endpoint_param_or_endpoint_fails_without_a_request() -> None:
+    script = Script()
+    bare = Step(name="bare", action="x", executor=Executor.WEBHOOK)
+    outcome = run(script.executor().execute(bare, context=CONTEXT))
+    assert "params.endpoint must name an AgentEndpoint" in (outcome.error or "")
+    missing = FakeResolver(EndpointError("AgentEndpoint agent does not exist in namespace team-a"))
+    outcome = run(script.executor(missing).execute(step(), context=CONTEXT))
+    assert outcome.error == "AgentEndpoint agent does not exist in namespace team-a"
+    assert script.sent == []
+
+
+def test_a_200_without_a_json_result_fails() -> None:
+    outcome = run(Script((200, b"<html>")).executor().execute(step(), context=CONTEXT))
+    assert not outcome.ok
+    assert "without a JSON" in (outcome.error or "")
+
+
+# --- the executor against the reference agent on 127.0.0.1 --------------------------------
+
+
+@asynccontextmanager
+async def serving(agent: Agent, ssl_context: Any = None) -> AsyncIterator[str]:  # the base URL
+    runner = web.AppRunner(agent.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return await response.json()
+
+
+def fast(executor: WebhookExecutor) -> WebhookExecutor:
+    """No real waiting between attempts."""
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    executor._sleep = no_wait
+    return executor
+
+
+def with_agent(
+    tmp_path: Path, test: Callable[[str, Agent], Awaitable[None]], ssl_context: Any = None
+) -> None:
+    async def main() -> None:
+        agent = Agent(KEY, tmp_path / "state.json")
+        async with serving(agent, ssl_context) as url:
+            await test(url, agent)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "requests"), [("ok", 1), ("accept-then-poll", 3), ("flaky", 3)]
+)
+def test_the_agent_applies_once_whatever_the_path(
+    tmp_path: Path, behaviour: str, requests: int
+) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        executor = fast(WebhookExecutor(FakeResolver(Target("agent", url + "/", KEY))))
+        outcome = await executor.execute(step(agentBehaviour=behaviour), context=CONTEXT)
+        assert outcome.ok, outcome.error
+        key = protocol.idempotency_key("uid-123", "resize", "execute")
+        assert outcome.result == {"applied": True, "action": "resize_cluster", "change": key[:12]}
+        assert await get_json(url + "/applied") == {key: 1}
+        assert await get_json(url + "/requests") == {key: requests}
+        again = await executor.execute(step(agentBehaviour=behaviour), context=CONTEXT)
+        assert again.result == outcome.result  # a repeated key: the same result, not applied
+        assert await get_json(url + "/applied") == {key: 1}
+
+    with_agent(tmp_path, test)
+
+
+def test_the_agent_refuses_and_the_step_fails(tmp_path: Path) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        executor = WebhookExecutor(FakeResolver(Target("agent", url, KEY)))
+        params = {"agentBehaviour": "fail", "agentError": "no capacity in eu-west-1"}
+        outcome = await executor.execute(step(**params), context=CONTEXT)
+        assert outcome.error == "agent endpoint agent refused (422): no capacity in eu-west-1"
+        assert await get_json(url + "/applied") == {}
+
+    with_agent(tmp_path, test)
+
+
+def test_the_agent_refuses_a_bad_signature(tmp_path: Path) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        wrong = WebhookExecutor(FakeResolver(Target("agent", url, b"not-the-key")))
+        outcome = await wrong.execute(step(), context=CONTEXT)
+        assert outcome.error == "agent endpoint agent refused (401): bad signature"
+        payload = b'{"operation":"execute"}'
+        stale = protocol.headers(KEY, int(time.time()) - 600, payload)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=payload, headers=stale) as response,
+        ):
+            assert response.status == 401
+            assert "more than 300 s" in (await response.json())["error"]
+        assert await get_json(url + "/applied") == {}
+
+    with_agent(tmp_path, test)
+
+
+def test_the_agent_remembers_applied_keys_across_its_restart(tmp_path: Path) -> None:
+    key = protocol.idempotency_key("uid-123", "resize", "execute")
+
+    async def first(url: str, agent: Agent) -> None:
+        outcome = await WebhookExecutor(FakeResolver(Target("agent", url, KEY))).execute(
+            step(), context=CONTEXT
+        )
+        assert outcome.ok
+
+    async def second(url: str, agent: Agent) -> None:
+        assert await get_json(url + "/applied") == {key: 1}
+        outcome = await WebhookExecutor(FakeResolver(Target("agent", url, KEY))).execute(
+            step(), context=CONTEXT
+        )
+        assert outcome.ok
+        assert await get_json(url + "/applied") == {key: 1}
+        assert await get_json(url + "/requests") == {key: 2}
+
+    with_agent(tmp_path, first)
+    with_agent(tmp_path, second)
+
+
+def test_tls_with_the_ca_bundle(tmp_path: Path) -> None:
+    import ssl  # noqa: PLC0415
+
+    certs = certs_.generate(tmp_path / "certs", hosts=["127.0.0.1"])
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(certs.cert, certs.key)
+    ca_pem = certs.ca.read_text()
+
+    async def test(url: str, agent: Agent) -> None:
+        trusted = WebhookExecutor(FakeResolver(Target("agent", url, KEY, ca_pem=ca_pem)))
+        outcome = await trusted.execute(step(), context=CONTEXT)
+        assert outcome.ok, outcome.error
+        # Without the bundle the agent's certificate is not trusted: no answer (asked again).
+        payload = b"{}"
+        with pytest.raises(NoAnswerError, match=r"(?i)certificate"):
+            await aiohttp_post(Target("agent", url, KEY), payload, {}, 30)
+
+    with_agent(tmp_path, test, ssl_context=server)
+    spec = AgentEndpointSpec.model_validate(
+        {
+            "url": "https://127.0.0.1:1",
+            "secretRef": {"name": "s", "key": "k"},
+            "caBundle": base64.b64encode(ca_pem.encode()).decode(),
+        }
+    )
+    assert spec.ca_pem() == ca_pem
