@@ -898,7 +898,14 @@ async def approvals(
         manifest["spec"] |= {
             "riskLevel": "medium",
             "affectedResources": [f"i-{manifest['metadata']['name']}"],
-            "steps": [{"name": "one", "action": "do_one", "params": {"durationMs": 50}}],
+            "steps": [
+                {
+                    "name": "one",
+                    "action": "do_one",
+                    "executor": "simulated",
+                    "params": {"durationMs": 50},
+                }
+            ],
         }
     names = [m["metadata"]["name"] for m in manifests]
     batches = [names[i * k : (i + 1) * k] for i in range(rounds)]

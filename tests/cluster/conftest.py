@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import localcluster
 import pytest
 import yaml
 
+from tests.agent_process import KEY, AgentProcess
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
@@ -135,19 +137,71 @@ def grant_endpoint_secrets(
         )
 
 
+AGENTS = (
+    "cost-agent-1",
+    "cost-agent-2",
+    "cost-agent-5",
+    "perf-agent-1",
+    "resource-agent-1",
+    "resource-agent-3",
+    "resource-agent-4",
+)
+"""The agents of the tests and examples: each e2e namespace registers an AgentEndpoint for
+each, so that their default plans (webhook steps) are admitted and carried out."""
+AGENT_SECRET = "agents-hmac"
+
+
+@pytest.fixture(scope="session")
+def reference_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """One reference agent for the session, behind every e2e namespace's endpoints."""
+    process = AgentProcess(tmp_path_factory.mktemp("agent"))
+    yield process
+    process.stop()
+
+
+def register_agents(kubectl: Kubectl, namespace: str, url: str) -> None:
+    """An admin's part, in one apply: the HMAC Secret, one AgentEndpoint per agent, and
+    the Role that lets the operator read exactly that Secret."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": AGENT_SECRET, "namespace": namespace},
+        "data": {"hmac": base64.b64encode(KEY).decode()},
+    }
+    endpoints = [
+        {
+            "apiVersion": "optiinfra.io/v1alpha1",
+            "kind": "AgentEndpoint",
+            "metadata": {"name": agent, "namespace": namespace},
+            "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
+        }
+        for agent in AGENTS
+    ]
+    template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
+    role = [d for d in yaml.safe_load_all(template.replace("TENANT-NAMESPACE", namespace)) if d]
+    for doc in role:
+        if doc["kind"] == "Role":
+            doc["rules"][0]["resourceNames"] = [AGENT_SECRET]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *endpoints, *role]))
+
+
 @pytest.fixture
-def e2e_namespace(
+def e2e_namespace(  # noqa: PLR0917 - fixtures are positional
     request: pytest.FixtureRequest,
     api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
     operator: OperatorProcess,
+    reference_agent: AgentProcess,
     user_roles: None,
 ) -> Iterator[str]:
-    """A fresh namespace that the shared operator watches, users bound to their roles."""
+    """A fresh namespace that the shared operator watches, users bound to their roles, the
+    agents' endpoints registered (the session's reference agent behind them)."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
     name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
     bind_users(api, name)
+    register_agents(kubectl, name, reference_agent.url)
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

@@ -52,6 +52,7 @@ def fast_steps(
         {
             "name": n,
             "action": f"do_{n}",
+            "executor": "simulated",
             "params": {"durationMs": 50, **({"fail": f"{n} broke"} if n in fail_at else {})},
         }
         for n in names
@@ -267,10 +268,11 @@ def test_a_kubernetes_scale_is_restored_when_a_later_critical_step_fails(
     apply(kubectl, e2e_namespace, deployment("web", 2))
     steps = [
         scale_step("web", 5),
-        {"name": "soak", "action": "soak", "params": {"durationMs": 1500}},
+        {"name": "soak", "action": "soak", "executor": "simulated", "params": {"durationMs": 1500}},
         {
             "name": "verify",
             "action": "verify",
+            "executor": "simulated",
             "params": {"durationMs": 50, "fail": "p99 too high"},
         },
     ]
@@ -332,7 +334,12 @@ def test_deleting_a_recommendation_rolls_its_running_plan_back_first(
     steps = [
         scale_step("api", 1),
         # Long enough that the garbage collector deletes the plan while this step runs.
-        {"name": "wait", "action": "wait", "params": {"durationMs": 10000}},
+        {
+            "name": "wait",
+            "action": "wait",
+            "executor": "simulated",
+            "params": {"durationMs": 10000},
+        },
     ]
     apply(
         kubectl,

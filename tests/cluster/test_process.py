@@ -53,6 +53,14 @@ def rec(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def sim(name: str, ms: int | None = None) -> dict[str, Any]:
+    """A simulated step (nothing changes), lasting `ms`."""
+    step: dict[str, Any] = {"name": name, "action": name, "executor": "simulated"}
+    if ms is not None:
+        step["params"] = {"durationMs": ms}
+    return step
+
+
 def apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
 
@@ -170,8 +178,8 @@ def test_sigterm_mid_step_ends_the_process_in_bounded_time_and_the_plan_resumes(
     process = own_operator("first")
     assert len(ours(api, own_namespace)) == 4, webhooks_of(api)
     steps = [
-        {"name": "long", "action": "long", "params": {"durationMs": 60_000}},
-        {"name": "after", "action": "after", "params": {"durationMs": 50}},
+        sim("long", 60_000),
+        sim("after", 50),
     ]
     apply(kubectl, own_namespace, rec("rec-term", steps))
     wait_for(
@@ -202,7 +210,7 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     assert ours(api, own_namespace) == before  # left behind, failing closed
     refused = kubectl(
         "apply", "-n", own_namespace, "-f", "-", check=False,
-        stdin=yaml.safe_dump(rec("rec-after", [{"name": "s", "action": "s"}])),
+        stdin=yaml.safe_dump(rec("rec-after", [sim("s")])),
     )  # fmt: skip
     assert refused.returncode != 0
     assert "connection refused" in refused.stderr, refused.stderr
@@ -210,7 +218,7 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     after = ours(api, own_namespace)
     assert set(after) == set(before)
     assert after != before
-    apply(kubectl, own_namespace, rec("rec-after", [{"name": "s", "action": "s"}]))
+    apply(kubectl, own_namespace, rec("rec-after", [sim("s")]))
     objects.wait_phase(PLANS, "rec-after", "Succeeded")
 
 
@@ -286,9 +294,7 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
     stop = threading.Event()
     thread, seen = watch_steps(api, own_namespace, stop)
     try:
-        steps = [
-            {"name": f"s{i}", "action": f"s{i}", "params": {"durationMs": 700}} for i in range(8)
-        ]
+        steps = [sim(f"s{i}", 700) for i in range(8)]
         for i in range(3):
             apply(kubectl, own_namespace, rec(f"rec-ha-{i}", steps))
         wait_for(
@@ -349,5 +355,5 @@ def test_peering_with_a_namespace_no_longer_freezes_it_elects_with_a_lease(
     )
     assert "use --lease=optiinfra-coordinator" in process.log.read_text()
     wait_for(lambda: process.readiness() == (200, "acting\n"), what="the operator to lead")
-    apply(kubectl, own_namespace, rec("rec-peering", [{"name": "s", "action": "s"}]))
+    apply(kubectl, own_namespace, rec("rec-peering", [sim("s")]))
     Objects(api, own_namespace).wait_phase(PLANS, "rec-peering", "Succeeded")

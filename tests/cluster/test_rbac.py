@@ -100,7 +100,7 @@ def manifest(resource: str, name: str) -> Doc:
         spec = {
             "recommendation": "rec-001",
             "customerId": "acme",
-            "steps": [{"name": "scale", "action": "scale_workload"}],
+            "steps": [{"name": "scale", "action": "scale_workload", "executor": "simulated"}],
         }
         kind = "ExecutionPlan"
     return {"apiVersion": f"{GROUP}/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}

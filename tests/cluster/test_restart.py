@@ -25,9 +25,24 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
     objects = Objects(api, own_namespace)
     process = own_operator("operator")
     steps = [
-        {"name": "first", "action": "first", "params": {"durationMs": 200}},
-        {"name": "second", "action": "second", "params": {"durationMs": 4000}},
-        {"name": "third", "action": "third", "params": {"durationMs": 200}},
+        {
+            "name": "first",
+            "action": "first",
+            "executor": "simulated",
+            "params": {"durationMs": 200},
+        },
+        {
+            "name": "second",
+            "action": "second",
+            "executor": "simulated",
+            "params": {"durationMs": 4000},
+        },
+        {
+            "name": "third",
+            "action": "third",
+            "executor": "simulated",
+            "params": {"durationMs": 200},
+        },
     ]
     rec = {
         "apiVersion": "optiinfra.io/v1alpha1",
@@ -102,8 +117,18 @@ def test_a_runner_does_not_overwrite_a_status_another_writer_changed(
             "riskLevel": "low",
             "executeNow": True,
             "steps": [
-                {"name": "first", "action": "first", "params": {"durationMs": 3000}},
-                {"name": "second", "action": "second", "params": {"durationMs": 200}},
+                {
+                    "name": "first",
+                    "action": "first",
+                    "executor": "simulated",
+                    "params": {"durationMs": 3000},
+                },
+                {
+                    "name": "second",
+                    "action": "second",
+                    "executor": "simulated",
+                    "params": {"durationMs": 200},
+                },
             ],
         },
     }

@@ -197,7 +197,14 @@ def test_a_spec_change_after_approval_needs_a_new_decision(
 def test_a_spec_change_during_execution_is_refused(
     kubectl: Kubectl, e2e_namespace: str, objects: Objects
 ) -> None:
-    steps = [{"name": "long", "action": "long", "params": {"durationMs": 10_000}}]  # room
+    steps = [
+        {
+            "name": "long",
+            "action": "long",
+            "executor": "simulated",
+            "params": {"durationMs": 10_000},
+        }
+    ]  # room
     submit(
         kubectl,
         e2e_namespace,

@@ -23,7 +23,9 @@ def rec(name: str, *, risk: str) -> dict[str, Any]:
         riskLevel=risk,
         action="scale_down",
         executeNow=True,
-        steps=[{"name": "one", "action": "one", "params": {"durationMs": 50}}],
+        steps=[
+            {"name": "one", "action": "one", "executor": "simulated", "params": {"durationMs": 50}}
+        ],
     )
 
 

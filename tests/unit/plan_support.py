@@ -12,14 +12,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator.api.plan import ExecutionPlanSpec, ExecutionPlanStatus, Step, StepPhase
+from coordinator.api.plan import (
+    ExecutionPlanSpec,
+    ExecutionPlanStatus,
+    Executor,
+    Step,
+    StepPhase,
+)
 from coordinator.core import plan
 
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def step(name: str, *, critical: bool = True, reversible: bool = True, **params: Any) -> Step:
-    return Step(name=name, action=name, critical=critical, reversible=reversible, params=params)
+    return Step(
+        name=name,
+        action=name,
+        critical=critical,
+        reversible=reversible,
+        executor=Executor.SIMULATED,
+        params=params,
+    )
 
 
 def plan_spec(*steps: Step, suspend: bool = False, abort: bool = False) -> ExecutionPlanSpec:

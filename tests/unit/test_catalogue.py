@@ -121,7 +121,15 @@ def test_unknown_actions_get_the_generic_plan() -> None:
 
 
 def test_plan_steps_prefers_the_recommendations_own_steps() -> None:
-    own = [Step(name="only", action="custom_thing", critical=False, reversible=False)]
+    own = [
+        Step(
+            name="only",
+            action="custom_thing",
+            critical=False,
+            reversible=False,
+            executor=Executor.SIMULATED,
+        )
+    ]
     assert catalogue.plan_steps(recommendation("migrate_to_spot", own)) == own
 
 

@@ -75,8 +75,14 @@ def run_invalid(capsys: Capture, *args: str | Path) -> list[str]:
 
 def test_json_has_exactly_the_shape_of_the_api(tmp_path: Path, capsys: Capture) -> None:
     steps = [
-        {"name": "snap", "action": "take_snapshot", "reversible": True},
-        {"name": "check", "action": "validate_quality", "critical": False, "reversible": False},
+        {"name": "snap", "action": "take_snapshot", "executor": "simulated", "reversible": True},
+        {
+            "name": "check",
+            "action": "validate_quality",
+            "executor": "simulated",
+            "critical": False,
+            "reversible": False,
+        },
     ]
     path = write(
         tmp_path / "recs.yaml",
@@ -386,7 +392,9 @@ def test_every_problem_names_the_file_the_object_and_the_field(
         yaml_documents(
             manifest("rec-9", riskLevel="extreme"),
             manifest("rec-10", action="Scale-Up", affectedResources=["x", "x"], surprise=1),
-            manifest("rec-11", steps=[{"name": "Bad Name", "action": "a"}]),
+            manifest(
+                "rec-11", steps=[{"name": "Bad Name", "action": "a", "executor": "simulated"}]
+            ),
             {**manifest("ignored"), "metadata": {"namespace": "team"}},
         ),
     )

@@ -120,7 +120,7 @@ def _spec(*names: str) -> ExecutionPlanSpec:
         recommendation=NAME,
         customer_id="c",
         suspend=False,
-        steps=[Step(name=n, action=n) for n in names],
+        steps=[Step(name=n, action=n, executor=Executor.SIMULATED) for n in names],
     )
 
 

@@ -196,7 +196,7 @@ def test_endpoint_defaults_and_ca_bundle() -> None:
 
 def test_admission_names_the_step_the_field_and_the_missing_endpoint() -> None:
     steps = [
-        Step(name="snap", action="take_snapshot"),
+        Step(name="snap", action="take_snapshot", executor=Executor.SIMULATED),
         step(),
         Step(name="bare", action="x", executor=Executor.WEBHOOK, params={}),
     ]

@@ -65,9 +65,10 @@ class Step(Model):
         description="Whether the step can be undone when the plan rolls back.",
     )
     executor: Executor = pydantic.Field(
-        default=Executor.SIMULATED,
-        description="Who carries the step out: simulated (default), kubernetes, or webhook "
-        "(the agent behind the AgentEndpoint named in params.endpoint).",
+        description="Who carries the step out: kubernetes (a change to an object of this "
+        "namespace), webhook (the agent behind the AgentEndpoint named in params.endpoint), "
+        "or simulated (demos and tests only: nothing changes). Required: nothing is "
+        "simulated unless a manifest says so.",
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict,
