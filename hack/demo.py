@@ -81,6 +81,62 @@ def start_operator(log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("the operator did not become healthy in 60s")
 
 
+AGENTS = (
+    "cost-agent-1",
+    "cost-agent-2",
+    "cost-agent-5",
+    "perf-agent-1",
+    "resource-agent-1",
+    "resource-agent-3",
+    "resource-agent-4",
+)
+"""The agents of examples/: their default plans are carried out by them, through their
+AgentEndpoints (the reference agent, coordinator.agent, plays all of them here)."""
+
+
+def start_agent(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The reference agent on a free port of 127.0.0.1, with a fresh HMAC key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "agent-hmac.key"
+    key.write_bytes(os.urandom(32).hex().encode())
+    port = free_port()
+    command = [
+        sys.executable, "-m", "coordinator.agent", "--port", str(port),
+        "--key-file", str(key), "--state", str(directory / "agent-state.json"),
+    ]  # fmt: skip
+    log = directory / "agent-demo.log"
+    print(f"$ python -m coordinator.agent --port {port} ...   (log: {log.relative_to(REPO)})")
+    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return proc, f"http://127.0.0.1:{port}/"
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the reference agent did not start in 30s")
+
+
+def register_agents(url: str, key: Path) -> None:
+    """What an admin does: the HMAC key in a Secret, one AgentEndpoint per agent."""
+    run(f"kubectl -n {NAMESPACE} create secret generic agent-hmac --from-file=hmac={key}")
+    endpoints = "\n---\n".join(
+        f"""apiVersion: optiinfra.io/v1alpha1
+kind: AgentEndpoint
+metadata:
+  name: {agent}
+spec:
+  url: {url}
+  secretRef: {{name: agent-hmac, key: hmac}}
+  timeoutSeconds: 10"""
+        for agent in AGENTS
+    )
+    path = REPO / ".cluster" / "demo-agents.yaml"
+    path.write_text(endpoints + "\n")
+    run(f"kubectl -n {NAMESPACE} apply -f {path.relative_to(REPO)}", show=False)
+    run(f"kubectl -n {NAMESPACE} get agentendpoints")
+
+
 def main() -> int:
     started = time.monotonic()
     say("The three kinds, generated from the pydantic models")
@@ -91,8 +147,10 @@ def main() -> int:
     say("What the operator will decide, without a cluster (what a GitOps pipeline runs)")
     run("coordinator check -f examples/")
 
-    say("Start the operator")
-    operator = start_operator(REPO / ".cluster" / "logs" / "operator-demo.log")
+    say("Start the operator, and the reference agent that carries out the agents' steps")
+    logs = REPO / ".cluster" / "logs"
+    operator = start_operator(logs / "operator-demo.log")
+    agent, agent_url = start_agent(logs)
     try:
         # A previous run's objects go first, while the operator can release them.
         run(f"kubectl delete namespace {NAMESPACE} --ignore-not-found --timeout=60s", show=False)
@@ -103,10 +161,14 @@ def main() -> int:
             f"kubectl -n {NAMESPACE} create rolebinding approver "
             "--clusterrole=optiinfra-approver --user=approver"
         )
-        story()
+        say("Agents: an admin registers where each agent is reached (never a URL in a rec)")
+        register_agents(agent_url, logs / "agent-hmac.key")
+        story(agent_url)
     finally:
         operator.terminate()
         operator.wait(timeout=60)
+        agent.terminate()
+        agent.wait(timeout=10)
     say(f"Done in {time.monotonic() - started:.0f}s. The cluster is still up; look around:")
     print(f"  export KUBECONFIG={os.environ.get('KUBECONFIG', '')}")
     kubectl = shutil.which("kubectl")
@@ -116,7 +178,7 @@ def main() -> int:
     return 0
 
 
-def story() -> None:
+def story(agent_url: str) -> None:
     k = f"kubectl -n {NAMESPACE}"
     say("01: two recommendations without conflict")
     run(f"{k} apply -f examples/01-no-conflict.yaml")
@@ -165,6 +227,9 @@ def story() -> None:
         "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
     )
     run(f"{k} get deployment web")
+    say("rec-008's steps were carried out by its agent (the reference agent's record):")
+    with urllib.request.urlopen(f"{agent_url.rstrip('/')}/applied", timeout=5) as response:
+        print(response.read().decode().strip(), flush=True)
 
     say("09: a circular dependency blocks both until it is broken")
     run(f"{k} apply -f examples/09-circular-dependency.yaml")
