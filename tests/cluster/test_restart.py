@@ -179,6 +179,7 @@ def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
             "title": "decided too late",
             "action": "migrate_database",
             "riskLevel": "critical",
+            "steps": [{"name": "switch", "action": "switch", "executor": "simulated"}],
         },
     }
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
