@@ -19,6 +19,7 @@ from typing import Final
 from coordinator.api.approval import Approval, ApprovalPhase, Decision
 from coordinator.api.common import format_time
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.core import steps
 from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
 
 SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
@@ -114,3 +115,13 @@ def dependency_warnings(rec: Recommendation, *, existing: Collection[str]) -> li
         for name in rec.spec.depends_on
         if name not in existing
     ]
+
+
+def step_problems(*, old: Recommendation | None, new: Recommendation) -> list[str]:
+    """Why the steps of `new` cannot run (the params of each executor and action, naming the
+    field: ``spec.steps[2].params.target.kind: required``). Checked when the spec is created
+    or changed only, so that an object stored before a rule existed can still be updated
+    (finalizers, labels) and deleted."""
+    if new.spec.steps is None or (old is not None and old.spec == new.spec):
+        return []
+    return steps.steps_problems(new.spec.steps, namespace=new.metadata.namespace)
