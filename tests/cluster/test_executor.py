@@ -95,7 +95,7 @@ def test_patched_fields_are_restored_exactly_when_a_later_step_fails(
     key = "optiinfra.io/before.rec-patch.tune"
     record = json.loads(changed["metadata"]["annotations"][key])
     assert {f["field"]: f.get("before") for f in record["fields"]} == {
-        "metadata.labels.tier": None,
+        "metadata.labels": None,  # it had no labels: the whole map is new
         "spec.revisionHistoryLimit": 10,
         "spec.minReadySeconds": None,
     }
@@ -103,13 +103,13 @@ def test_patched_fields_are_restored_exactly_when_a_later_step_fails(
     tune = plan["status"]["steps"][0]
     assert tune["phase"] == "RolledBack"
     assert {f["field"]: f.get("after") for f in tune["result"]["fields"]} == {
-        "metadata.labels.tier": "front",
+        "metadata.labels": {"tier": "front"},
         "spec.revisionHistoryLimit": 3,
         "spec.minReadySeconds": 7,
     }
     after = get(kubectl, e2e_namespace, "deployment", "web")
     assert after is not None
-    assert after["metadata"]["labels"] == before["metadata"].get("labels")
+    assert after["metadata"].get("labels") == before["metadata"].get("labels")
     assert key not in (after["metadata"].get("annotations") or {})
     assert after["spec"] == before["spec"]
 
@@ -168,8 +168,9 @@ def test_an_applied_hpa_is_deleted_on_rollback(
     assert created["metadata"]["annotations"]["optiinfra.io/created-by"].startswith(
         "rec-hpa/autoscale/"
     )
-    managers = {m["manager"] for m in created["metadata"]["managedFields"]}
-    assert "optiinfra-coordinator" in managers
+    show = ("get", "hpa", "web", "-n", e2e_namespace, "-o", "json", "--show-managed-fields")
+    fields = json.loads(kubectl(*show).stdout)["metadata"]["managedFields"]
+    assert ("optiinfra-coordinator", "Apply") in {(f["manager"], f["operation"]) for f in fields}
     plan = objects.wait_phase(PLANS, "rec-hpa", "RolledBack")
     assert plan["status"]["steps"][0]["result"]["uid"] == created["metadata"]["uid"]
     wait_for(
