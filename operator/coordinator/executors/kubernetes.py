@@ -58,8 +58,10 @@ PREVIOUS_REPLICAS: Final = "optiinfra.io/previous-replicas"
 CREATED_BY: Final = "optiinfra.io/created-by"
 PLAN_LABEL: Final = "optiinfra.io/plan"
 BUILTIN_SCALE: Final = {("apps/v1", kind) for kind in ("Deployment", "StatefulSet", "ReplicaSet")}
-ATTEMPTS: Final = 3
-"""How often a write is tried when the object changed between the read and the write."""
+ATTEMPTS: Final = 10
+"""How often a write is tried when the object changed between the read and the write (its
+resourceVersion; controllers update the status of a busy workload several times a second)."""
+CONFLICT_PAUSE: Final = 0.05
 POLL_FIRST: Final = 0.5
 POLL_CAP: Final = 5.0
 
@@ -179,6 +181,7 @@ class KubernetesExecutor:
                     )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
                     continue
                 raise
             return {
@@ -228,6 +231,7 @@ class KubernetesExecutor:
                     await self._objects.patch(target, context.namespace, unmark)
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
                     continue
                 raise
             return {"target": target.to_wire(), "restoredReplicas": previous}
@@ -274,6 +278,7 @@ class KubernetesExecutor:
                 )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
                     continue
                 raise
             return {
@@ -316,6 +321,7 @@ class KubernetesExecutor:
                 )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
                     continue
                 raise
             return {"target": target.to_wire(), "restored": names}
