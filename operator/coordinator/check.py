@@ -2,7 +2,8 @@
 
 Reads Recommendation manifests from files and folders (``*.yaml``, ``*.yml``,
 ``*.json``, recursively; multi-document YAML; ``kind: List`` as ``kubectl get -o yaml``
-writes it), validates them with the API models, and runs the same core the operator
+writes it), validates them with the API models (and the params of each step, as the admission
+webhook does), and runs the same core the operator
 runs: conflicts and resolution per customer and namespace, the approval policy, the
 plan catalogue. Everything starts ``Pending`` (a ``status`` in the files is ignored),
 so only cycles and missing names block; where creation times are missing, as they
@@ -30,7 +31,7 @@ import yaml
 
 from coordinator.api.common import API_VERSION, RiskLevel
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
-from coordinator.core import approval, catalogue, conflicts
+from coordinator.core import admission, approval, catalogue, conflicts
 
 SUFFIXES: Final = (".yaml", ".yml", ".json")
 KIND: Final = "Recommendation"
@@ -192,6 +193,10 @@ def _manifest(document: Any, *, origin: str, problems: list[str]) -> Manifest | 
             for problem in error.errors()
         )
         return None
+    # The params of each step, as the admission webhook checks them (it refuses these).
+    found = admission.step_problems(old=None, new=recommendation)
+    if found:
+        problems.extend(f"{origin}: {_object(recommendation)}: {problem}" for problem in found)
     try:
         catalogue.plan_steps(recommendation.spec)
     except catalogue.NoDefaultPlanError as error:  # the API server would refuse it too

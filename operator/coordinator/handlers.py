@@ -386,6 +386,10 @@ async def recommendation_check(
         reason = admission.check_spec_change(old=before, new=new)
         if reason:
             raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
+    # --- executors (issue 12): the params of each step, before anything can run ---------
+    problems = admission.step_problems(old=before, new=new)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=403)
     problem = admission.plan_problem(new)
     if problem:  # never a fake plan: say what to add
         raise kopf.AdmissionError(problem, code=422)

@@ -408,6 +408,13 @@ OPERATOR_PERMISSIONS = {
         for r in ("deployments", "statefulsets")
         for v in ("get", "patch", "update")
     },
+    # the kubernetes executor's patch/scale/wait on ReplicaSets, apply of an HPA, ConfigMaps
+    *{("apps", r, v, ()) for r in ("replicasets", "replicasets/scale") for v in ("get", "patch")},
+    *{
+        ("autoscaling", "horizontalpodautoscalers", v, ())
+        for v in ("create", "get", "patch", "delete")
+    },
+    *{("", "configmaps", v, ()) for v in ("get", "patch")},
 }
 
 

@@ -475,3 +475,23 @@ def test_a_file_that_is_not_text_is_a_problem(tmp_path: Path, capsys: Capture) -
     binary.write_bytes(b"\xff\xfe\x00")
     (problem,) = run_invalid(capsys, "-f", binary)
     assert problem.startswith(f"{binary}: cannot read: ")
+
+
+def test_step_params_are_checked_as_admission_checks_them(tmp_path: Path, capsys: Capture) -> None:
+    steps = [
+        {"name": "ok", "action": "wait", "executor": "kubernetes", "params": {"x": 1}},
+        {
+            "name": "scale",
+            "action": "scale",
+            "executor": "kubernetes",
+            "params": {"target": {"apiVersion": "apps/v1", "name": "web"}, "replicas": 2},
+        },
+    ]
+    bad = write(tmp_path / "steps.yaml", yaml_documents(manifest("rec-20", steps=steps)))
+    assert run_invalid(capsys, "-f", bad) == [
+        f"{bad}: Recommendation default/rec-20: spec.steps[0].params.target: required "
+        "({apiVersion, kind, name} of an object in the namespace)",
+        f"{bad}: Recommendation default/rec-20: spec.steps[0].params.condition: required "
+        "({type, status}), or params.jsonPath with value",
+        f"{bad}: Recommendation default/rec-20: spec.steps[1].params.target.kind: required",
+    ]

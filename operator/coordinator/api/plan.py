@@ -72,10 +72,30 @@ class Step(Model):
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict,
-        description="Parameters for the executor (free form). simulated: durationMs, fail. "
-        "kubernetes scale_workload: kind, name, replicas. "
+        description="Parameters for the executor, checked at admission. simulated: durationMs, "
+        "fail, failUndo. kubernetes (always in the recommendation's namespace; target is "
+        "{apiVersion, kind, name}): "
+        "scale (alias scale_workload): target (or kind: Deployment|StatefulSet|ReplicaSet and "
+        "name), replicas; the previous count is restored on rollback while the replicas are "
+        "still what the step set. "
+        "patch: target, patch (an object), type: merge (default) or strategic; the fields it "
+        "sets are recorded (annotation optiinfra.io/before.<plan>.<step>) and restored on "
+        "rollback only while they still hold what the step wrote (lists are restored whole). "
+        "apply: manifest (one object; namespace forced to the recommendation's), created with "
+        "server-side apply, labelled optiinfra.io/plan; fails if the object exists; deleted on "
+        "rollback. "
+        "wait: target, and condition {type, status} or jsonPath with value, timeoutSeconds "
+        "(default 300); undo does nothing. "
         "webhook: endpoint (an AgentEndpoint of the namespace), timeoutSeconds (the step's, "
         "default 300), the rest passed to the agent.",
+    )
+    # --- executors (issue 12): how long a step may take --------------------------------------
+    timeout_seconds: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        description="How long the step may take, in seconds. kubernetes wait: how long to wait "
+        "for the condition (default 300; params.timeoutSeconds takes precedence); a timeout "
+        "fails the step.",
     )
 
 

@@ -22,7 +22,7 @@ from coordinator.api.approval import Approval, ApprovalPhase, Decision
 from coordinator.api.common import format_time
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
-from coordinator.core import catalogue
+from coordinator.core import catalogue, steps
 from coordinator.core.approval import SUBMITTER_MAY_NOT_ANNOTATION
 from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
 
@@ -262,3 +262,13 @@ def check_agent_endpoint(
         f"namespace {rec.metadata.namespace} (an approver or admin registers it), or give "
         "spec.steps (or spec.target, for a cluster action)"
     )
+
+
+def step_problems(*, old: Recommendation | None, new: Recommendation) -> list[str]:
+    """Why the steps of `new` cannot run (the params of each executor and action, naming the
+    field: ``spec.steps[2].params.target.kind: required``). Checked when the spec is created
+    or changed only, so that an object stored before a rule existed can still be updated
+    (finalizers, labels) and deleted."""
+    if new.spec.steps is None or (old is not None and old.spec == new.spec):
+        return []
+    return steps.steps_problems(new.spec.steps, namespace=new.metadata.namespace)

@@ -7,7 +7,9 @@ plan status; the runner records what they report.
 
 ``simulated`` (default) sleeps and returns results like a real integration would;
 ``params.fail`` makes a step fail, which is how rollback is shown and tested.
-``kubernetes`` changes real objects in the recommendation's namespace.
+``kubernetes`` changes real objects in the recommendation's namespace: ``scale``,
+``patch``, ``apply`` and ``wait``, each recording what its undo needs (see its module); its
+params are checked at admission by ``coordinator.core.steps``.
 ``webhook`` asks the agent behind an AgentEndpoint to do it (signed, idempotent requests).
 """
 

@@ -1,101 +1,420 @@
-"""The kubernetes executor: real changes to real objects in the recommendation's namespace.
+"""The kubernetes executor: real changes to real objects, always in the plan's namespace.
 
-``scale_workload`` (params ``kind``: Deployment or StatefulSet, ``name``, ``replicas``)
-sets the replica count and records the previous one, both in the step's result and in
-annotations on the workload, written in the same patch as the change. A step re-run
-after a crash finds its own annotation and keeps the original count, so the rollback
-always restores what was there before the plan touched it.
+Every action records what its undo needs before (or in the same write as) the change, in
+the step's result and on the object, so that a crash between the change and the status
+write loses nothing: the step runs again, finds its own mark and keeps the original
+before-image. Undo never overwrites a change made by someone else since: it fails instead,
+naming the field and both values, and writes nothing (the plan then ends Failed).
+
+``scale`` (alias ``scale_workload``): params ``target`` (any kind with a /scale
+    subresource) or ``kind``/``name`` (Deployment, StatefulSet, ReplicaSet), ``replicas``.
+    The /scale subresource carries no annotations, so for the built-in apps/v1 kinds the
+    replica count is patched on the object itself together with the annotations
+    ``optiinfra.io/scaled-by`` and ``optiinfra.io/previous-replicas`` (one write). For any
+    other kind the annotations are written first, then the count through /scale (the
+    before-image is on the object before anything changes). Undo restores the previous
+    count only while the replicas are still what the step set.
+``patch``: params ``target``, ``patch`` (an object), ``type``: ``merge`` (default) or
+    ``strategic``. The before-image of the fields the patch sets (see
+    ``coordinator.core.steps.before_image``; lists whole) is written in the same patch, in
+    the annotation ``optiinfra.io/before.<plan>.<step>`` (JSON), with a resourceVersion
+    precondition. Undo puts back exactly those fields (removing those that did not exist)
+    with a JSON merge patch, and the annotation goes in the same write.
+``apply``: params ``manifest``, one object, its namespace forced to the plan's. Created with
+    server-side apply (field manager ``optiinfra-coordinator``), labelled
+    ``optiinfra.io/plan=<plan>`` and annotated ``optiinfra.io/created-by=<plan>/<step>/<uid>``.
+    An object of that name that this step did not create fails the step up front and is
+    left alone. Undo deletes it only if the annotation says this step created it, with a
+    uid precondition. (Between the existence check and the apply there is a window of one
+    request in which another writer could create the object; the apply then adds to it.)
+``wait``: params ``target`` and ``condition: {type, status}`` or ``jsonPath`` + ``value``
+    (compared as ``kubectl get -o jsonpath`` prints it); ``timeoutSeconds`` (params, else
+    the step's, else 300). Polls with backoff (0.5 s, growing to 5 s). A timeout fails the
+    step naming the target, the condition and the last value seen. Undo does nothing.
+
+Kinds the operator's ClusterRole does not grant fail the step with the API server's 403
+message, which names the user, verb and resource.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from coordinator.api.plan import Step
+from coordinator.core import steps
 from coordinator.core.plan import Outcome
+from coordinator.core.steps import Target
 from coordinator.executors import StepContext
-from coordinator.k8s.client import ApiException, Client
+from coordinator.k8s.client import ApiException, Client, conflict, transient
+from coordinator.k8s.objects import UnknownKindError, describe
 
 SCALED_BY: Final = "optiinfra.io/scaled-by"
 PREVIOUS_REPLICAS: Final = "optiinfra.io/previous-replicas"
-KINDS: Final = ("Deployment", "StatefulSet")
+CREATED_BY: Final = "optiinfra.io/created-by"
+PLAN_LABEL: Final = "optiinfra.io/plan"
+BUILTIN_SCALE: Final = {("apps/v1", kind) for kind in ("Deployment", "StatefulSet", "ReplicaSet")}
+ATTEMPTS: Final = 10
+"""How often a write is tried when the object changed between the read and the write (its
+resourceVersion; controllers update the status of a busy workload several times a second)."""
+CONFLICT_PAUSE: Final = 0.05
+POLL_FIRST: Final = 0.5
+POLL_CAP: Final = 5.0
 
 
-class ParamsError(ValueError):
-    pass
+class StepError(Exception):
+    """The step cannot be done (or undone); the message says why."""
 
 
-def _target(step: Step) -> tuple[str, str]:
-    kind = step.params.get("kind", "Deployment")
-    name = step.params.get("name")
-    if kind not in KINDS:
-        raise ParamsError(f"params.kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if not isinstance(name, str) or not name:
-        raise ParamsError("params.name must name the workload to scale")
-    return kind, name
+def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
 
 
-def _replicas(step: Step) -> int:
-    replicas = step.params.get("replicas")
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        raise ParamsError("params.replicas must be a whole number >= 0")
-    return replicas
+def _version(obj: Mapping[str, Any]) -> str | None:
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(version) if version else None
 
 
 class KubernetesExecutor:
-    def __init__(self, client: Client) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: Client,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._objects = client.objects
+        self._sleep = sleep
+        self._clock = clock
 
     async def execute(self, step: Step, *, context: StepContext) -> Outcome:
-        if step.action != "scale_workload":
-            return Outcome(ok=False, error=f"the kubernetes executor cannot {step.action!r}")
-        try:
-            kind, name = _target(step)
-            replicas = _replicas(step)
-            workload = await self._client.read_workload(kind, context.namespace, name)
-        except ParamsError as exc:
-            return Outcome(ok=False, error=str(exc))
-        except ApiException as exc:
-            return Outcome(ok=False, error=f"cannot read {kind} {name}: {exc.reason}")
-        marker = f"{context.plan}/{step.name}/{context.uid}"
-        annotations = workload.metadata.annotations or {}
-        if annotations.get(SCALED_BY) == marker:
-            previous = int(annotations[PREVIOUS_REPLICAS])
-        else:
-            previous = int(workload.spec.replicas or 0)
-        patch = {
-            "metadata": {"annotations": {SCALED_BY: marker, PREVIOUS_REPLICAS: str(previous)}},
-            "spec": {"replicas": replicas},
-        }
-        try:
-            await self._client.patch_workload(kind, context.namespace, name, patch)
-        except ApiException as exc:
-            return Outcome(ok=False, error=f"cannot scale {kind} {name}: {exc.reason}")
-        result = {"kind": kind, "name": name, "previousReplicas": previous, "replicas": replicas}
-        return Outcome(ok=True, result=result)
+        return await self._guarded(step, context, undo=False, result=None)
 
     async def undo(
         self, step: Step, *, result: Mapping[str, Any] | None, context: StepContext
     ) -> Outcome:
+        return await self._guarded(step, context, undo=True, result=result)
+
+    async def _guarded(
+        self, step: Step, context: StepContext, *, undo: bool, result: Mapping[str, Any] | None
+    ) -> Outcome:
+        # Admission checks the params; plans written while it was off are checked here.
+        problems = steps.problems(step, where=f"step {step.name}", namespace=context.namespace)
+        if problems:
+            return Outcome(ok=False, error="; ".join(problems))
+        action = "scale" if step.action in steps.SCALE_ACTIONS else step.action
+        target = (
+            steps.target(step.params)
+            if action != "apply"
+            else Target(
+                step.params["manifest"]["apiVersion"],
+                step.params["manifest"]["kind"],
+                step.params["manifest"]["metadata"]["name"],
+            )
+        )
+        started = self._clock()
         try:
-            kind, name = _target(step)
-            workload = await self._client.read_workload(kind, context.namespace, name)
-        except ParamsError as exc:
-            return Outcome(ok=False, error=str(exc))
+            if undo:
+                done = await getattr(self, f"_undo_{action}")(step, context, target, result or {})
+            else:
+                done = await getattr(self, f"_{action}")(step, context, target)
+        except StepError as exc:
+            return Outcome(ok=False, error=str(exc), duration_ms=self._ms(started))
+        except UnknownKindError as exc:
+            return Outcome(ok=False, error=f"{target}: {exc}", duration_ms=self._ms(started))
         except ApiException as exc:
-            return Outcome(ok=False, error=f"cannot read {kind} {name}: {exc.reason}")
-        annotations = workload.metadata.annotations or {}
-        recorded = (result or {}).get("previousReplicas", annotations.get(PREVIOUS_REPLICAS))
-        if recorded is None:
-            return Outcome(ok=False, error=f"no previous replica count recorded on {kind} {name}")
-        previous = int(recorded)
-        patch = {
-            "metadata": {"annotations": {SCALED_BY: None, PREVIOUS_REPLICAS: None}},
-            "spec": {"replicas": previous},
-        }
+            what = f"undo {action} of" if undo else action
+            return Outcome(
+                ok=False, error=f"cannot {what} {target}: {describe(exc)}",
+                duration_ms=self._ms(started),
+            )  # fmt: skip
+        return Outcome(ok=True, result=done, duration_ms=self._ms(started))
+
+    def _ms(self, started: float) -> int:
+        return int((self._clock() - started) * 1000)
+
+    async def _read(self, target: Target, context: StepContext) -> dict[str, Any]:
+        obj = await self._objects.get(target, context.namespace)
+        if obj is None:
+            raise StepError(f"{target} not found in namespace {context.namespace}")
+        return obj
+
+    # -- scale ----------------------------------------------------------------------------
+
+    async def _replicas(self, target: Target, obj: Mapping[str, Any], ns: str) -> tuple[int, str]:
+        """The replica count now, and the resourceVersion to write it at."""
+        if (target.api_version, target.kind) in BUILTIN_SCALE:
+            return int((obj.get("spec") or {}).get("replicas") or 0), _version(obj) or ""
+        scale = await self._objects.get_scale(target, ns)
+        return int((scale.get("spec") or {}).get("replicas") or 0), _version(scale) or ""
+
+    async def _scale(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
+        replicas = int(step.params["replicas"])
+        marker = f"{context.plan}/{step.name}/{context.uid}"
+        for attempt in range(ATTEMPTS):
+            obj = await self._read(target, context)
+            annotations = _annotations(obj)
+            current, _ = await self._replicas(target, obj, context.namespace)
+            if annotations.get(SCALED_BY) == marker:  # a re-run: keep the original count
+                previous = int(annotations[PREVIOUS_REPLICAS])
+            else:
+                previous = current
+            mark = {
+                "metadata": {"annotations": {SCALED_BY: marker, PREVIOUS_REPLICAS: str(previous)}}
+            }
+            try:
+                if (target.api_version, target.kind) in BUILTIN_SCALE:
+                    body = steps.merge(mark, {"spec": {"replicas": replicas}})
+                    await self._objects.patch(
+                        target, context.namespace, body, resource_version=_version(obj)
+                    )
+                else:
+                    await self._objects.patch(
+                        target, context.namespace, mark, resource_version=_version(obj)
+                    )
+                    await self._objects.patch_scale(
+                        target, context.namespace, replicas, resource_version=None
+                    )
+            except ApiException as exc:
+                if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    continue
+                raise
+            return {
+                "target": target.to_wire(),
+                "kind": target.kind,
+                "name": target.name,
+                "previousReplicas": previous,
+                "replicas": replicas,
+            }
+        raise AssertionError("unreachable")
+
+    async def _undo_scale(
+        self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        marker = f"{context.plan}/{step.name}/{context.uid}"
+        wrote = int(result.get("replicas", step.params["replicas"]))
+        for attempt in range(ATTEMPTS):
+            obj = await self._read(target, context)
+            annotations = _annotations(obj)
+            ours = annotations.get(SCALED_BY) == marker
+            recorded = result.get("previousReplicas")
+            if recorded is None and ours:
+                recorded = annotations.get(PREVIOUS_REPLICAS)
+            if recorded is None:
+                raise StepError(f"{target}: no previous replica count recorded; not restored")
+            previous = int(recorded)
+            current, version = await self._replicas(target, obj, context.namespace)
+            if not ours and current == previous:  # undone already (the mark goes with it)
+                return {"target": target.to_wire(), "restoredReplicas": previous}
+            if current != wrote:
+                raise StepError(
+                    f"{target} was changed since step {step.name} scaled it; not restored to "
+                    f"{previous}: spec.replicas: expected {wrote} (what this step set), "
+                    f"found {current}"
+                )
+            unmark = {"metadata": {"annotations": {SCALED_BY: None, PREVIOUS_REPLICAS: None}}}
+            try:
+                if (target.api_version, target.kind) in BUILTIN_SCALE:
+                    body = steps.merge(unmark, {"spec": {"replicas": previous}})
+                    await self._objects.patch(
+                        target, context.namespace, body, resource_version=version
+                    )
+                else:
+                    await self._objects.patch_scale(
+                        target, context.namespace, previous, resource_version=version
+                    )
+                    await self._objects.patch(target, context.namespace, unmark)
+            except ApiException as exc:
+                if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    continue
+                raise
+            return {"target": target.to_wire(), "restoredReplicas": previous}
+        raise AssertionError("unreachable")
+
+    # -- patch ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _recorded(
+        annotations: Mapping[str, str], key: str, context: StepContext, step: Step
+    ) -> list[steps.Field] | None:
+        """The before-image this step wrote on the object, if it did."""
         try:
-            await self._client.patch_workload(kind, context.namespace, name, patch)
-        except ApiException as exc:
-            return Outcome(ok=False, error=f"cannot restore {kind} {name}: {exc.reason}")
-        return Outcome(ok=True, result={"kind": kind, "name": name, "restoredReplicas": previous})
+            value = json.loads(annotations[key])
+            if value.get("uid") != context.uid or value.get("step") != step.name:
+                return None
+            return [steps.Field.from_wire(field) for field in value["fields"]]
+        except (KeyError, ValueError, TypeError, AttributeError):
+            return None
+
+    async def _patch(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
+        patch: Mapping[str, Any] = step.params["patch"]
+        kind = step.params.get("type", "merge")
+        key = steps.before_annotation(context.plan, step.name)
+        for attempt in range(ATTEMPTS):
+            obj = await self._read(target, context)
+            fields = self._recorded(_annotations(obj), key, context, step)
+            if fields is None:
+                fields = steps.before_image(obj, patch)
+            record = {
+                "plan": context.plan,
+                "uid": context.uid,
+                "step": step.name,
+                "fields": [field.to_wire(after=False) for field in fields],
+            }
+            mark = {"metadata": {"annotations": {key: json.dumps(record, sort_keys=True)}}}
+            try:
+                done = await self._objects.patch(
+                    target,
+                    context.namespace,
+                    steps.merge(patch, mark),
+                    strategic=kind == "strategic",
+                    resource_version=_version(obj),
+                )
+            except ApiException as exc:
+                if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    continue
+                raise
+            return {
+                "target": target.to_wire(),
+                "type": kind,
+                "annotation": key,
+                "fields": [field.to_wire() for field in steps.written(fields, done)],
+            }
+        raise AssertionError("unreachable")
+
+    async def _undo_patch(
+        self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        key = steps.before_annotation(context.plan, step.name)
+        if not isinstance(result.get("fields"), list):
+            raise StepError(f"{target}: the step's result records no fields; nothing restored")
+        fields = [steps.Field.from_wire(field) for field in result["fields"]]
+        names = [steps.field_name(field.path) for field in fields]
+        for attempt in range(ATTEMPTS):
+            obj = await self._objects.get(target, context.namespace)
+            if obj is None:
+                raise StepError(
+                    f"{target} is gone; cannot restore {', '.join(names)} in {context.namespace}"
+                )
+            ours = key in _annotations(obj)
+            if not ours and steps.restored(obj, fields):  # undone already
+                return {"target": target.to_wire(), "restored": names}
+            changed = steps.drift(obj, fields)
+            if changed:
+                raise StepError(
+                    f"{target} was changed since step {step.name} patched it; nothing restored: "
+                    + "; ".join(str(change) for change in changed)
+                )
+            body = steps.merge(
+                {"metadata": {"annotations": {key: None}}}, steps.restore_patch(fields)
+            )
+            try:
+                await self._objects.patch(
+                    target, context.namespace, body, resource_version=_version(obj)
+                )
+            except ApiException as exc:
+                if conflict(exc) and attempt + 1 < ATTEMPTS:
+                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    continue
+                raise
+            return {"target": target.to_wire(), "restored": names}
+        raise AssertionError("unreachable")
+
+    # -- apply ----------------------------------------------------------------------------
+
+    async def _apply(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
+        marker = f"{context.plan}/{step.name}/{context.uid}"
+        existing = await self._objects.get(target, context.namespace)
+        if existing is not None:
+            if _annotations(existing).get(CREATED_BY) != marker:
+                raise StepError(
+                    f"{target} already exists in namespace {context.namespace} and was not "
+                    f"created by step {step.name} of plan {context.plan}; nothing was changed"
+                )
+            created = existing  # a re-run after a crash: this step created it
+        else:
+            manifest = copy.deepcopy(dict(step.params["manifest"]))
+            metadata = manifest.setdefault("metadata", {})
+            metadata["namespace"] = context.namespace
+            metadata.setdefault("labels", {})[PLAN_LABEL] = steps.label_value(context.plan)
+            metadata.setdefault("annotations", {})[CREATED_BY] = marker
+            created = await self._objects.apply(manifest, context.namespace)
+        return {"target": target.to_wire(), "uid": created["metadata"]["uid"], "created": True}
+
+    async def _undo_apply(
+        self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        marker = f"{context.plan}/{step.name}/{context.uid}"
+        existing = await self._objects.get(target, context.namespace)
+        if existing is None:
+            return {"target": target.to_wire(), "deleted": False, "note": "already gone"}
+        if _annotations(existing).get(CREATED_BY) != marker:
+            return {
+                "target": target.to_wire(),
+                "deleted": False,
+                "note": "the object of that name was not created by this step; left alone",
+            }
+        uid = str(existing["metadata"]["uid"])
+        deleted = await self._objects.delete(target, context.namespace, uid=uid)
+        return {"target": target.to_wire(), "deleted": deleted, "uid": uid}
+
+    # -- wait -----------------------------------------------------------------------------
+
+    async def _wait(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
+        timeout = steps.timeout_seconds(step)
+        params = step.params
+        condition = params.get("condition")
+        if condition is not None:
+            wanted = f"condition {condition['type']}={condition['status']}"
+        else:
+            path = steps.json_path(params["jsonPath"])
+            wanted = f"{params['jsonPath']}={steps.text(params['value'])}"
+        deadline = self._clock() + timeout
+        delay = POLL_FIRST
+        while True:
+            seen: str
+            try:
+                obj = await self._objects.get(target, context.namespace)
+            except ApiException as exc:
+                if not transient(exc):
+                    raise
+                obj, seen = None, describe(exc)
+            else:
+                seen = "not found"
+            if obj is not None:
+                if condition is not None:
+                    status = steps.condition_seen(obj, condition["type"])
+                    seen = (
+                        f"no condition {condition['type']}"
+                        if status is None
+                        else f"{condition['type']}={status}"
+                    )
+                    if status == condition["status"]:
+                        return {"target": target.to_wire(), "seen": seen}
+                else:
+                    value = steps.lookup(obj, path)
+                    seen = f"{params['jsonPath']}={steps.text(value)}"
+                    if value is not steps.ABSENT and steps.text(value) == steps.text(
+                        params["value"]
+                    ):
+                        return {"target": target.to_wire(), "seen": seen}
+            left = deadline - self._clock()
+            if left <= 0:
+                raise StepError(
+                    f"timed out after {timeout}s waiting for {target} to have {wanted}; "
+                    f"last seen: {seen}"
+                )
+            await self._sleep(min(delay, left))
+            delay = min(delay * 2, POLL_CAP)
+
+    async def _undo_wait(
+        self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {"note": "a wait changes nothing; nothing to undo"}

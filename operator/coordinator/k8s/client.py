@@ -1,5 +1,6 @@
-"""Async access to optiinfra.io objects, the workloads the kubernetes executor scales and
-the Secret keys the webhook executor signs with."""
+"""Async access to optiinfra.io objects, events, (``Client.objects``, see
+``coordinator.k8s.objects``) any object the kubernetes executor acts on, and the Secret keys
+the webhook executor signs with."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import kubernetes
 import urllib3
 
 from coordinator.api import common
+from coordinator.k8s.objects import Objects
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 FIELD_MANAGER: Final = "optiinfra-coordinator"
@@ -82,6 +84,8 @@ class Client:
         self._apps = kubernetes.client.AppsV1Api(api)
         self._core = kubernetes.client.CoreV1Api(api)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
+        self.objects = Objects(api, self._call)
+        """Any object by apiVersion and kind (the kubernetes executor), in the same pool."""
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -89,6 +93,7 @@ class Client:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.objects.close()
 
     # --- optiinfra.io kinds -------------------------------------------------------------
 
@@ -164,31 +169,6 @@ class Client:
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
-
-    # --- workloads (the kubernetes executor) ------------------------------------------
-
-    async def read_workload(self, kind: str, namespace: str, name: str) -> Any:
-        read = {
-            "Deployment": self._apps.read_namespaced_deployment,
-            "StatefulSet": self._apps.read_namespaced_stateful_set,
-        }[kind]
-        return await self._call(read, name, namespace)
-
-    async def patch_workload(
-        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
-    ) -> Any:
-        write = {
-            "Deployment": self._apps.patch_namespaced_deployment,
-            "StatefulSet": self._apps.patch_namespaced_stateful_set,
-        }[kind]
-        return await self._call(
-            write,
-            name,
-            namespace,
-            dict(patch),
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
-        )
 
     # --- secrets (the webhook executor's HMAC keys) ------------------------------------
 
