@@ -411,7 +411,10 @@ def up() -> Cluster:
         logs / "kwok.log",
         env={**os.environ, "HOME": str(kwok_home)},
     )
-    _request(server, pk, "POST", "/api/v1/nodes", _kwok_node())
+    try:
+        _request(server, pk, "POST", "/api/v1/nodes", _kwok_node())
+    except (OSError, ValueError) as exc:
+        raise fail("kube-apiserver", f"did not create node {KWOK_NODE} ({exc})") from exc
     while not _node_ready(server, pk):
         for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
             if procs[name].poll() is not None:
