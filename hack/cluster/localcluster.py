@@ -5,11 +5,14 @@
     python hack/cluster/localcluster.py status
     python hack/cluster/localcluster.py up --kind   # a kind cluster instead (needs Docker)
 
-etcd, kube-apiserver and kube-controller-manager are built from their upstream Go
-modules by build.sh and run as local processes on free loopback ports. The
-API server serves TLS, authenticates clients by certificate (a CA made here),
-authorises with RBAC and signs service-account tokens. The state lives in
-.cluster/ (or $OPTIINFRA_CLUSTER_DIR): kubeconfigs, certificates, logs, PIDs.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok are built
+from their upstream Go modules by build.sh and run as local processes on free
+loopback ports. The API server serves TLS, authenticates clients by certificate
+(a CA made here), authorises with RBAC and signs service-account tokens. kwok
+plays the kubelet of one fake Node, kwok-node-0: pods scheduled there become
+Running and Ready (nothing runs), and pods deleted there go away. The state
+lives in .cluster/ (or $OPTIINFRA_CLUSTER_DIR): kubeconfigs, certificates, logs,
+PIDs.
 
 Kubeconfigs written: kubeconfig (user `admin`, group system:masters) and
 kubeconfig-agent / -approver / -viewer for ordinary users with no rights until
@@ -41,7 +44,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 USERS = ("agent", "approver", "viewer")
 READY_TIMEOUT = 120.0
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The fake node that kwok manages: no taints, so ordinary pods land there.
+KWOK_NODE = "kwok-node-0"
+KWOK_SELECTOR = ("kwok.x-k8s.io/node", "fake")
 KCM_CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
@@ -120,6 +126,53 @@ def _ready(server: str, ca: Path, cert: Path, key: Path) -> bool:
         return False
 
 
+def _request(
+    server: str, pk: Path, method: str, path: str, body: object | None = None
+) -> dict[str, object]:
+    """One call to the API server as the admin probe (system:masters); the JSON answer."""
+    ctx = ssl.create_default_context(cafile=str(pk / "ca.crt"))
+    ctx.load_cert_chain(str(pk / "admin-probe.crt"), str(pk / "admin-probe.key"))
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        f"{server}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+        answer = json.loads(r.read())
+    assert isinstance(answer, dict)
+    return answer
+
+
+def _kwok_node() -> dict[str, object]:
+    """The Node that kwok plays the kubelet of (its annotation is kwok's selector)."""
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": KWOK_NODE,
+            "annotations": {KWOK_SELECTOR[0]: KWOK_SELECTOR[1]},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": KWOK_NODE,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "spec": {},
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def _node_ready(server: str, pk: Path) -> bool:
+    try:
+        node = _request(server, pk, "GET", f"/api/v1/nodes/{KWOK_NODE}")
+    except (OSError, ValueError):
+        return False
+    status = node.get("status")
+    conditions = status.get("conditions", []) if isinstance(status, dict) else []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -195,15 +248,27 @@ def _kind_cluster(d: Path, state: dict[str, object] | None) -> Cluster | None:
     return Cluster(d, str(state["server"]), Path(str(state["bin_dir"])))
 
 
-def _spawn(binary: Path, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    binary: Path, args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [str(binary), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,  # outlives `make cluster`; stopped by `down`
         )
+
+
+def _component_kubeconfig(d: Path, server: str, ca: pki.KeyPair, user: str) -> Path:
+    """A kubeconfig for a control-plane component: a client certificate in system:masters."""
+    path = d / f"kubeconfig-{user.removeprefix('system:')}"
+    pair = pki.issue(ca, common_name=user, organizations=("system:masters",))
+    path.write_text(_kubeconfig(server, ca.cert_pem, user, pair))
+    path.chmod(0o600)
+    return path
 
 
 def up() -> Cluster:
@@ -236,7 +301,7 @@ def up() -> Cluster:
     sa = pki.service_account_keys()
     pki.write(sa, pk, "sa")
 
-    etcd_port, etcd_peer, api_port, kcm_port = (_free_port() for _ in range(4))
+    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (_free_port() for _ in range(5))
     server = f"https://127.0.0.1:{api_port}"
     logs = d / "logs"
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -279,17 +344,16 @@ def up() -> Cluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
+            # No node-lifecycle controller runs to lift the not-ready taint this plugin
+            # puts on a new Node; kwok's node is Ready within a second anyway.
+            "--disable-admission-plugins=TaintNodesByCondition",
             "--v=1",
         ],
         logs / "kube-apiserver.log",
     )
-    kcm_kubeconfig = d / "kubeconfig-kube-controller-manager"
-    kcm = pki.issue(
-        ca, common_name="system:kube-controller-manager", organizations=("system:masters",)
-    )
-    kcm_kubeconfig.write_text(
-        _kubeconfig(server, ca.cert_pem, "system:kube-controller-manager", kcm)
-    )
+    kcm_kubeconfig = _component_kubeconfig(d, server, ca, "system:kube-controller-manager")
+    sched_kubeconfig = _component_kubeconfig(d, server, ca, "system:kube-scheduler")
+    kwok_kubeconfig = _component_kubeconfig(d, server, ca, "kwok")
     deadline = time.monotonic() + READY_TIMEOUT
     while not _ready(server, pk / "ca.crt", pk / "admin-probe.crt", pk / "admin-probe.key"):
         for name in ("etcd", "kube-apiserver"):
@@ -298,6 +362,7 @@ def up() -> Cluster:
         if time.monotonic() > deadline:
             raise fail("kube-apiserver", f"was not ready after {READY_TIMEOUT:.0f}s")
         time.sleep(0.25)
+    ready_in = time.monotonic() - started
     procs["kube-controller-manager"] = _spawn(
         bin_dir / "kube-controller-manager",
         [
@@ -316,15 +381,57 @@ def up() -> Cluster:
         ],
         logs / "kube-controller-manager.log",
     )
-    time.sleep(0.5)
-    if procs["kube-controller-manager"].poll() is not None:
-        raise fail("kube-controller-manager", "exited at start")
+    procs["kube-scheduler"] = _spawn(
+        bin_dir / "kube-scheduler",
+        [
+            f"--kubeconfig={sched_kubeconfig}",
+            f"--authentication-kubeconfig={sched_kubeconfig}",
+            f"--authorization-kubeconfig={sched_kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={sched_port}",
+            f"--cert-dir={pk / 'scheduler'}",
+            "--leader-elect=false",
+            "--authentication-skip-lookup=true",
+            "--v=1",
+        ],
+        logs / "kube-scheduler.log",
+    )
+    kwok_home = d / "kwok"  # kwok also reads ~/.kwok/kwok.yaml: keep the user's out
+    kwok_home.mkdir()
+    procs["kwok"] = _spawn(
+        bin_dir / "kwok",
+        [
+            f"--kubeconfig={kwok_kubeconfig}",
+            f"--config={bin_dir.parent / 'kwok-stages.yaml'}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={'='.join(KWOK_SELECTOR)}",
+            "--node-lease-duration-seconds=40",
+            "--cidr=10.244.0.0/16",
+        ],
+        logs / "kwok.log",
+        env={**os.environ, "HOME": str(kwok_home)},
+    )
+    try:
+        _request(server, pk, "POST", "/api/v1/nodes", _kwok_node())
+    except (OSError, ValueError) as exc:
+        raise fail("kube-apiserver", f"did not create node {KWOK_NODE} ({exc})") from exc
+    while not _node_ready(server, pk):
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            if procs[name].poll() is not None:
+                raise fail(name, f"exited with status {procs[name].returncode}")
+        if time.monotonic() > deadline:
+            raise fail("kwok", f"had not made node {KWOK_NODE} Ready after {READY_TIMEOUT:.0f}s")
+        time.sleep(0.1)
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        if procs[name].poll() is not None:
+            raise fail(name, "exited at start")
     _write_kubeconfigs(d, server, ca)
     state = {
         "mode": "local",
         "server": server,
         "bin_dir": str(bin_dir),
         "pids": {name: proc.pid for name, proc in procs.items()},
+        "ready_in_seconds": round(ready_in, 1),
         "started_in_seconds": round(time.monotonic() - started, 1),
     }
     (d / "state.json").write_text(json.dumps(state, indent=2) + "\n")
@@ -409,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
                 "already running"
                 if was_running
                 else f"started in {state.get('started_in_seconds', '?')}s"
+                f" (/readyz after {state.get('ready_in_seconds', '?')}s)"
             )
             print(f"control plane {how} at {cluster.server}", file=sys.stderr)
             print(f"export KUBECONFIG={cluster.kubeconfig}")
