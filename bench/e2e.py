@@ -127,7 +127,7 @@ def workload(
         slot = index // customers  # position of this recommendation within its customer
         spec: dict[str, Any] = {
             "customerId": f"customer-{customer:04d}",
-            "agentId": "bench-agent",
+            "agentId": AGENT,
             "agentType": "cost",
             "title": f"Benchmark recommendation {index}",
             "action": ("migrate_to_spot", "rightsize", "optimize_kv_cache")[index % 3],
@@ -615,11 +615,27 @@ def ensure_crds(api: kubernetes.client.ApiClient) -> None:
                 time.sleep(0.2)
 
 
+AGENT: Final = "bench-agent"
+"""The agent of the workload's recommendations."""
+
+
 def create_namespace(api: kubernetes.client.ApiClient, name: str, *, scope: str) -> str:
-    """A namespace labelled with its scope: the operator whose webhooks apply there."""
+    """A namespace labelled with its scope: the operator whose webhooks apply there, with
+    the AgentEndpoint of the workload's agent registered (the default plans of its
+    recommendations are carried out by that agent, so admission looks it up; the benchmark
+    never starts those plans, so nothing listens behind it)."""
     core = kubernetes.client.CoreV1Api(api)
     body = {"metadata": {"name": name, "labels": {SCOPE_LABEL: scope}}}
     core.create_namespace(body)  # type: ignore[arg-type]
+    endpoint = {
+        "apiVersion": API_VERSION,
+        "kind": "AgentEndpoint",
+        "metadata": {"name": AGENT},
+        "spec": {"url": "http://127.0.0.1:9/", "secretRef": {"name": f"{AGENT}-hmac", "key": "k"}},
+    }
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "optiinfra.io", "v1alpha1", name, "agentendpoints", endpoint
+    )
     return name
 
 

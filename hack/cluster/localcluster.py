@@ -3,6 +3,7 @@
     python hack/cluster/localcluster.py up      # build (cached) and start; safe to repeat
     python hack/cluster/localcluster.py down    # stop exactly what `up` started, clean up
     python hack/cluster/localcluster.py status
+    python hack/cluster/localcluster.py restart kube-apiserver   # SIGKILL it, start it again
     python hack/cluster/localcluster.py up --kind   # a kind cluster instead (needs Docker)
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok are built
@@ -100,6 +101,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listens
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ports(command: list[str]) -> list[int]:
+    """The loopback ports a component's command line listens on."""
+    ports = []
+    for arg in command:
+        flag, _, value = arg.partition("=")
+        if flag == "--secure-port":
+            ports.append(int(value))
+        elif flag in ("--listen-client-urls", "--listen-peer-urls"):
+            ports.extend(int(url.rsplit(":", 1)[1]) for url in value.split(","))
+    return ports
+
+
 def _alive(pid: int, binary: str) -> bool:
     """True if `pid` runs and is really our `binary` (guards against recycled PIDs)."""
     try:
@@ -171,6 +194,14 @@ def _node_ready(server: str, pk: Path) -> bool:
     status = node.get("status")
     conditions = status.get("conditions", []) if isinstance(status, dict) else []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _etcd_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+            return bool(r.status == 200) and b'"true"' in r.read()
+    except OSError:
+        return False
 
 
 def _b64(data: bytes) -> str:
@@ -251,9 +282,15 @@ def _kind_cluster(d: Path, state: dict[str, object] | None) -> Cluster | None:
 def _spawn(
     binary: Path, args: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
+    return _spawn_command([str(binary), *args], log, env)
+
+
+def _spawn_command(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(binary), *args],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -432,10 +469,76 @@ def up() -> Cluster:
         "bin_dir": str(bin_dir),
         "pids": {name: proc.pid for name, proc in procs.items()},
         "ready_in_seconds": round(ready_in, 1),
+        "commands": {name: [str(a) for a in proc.args] for name, proc in procs.items()},
         "started_in_seconds": round(time.monotonic() - started, 1),
     }
     (d / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     return Cluster(d, server, bin_dir)
+
+
+def restart(component: str, *, down_for: float = 0.0) -> dict[str, float]:
+    """SIGKILL one component of the running control plane (a crash, no shutdown) and start
+    it again with the same command line, after `down_for` seconds; the state file gets the
+    new PID. Returns seconds from the kill to the restart and to a ready API server."""
+    if component not in COMPONENTS:
+        raise ClusterError(f"unknown component {component} (known: {', '.join(COMPONENTS)})")
+    d = cluster_dir()
+    state = _state(d)
+    if state is None or state.get("mode") != "local":
+        raise ClusterError(f"no local control plane in {d}")
+    pids = state.get("pids", {})
+    commands = state.get("commands", {})
+    assert isinstance(pids, dict)
+    assert isinstance(commands, dict)
+    pid = int(pids.get(component, 0))
+    command = commands.get(component)
+    if command is None and _alive(pid, component):  # a state file from before "commands"
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        command = [part.decode() for part in raw]
+    if not command:
+        raise ClusterError(f"{component} is not running and its command line is not recorded")
+    killed = time.monotonic()
+    if _alive(pid, component):
+        os.kill(pid, signal.SIGKILL)
+    # Gone, and its ports free again: the new process binds the same ones.
+    for _ in range(200):
+        if not _alive(pid, component) and all(map(_port_free, _ports(command))):
+            break
+        time.sleep(0.05)
+    time.sleep(down_for)
+    proc = _spawn_command(list(command), d / "logs" / f"{component}.log")
+    restarted = time.monotonic()
+    pids[component] = proc.pid
+    state["pids"] = pids
+    commands[component] = list(command)
+    state["commands"] = commands
+    (d / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    server = str(state["server"])
+    pk = d / "pki"
+    deadline = restarted + READY_TIMEOUT
+    # The API server may still answer ready from before it noticed etcd was gone: wait for
+    # etcd itself first.
+    etcd = next((a.split("=", 1)[1] for a in command if a.startswith("--listen-client-urls=")), "")
+    while component == "etcd" and not _etcd_healthy(etcd):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    while not _ready(server, pk / "ca.crt", pk / "admin-probe.crt", pk / "admin-probe.key"):
+        if proc.poll() is not None:
+            log = d / "logs" / f"{component}.log"
+            raise ClusterError(
+                f"{component} exited with status {proc.returncode} after its restart. "
+                f"Last lines of {log}:\n{_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"the API server was not ready {READY_TIMEOUT:.0f}s after the restart"
+            )
+        time.sleep(0.05)
+    return {
+        "restarted_s": round(restarted - killed, 3),
+        "ready_s": round(time.monotonic() - killed, 3),
+    }
 
 
 def up_kind(name: str = "optiinfra") -> Cluster:
@@ -496,7 +599,10 @@ def down(*, quiet: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localcluster", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "build", "restart"))
+    parser.add_argument(
+        "component", nargs="?", choices=COMPONENTS, help="restart: the component to SIGKILL"
+    )
     parser.add_argument("--kind", action="store_true", help="create a kind cluster instead")
     args = parser.parse_args(argv)
     try:
@@ -504,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
             print(build())
         elif args.command == "down":
             down()
+        elif args.command == "restart":
+            if args.component is None:
+                parser.error(f"restart needs a component ({', '.join(COMPONENTS)})")
+            print(json.dumps(restart(args.component)))
         elif args.command == "status":
             cluster = running()
             print(f"running at {cluster.server}" if cluster else "not running")
