@@ -210,23 +210,39 @@ def story(agent_url: str) -> None:
     wait_phase("rec", "rec-007", "Rejected")
     run(f"{k} get approval rec-007 -o wide")
 
-    say("05 to 08: plans run step by step; a failing critical step rolls back")
-    for name in ("05-execute-now", "06-rollback", "07-dependency-chain", "08-scale-deployment"):
+    say("05 to 08, 10, 11: plans run step by step, for real; a failing critical step rolls back")
+    names = (
+        "05-execute-now", "06-rollback", "07-dependency-chain", "08-scale-deployment",
+        "10-autoscaling", "11-real-rollback",
+    )  # fmt: skip
+    for name in names:
         run(f"{k} apply -f examples/{name}.yaml")
     for name, phase in (
         ("rec-008", "Succeeded"),
         ("rec-010", "RolledBack"),
         ("rec-013", "Succeeded"),
         ("rec-014", "Succeeded"),
+        ("rec-017", "Succeeded"),
+        ("rec-018", "RolledBack"),
     ):
         wait_phase("rec", name, phase)
     run(f"{k} get executionplans")
+    say("08: web was scaled from 2 to 4, and its pods became Ready (kwok plays the kubelet)")
+    run(f"{k} get deployment web")
+    say("10: the HorizontalPodAutoscaler the plan applied")
+    run(f"{k} get hpa web")
+    say("11: the patch of api was undone when the wait timed out (a real rollback)")
+    run(
+        f"{k} get plan rec-018 -o custom-columns="
+        "STEP:.status.steps[*].name,PHASE:.status.steps[*].phase,"
+        "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
+    )
+    run(f"{k} get deployment api -o jsonpath={{.spec.template.spec.containers[0].resources}}")
     run(
         f"{k} get plan rec-010 -o custom-columns="
         "STEP:.status.steps[*].name,PHASE:.status.steps[*].phase,"
         "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
     )
-    run(f"{k} get deployment web")
     say("rec-008's steps were carried out by its agent (the reference agent's record):")
     with urllib.request.urlopen(f"{agent_url.rstrip('/')}/applied", timeout=5) as response:
         print(response.read().decode().strip(), flush=True)

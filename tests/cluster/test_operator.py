@@ -396,8 +396,7 @@ def test_every_example_reaches_the_outcome_its_comment_states(
             kubectl(*command[1:], "-n", e2e_namespace, user="approver")
     for example in examples:
         for name, what, value in example.outcomes:
-            if name.startswith("deployment/"):
-                assert what == "replicas"
+            if name.startswith("deployment/") and what == "replicas":
                 deployment_name = name.split("/", 1)[1]
                 wait_for(
                     lambda d=deployment_name, v=value: (
@@ -405,8 +404,14 @@ def test_every_example_reaches_the_outcome_its_comment_states(
                     ),
                     what=f"{name} to have {value} replicas ({example.path.name})",
                 )
+            elif name.startswith("deployment/") and what == "memory-limit":
+                path = "{.spec.template.spec.containers[0].resources.limits.memory}"
+                found = kubectl("get", name, "-n", e2e_namespace, "-o", f"jsonpath={path}")
+                assert (found.stdout.strip() or "none") == value, example.path.name
+            elif what == "exists":
+                kubectl("get", name, "-n", e2e_namespace)
             else:
-                objects.wait_phase(RECS, name, what, timeout=60)
+                objects.wait_phase(RECS, name, what, timeout=90)
 
 
 def test_prometheus_metrics_are_served(

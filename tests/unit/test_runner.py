@@ -333,3 +333,16 @@ def test_ended_plans_are_replayed_only_when_they_ended_lately() -> None:
     runner.clock = lambda: finished + runner_.REPLAY_WINDOW + timedelta(seconds=1)
     runner.replay_if_recent(api.plan())
     assert recorder.events == []
+
+
+def test_the_403_of_an_api_server_still_loading_its_roles_is_transient_a_real_one_is_not() -> None:
+    loading = client_.ApiException(status=403, reason="Forbidden")
+    loading.body = (
+        'executionplans.optiinfra.io "p" is forbidden: User "x" cannot patch resource '
+        '"executionplans/status": RBAC: [clusterrole.rbac.authorization.k8s.io '
+        '"optiinfra-coordinator" not found]'
+    )
+    denied = client_.ApiException(status=403, reason="Forbidden")
+    denied.body = 'executionplans.optiinfra.io "p" is forbidden: User "x" cannot patch resource'
+    assert client_.transient(loading)
+    assert not client_.transient(denied)

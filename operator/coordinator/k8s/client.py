@@ -37,10 +37,15 @@ def transient(exc: BaseException) -> bool:
     """Worth trying again shortly: the API server is restarting, overloaded or unreachable.
 
     HTTP 5xx and 429, and what urllib3 raises (through the kubernetes client) when the
-    connection is refused, reset or times out. Never a 4xx other than 429: those say the
-    request itself is wrong, and trying it again gives the same answer.
+    connection is refused, reset or times out. Never a 4xx other than 429 — those say the
+    request itself is wrong, and trying it again gives the same answer — except the 403 of
+    an API server that has just started and not yet loaded its RBAC roles (measured by
+    `make chaos`: "RBAC: [clusterrole ... not found, ...]" for a second or two).
     """
     if isinstance(exc, ApiException):
+        if exc.status == 403:
+            body = str(exc.body or "")
+            return "RBAC: [" in body and "not found" in body
         return exc.status is not None and (exc.status == 429 or exc.status >= 500)
     return isinstance(
         exc,
