@@ -222,7 +222,7 @@ def test_a_wait_that_times_out_rolls_back_the_scale_before_it(
         kubectl,
         e2e_namespace,
         "rec-wait",
-        k8s("scale", "scale", target=target, replicas=0),
+        k8s("scale", "scale", target=target, replicas=1),
         k8s(
             "settle",
             "wait",
