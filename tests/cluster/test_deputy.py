@@ -62,6 +62,11 @@ def test_an_agent_that_may_not_scale_cannot_have_a_scale_approved_by_policy(
     approval = objects.wait_phase(APPROVALS, "rec-deputy", "Pending")
     assert approval["spec"]["riskLevel"] == "low"
     assert why in approval["status"]["message"]
+    # The case: a low-risk scale to zero by an agent without the right.
+    submit(kubectl, e2e_namespace, scale("rec-deputy-zero", 0), user="agent")
+    zero = objects.wait_phase(RECS, "rec-deputy-zero", "AwaitingApproval")
+    assert why in zero["status"]["message"]
+    assert "risk raised from low to high" in zero["status"]["message"]
 
 
 def test_with_the_right_a_small_scale_is_approved_by_policy_but_zero_is_not(

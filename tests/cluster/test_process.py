@@ -25,6 +25,7 @@ import yaml
 
 from coordinator.k8s import webhooks
 from tests.cluster.conftest import Objects
+from tests.cluster.test_operator import recommendation
 from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
 
@@ -36,21 +37,8 @@ SHUTDOWN_BOUND = 10.0
 
 
 def rec(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": name},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": name,
-            "action": "migrate_to_spot",
-            "riskLevel": "low",
-            "executeNow": True,
-            "steps": steps,
-        },
-    }
+    """Approved by policy and started at once; its own (simulated) steps."""
+    return recommendation(name, riskLevel="low", executeNow=True, steps=steps)
 
 
 def sim(name: str, ms: int | None = None) -> dict[str, Any]:
