@@ -569,7 +569,6 @@ def expiry(chaos: Chaos, *, n: int, downtime: float) -> dict[str, Any]:
                 name, [{"name": "s", "action": "s", "executor": "simulated"}], customer=f"c{i}"
             )
             body["spec"] |= {"riskLevel": "critical", "executeNow": False}
-            body["spec"].pop("steps")
             chaos.create(namespace, body)
         wait_until(
             lambda: (
