@@ -418,7 +418,14 @@ class PlanRunner:
     async def _retrying(self, call: Callable[[], Awaitable[T]], control: _Control, what: str) -> T:
         """`call()`, tried again after transient API errors (see `client.transient`) with
         exponential backoff and jitter, until it succeeds, fails otherwise, or the caller
-        stops (`_StoppedError`)."""
+        stops (`_StoppedError`).
+
+        A 403 counts as transient here: the operator checked at start that it may read and
+        write its plans (``k8s.access``), so a refusal now is an API server that restarted
+        and has not loaded its RBAC roles yet (measured by ``make chaos``: for about a
+        second, with no other sign), or a role being changed. The plan waits, logging why,
+        rather than leave its state unrecorded or stall behind kopf's 60 s daemon backoff.
+        """
         delay = RETRY_FIRST_SECONDS
         attempt = 0
         while True:
@@ -426,7 +433,8 @@ class PlanRunner:
                 return await call()
             except Exception as exc:
                 attempt += 1
-                if not client_.transient(exc):
+                forbidden = isinstance(exc, client_.ApiException) and exc.status == 403
+                if not (client_.transient(exc) or forbidden):
                     raise
                 if control.attempts is not None and attempt >= control.attempts:
                     raise

@@ -346,3 +346,19 @@ def test_the_403_of_an_api_server_still_loading_its_roles_is_transient_a_real_on
     denied.body = 'executionplans.optiinfra.io "p" is forbidden: User "x" cannot patch resource'
     assert client_.transient(loading)
     assert not client_.transient(denied)
+
+
+def test_a_403_while_the_api_server_reloads_its_roles_is_waited_out_not_a_daemon_failure() -> None:
+    async def scenario() -> None:
+        api = _api("a", "b")
+        runner, executor, _ = _runner(api)
+        plan = await _started(runner, api)
+        executor.on_execute = lambda step: (
+            api.failures.extend([_error(403), _error(403)]) if step.name == "a" else None
+        )
+        phase = await _drive(runner, api, plan)
+        assert phase is PlanPhase.SUCCEEDED
+        assert executor.executed == ["a", "b"]
+        assert not api.failures
+
+    asyncio.run(scenario())
