@@ -123,6 +123,22 @@ def implied_events(status: ExecutionPlanStatus) -> list[PlanEvent]:
     """The events a plan with this stored status has posted (or should have): one per
     step in a phase that has an event, PlanStarted once it started, its phase's event."""
     events = transition_events(None, status)
+    undone = (StepPhase.ROLLED_BACK, StepPhase.ROLLBACK_FAILED)
+    for step in status.steps:  # undone steps had succeeded first (their event may be lost)
+        if step.phase in undone:
+            reason, type_ = _STEP_EVENTS[StepPhase.SUCCEEDED]
+            detail = f"in {step.duration_ms} ms" if step.duration_ms is not None else ""
+            message = f"Step {step.name}: {StepPhase.SUCCEEDED.value} {detail}".strip()
+            events.append(
+                PlanEvent(reason, type_, message, _step_key(step.name, StepPhase.SUCCEEDED))
+            )
+    rolled_back = any(step.phase in undone for step in status.steps)
+    if status.phase is not PlanPhase.ROLLING_BACK and (
+        rolled_back or status.phase is PlanPhase.ROLLED_BACK
+    ):
+        reason, type_ = _PLAN_EVENTS[PlanPhase.ROLLING_BACK]
+        key = _phase_key(PlanPhase.ROLLING_BACK)
+        events.append(PlanEvent(reason, type_, "Rolling back", key))
     if status.started_at is not None and status.phase is not PlanPhase.RUNNING:
         reason, type_ = _PLAN_EVENTS[PlanPhase.RUNNING]
         events.append(PlanEvent(reason, type_, "Plan started", _phase_key(PlanPhase.RUNNING)))

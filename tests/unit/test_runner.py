@@ -15,6 +15,7 @@ from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import (
     ExecutionPlan,
     ExecutionPlanSpec,
+    ExecutionPlanStatus,
     Executor,
     PlanPhase,
     Step,
@@ -362,3 +363,29 @@ def test_a_403_while_the_api_server_reloads_its_roles_is_waited_out_not_a_daemon
         assert not api.failures
 
     asyncio.run(scenario())
+
+
+def test_a_rolled_back_plan_implies_the_success_of_the_steps_it_undid() -> None:
+    """A SIGKILL can lose a StepSucceeded event before the rollback that later undoes the
+    step: replayed from the final status, it must still be there (found by make chaos)."""
+    status = ExecutionPlanStatus.model_validate(
+        {
+            "phase": "RolledBack",
+            "startedAt": "2026-01-01T00:00:00Z",
+            "finishedAt": "2026-01-01T00:00:09Z",
+            "steps": [
+                {"name": "a", "phase": "RolledBack", "durationMs": 700},
+                {"name": "b", "phase": "Failed", "error": "broke"},
+                {"name": "c", "phase": "Skipped"},
+            ],
+        }
+    )
+    implied = {(e.reason, e.message) for e in runner_.implied_events(status)}
+    assert implied == {
+        ("StepSucceeded", "Step a: Succeeded in 700 ms"),
+        ("StepRolledBack", "Step a: RolledBack in 700 ms"),
+        ("StepFailed", "Step b: Failed broke"),
+        ("PlanStarted", "Plan started"),
+        ("RollingBack", "Rolling back"),
+        ("RolledBack", "RolledBack"),
+    }
