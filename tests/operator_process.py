@@ -106,6 +106,9 @@ class OperatorProcess:
             try:
                 self.terminate()
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)  # its stacks into the log, then kill
+                self.proc.send_signal(signal.SIGUSR2)
+                time.sleep(1)
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         if self._out is not None:

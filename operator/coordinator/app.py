@@ -8,10 +8,16 @@ recorder, the reconciler and the plan runner, and the per-plan wake-ups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import faulthandler
 import logging
 import os
+import signal
+import sys
 import tempfile
+import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -96,6 +102,25 @@ def api_client(connections: int, *, config_file: str | None = None) -> kubernete
     return kubernetes.client.ApiClient(configuration)
 
 
+def _exit_after(seconds: float) -> None:
+    """The bound of a shutdown: if the process still runs `seconds` after the stop began,
+    say what was still running (threads) and leave."""
+    time.sleep(seconds)
+    logger.warning("the stop did not finish within %.0f s; leaving now", seconds)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _dump_tasks() -> None:
+    """`kill -USR2 PID`: every asyncio task and where it waits, on stderr (what a hung
+    process is doing; `kill -USR1` prints the threads)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}: {task!r}"[:300], file=sys.stderr)
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
+
+
 class RegisteringServer(kopf.WebhookServer):
     """kopf's webhook server, which registers the webhook configurations once it listens:
     the API server is never sent to a port where nobody answers yet (with 10 000 objects
@@ -153,6 +178,10 @@ class Operator:
         self.following = asyncio.Event()
         """Set while it may not: the complement of `leading`, to wait for a loss."""
         self.started = False
+        self.stop_flag = asyncio.Event()
+        """Set on SIGTERM/SIGINT: kopf's stop flag (``coordinator run`` passes it). An
+        asyncio one: kopf waits for a threading.Event in an executor thread, which then
+        holds up the exit of the event loop (measured: a 10 s hang at every stop)."""
 
     def configure(self, settings: kopf.OperatorSettings) -> None:
         settings.posting.enabled = False  # our own Events, not kopf's log lines
@@ -164,9 +193,11 @@ class Operator:
             prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
         )
         settings.watching.server_timeout = 300
-        # The last resort of a bounded shutdown: the plan daemons leave their step within
-        # handlers.STEP_GRACE_SECONDS and the clean-up gives up after CLEANUP_SECONDS, but
-        # whatever else hangs (a watch, the API server), kopf kills the process by then.
+        # A bounded shutdown: the plan daemons leave their step within
+        # handlers.STEP_GRACE_SECONDS, the clean-up gives up after CLEANUP_SECONDS, and
+        # whatever else hangs, `_exit_after` ends the process at --shutdown-timeout. Before
+        # the operator's signal handlers are in place (during start-up), kopf's own last
+        # resort applies: it kills the process at the same timeout.
         settings.process.ultimate_exiting_timeout = self.config.shutdown_timeout
         # Memory with many objects: list them in pages, not in one response of all, and let
         # an object's kopf worker (its task and last body) go soon after its last event.
@@ -250,6 +281,7 @@ class Operator:
         self._webhooks_local = mode == "local"
 
     async def start(self, indexes: reconciler_.Indexes) -> None:
+        self._tasks.append(asyncio.create_task(self._take_signals(), name="signals"))
         self.reconciler.indexes = indexes
         self.recorder.start()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
@@ -262,6 +294,33 @@ class Operator:
         if self.config.readiness_port:
             self._tasks.append(asyncio.create_task(self._serve_readiness(), name="readiness"))
         self.started = True
+
+    async def _take_signals(self) -> None:
+        """Handle SIGTERM/SIGINT ourselves (and SIGUSR2: dump the tasks).
+
+        kopf installs its own SIGTERM/SIGINT handlers right after the startup handlers
+        begin, and they end the process by a SIGKILL of itself at its timeout. Ours replace
+        them once kopf's are in place: they set kopf's stop flag and bound the exit with a
+        clean one (`_exit_after`). A hook for this would belong upstream in kopf."""
+        await asyncio.sleep(0.5)
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # main thread only
+            loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._terminate, sig)
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        """SIGTERM/SIGINT: ask kopf to stop (its stop flag), and make sure the process is
+        gone within --shutdown-timeout whatever hangs: all state is in the API server,
+        so leaving is always safe (a step in flight is run again by the next driver)."""
+        if self.stop_flag.is_set():
+            return
+        timeout = self.config.shutdown_timeout
+        logger.info("%s received: stopping, within %.0f s", sig.name, timeout)
+        self.stop_flag.set()
+        threading.Thread(
+            target=_exit_after, args=(timeout,), name="shutdown-deadline", daemon=True
+        ).start()
 
     def recommendations(self) -> list[Recommendation]:
         """Every recommendation indexed (for the metrics), none before the start."""

@@ -8,8 +8,10 @@ Every flag can also be set with an environment variable ``COORDINATOR_<FLAG>``
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
+import signal
 import socket
 import urllib.parse
 from pathlib import Path
@@ -231,6 +233,7 @@ def run(arguments: argparse.Namespace) -> int:
     reason is one line on stderr.
     """
     log = logging.getLogger("coordinator")
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     try:
         return _run(arguments)
     except StartupError as exc:
@@ -326,6 +329,7 @@ def _run(arguments: argparse.Namespace) -> int:
             namespaces=namespaces,
             standalone=True,  # replicas elect a leader with a Lease (--lease), not kopf peering
             liveness_endpoint=arguments.liveness or None,
+            stop_flag=operator.stop_flag,  # set by the operator's own signal handlers
             memo=kopf.Memo(operator=operator),
         )
     except Exception as exc:  # a failed start (kopf retried nothing: errors are permanent)
