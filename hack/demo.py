@@ -243,7 +243,7 @@ def story(agent_url: str) -> None:
         "STEP:.status.steps[*].name,PHASE:.status.steps[*].phase,"
         "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
     )
-    say("rec-008's steps were carried out by its agent (the reference agent's record):")
+    say("Steps the agents carried out (the reference agent's record: each key applied once)")
     with urllib.request.urlopen(f"{agent_url.rstrip('/')}/applied", timeout=5) as response:
         print(response.read().decode().strip(), flush=True)
 
