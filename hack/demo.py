@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "optiinfra-demo"
 APPROVER = "kubectl --kubeconfig .cluster/kubeconfig-approver"
@@ -81,14 +83,15 @@ def start_operator(log: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("the operator did not become healthy in 60s")
 
 
-AGENTS = (
-    "cost-agent-1",
-    "cost-agent-2",
-    "cost-agent-5",
-    "perf-agent-1",
-    "resource-agent-1",
-    "resource-agent-3",
-    "resource-agent-4",
+AGENTS = tuple(
+    sorted(
+        {
+            doc["spec"]["agentId"]
+            for path in sorted((REPO / "examples").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text())
+            if doc and doc.get("kind") == "Recommendation"
+        }
+    )
 )
 """The agents of examples/: their default plans are carried out by them, through their
 AgentEndpoints (the reference agent, coordinator.agent, plays all of them here)."""

@@ -13,6 +13,8 @@ import re
 import shlex
 from pathlib import Path
 
+import yaml
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 _LINE = re.compile(r"^# (check|then|outcome): (.+)$")
 
@@ -23,6 +25,15 @@ class Example:
     checks: tuple[tuple[str, str, str | None], ...]
     then: tuple[list[str], ...]
     outcomes: tuple[tuple[str, str, str], ...]
+
+
+def agents() -> tuple[str, ...]:
+    """The agentIds of the examples' recommendations: their default plans are carried out
+    by these agents, through AgentEndpoints of the same names."""
+    docs = [d for p in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    return tuple(
+        sorted({d["spec"]["agentId"] for d in docs if d and d.get("kind") == "Recommendation"})
+    )
 
 
 def load() -> list[Example]:

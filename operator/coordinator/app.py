@@ -34,7 +34,7 @@ from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, WebhookExecutor
+from coordinator.executors.webhook import ENDPOINTS, ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
@@ -66,7 +66,6 @@ class Config:
 
     policy: policy_.ApprovalPolicy = dataclasses.field(default_factory=policy_.ApprovalPolicy)
     workers: int = 16
-    metrics_port: int = 0
     namespaces: tuple[str, ...] = ()
     webhooks: str = "auto"  # auto | local | service | off
     webhook_port: int = 0  # 0: a free port (local) or 9443 (service)
@@ -173,8 +172,9 @@ class Operator:
             if config.lease
             else None
         )
-        self.leading = asyncio.Event()
-        """Set while this replica may act: it holds the Lease (always, without election)."""
+        self.leading = self.reconciler.acting
+        """Set while this replica may act: it holds the Lease (always, without election).
+        The reconciler's own flag: its workers wait for it."""
         self.following = asyncio.Event()
         """Set while it may not: the complement of `leading`, to wait for a loss."""
         self.started = False
@@ -346,10 +346,6 @@ class Operator:
     def _lead(self, leading: bool) -> None:
         (self.leading if leading else self.following).set()
         (self.following if leading else self.leading).clear()
-        if leading:
-            self.reconciler.acting.set()
-        else:
-            self.reconciler.acting.clear()
 
     async def _follow_lease(self) -> None:
         """Act while the Lease is held; on taking it, look at everything afresh."""
@@ -503,6 +499,16 @@ class Operator:
             namespace=rec.metadata.namespace,
             accesses=accesses,
         )
+
+    async def endpoint_problem(self, rec: Recommendation) -> str | None:
+        """Why the webhook steps of `rec`'s plan cannot run: an AgentEndpoint they name is
+        missing (read through the API, fresh: it may have been applied a moment ago)."""
+        steps = catalogue.plan_steps(rec.spec)
+        names = sorted(admission.webhook_endpoints(steps))
+        namespace = rec.metadata.namespace
+        found = [await self.client.get(ENDPOINTS, namespace, name) for name in names]
+        existing = {name for name, obj in zip(names, found, strict=True) if obj is not None}
+        return admission.endpoint_problem(rec, steps, existing=existing)
 
     def names_in(self, namespace: str) -> set[str]:
         """The names of the recommendations of `namespace` this process knows of."""

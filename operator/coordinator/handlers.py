@@ -23,8 +23,7 @@ from coordinator.api.approval import Approval
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.app import Operator
-from coordinator.core import admission, catalogue
-from coordinator.executors.webhook import ENDPOINTS
+from coordinator.core import admission
 
 GROUP: Final = "optiinfra.io"
 VERSION: Final = "v1alpha1"
@@ -393,24 +392,10 @@ async def recommendation_check(
     problem = admission.plan_problem(new)
     if problem:  # never a fake plan: say what to add
         raise kopf.AdmissionError(problem, code=422)
-    await _check_webhook_steps(new, memo.operator)
-    if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
-        operator: Operator = memo.operator
-        existing = operator.names_in(new.metadata.namespace)
-        warnings.extend(admission.dependency_warnings(new, existing=existing))
-
-
-async def _check_webhook_steps(rec: Recommendation, operator: Operator) -> None:
-    """Refuse webhook steps whose AgentEndpoint is missing (read through the API: fresh),
-    those of ``spec.steps`` and those of the default plan (the agent's own endpoint)."""
-    steps = catalogue.plan_steps(rec.spec)
-    namespace = rec.metadata.namespace
-    names = admission.webhook_endpoints(steps)
-    found = [await operator.client.get(ENDPOINTS, namespace, name) for name in sorted(names)]
-    existing = {name for name, obj in zip(sorted(names), found, strict=True) if obj is not None}
-    if rec.spec.steps:
-        reason = admission.check_webhook_steps(steps, namespace=namespace, existing=existing)
-    else:
-        reason = admission.check_agent_endpoint(rec, names=names, existing=existing)
+    operator: Operator = memo.operator
+    reason = await operator.endpoint_problem(new)
     if reason:
         raise kopf.AdmissionError(reason, code=403)
+    if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
+        existing = operator.names_in(new.metadata.namespace)
+        warnings.extend(admission.dependency_warnings(new, existing=existing))

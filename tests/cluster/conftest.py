@@ -14,6 +14,7 @@ import localcluster
 import pytest
 import yaml
 
+from tests import examples_support
 from tests.agent_process import KEY, AgentProcess
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
@@ -137,17 +138,10 @@ def grant_endpoint_secrets(
         )
 
 
-AGENTS = (
-    "cost-agent-1",
-    "cost-agent-2",
-    "cost-agent-5",
-    "perf-agent-1",
-    "resource-agent-1",
-    "resource-agent-3",
-    "resource-agent-4",
-)
-"""The agents of the tests and examples: each e2e namespace registers an AgentEndpoint for
-each, so that their default plans (webhook steps) are admitted and carried out."""
+AGENTS = examples_support.agents()
+"""The agents of the examples (the tests' own recommendations use them too): each e2e
+namespace registers an AgentEndpoint for each, so that their default plans (webhook steps)
+are admitted and carried out."""
 AGENT_SECRET = "agents-hmac"
 
 

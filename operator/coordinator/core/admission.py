@@ -248,6 +248,17 @@ def check_webhook_steps(
     return "; ".join(problems) or None
 
 
+def endpoint_problem(
+    rec: Recommendation, steps: Sequence[Step], *, existing: Collection[str]
+) -> str | None:
+    """Why the webhook steps of `rec`'s plan (`steps`) must be refused, given the
+    AgentEndpoints that exist among those they name: a step of ``spec.steps`` names the
+    field, a default plan names the agent."""
+    if rec.spec.steps:
+        return check_webhook_steps(steps, namespace=rec.metadata.namespace, existing=existing)
+    return check_agent_endpoint(rec, names=webhook_endpoints(steps), existing=existing)
+
+
 def check_agent_endpoint(
     rec: Recommendation, *, names: Collection[str], existing: Collection[str]
 ) -> str | None:

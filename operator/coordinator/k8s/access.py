@@ -20,8 +20,6 @@ import kubernetes
 from coordinator.api import common
 from coordinator.core import admission
 
-NAME: Final = "optiinfra-coordinator"
-"""The webhook configurations' name (coordinator.k8s.webhooks.NAME)."""
 ROLE_HINT: Final = "manifests/operator-rbac.yaml grants what it needs"
 
 
