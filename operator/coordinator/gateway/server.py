@@ -136,8 +136,26 @@ async def _objects(api: Any, namespace: str) -> tuple[list[Any], list[Any], list
     return recs, approvals, plans
 
 
-def _by_name(items: list[Any]) -> dict[str, Any]:
-    return {str(i["metadata"]["name"]): i for i in items}
+async def _fetch(
+    api: Any, namespace: str, names: list[str]
+) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """The named recommendations (those that exist), and the Approvals and plans their
+    status names, each read by name (concurrently), never by listing the namespace."""
+    found = await asyncio.gather(*(call(caller.get, api, namespace, RECS, n) for n in names))
+    recs = [r for r in found if r is not None]
+    approvals = sorted(
+        {str(s["approval"]) for r in recs if (s := r.get("status") or {}).get("approval")}
+    )
+    plans = sorted({str(s["plan"]) for r in recs if (s := r.get("status") or {}).get("plan")})
+    children = await asyncio.gather(
+        *(call(caller.get, api, namespace, APPROVALS, n) for n in approvals),
+        *(call(caller.get, api, namespace, PLANS, n) for n in plans),
+    )
+    return (
+        recs,
+        {n: c for n, c in zip(approvals, children[: len(approvals)], strict=True) if c},
+        {n: c for n, c in zip(plans, children[len(approvals) :], strict=True) if c},
+    )
 
 
 async def coordinate(request: web.Request) -> web.Response:
@@ -157,9 +175,7 @@ async def coordinate(request: web.Request) -> web.Response:
     deadline = time.monotonic() + gateway.settle_timeout
     previous: tuple[str, ...] | None = None
     while True:
-        recs, approvals, plans = await _objects(api, namespace)
-        by_rec, by_appr, by_plan = _by_name(recs), _by_name(approvals), _by_name(plans)
-        mine = [by_rec[n] for n in names if n in by_rec]
+        mine, by_appr, by_plan = await _fetch(api, namespace, names)
         done = len(mine) == len(names) and all(
             origin.settled(
                 r,
@@ -170,8 +186,7 @@ async def coordinate(request: web.Request) -> web.Response:
         )
         versions = tuple(
             str(o["metadata"].get("resourceVersion"))
-            for o in [*recs, *approvals, *plans]
-            if o["metadata"]["name"] in names
+            for o in [*mine, *by_appr.values(), *by_plan.values()]
         )
         if (done and versions == previous) or time.monotonic() > deadline:
             break
