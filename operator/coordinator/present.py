@@ -138,8 +138,8 @@ def why(
         left = f" (in {duration((expires - now).total_seconds())})" if expires else ""
         until = expires.strftime("%Y-%m-%dT%H:%M:%SZ") if expires else "?"
         lines.append(
-            f"Waits for a person to decide approval {_name(approval)} until {until}{left}; "
-            f"the submitter may not. kubectl optiinfra approve {_name(approval)}"
+            f"Waits for a person (not its submitter) to decide approval {_name(approval)} "
+            f"until {until}{left}: kubectl optiinfra approve {_name(approval)}"
         )
         responses = appr_status.get("responses") or []
         if responses:
@@ -204,14 +204,57 @@ _MARK = {
 }
 
 
+def intervals(
+    plan: Obj, *, now: datetime
+) -> tuple[float, dict[str, tuple[float, float, float | None]]]:
+    """Where each step sits on the plan's time axis, in ms from the plan's start:
+    ``(span, {step: (start, end, undone_at)})``. Steps run one at a time, so a step
+    starts no earlier than the one before it ended; its length is its ``durationMs``
+    (status times are whole seconds, too coarse for short steps); rollbacks come after
+    the last step that ran, in reverse order."""
+    status = _status(plan)
+    start = parse_time(status.get("startedAt"))
+    if start is None:
+        return 0.0, {}
+
+    def offset(value: Any) -> float | None:
+        moment = parse_time(value)
+        return None if moment is None else (moment - start).total_seconds() * 1000
+
+    states = {str(s.get("name")): s for s in status.get("steps") or []}
+    order = [str(s.get("name")) for s in _spec(plan).get("steps") or []]
+    placed: dict[str, tuple[float, float, float | None]] = {}
+    cursor = 0.0
+    for name in order:
+        state = states.get(name, {})
+        began = offset(state.get("startedAt"))
+        if began is None:
+            continue
+        first = max(began, cursor)
+        if state.get("durationMs") is not None:
+            last = first + float(state["durationMs"])
+        elif state.get("phase") == StepPhase.RUNNING:
+            last = max(offset(now.isoformat()) or first, first)
+        else:
+            last = max(offset(state.get("finishedAt")) or first, first)
+        placed[name] = (first, last, None)
+        cursor = last
+    for name in reversed(order):
+        undone = offset(states.get(name, {}).get("rolledBackAt"))
+        if name in placed and undone is not None:
+            cursor = max(undone, cursor)
+            placed[name] = (placed[name][0], placed[name][1], cursor)
+    finished = offset(status.get("finishedAt")) or 0.0
+    span = max(cursor, finished, float(status.get("totalDurationMs") or 0), 1.0)
+    return span, placed
+
+
 def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
     """A plan's steps as a timeline: one bar per step on a shared time axis, rollbacks
     drawn after the step (`<` from the step's end to its rollback)."""
     spec, status = _spec(plan), _status(plan)
     steps = {str(s.get("name")): s for s in status.get("steps") or []}
-    start = parse_time(status.get("startedAt"))
-    end = parse_time(status.get("finishedAt")) or now
-    span = max((end - start).total_seconds(), 0.001) if start else 0.0
+    span, placed = intervals(plan, now=now)
     head = f"plan {_name(plan)}: {phase(plan)}"
     if status.get("progress"):
         head += f" {status['progress']}"
@@ -223,6 +266,10 @@ def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
         head += " (aborted)"
     lines = [head]
     label = max([len(str(s.get("name"))) for s in spec.get("steps") or []] + [4])
+
+    def column(ms: float) -> int:
+        return min(width - 1, max(0, int(ms / span * width)))
+
     for step in spec.get("steps") or []:
         name = str(step.get("name"))
         state = steps.get(name, {})
@@ -232,19 +279,13 @@ def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
         except ValueError:
             mark = "?"
         bar = [" "] * width
-        began = parse_time(state.get("startedAt"))
-        if start and began and span:
-            finished = parse_time(state.get("finishedAt")) or (
-                now if step_phase == StepPhase.RUNNING else began
-            )
-            a = int((began - start).total_seconds() / span * (width - 1))
-            b = int((finished - start).total_seconds() / span * (width - 1))
-            for i in range(max(0, a), min(width, max(a, b) + 1)):
+        if name in placed:
+            first, last, undone = placed[name]
+            a, b = column(first), max(column(first), column(last - 0.001))
+            for i in range(a, b + 1):
                 bar[i] = "#" if mark in "<!" else mark
-            undone = parse_time(state.get("rolledBackAt"))
-            if undone:
-                c = int((undone - start).total_seconds() / span * (width - 1))
-                for i in range(min(width - 1, b + 1), min(width, c + 1)):
+            if undone is not None:  # at least one `<`, where there is room
+                for i in range(b + 1, min(width, max(b + 1, column(undone)) + 1)):
                     bar[i] = "<"
         elif step_phase == StepPhase.PENDING:
             bar = ["."] * width

@@ -110,7 +110,8 @@ def test_why_explains_superseded_and_blocked(
     assert "Blocked by rec-ghost: it does not exist." in blocked.stdout
 
     waiting = optiinfra(kubectl, e2e_namespace, "why", "rec-w3", user="viewer")
-    assert "Waits for a person to decide approval rec-w3 until " in waiting.stdout
+    expected = "Waits for a person (not its submitter) to decide approval rec-w3 until "
+    assert expected in waiting.stdout
     assert re.search(r"\(in 1d23h\)", waiting.stdout), waiting.stdout
 
 

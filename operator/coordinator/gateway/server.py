@@ -336,7 +336,13 @@ async def dashboard_state(request: web.Request) -> web.Response:
     for row in present.queue(approvals, now=now):
         group(str(row["customer"]))["queue"].append(row)
     for plan in sorted(plans, key=lambda p: str(p["metadata"]["name"])):
-        group(str((plan.get("spec") or {}).get("customerId")))["plans"].append(origin.plan(plan))
+        shaped = origin.plan(plan)
+        span, placed = present.intervals(plan, now=now)
+        shaped["timeline"] = {
+            "span_ms": span,
+            "steps": {n: {"start": a, "end": b, "undone": c} for n, (a, b, c) in placed.items()},
+        }
+        group(str((plan.get("spec") or {}).get("customerId")))["plans"].append(shaped)
     return web.json_response(
         {
             "namespace": namespace,
