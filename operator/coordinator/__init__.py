@@ -22,8 +22,9 @@ top of the repository enforces this with import-linter (``make lint``).
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children), ``objects`` (any kind, for the kubernetes executor), ``events``,
     ``webhooks`` (admission configurations), ``lease`` (leader election), ``access``
-    (access reviews: the operator's own rights at start, a submitter's at admission) —
-    and what plan steps do (``kubernetes``, ``webhook``, ``simulated``).
+    (access reviews: the operator's own rights at start, a submitter's at admission),
+    ``caller`` (reads and writes with a caller's own credentials, for the plugin and the
+    gateway) — and what plan steps do (``kubernetes``, ``webhook``, ``simulated``).
 ``coordinator.reconciler``, ``coordinator.runner``, ``coordinator.app``
     The shell: customer groups reconciled from the watched view, plans driven step by
     step, and the running operator that wires them (leadership, readiness, clean-up).
