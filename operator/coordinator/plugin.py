@@ -105,10 +105,10 @@ def _denied(message: str) -> str:
 def _decide(session: Session, name: str, decision: str, reason: str | None) -> str:
     approval = session.get(APPROVALS, name)
     spec, status = approval.get("spec") or {}, approval.get("status") or {}
-    if spec.get("decision", "Pending") != "Pending":
-        by = status.get("decidedBy") or "someone (not yet recorded by the operator)"
+    if status.get("phase") in ("Approved", "Rejected"):
+        by = status.get("decidedBy") or "someone"
         at = f" at {status['decidedAt']}" if status.get("decidedAt") else ""
-        raise FailureError(f"approval {name} was already {spec['decision']} by {by}{at}")
+        raise FailureError(f"approval {name} was already {status['phase']} by {by}{at}")
     if status.get("phase") == "Expired":
         raise FailureError(
             f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"

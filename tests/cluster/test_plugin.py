@@ -176,3 +176,15 @@ def test_completion_of_names(kubectl: Kubectl, e2e_namespace: str, objects: Obje
     names = kubectl(*ask, user="approver").stdout.splitlines()
     assert names[:2] == ["rec-c1", "rec-c2"]
     assert names[-1] == ":4"
+
+
+def test_an_expired_approval_says_when(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    apply(kubectl, e2e_namespace, recommendation("rec-x", riskLevel="critical"))
+    expired = objects.wait_phase(APPROVALS, "rec-x", "Expired", timeout=60)
+    late = optiinfra(kubectl, e2e_namespace, "approve", "rec-x")
+    assert late.returncode == 1
+    assert late.stderr == (
+        f"error: approval rec-x expired at {expired['spec']['expiresAt']}; it cannot be decided\n"
+    )

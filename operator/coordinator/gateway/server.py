@@ -163,6 +163,7 @@ async def coordinate(request: web.Request) -> web.Response:
     api = gateway.client(request)
     namespace = gateway.namespace_of(request)
     _, objects = origin.coordinate_request(await _json(request))
+    await gateway.who(request, api)  # a token the API server refuses gets 401, even for []
     for index, obj in enumerate(objects):
         name = obj["metadata"]["name"]
         try:
@@ -237,9 +238,16 @@ async def _decide(request: web.Request, *, reject: bool) -> web.Response:
     if found is None:
         return _error(404, "Approval not found")
     spec, status = found.get("spec") or {}, found.get("status") or {}
-    if spec.get("decision", "Pending") != "Pending":
+    if status.get("phase") in ("Approved", "Rejected"):
         by = status.get("decidedBy") or "someone"
-        return _error(409, f"approval {name} was already {spec['decision']} by {by}")
+        return _error(409, f"approval {name} was already {status['phase']} by {by}")
+    if status.get("phase") == "Expired":
+        return _error(
+            409, f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"
+        )
+    if status.get("phase") == "Withdrawn":
+        why = status.get("message") or "superseded or changed"
+        return _error(409, f"approval {name} was withdrawn ({why}); it cannot be decided")
     decision = "Rejected" if reject else "Approved"
     body: dict[str, Any] = {"spec": {"decision": decision}}
     if reason:
