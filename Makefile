@@ -17,7 +17,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 
 .PHONY: help install lint fmt test test-unit test-cluster cluster cluster-down cluster-build \
-        manifests demo bench chaos
+        manifests demo bench bench-gateway chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -77,6 +77,10 @@ bench: build/.installed build/.bench-installed cluster ## benchmarks: conflicts,
 	$(PYTHON) bench/conflicts.py
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) bench/e2e.py $(BENCH_ARGS)
+
+bench-gateway: build/.installed cluster ## the HTTP gateway: writes against kubectl's, requests/s, settled answers (~2 min)
+	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
+	  $(PYTHON) bench/gateway.py $(BENCH_ARGS)
 
 chaos: build/.installed cluster ## reliability: SIGKILLs of the operator, API server, etcd, a replica (~15 min)
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \

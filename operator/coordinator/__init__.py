@@ -13,22 +13,31 @@ top of the repository enforces this with import-linter (``make lint``).
     plan state machine, step params (``steps``) and the webhook protocol (``webhook``:
     signing, idempotency keys). Plain functions over the api models. No I/O, no clock
     (``now`` is always passed in), no kopf, no kubernetes client.
-``coordinator.check``, ``coordinator.crdgen``
+``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
-    for a set of manifests, no cluster) and the CRD generator (``make manifests``).
+    for a set of manifests, no cluster), the CRD generator (``make manifests``), and
+    what a person reads about objects (why a phase, the approval queue, a plan's
+    timeline; pure, over the objects as the API server returns them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children), ``objects`` (any kind, for the kubernetes executor), ``events``,
     ``webhooks`` (admission configurations), ``lease`` (leader election), ``access``
-    (access reviews: the operator's own rights at start, a submitter's at admission) —
-    and what plan steps do (``kubernetes``, ``webhook``, ``simulated``).
+    (access reviews: the operator's own rights at start, a submitter's at admission),
+    ``caller`` (reads and writes with a caller's own credentials, for the plugin and the
+    gateway) — and what plan steps do (``kubernetes``, ``webhook``, ``simulated``).
 ``coordinator.reconciler``, ``coordinator.runner``, ``coordinator.app``
     The shell: customer groups reconciled from the watched view, plans driven step by
     step, and the running operator that wires them (leadership, readiness, clean-up).
 ``coordinator.handlers``
     Thin kopf handlers: parse the object, call the core, write one status patch.
-``coordinator.cli``, ``coordinator.run``
-    The ``coordinator`` command: ``run`` and ``check``.
+``coordinator.cli``, ``coordinator.run``, ``coordinator.gateway``
+    The ``coordinator`` command: ``run``, ``check`` and ``gateway`` (the origin
+    document's HTTP API and a read-only dashboard over the objects, acting as the caller;
+    ``gateway.origin`` maps requests and responses, purely).
+``coordinator.plugin``
+    ``kubectl optiinfra`` (the ``kubectl-optiinfra`` executable): decide, start, abort,
+    explain, as the user of the kubeconfig. It depends only on the objects' spec and
+    status, never on the operator's shell.
 ``coordinator.agent``
     A reference agent (``python -m coordinator.agent``): the other side of the webhook
     executor, for tests and demos; it uses only ``core.webhook``.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from coordinator import check
+from coordinator import check, gateway
 from coordinator import run as run_command
 
 
@@ -35,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.configure(checking)
     checking.set_defaults(run=check.run)
+
+    serving = commands.add_parser(
+        "gateway",
+        help="serve the origin document's HTTP API and a read-only dashboard over the objects",
+        description=gateway.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gateway.configure(serving)
+    serving.set_defaults(run=gateway.run)
 
     arguments = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = arguments.run

@@ -15,6 +15,7 @@ import kubernetes
 from tests.cluster.conftest import Objects
 from tests.cluster.test_operator import APPROVALS, RECS, recommendation
 from tests.cluster.test_trust import submit
+from tests.support import wait_for
 
 WEB = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
 
@@ -75,7 +76,13 @@ def test_with_the_right_a_small_scale_is_approved_by_policy_but_zero_is_not(
     grant_scaling(api, e2e_namespace, "agent")
     submit(kubectl, e2e_namespace, scale("rec-small", 2), user="agent")
     objects.wait_phase(APPROVALS, "rec-small", "Approved")
-    assert objects.phase(RECS, "rec-small") in ("Approved", "Executing", "Succeeded", "Failed")
+    # The operator writes the Approval (and the plan) before the recommendation's status.
+    wait_for(
+        lambda: (
+            objects.phase(RECS, "rec-small") in ("Approved", "Executing", "Succeeded", "Failed")
+        ),
+        what="rec-small to be approved by policy",
+    )
     submit(kubectl, e2e_namespace, scale("rec-zero", 0), user="agent")
     rec = objects.wait_phase(RECS, "rec-zero", "AwaitingApproval")
     assert "risk raised from low to high: step scale scales web to zero" in rec["status"]["message"]

@@ -1,0 +1,406 @@
+"""The gateway's aiohttp application: each request is made to the API server with the
+caller's bearer token (``coordinator.k8s.caller``), never with an identity of its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+
+from coordinator import present
+from coordinator.gateway import origin
+from coordinator.k8s import caller
+
+T = TypeVar("T")
+log = logging.getLogger("coordinator.gateway")
+
+RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
+POLL: Final = 0.15
+CLIENTS: Final = 256
+WHO_SECONDS: Final = 30.0
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class Gateway:
+    """What the handlers share: where the API server is, the default namespace, and a
+    small cache of API clients and identities per token."""
+
+    def __init__(self, *, base: Any, namespace: str, settle_timeout: float) -> None:
+        self.base = base
+        self.namespace = namespace
+        self.settle_timeout = settle_timeout
+        self._clients: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._who: dict[str, tuple[float, str]] = {}
+        self._anonymous = caller.for_token(base, "")
+        self._anonymous.configuration.api_key = {}
+
+    def client(self, request: web.Request) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": "Authorization: Bearer <token> required"}),
+                content_type="application/json",
+            )
+        token = token.strip()
+        api = self._clients.pop(token, None) or caller.for_token(self.base, token)
+        self._clients[token] = api
+        while len(self._clients) > CLIENTS:
+            self._clients.popitem(last=False)
+        return api
+
+    async def who(self, request: web.Request, api: Any) -> str:
+        token = request.headers["Authorization"].partition(" ")[2].strip()
+        cached = self._who.get(token)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        user, _ = await call(caller.whoami, api)
+        self._who[token] = (time.monotonic() + WHO_SECONDS, user)
+        return user
+
+    def namespace_of(self, request: web.Request) -> str:
+        return request.query.get("namespace") or self.namespace
+
+
+async def call(function: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(function, *args)
+
+
+GATEWAY: Final = web.AppKey("gateway", Gateway)
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The API server's refusals, as the origin's error shape with its status."""
+    try:
+        return await handler(request)
+    except caller.CallerError as exc:
+        if exc.status == 401:
+            return _error(401, "the API server did not accept the bearer token")
+        if exc.status == 0 or exc.status >= 500:
+            return _error(502, f"API server: {exc.message}")
+        return _error(exc.status, _denied(exc.message))
+    except origin.BadRequestError as exc:
+        return _error(400, str(exc))
+    except OSError as exc:
+        return _error(502, f"cannot reach the API server: {exc}")
+
+
+def _denied(message: str) -> str:
+    marker = "denied the request: "
+    return message.split(marker, 1)[1] if marker in message else message
+
+
+async def _json(request: web.Request, *, optional: bool = False) -> Any:
+    text = await request.text()
+    if not text.strip() and optional:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise origin.BadRequestError(f"body: invalid JSON ({exc})") from None
+
+
+async def health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    ok, said = await call(caller.reachable, gateway._anonymous)
+    state = "healthy" if ok else "unhealthy"
+    return web.json_response(
+        {"status": state, "components": {"api_server": {"status": state, "detail": said}}},
+        status=200 if ok else 503,
+    )
+
+
+async def _objects(api: Any, namespace: str) -> tuple[list[Any], list[Any], list[Any]]:
+    recs, approvals, plans = await asyncio.gather(
+        call(caller.list_, api, namespace, RECS),
+        call(caller.list_, api, namespace, APPROVALS),
+        call(caller.list_, api, namespace, PLANS),
+    )
+    return recs, approvals, plans
+
+
+async def _fetch(
+    api: Any, namespace: str, names: list[str]
+) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """The named recommendations (those that exist), and the Approvals and plans their
+    status names, each read by name (concurrently), never by listing the namespace."""
+    found = await asyncio.gather(*(call(caller.get, api, namespace, RECS, n) for n in names))
+    recs = [r for r in found if r is not None]
+    approvals = sorted(
+        {str(s["approval"]) for r in recs if (s := r.get("status") or {}).get("approval")}
+    )
+    plans = sorted({str(s["plan"]) for r in recs if (s := r.get("status") or {}).get("plan")})
+    children = await asyncio.gather(
+        *(call(caller.get, api, namespace, APPROVALS, n) for n in approvals),
+        *(call(caller.get, api, namespace, PLANS, n) for n in plans),
+    )
+    return (
+        recs,
+        {n: c for n, c in zip(approvals, children[: len(approvals)], strict=True) if c},
+        {n: c for n, c in zip(plans, children[len(approvals) :], strict=True) if c},
+    )
+
+
+async def coordinate(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    namespace = gateway.namespace_of(request)
+    _, objects = origin.coordinate_request(await _json(request))
+    await gateway.who(request, api)  # a token the API server refuses gets 401, even for []
+    for index, obj in enumerate(objects):
+        name = obj["metadata"]["name"]
+        try:
+            await call(caller.put_recommendation, api, namespace, obj)
+        except caller.CallerError as exc:
+            if exc.status in (401,) or exc.status >= 500 or exc.status == 0:
+                raise
+            return _error(exc.status, f"recommendations[{index}] ({name}): {_denied(exc.message)}")
+    names = [o["metadata"]["name"] for o in objects]
+    deadline = time.monotonic() + gateway.settle_timeout
+    previous: tuple[str, ...] | None = None
+    while True:
+        mine, by_appr, by_plan = await _fetch(api, namespace, names)
+        done = len(mine) == len(names) and all(
+            origin.settled(
+                r,
+                by_appr.get(str((r.get("status") or {}).get("approval"))),
+                by_plan.get(str((r.get("status") or {}).get("plan"))),
+            )
+            for r in mine
+        )
+        versions = tuple(
+            str(o["metadata"].get("resourceVersion"))
+            for o in [*mine, *by_appr.values(), *by_plan.values()]
+        )
+        if (done and versions == previous) or time.monotonic() > deadline:
+            break
+        previous = versions if done else None
+        await asyncio.sleep(POLL)
+    answer = origin.summary(
+        coordination_id=f"coord-{uuid.uuid4().hex[:12]}",
+        recs=mine,
+        approvals=by_appr,
+        plans=by_plan,
+        now=datetime.now(UTC),
+        settled_=done,
+    )
+    return web.json_response(answer)
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    customer = request.query.get("customer_id")
+    wanted = request.query.get("status", "pending")
+    items = await call(caller.list_, api, gateway.namespace_of(request), APPROVALS)
+    shaped = [origin.approval(a) for a in items]
+    shaped = [
+        a
+        for a in shaped
+        if (not customer or a["customer_id"] == customer)
+        and (wanted == "all" or a["status"] == wanted)
+    ]
+    shaped.sort(key=lambda a: (str(a["expires_at"]), str(a["id"])))
+    return web.json_response({"approvals": shaped, "count": len(shaped)})
+
+
+async def _decide(request: web.Request, *, reject: bool) -> web.Response:
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    namespace = gateway.namespace_of(request)
+    name = request.match_info["id"]
+    user_id, reason = origin.decision_request(await _json(request, optional=True), reject=reject)
+    user = await gateway.who(request, api)
+    if user_id is not None and user_id != user:
+        return _error(
+            403,
+            f"user_id {user_id} is not the caller: the bearer token is {user}, and decisions "
+            "are recorded as the authenticated caller",
+        )
+    found = await call(caller.get, api, namespace, APPROVALS, name)
+    if found is None:
+        return _error(404, "Approval not found")
+    spec, status = found.get("spec") or {}, found.get("status") or {}
+    if status.get("phase") in ("Approved", "Rejected"):
+        by = status.get("decidedBy") or "someone"
+        return _error(409, f"approval {name} was already {status['phase']} by {by}")
+    if status.get("phase") == "Expired":
+        return _error(
+            409, f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"
+        )
+    if status.get("phase") == "Withdrawn":
+        why = status.get("message") or "superseded or changed"
+        return _error(409, f"approval {name} was withdrawn ({why}); it cannot be decided")
+    decision = "Rejected" if reject else "Approved"
+    body: dict[str, Any] = {"spec": {"decision": decision}}
+    if reason:
+        body["spec"]["reason"] = reason
+    await call(caller.patch, api, namespace, APPROVALS, name, body)
+    deadline = time.monotonic() + gateway.settle_timeout
+    current = found
+    while time.monotonic() < deadline:
+        latest = await call(caller.get, api, namespace, APPROVALS, name)
+        current = latest or current
+        if (current.get("status") or {}).get("decidedBy"):
+            break
+        await asyncio.sleep(POLL)
+    log.info("approval %s/%s %s by %s", namespace, name, decision, user)
+    return web.json_response(
+        {
+            "message": "Recommendation rejected" if reject else "Recommendation approved",
+            "approval": origin.approval(current),
+        }
+    )
+
+
+async def approve(request: web.Request) -> web.Response:
+    return await _decide(request, reject=False)
+
+
+async def reject(request: web.Request) -> web.Response:
+    return await _decide(request, reject=True)
+
+
+async def get_plan(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    found = await call(
+        caller.get, api, gateway.namespace_of(request), PLANS, request.match_info["id"]
+    )
+    if found is None:
+        return _error(404, "Plan not found")
+    return web.json_response(origin.plan(found))
+
+
+async def execute_plan(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    namespace = gateway.namespace_of(request)
+    name = request.match_info["id"]
+    found = await call(caller.get, api, namespace, PLANS, name)
+    if found is None:
+        return _error(404, "Plan not found")
+    phase = present.phase(found)
+    if phase in ("Succeeded", "Failed", "RolledBack"):
+        return _error(409, f"plan {name} already ended: {phase}")
+    if not (found.get("spec") or {}).get("suspend", False):
+        return _error(409, f"plan {name} is already started ({phase})")
+    updated = await call(caller.patch, api, namespace, PLANS, name, {"spec": {"suspend": False}})
+    return web.json_response({"message": "Plan execution started", "plan": origin.plan(updated)})
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    page = resources.files("coordinator.gateway").joinpath("dashboard.html").read_text()
+    return web.Response(text=page, content_type="text/html")
+
+
+async def dashboard_state(request: web.Request) -> web.Response:
+    """What the dashboard draws, read as the caller: per customer, the conflict graph,
+    the approval queue and the plans."""
+    gateway = request.app[GATEWAY]
+    api = gateway.client(request)
+    namespace = gateway.namespace_of(request)
+    user = await gateway.who(request, api)
+    recs, approvals, plans = await _objects(api, namespace)
+    now = datetime.now(UTC)
+    customers: dict[str, dict[str, Any]] = {}
+
+    def group(customer: str) -> dict[str, Any]:
+        return customers.setdefault(
+            customer, {"customer": customer, "nodes": [], "edges": [], "queue": [], "plans": []}
+        )
+
+    for customer in sorted({str((r.get("spec") or {}).get("customerId")) for r in recs}):
+        mine = [r for r in recs if (r.get("spec") or {}).get("customerId") == customer]
+        winners = {
+            str((r.get("status") or {}).get("supersededBy"))
+            for r in mine
+            if (r.get("status") or {}).get("supersededBy")
+        }
+        nodes = group(customer)["nodes"]
+        for rec in sorted(mine, key=lambda r: str(r["metadata"]["name"])):
+            shaped = origin.recommendation(rec)
+            shaped["phase"] = present.phase(rec)
+            shaped["winner"] = shaped["id"] in winners
+            nodes.append(shaped)
+        group(customer)["edges"] = origin.conflicts(mine)
+    for row in present.queue(approvals, now=now):
+        group(str(row["customer"]))["queue"].append(row)
+    for plan in sorted(plans, key=lambda p: str(p["metadata"]["name"])):
+        shaped = origin.plan(plan)
+        span, placed = present.intervals(plan, now=now)
+        shaped["timeline"] = {
+            "span_ms": span,
+            "steps": {n: {"start": a, "end": b, "undone": c} for n, (a, b, c) in placed.items()},
+        }
+        group(str((plan.get("spec") or {}).get("customerId")))["plans"].append(shaped)
+    return web.json_response(
+        {
+            "namespace": namespace,
+            "user": user,
+            "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "customers": [customers[c] for c in sorted(customers)],
+        }
+    )
+
+
+def application(gateway: Gateway) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=4 * 1024 * 1024)
+    app[GATEWAY] = gateway
+    app.router.add_get("/", dashboard)
+    app.router.add_get("/dashboard/state", dashboard_state)
+    app.router.add_get("/health", health)
+    app.router.add_post("/coordination/coordinate", coordinate)
+    app.router.add_get("/coordination/approvals", list_approvals)
+    app.router.add_post("/coordination/approvals/{id}/approve", approve)
+    app.router.add_post("/coordination/approvals/{id}/reject", reject)
+    app.router.add_get("/coordination/plans/{id}", get_plan)
+    app.router.add_post("/coordination/plans/{id}/execute", execute_plan)
+    return app
+
+
+def serve(arguments: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    host, _, port = str(arguments.listen).rpartition(":")
+    if not host or not port.isdigit():
+        print(
+            f"coordinator gateway: --listen {arguments.listen}: expected HOST:PORT", file=sys.stderr
+        )
+        return 2
+    try:
+        base = caller.base_configuration(arguments.kubeconfig)
+    except Exception as exc:  # one line, whatever the kubeconfig's fault
+        print(f"coordinator gateway: no cluster configuration: {exc}", file=sys.stderr)
+        return 1
+    gateway = Gateway(
+        base=base, namespace=arguments.namespace, settle_timeout=arguments.settle_timeout
+    )
+    try:
+        web.run_app(
+            application(gateway),
+            host=host.strip("[]"),
+            port=int(port),
+            print=lambda _: log.info("serving on http://%s", arguments.listen),
+            access_log=None,
+        )
+    except OSError as exc:
+        print(f"coordinator gateway: --listen {arguments.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,203 @@
+"""The API server as one caller sees it: a person's kubeconfig, or an agent's bearer token.
+
+The kubectl plugin and the HTTP gateway act *as the caller*: every read and write here
+goes to the API server with the caller's own credentials, so RBAC decides what they may
+see and do, and the admission webhooks record the real user. Nothing here uses the
+operator's identity. Plain synchronous calls (the gateway runs them in threads).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Final
+
+import kubernetes
+
+from coordinator.api.common import GROUP, VERSION
+
+_config: Any = kubernetes.config  # typed loosely: the client's loaders are untyped
+TIMEOUT: Final = 15
+"""Seconds any one call may take."""
+
+PLURALS: Final = {
+    "recommendation": "recommendations",
+    "approval": "approvals",
+    "plan": "executionplans",
+}
+
+
+class CallerError(Exception):
+    """The API server refused or failed a call: `status` (HTTP) and a one-line message."""
+
+    def __init__(self, status: int, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def _error(exc: kubernetes.client.ApiException) -> CallerError:
+    status = int(exc.status or 0)
+    message = str(exc.reason or "error")
+    reason = ""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    if isinstance(body, dict):
+        message = str(body.get("message") or message)
+        reason = str(body.get("reason") or "")
+    return CallerError(status, " ".join(message.split()), reason=reason)
+
+
+def from_kubeconfig(path: str | None = None, context: str | None = None) -> Any:
+    """An API client for the user of a kubeconfig (KUBECONFIG or ~/.kube/config by
+    default), or the in-cluster service account when there is none."""
+    try:
+        return _config.new_client_from_config(config_file=path, context=context)
+    except _config.ConfigException:
+        if path is not None or context is not None:
+            raise
+        _config.load_incluster_config()
+        return kubernetes.client.ApiClient()
+
+
+def default_namespace(path: str | None = None, context: str | None = None) -> str:
+    """The namespace of the kubeconfig's context, as kubectl takes it (default: default)."""
+    try:
+        contexts, active = _config.list_kube_config_contexts(config_file=path)
+    except (kubernetes.config.ConfigException, OSError):
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
+def base_configuration(path: str | None = None) -> Any:
+    """Where the API server is and how to trust it (no user): from a kubeconfig, or the
+    in-cluster config. The gateway adds each caller's token to a copy of it."""
+    config = kubernetes.client.Configuration()
+    try:
+        _config.load_kube_config(config_file=path, client_configuration=config)
+    except _config.ConfigException:
+        if path is not None:
+            raise
+        _config.load_incluster_config(client_configuration=config)
+    return config
+
+
+def for_token(base: Any, token: str) -> Any:
+    """An API client that authenticates with `token` and nothing else."""
+    config = copy.copy(base)
+    config.api_key = {"authorization": f"Bearer {token}"}
+    config.api_key_prefix = {}
+    config.cert_file = None
+    config.key_file = None
+    config.username = None
+    config.password = None
+    config.refresh_api_key_hook = None
+    return kubernetes.client.ApiClient(config)
+
+
+def whoami(api: Any) -> tuple[str, list[str]]:
+    """The caller's user name and groups, as the API server authenticates them."""
+    authn: Any = kubernetes.client.AuthenticationV1Api(api)
+    try:
+        review = authn.create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+            _request_timeout=TIMEOUT,
+        )
+    except kubernetes.client.ApiException as exc:
+        raise _error(exc) from None
+    info = review.status.user_info
+    return str(info.username), list(info.groups or [])
+
+
+def get(api: Any, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    custom: Any = kubernetes.client.CustomObjectsApi(api)
+    try:
+        found: dict[str, Any] = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, name, _request_timeout=TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _error(exc) from None
+    return found
+
+
+def list_(api: Any, namespace: str, plural: str) -> list[dict[str, Any]]:
+    custom: Any = kubernetes.client.CustomObjectsApi(api)
+    try:
+        found = custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, _request_timeout=TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        raise _error(exc) from None
+    items: list[dict[str, Any]] = found.get("items") or []
+    return items
+
+
+def patch(api: Any, namespace: str, plural: str, name: str, body: Any) -> dict[str, Any]:
+    """A JSON merge patch of the object (a dict) or a JSON patch (a list)."""
+    custom: Any = kubernetes.client.CustomObjectsApi(api)
+    kind = (
+        "application/json-patch+json" if isinstance(body, list) else "application/merge-patch+json"
+    )
+    try:
+        result: dict[str, Any] = custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            _content_type=kind,
+            _request_timeout=TIMEOUT,
+        )
+    except kubernetes.client.ApiException as exc:
+        raise _error(exc) from None
+    return result
+
+
+def create(api: Any, namespace: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    custom: Any = kubernetes.client.CustomObjectsApi(api)
+    try:
+        result: dict[str, Any] = custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, body, _request_timeout=TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        raise _error(exc) from None
+    return result
+
+
+def put_recommendation(api: Any, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create the Recommendation, or replace the spec of the one of that name (a JSON
+    patch: fields the new spec leaves out are removed, as `kubectl replace` would)."""
+    name = body["metadata"]["name"]
+    try:
+        return create(api, namespace, PLURALS["recommendation"], body)
+    except CallerError as exc:
+        if exc.status != 409:
+            raise
+    return patch(
+        api,
+        namespace,
+        PLURALS["recommendation"],
+        name,
+        [{"op": "replace", "path": "/spec", "value": body["spec"]}],
+    )
+
+
+def reachable(api: Any) -> tuple[bool, str]:
+    """Whether the API server answers (its /version, which anyone may read), and what it
+    said: its version, or why not."""
+    version: Any = kubernetes.client.VersionApi(api)
+    try:
+        info = version.get_code(_request_timeout=5)
+    except kubernetes.client.ApiException as exc:
+        return False, f"{exc.status} {exc.reason}"
+    except Exception as exc:  # any failure to reach it is "not healthy"
+        return False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return True, str(info.git_version)

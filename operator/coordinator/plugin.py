@@ -1,0 +1,297 @@
+"""``kubectl optiinfra``: decide, start, abort and explain, as the person at the keyboard.
+
+Installed as the executable ``kubectl-optiinfra`` (kubectl finds it on PATH), with
+``kubectl_complete-optiinfra`` for shell completion of names. Every call is made with
+the user's own kubeconfig: RBAC decides, and the admission webhooks record who decided.
+
+  kubectl optiinfra approve NAME [--reason TEXT]   decide an Approval
+  kubectl optiinfra reject NAME --reason TEXT
+  kubectl optiinfra start NAME                     start a suspended ExecutionPlan
+  kubectl optiinfra abort NAME                     roll a running plan back
+  kubectl optiinfra why NAME                       why a Recommendation has its phase
+  kubectl optiinfra queue [-A]                     approvals waiting, soonest expiry first
+  kubectl optiinfra plan NAME                      a plan's steps as a timeline
+
+``-n/--namespace``, ``--kubeconfig`` and ``--context`` work as in kubectl. Errors are one
+line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+
+from coordinator import present
+from coordinator.k8s import caller
+
+RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
+WAIT_SECONDS = 10.0
+
+
+class FailureError(Exception):
+    """A one-line message for the user."""
+
+
+def _globals() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-n", "--namespace")
+    parser.add_argument("--kubeconfig")
+    parser.add_argument("--context")
+    parser.add_argument("-A", "--all-namespaces", action="store_true")
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl optiinfra",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_globals()],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    approve = commands.add_parser("approve", help="approve an Approval")
+    approve.add_argument("name")
+    approve.add_argument("--reason")
+    reject = commands.add_parser("reject", help="reject an Approval (a reason is required)")
+    reject.add_argument("name")
+    reject.add_argument("--reason", required=True)
+    for command, text in (
+        ("start", "start a suspended ExecutionPlan"),
+        ("abort", "abort an ExecutionPlan: roll back what it did"),
+        ("why", "why a Recommendation has its phase"),
+        ("plan", "an ExecutionPlan's steps as a timeline"),
+    ):
+        commands.add_parser(command, help=text).add_argument("name")
+    commands.add_parser("queue", help="approvals waiting for a decision, soonest expiry first")
+    return parser
+
+
+class Session:
+    """The user's API client and namespace."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.api = caller.from_kubeconfig(options.kubeconfig, options.context)
+        self.namespace = options.namespace or caller.default_namespace(
+            options.kubeconfig, options.context
+        )
+        self.all_namespaces = bool(options.all_namespaces)
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        found = caller.get(self.api, self.namespace, plural, name)
+        if found is None:
+            kind = {RECS: "recommendation", APPROVALS: "approval", PLANS: "executionplan"}[plural]
+            raise FailureError(f"{kind} {name} not found in namespace {self.namespace}")
+        return found
+
+    def who(self) -> str:
+        try:
+            return caller.whoami(self.api)[0]
+        except caller.CallerError:
+            return "you"
+
+
+def _denied(message: str) -> str:
+    """An admission refusal without the webhook's name: what was refused, and why."""
+    marker = "denied the request: "
+    return message.split(marker, 1)[1] if marker in message else message
+
+
+def _decide(session: Session, name: str, decision: str, reason: str | None) -> str:
+    approval = session.get(APPROVALS, name)
+    spec, status = approval.get("spec") or {}, approval.get("status") or {}
+    if status.get("phase") in ("Approved", "Rejected"):
+        by = status.get("decidedBy") or "someone"
+        at = f" at {status['decidedAt']}" if status.get("decidedAt") else ""
+        raise FailureError(f"approval {name} was already {status['phase']} by {by}{at}")
+    if status.get("phase") == "Expired":
+        raise FailureError(
+            f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"
+        )
+    if status.get("phase") == "Withdrawn":
+        raise FailureError(
+            f"approval {name} was withdrawn ({status.get('message') or 'superseded or changed'}); "
+            "it cannot be decided"
+        )
+    body: dict[str, Any] = {"spec": {"decision": decision}}
+    if reason:
+        body["spec"]["reason"] = reason
+    try:
+        caller.patch(session.api, session.namespace, APPROVALS, name, body)
+    except caller.CallerError as exc:
+        raise FailureError(_denied(exc.message)) from None
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        now = caller.get(session.api, session.namespace, APPROVALS, name) or {}
+        now_status = now.get("status") or {}
+        if now_status.get("decidedBy"):
+            return f"approval {name} {now_status.get('phase')} by {now_status['decidedBy']}"
+        if now_status.get("responses"):
+            count = len(now_status["responses"])
+            return f"approval {name}: your decision is recorded ({count} so far; still pending)"
+        time.sleep(0.2)
+    return f"approval {name}: {decision} sent; the operator has not recorded it yet"
+
+
+def _plan_switch(session: Session, name: str, *, start: bool) -> str:
+    plan = session.get(PLANS, name)
+    spec, phase = plan.get("spec") or {}, present.phase(plan)
+    if phase in ("Succeeded", "Failed", "RolledBack"):
+        raise FailureError(f"executionplan {name} already ended: {phase}")
+    if start and not spec.get("suspend", False):
+        raise FailureError(f"executionplan {name} is already started ({phase})")
+    if not start and spec.get("abort"):
+        raise FailureError(f"executionplan {name} is already aborted ({phase})")
+    body = {"spec": {"suspend": False}} if start else {"spec": {"abort": True}}
+    try:
+        caller.patch(session.api, session.namespace, PLANS, name, body)
+    except caller.CallerError as exc:
+        raise FailureError(_denied(exc.message)) from None
+    return f"executionplan {name} " + ("started" if start else "aborted: rolling back")
+
+
+def _why(session: Session, name: str) -> str:
+    rec = session.get(RECS, name)
+    status = rec.get("status") or {}
+    others = {
+        str(o["metadata"]["name"]): o for o in caller.list_(session.api, session.namespace, RECS)
+    }
+    approval = (
+        caller.get(session.api, session.namespace, APPROVALS, status["approval"])
+        if status.get("approval")
+        else None
+    )
+    plan = (
+        caller.get(session.api, session.namespace, PLANS, status["plan"])
+        if status.get("plan")
+        else None
+    )
+    lines = present.why(rec, approval=approval, plan=plan, others=others, now=datetime.now(UTC))
+    return "\n".join(lines)
+
+
+def _queue(session: Session) -> str:
+    if session.all_namespaces:
+        custom: Any = kubernetes.client.CustomObjectsApi(session.api)
+        try:
+            items = custom.list_cluster_custom_object("optiinfra.io", "v1alpha1", APPROVALS)[
+                "items"
+            ]
+        except kubernetes.client.ApiException as exc:
+            raise FailureError(caller._error(exc).message) from None
+    else:
+        items = caller.list_(session.api, session.namespace, APPROVALS)
+    rows = present.queue(items, now=datetime.now(UTC))
+    if not rows:
+        where = "any namespace" if session.all_namespaces else f"namespace {session.namespace}"
+        return f"no approvals waiting in {where}"
+    header = ["NAME", "CUSTOMER", "RISK", "EXPIRES", "LEFT", "WHY A PERSON"]
+    if session.all_namespaces:
+        header.insert(0, "NAMESPACE")
+    table = [header]
+    for row in rows:
+        left = row["secondsLeft"]
+        line = [
+            row["name"],
+            row["customer"],
+            row["risk"],
+            row["expiresAt"],
+            "?" if left is None else ("expired" if left <= 0 else present.duration(left)),
+            row["message"] or "",
+        ]
+        if session.all_namespaces:
+            line.insert(0, row["namespace"])
+        table.append(line)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
+
+
+def _plan(session: Session, name: str) -> str:
+    plan = session.get(PLANS, name)
+    return "\n".join(present.timeline(plan, now=datetime.now(UTC)))
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The options, with -n/--kubeconfig/--context/-A anywhere on the line (as kubectl
+    takes them)."""
+    found, rest = _globals().parse_known_args(list(argv))
+    options = _parser().parse_args(rest)
+    for key, value in vars(found).items():
+        if value:
+            setattr(options, key, value)
+    return options
+
+
+def run(argv: Sequence[str]) -> str:
+    """Run one command; the text to print. Raises FailureError or caller.CallerError."""
+    options = _parse(argv)
+    session = Session(options)
+    command = options.command
+    if command in ("approve", "reject"):
+        decision = "Approved" if command == "approve" else "Rejected"
+        return _decide(session, options.name, decision, options.reason)
+    if command in ("start", "abort"):
+        return _plan_switch(session, options.name, start=command == "start")
+    if command == "why":
+        return _why(session, options.name)
+    if command == "plan":
+        return _plan(session, options.name)
+    return _queue(session)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        print(run(sys.argv[1:] if argv is None else argv))
+    except (FailureError, caller.CallerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except kubernetes.config.ConfigException as exc:
+        print(f"error: kubeconfig: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot reach the API server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = ("approve", "reject", "start", "abort", "why", "queue", "plan")
+
+
+def completions(argv: Sequence[str]) -> list[str]:
+    """Candidates for the last word of `argv` (kubectl's plugin completion protocol)."""
+    options, rest = _globals().parse_known_args(list(argv))
+    words = [w for w in rest if not w.startswith("-")]
+    current = words[-1] if words else ""
+    if len(words) <= 1:
+        return [c for c in COMMANDS if c.startswith(current)]
+    command = words[0]
+    plural = {"approve": APPROVALS, "reject": APPROVALS, "why": RECS}.get(command, PLANS)
+    if command == "queue" or len(words) > 2:
+        return []
+    session = Session(options)
+    try:
+        items = caller.list_(session.api, session.namespace, plural)
+    except caller.CallerError:
+        return []
+    if plural == APPROVALS:
+        items = [i for i in items if (i.get("spec") or {}).get("decision") == "Pending"]
+    names = sorted(str(i["metadata"]["name"]) for i in items)
+    return [n for n in names if n.startswith(current)]
+
+
+def complete(argv: Sequence[str] | None = None) -> int:
+    """``kubectl_complete-optiinfra``: one candidate a line, then cobra's directive
+    (``:4``, no file completion)."""
+    try:
+        found = completions(sys.argv[1:] if argv is None else argv)
+    except Exception:  # completion never fails loudly
+        found = []
+    print("\n".join([*found, ":4"]))
+    return 0

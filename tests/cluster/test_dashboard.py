@@ -1,0 +1,167 @@
+"""The gateway's read-only dashboard, loaded in headless Chromium (Debian's `chromium`)
+against the local control plane: the conflict graph, the approval queue and a plan's
+timeline with its rollback, as a viewer's token may read them.
+
+The screenshot goes to the test's temporary directory; with
+OPTIINFRA_DASHBOARD_SCREENSHOT=PATH it is also written to PATH (the README's picture
+is made so: `docs/dashboard.png`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import kubernetes
+import localcluster
+import pytest
+
+from tests.cluster.conftest import Objects
+from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, fast_steps, recommendation
+from tests.gateway_support import GatewayProcess, gateway, service_account_tokens
+from tests.support import Kubectl
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Elements(HTMLParser):
+    """Every element's attributes, and the text of the whole page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def having(self, attribute: str) -> list[dict[str, str]]:
+        return [a for _, a in self.elements if attribute in a]
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", "--disable-dev-shm-usage", "--virtual-time-budget=4000", *args,
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def dump(url: str) -> Elements:
+    proc = chromium("--dump-dom", url)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = Elements()
+    page.feed(proc.stdout)
+    return page
+
+
+@pytest.fixture
+def served(
+    cluster: localcluster.Cluster, e2e_namespace: str, tmp_path: Path
+) -> Iterator[GatewayProcess]:
+    with gateway(cluster.kubeconfig, e2e_namespace, tmp_path / "gateway.log") as process:
+        yield process
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positional
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    served: GatewayProcess,
+    tmp_path: Path,
+) -> None:
+    tokens = service_account_tokens(api, kubectl, e2e_namespace)
+    apply(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-003", priority=10, estimatedSavings=2000, affectedResources=["i-102"]),
+        recommendation(
+            "rec-004", action="scale_down", priority=8, estimatedSavings=1500,
+            affectedResources=["i-102", "i-104"],
+        ),
+        recommendation(
+            "rec-005", action="scale_up", riskLevel="high", priority=12,
+            affectedResources=["cluster-a"],
+        ),
+        recommendation(
+            "rec-006", action="scale_down", priority=10, affectedResources=["cluster-a"]
+        ),
+        recommendation("rec-rollback", steps=fast_steps("three"), affectedResources=["db-1"]),
+        recommendation("rec-other", customerId="customer-2", affectedResources=["x-1"]),
+    )  # fmt: skip
+    objects.wait_phase(RECS, "rec-004", "Superseded")
+    objects.wait_phase(RECS, "rec-006", "Superseded")
+    objects.wait_phase(APPROVALS, "rec-rollback", "Pending")
+    kubectl(
+        "patch", "approval", "rec-rollback", "-n", e2e_namespace, "--type", "merge",
+        "-p", json.dumps({"spec": {"decision": "Approved"}}), user="approver",
+    )  # fmt: skip
+    objects.wait_phase(PLANS, "rec-rollback", "Pending")
+    kubectl(
+        "patch", "executionplan", "rec-rollback", "-n", e2e_namespace, "--type", "merge",
+        "-p", json.dumps({"spec": {"suspend": False}}), user="approver",
+    )  # fmt: skip
+    objects.wait_phase(PLANS, "rec-rollback", "RolledBack")
+    for name in ("rec-003", "rec-005", "rec-other"):
+        objects.wait_phase(APPROVALS, name, "Pending")
+
+    url = f"{served.url}/?namespace={e2e_namespace}#token={tokens['gw-viewer']}"
+    page = dump(url)
+    assert any(a.get("data-loaded") == "true" for a in page.having("data-loaded")), "".join(
+        page.text
+    )[:2000]
+    text = " ".join("".join(page.text).split())
+    assert f"system:serviceaccount:{e2e_namespace}:gw-viewer in {e2e_namespace}" in text
+
+    # The conflict graph: nodes, edges coloured by type, the winners marked.
+    nodes = {a["data-id"]: a for a in page.having("data-id")}
+    assert set(nodes) == {"rec-003", "rec-004", "rec-005", "rec-006", "rec-rollback", "rec-other"}
+    assert nodes["rec-003"]["data-winner"] == "true"
+    assert nodes["rec-005"]["data-winner"] == "true"
+    assert nodes["rec-004"]["data-winner"] == "false"
+    assert nodes["rec-004"]["data-phase"] == "Superseded"
+    edges = {(a["data-type"], a["data-between"]): a["stroke"] for a in page.having("data-between")}
+    assert edges == {
+        ("resource", "rec-003 rec-004"): "#e08a00",
+        ("resource", "rec-005 rec-006"): "#e08a00",
+        ("action", "rec-005 rec-006"): "#c62828",
+    }
+    customers = [a["data-customer"] for t, a in page.elements if t == "section"]
+    assert customers == ["customer-1", "customer-2"]
+
+    # The approval queue, soonest expiry first (high: 24h before medium: 48h), time left.
+    queue = [a["data-approval"] for a in page.having("data-approval")]
+    assert queue == ["rec-005", "rec-003", "rec-other"]
+    assert "23h59m" in text or "23h58m" in text
+
+    # The plan's timeline: the failed step and the two rolled back.
+    steps = {a["data-step"]: a["data-status"] for a in page.having("data-step")}
+    assert steps == {"one": "rolled_back", "two": "rolled_back", "three": "failed"}
+    assert "rec-rollback — rolled_back" in text
+    assert text.count("↩ undone") == 2
+
+    screenshot = tmp_path / "dashboard.png"
+    shot = chromium("--window-size=1280,1500", f"--screenshot={screenshot}", url)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("OPTIINFRA_DASHBOARD_SCREENSHOT"):
+        shutil.copy(screenshot, os.environ["OPTIINFRA_DASHBOARD_SCREENSHOT"])
+
+    # The viewer sees only what RBAC lets it: another namespace is refused, in the page.
+    elsewhere = dump(f"{served.url}/?namespace=default#token={tokens['gw-viewer']}")
+    said = " ".join("".join(elsewhere.text).split())
+    assert "cannot list resource" in said
+    assert not elsewhere.having("data-id")

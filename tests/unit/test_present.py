@@ -1,0 +1,207 @@
+"""What a person reads (coordinator.present): why, the queue, a plan's timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from coordinator import present
+
+NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+
+
+def rec(name: str, phase: str, spec: dict[str, Any] | None = None, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {
+            "customerId": "customer-1",
+            "action": "migrate_to_spot",
+            "riskLevel": "medium",
+            "priority": 10,
+            "estimatedSavings": 2000,
+            **(spec or {}),
+        },
+        "status": {"phase": phase, "observedGeneration": 1, **status},
+    }
+
+
+def test_durations_for_a_person() -> None:
+    assert present.duration(45) == "45s"
+    assert present.duration(750) == "12m30s"
+    assert present.duration(4 * 3600 + 300) == "4h05m"
+    assert present.duration(2 * 86400 + 3 * 3600) == "2d3h"
+    assert present.duration(-90) == "-1m30s"
+
+
+def test_the_rule_that_decided() -> None:
+    winner = rec("a", "AwaitingApproval")
+    assert present.deciding_rule(winner, rec("b", "Superseded", {"priority": 8})) == (
+        "higher priority (10 > 8)"
+    )
+    assert present.deciding_rule(winner, rec("b", "Superseded", {"estimatedSavings": 1500})) == (
+        "higher savings (2000.00 > 1500.00)"
+    )
+    assert present.deciding_rule(winner, rec("b", "Superseded", {"confidence": 0.5})) == (
+        "higher confidence (1 > 0.5)"
+    )
+    assert present.deciding_rule(winner, rec("b", "Superseded", {"riskLevel": "high"})) == (
+        "lower risk (medium < high)"
+    )
+    assert present.deciding_rule(winner, rec("b", "Superseded")) == "name (a < b)"
+
+
+def test_why_a_superseded_one_lost() -> None:
+    winner = rec("rec-003", "AwaitingApproval")
+    loser = rec(
+        "rec-004",
+        "Superseded",
+        {"action": "scale_down", "priority": 8},
+        supersededBy="rec-003",
+        conflicts=[
+            {
+                "type": "resource",
+                "with": ["rec-003"],
+                "severity": "medium",
+                "description": "Both recommendations affect resources: [i-102 i-103]",
+                "resolution": "Kept recommendation rec-003 (priority: 10, savings: 2000.00), "
+                "discarded rec-004",
+            }
+        ],
+    )
+    lines = present.why(
+        loser, approval=None, plan=None, others={"rec-003": winner, "rec-004": loser}, now=NOW
+    )
+    assert lines[0].startswith("rec-004 is Superseded: scale_down for customer customer-1")
+    assert lines[1] == "Lost to rec-003, kept by higher priority (10 > 8)."
+    assert lines[2] == (
+        "  resource conflict with rec-003 (medium): "
+        "Both recommendations affect resources: [i-102 i-103]"
+    )
+    assert lines[3].startswith("    -> Kept recommendation rec-003")
+
+
+def test_why_a_blocked_one_waits() -> None:
+    blocked = rec(
+        "rec-b", "Blocked", {"dependsOn": ["rec-gone", "rec-running"]}, message="Blocked by ..."
+    )
+    others = {"rec-running": rec("rec-running", "Executing")}
+    lines = present.why(blocked, approval=None, plan=None, others=others, now=NOW)
+    assert "Blocked by rec-gone: it does not exist." in lines
+    assert "Waits for rec-running (it is Executing)." in lines
+    assert lines[-1] == "Operator: Blocked by ..."
+
+
+def test_why_an_approval_waits_and_until_when() -> None:
+    waiting = rec("rec-a", "AwaitingApproval", approval="rec-a")
+    approval = {
+        "metadata": {"name": "rec-a"},
+        "spec": {"expiresAt": "2026-01-04T12:00:00Z", "decision": "Pending"},
+        "status": {"phase": "Pending", "responses": [{"user": "ann", "decision": "Approved"}]},
+    }
+    lines = present.why(waiting, approval=approval, plan=None, others={}, now=NOW)
+    expected = (
+        "Waits for a person (not its submitter) to decide approval rec-a "
+        "until 2026-01-04T12:00:00Z (in 2d0h): kubectl optiinfra approve rec-a"
+    )
+    assert expected in lines
+    assert "  responses so far: ann: Approved" in lines
+
+
+def approval(name: str, expires: str, phase: str = "Pending") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"expiresAt": expires, "decision": "Pending", "riskLevel": "high"},
+        "status": {"phase": phase},
+    }
+
+
+def test_the_queue_soonest_expiry_first() -> None:
+    rows = present.queue(
+        [
+            approval("later", "2026-01-04T12:00:00Z"),
+            approval("done", "2026-01-02T13:00:00Z", phase="Approved"),
+            approval("soon", "2026-01-02T16:00:00Z"),
+        ],
+        now=NOW,
+    )
+    assert [(r["name"], r["secondsLeft"]) for r in rows] == [
+        ("soon", 4 * 3600.0),
+        ("later", 48 * 3600.0),
+    ]
+
+
+def test_the_timeline_draws_steps_and_rollbacks() -> None:
+    plan = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "steps": [
+                {"name": "one"},
+                {"name": "two", "reversible": False},
+                {"name": "three", "critical": True},
+            ]
+        },
+        "status": {
+            "phase": "RolledBack",
+            "progress": "3/3",
+            "startedAt": "2026-01-02T12:00:00Z",
+            "finishedAt": "2026-01-02T12:00:40Z",
+            "totalDurationMs": 40000,
+            "steps": [
+                {
+                    "name": "one",
+                    "phase": "RolledBack",
+                    "startedAt": "2026-01-02T12:00:00Z",
+                    "finishedAt": "2026-01-02T12:00:10Z",
+                    "rolledBackAt": "2026-01-02T12:00:40Z",
+                    "durationMs": 10000,
+                },
+                {
+                    "name": "two",
+                    "phase": "Succeeded",
+                    "startedAt": "2026-01-02T12:00:10Z",
+                    "finishedAt": "2026-01-02T12:00:20Z",
+                    "message": "irreversible: left as it is",
+                },
+                {
+                    "name": "three",
+                    "phase": "Failed",
+                    "startedAt": "2026-01-02T12:00:20Z",
+                    "finishedAt": "2026-01-02T12:00:30Z",
+                    "error": "broke",
+                },
+            ],
+        },
+    }
+    lines = present.timeline(plan, now=NOW, width=40)
+    assert lines[0] == "plan p: RolledBack 3/3 in 40000 ms"
+    bars = {line.split()[0]: line.split("|")[1] for line in lines[1:] if "|" in line}
+    assert bars["one"] == "#" * 10 + "<" * 30
+    assert bars["two"] == " " * 10 + "#" * 10 + " " * 20
+    assert bars["three"] == " " * 20 + "X" * 10 + " " * 10
+    assert "error: broke" in "\n".join(lines)
+    assert "irreversible: left as it is" in "\n".join(lines)
+    assert "(critical, irreversible)" in lines[2]
+
+
+def test_short_steps_are_placed_by_their_duration_not_whole_seconds() -> None:
+    plan = {
+        "metadata": {"name": "p"},
+        "spec": {"steps": [{"name": "a"}, {"name": "b"}]},
+        "status": {
+            "phase": "Succeeded",
+            "startedAt": "2026-01-02T12:00:00Z",
+            "finishedAt": "2026-01-02T12:00:00Z",
+            "totalDurationMs": 800,
+            "steps": [
+                {"name": "a", "phase": "Succeeded", "startedAt": "2026-01-02T12:00:00Z",
+                 "durationMs": 200},
+                {"name": "b", "phase": "Succeeded", "startedAt": "2026-01-02T12:00:00Z",
+                 "durationMs": 600},
+            ],
+        },
+    }  # fmt: skip
+    span, placed = present.intervals(plan, now=NOW)
+    assert span == 800
+    assert placed == {"a": (0.0, 200.0, None), "b": (200.0, 800.0, None)}
+    bars = [line.split("|")[1] for line in present.timeline(plan, now=NOW, width=8)[1:]]
+    assert bars == ["##      ", "  ######"]
