@@ -74,7 +74,10 @@ def served(
         yield process
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="chromium is not installed (apt-get install chromium); CI installs it and never skips",
+)
 def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positional
     api: kubernetes.client.ApiClient,
     kubectl: Kubectl,
