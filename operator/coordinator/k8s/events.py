@@ -44,13 +44,6 @@ class ObjectRef:
     name: str
     uid: str | None
 
-    @classmethod
-    def of(cls, body: dict[str, Any]) -> ObjectRef:
-        meta = body["metadata"]
-        return cls(
-            body["apiVersion"], body["kind"], meta["namespace"], meta["name"], meta.get("uid")
-        )
-
 
 def event_name(object_name: str, uid: str | None, reason: str, key: str) -> str:
     """The name of the event that reports one transition of one object.
