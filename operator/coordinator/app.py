@@ -314,9 +314,7 @@ class Operator:
         self._tasks.append(asyncio.create_task(self._take_signals(), name="signals"))
         self.recorder.start()
         self._tasks.append(asyncio.create_task(self.informer.run(), name="informer"))
-        self._tasks.append(
-            asyncio.create_task(self.reconciler.run(self.start_plan), name="reconciler")
-        )
+        self._tasks.append(asyncio.create_task(self._act_once_listed(), name="reconciler"))
         if self.elector is None:
             self._lead(True)
         else:
@@ -391,14 +389,29 @@ class Operator:
             if leading:
                 await self._resync()
 
+    async def _act_once_listed(self) -> None:
+        """Reconcile once every kind is listed (a decision from half a listing would
+        create approvals that exist, or say a plan waits for a dependency not yet seen):
+        the groups queued meanwhile, and the pending plans, then every change."""
+        await self.informer.listed.wait()
+        logger.info("listed %d objects; acting", len(self.store))
+        if self.leading.is_set():
+            await self._start_pending()
+        await self.reconciler.run(self.start_plan)
+
     async def _resync(self) -> None:
         """Taking over: every group is reconciled, every pending plan considered."""
+        await self.informer.listed.wait()
         for key in self.store.groups():
             self.reconciler.queue.add(key)
+        await self._start_pending()
+
+    async def _start_pending(self) -> None:
+        """Start the pending plans that may start; post again the lost events of plans
+        that ended lately (see `start_plan`)."""
         for record in self.store.plans():
-            if record.phase in (None, PlanPhase.PENDING.value):
-                plan = self.store.model(PLANS, record)
-                await self.start_plan(plan)
+            if record.phase not in STARTED:
+                await self.start_plan(self.store.model(PLANS, record))
 
     async def _serve_readiness(self) -> None:
         """GET /readyz: 200 while this process acts on the cluster, 503 (with why) otherwise."""
@@ -469,6 +482,8 @@ class Operator:
     def _changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
         """A change in the Store: the groups to reconcile, the plans to start or wake."""
         self.reconciler.changed(plural, record)
+        if not self.informer.listed.is_set():  # see _act_once_listed
+            return
         key = record.key
         if plural == RECOMMENDATIONS:
             if record.phase == "Succeeded" and not deleted:  # plans may wait for it
