@@ -8,8 +8,9 @@ pages of `PAGE`, then a watch from the list's resourceVersion, again from the la
 version seen when a watch ends, a fresh listing after 410 Gone. One thread per kind and
 namespace (the kubernetes client is synchronous) reads the stream; each object is handed
 to the event loop, where `deliver` (the Store) keeps what it needs and drops the rest. A
-page is handed over whole and the thread waits until it is taken: at most one page of
-raw objects is ever held.
+page is handed over whole and the thread waits until it is taken, and at most
+`IN_FLIGHT` watch events wait for the loop: a busy loop never piles up raw objects (the
+API server waits on the connection instead).
 
 `listed` is set once every kind has been listed once and put in the Store: the
 operator's readiness (see ``coordinator.app``).
@@ -33,6 +34,10 @@ from coordinator.api.common import GROUP, VERSION
 logger = logging.getLogger(__name__)
 
 PAGE: Final = 500
+IN_FLIGHT: Final = 64
+"""Watch events handed to the event loop and not yet stored, at most: a watch thread
+waits beyond this (the API server then waits on the connection), so a busy loop never
+queues up raw objects."""
 WATCH_SECONDS: Final = 300
 RETRY_FIRST_SECONDS: Final = 0.2
 RETRY_CAP_SECONDS: Final = 5.0
@@ -84,6 +89,7 @@ class Informer:
         self._deliver = deliver
         self._resync = resync
         self._stopping = threading.Event()
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0
         self.listed = asyncio.Event()
@@ -198,7 +204,11 @@ class Informer:
                     raise RuntimeError(f"watch error: {obj.get('message') or obj}")
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if kind in ("ADDED", "MODIFIED", "DELETED") and self._keep(obj):
-                    loop.call_soon_threadsafe(self._deliver, plural, obj, kind == "DELETED")
+                    while not self._in_flight.acquire(timeout=1.0):
+                        if self._stopping.is_set():
+                            return version
+                    loop.call_soon_threadsafe(self._take, plural, obj, kind == "DELETED")
+                del event, obj
         finally:
             response.release_conn()
         return version
@@ -217,6 +227,12 @@ class Informer:
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
     # --- on the event loop --------------------------------------------------------------
+
+    def _take(self, plural: str, obj: Mapping[str, Any], deleted: bool) -> None:
+        try:
+            self._deliver(plural, obj, deleted)
+        finally:
+            self._in_flight.release()
 
     def _deliver_page(self, plural: str, items: list[Mapping[str, Any]]) -> None:
         for item in items:
