@@ -393,10 +393,13 @@ class Operator:
         """Reconcile once every kind is listed (a decision from half a listing would
         create approvals that exist, or say a plan waits for a dependency not yet seen):
         the groups queued meanwhile, and the pending plans, then every change."""
+        began = time.monotonic()
         await self.informer.listed.wait()
-        logger.info("listed %d objects; acting", len(self.store))
-        if self.leading.is_set():
-            await self._start_pending()
+        logger.info(
+            "listed %d objects in %.1f s; acting", len(self.store), time.monotonic() - began
+        )
+        if self.leading.is_set():  # beside the reconciles, not before them
+            self._spawn(self._start_pending())
         await self.reconciler.run(self.start_plan)
 
     async def _resync(self) -> None:
@@ -409,9 +412,14 @@ class Operator:
     async def _start_pending(self) -> None:
         """Start the pending plans that may start; post again the lost events of plans
         that ended lately (see `start_plan`)."""
+        began, count = time.monotonic(), 0
         for record in self.store.plans():
             if record.phase not in STARTED:
                 await self.start_plan(self.store.model(PLANS, record))
+                count += 1
+                if count % 50 == 0:
+                    await asyncio.sleep(0)  # let the reconciles and the webhooks in
+        logger.info("considered %d plans in %.1f s", count, time.monotonic() - began)
 
     async def _serve_readiness(self) -> None:
         """GET /readyz: 200 while this process acts on the cluster, 503 (with why) otherwise."""
