@@ -20,20 +20,42 @@ top of the repository enforces this with import-linter (``make lint``).
     timeline; pure, over the objects as the API server returns them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
-    owned children), ``objects`` (any kind, for the kubernetes executor), ``events``,
-    ``webhooks`` (admission configurations), ``lease`` (leader election), ``access``
-    (access reviews: the operator's own rights at start, a submitter's at admission),
-    ``caller`` (reads and writes with a caller's own credentials, for the plugin and the
-    gateway) — and what plan steps do (``kubernetes``, ``webhook``, ``simulated``).
-``coordinator.reconciler``, ``coordinator.runner``, ``coordinator.app``
-    The shell: customer groups reconciled from the watched view, plans driven step by
-    step, and the running operator that wires them (leadership, readiness, clean-up).
+    owned children), ``status`` (the one StatusWriter of every kind: diff, one merge
+    patch, no-ops skipped, the written version handed to the Store), ``informer`` (the
+    lean list/watch of the coordinator's kinds into the Store), ``objects`` (any kind,
+    for the kubernetes executor), ``events``, ``webhooks`` (admission configurations),
+    ``lease`` (leader election), ``access`` (access reviews: the operator's own rights
+    at start, a submitter's at admission), ``caller`` (reads and writes with a caller's
+    own credentials, for the plugin and the gateway) — and what plan steps do
+    (``kubernetes``, ``webhook``, ``simulated``).
+``coordinator.metrics``
+    The Prometheus metrics; the state gauges read counts the Store keeps.
+
+The shell, from the bottom up:
+
+``coordinator.store``
+    What the operator knows: one compact record per object (the fields looked up by,
+    the rest as compact JSON; no pydantic models, no watch responses), the dependency
+    maps, the counts for the metrics; it is also the version tracker of the operator's
+    own writes. Models are materialised per reconcile, from a small cache.
+``coordinator.reconciler``
+    One work queue of customer groups (requeue-after, per-key exponential backoff); a
+    reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
+    changed through the StatusWriter and returns when to run again.
+``coordinator.runner``
+    One plan: next move (``core.plan``) -> persist -> execute -> persist.
+``coordinator.app``
+    The running operator: wires the Store, the list/watch, the reconciler and the
+    runner; turns Store changes into queue keys and plan starts; drives one plan when
+    its daemon asks; leadership, readiness (green once the initial listing is in the
+    Store), webhooks, clean-up.
 ``coordinator.handlers``
-    Thin kopf handlers: parse the object, call the core, write one status patch.
+    Thin kopf handlers: start and stop the operator, one daemon per started plan that
+    asks the operator to drive it, the admission webhooks. They decide nothing.
 ``coordinator.cli``, ``coordinator.run``, ``coordinator.gateway``
-    The ``coordinator`` command: ``run``, ``check`` and ``gateway`` (the origin
-    document's HTTP API and a read-only dashboard over the objects, acting as the caller;
-    ``gateway.origin`` maps requests and responses, purely).
+    The ``coordinator`` command: ``run`` (flags, start-up checks, kopf), ``check`` and
+    ``gateway`` (the origin document's HTTP API and a read-only dashboard over the
+    objects, acting as the caller; ``gateway.origin`` maps requests and responses, purely).
 ``coordinator.plugin``
     ``kubectl optiinfra`` (the ``kubectl-optiinfra`` executable): decide, start, abort,
     explain, as the user of the kubeconfig. It depends only on the objects' spec and

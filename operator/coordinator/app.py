@@ -1,8 +1,11 @@
 """The running operator: its configuration and the parts it wires together.
 
 ``coordinator run`` builds an ``Operator`` from its flags and hands it to kopf as the
-memo; the handlers reach everything through it. It owns the API client, the event
-recorder, the reconciler and the plan runner, and the per-plan wake-ups.
+memo; the handlers reach everything through it. It owns the API client, the Store and
+the list/watch that fills it, the status writer, the event recorder, the reconciler
+(customer groups, on one work queue) and the plan runner, and it drives one plan when a
+plan's daemon asks (`drive_plan`). A change in the Store becomes queue keys and plan
+starts here (`_changed`), nowhere else.
 """
 
 from __future__ import annotations
@@ -28,17 +31,21 @@ import kubernetes
 
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
+from coordinator import store as store_
+from coordinator.api.common import ENDPOINTS, PLANS, RECOMMENDATIONS, SUBMITTED_BY_ANNOTATION
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ENDPOINTS, ClientResolver, WebhookExecutor
+from coordinator.executors.webhook import ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import informer as informer_
 from coordinator.k8s import lease as lease_
+from coordinator.k8s import status as status_
 from coordinator.k8s import webhooks as webhooks_
 
 HOOKS: Final = (
@@ -52,6 +59,10 @@ FINALIZER: Final = "optiinfra.io/coordinator"
 ANNOTATIONS_PREFIX: Final = "coordinator.optiinfra.io"
 LIST_PAGE: Final = 500
 WORKER_IDLE_SECONDS: Final = 0.5
+STEP_GRACE_SECONDS: Final = 3.0
+"""How long a step in flight may take to finish when the operator stops or stops leading;
+then it is abandoned: it stays Running in status and is run again by whoever drives the
+plan next (steps are idempotent: see the executors)."""
 CLEANUP_SECONDS: Final = 3.0
 """The longest the clean-up at exit waits for the API server (webhooks, Lease)."""
 WEBHOOK_CHECK_SECONDS: Final = 10.0
@@ -141,13 +152,29 @@ class Operator:
         self.api = api_client(config.workers)
         self.client = client_.Client(self.api, workers=config.workers)
         self.recorder = events_.Recorder(self.client)
-        self.reconciler = reconciler_.Reconciler(
-            client=self.client, recorder=self.recorder, policy=config.policy, workers=config.workers
+        self.store = store_.Store()
+        """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
+        self.store.listeners.append(self._changed)
+        self.writer = status_.StatusWriter(self.client, self.store.apply)
+        self.informer = informer_.Informer(
+            self.api,
+            plurals=tuple(store_.KINDS),
+            namespaces=config.namespaces,
+            deliver=self._deliver,
+            resync=self.store.resync,
         )
-        self.reconciler.plan_created = self.start_plan
+        self.reconciler = reconciler_.Reconciler(
+            client=self.client,
+            recorder=self.recorder,
+            policy=config.policy,
+            store=self.store,
+            writer=self.writer,
+            workers=config.workers,
+        )
         self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
+            writer=self.writer,
             recorder=self.recorder,
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
@@ -156,8 +183,11 @@ class Operator:
             },
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        """One per plan being driven: set when its object changed (suspend, abort)."""
+        self._starting: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        """Plans whose start is in flight (one at a time per plan), and how many wait."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._resources = access_.Resources(self.api)
         self._webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._webhook_url = ""
@@ -194,7 +224,7 @@ class Operator:
         )
         settings.watching.server_timeout = 300
         # A bounded shutdown: the plan daemons leave their step within
-        # handlers.STEP_GRACE_SECONDS, the clean-up gives up after CLEANUP_SECONDS, and
+        # STEP_GRACE_SECONDS, the clean-up gives up after CLEANUP_SECONDS, and
         # whatever else hangs, `_exit_after` ends the process at --shutdown-timeout. Before
         # the operator's signal handlers are in place (during start-up), kopf's own last
         # resort applies: it kills the process at the same timeout.
@@ -280,11 +310,11 @@ class Operator:
         settings.admission.managed = None  # registered by the server, with a namespace selector
         self._webhooks_local = mode == "local"
 
-    async def start(self, indexes: reconciler_.Indexes) -> None:
+    async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._take_signals(), name="signals"))
-        self.reconciler.indexes = indexes
         self.recorder.start()
-        self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        self._tasks.append(asyncio.create_task(self.informer.run(), name="informer"))
+        self._tasks.append(asyncio.create_task(self._act_once_listed(), name="reconciler"))
         if self.elector is None:
             self._lead(True)
         else:
@@ -322,18 +352,17 @@ class Operator:
             target=_exit_after, args=(timeout,), name="shutdown-deadline", daemon=True
         ).start()
 
-    def recommendations(self) -> list[Recommendation]:
-        """Every recommendation indexed (for the metrics), none before the start."""
-        indexes = self.reconciler.indexes
-        if indexes is None:
-            return []
-        return [rec for recs in list(indexes.namespaces.values()) for rec in recs]
+    def state(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Recommendations by phase and conflicts by type (for the metrics thread: copies
+        of two small counters of the Store, never a walk over it)."""
+        return dict(self.store.phases), dict(self.store.conflicts)
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: started, and acting — or standing by while another replica holds the
-        Lease and renews it (a standby serves the admission webhooks from the same watched
-        view, and a rolling update needs the new replica ready before the old one goes)."""
-        if not self.started:
+        """Readiness: started, the initial listing of every kind in the Store, and acting —
+        or standing by while another replica holds the Lease and renews it (a standby serves
+        the admission webhooks from the same watched view, and a rolling update needs the
+        new replica ready before the old one goes)."""
+        if not self.started or not self.informer.listed.is_set():
             return False, "starting: listing and indexing the objects"
         elector = self.elector
         if elector is None or self.leading.is_set():
@@ -360,16 +389,37 @@ class Operator:
             if leading:
                 await self._resync()
 
+    async def _act_once_listed(self) -> None:
+        """Reconcile once every kind is listed (a decision from half a listing would
+        create approvals that exist, or say a plan waits for a dependency not yet seen):
+        the groups queued meanwhile, and the pending plans, then every change."""
+        began = time.monotonic()
+        await self.informer.listed.wait()
+        logger.info(
+            "listed %d objects in %.1f s; acting", len(self.store), time.monotonic() - began
+        )
+        if self.leading.is_set():  # beside the reconciles, not before them
+            self._spawn(self._start_pending())
+        await self.reconciler.run(self.start_plan)
+
     async def _resync(self) -> None:
         """Taking over: every group is reconciled, every pending plan considered."""
-        indexes = self.reconciler.indexes
-        if indexes is None:
-            return
-        for key in list(indexes.recommendations.keys()):
+        await self.informer.listed.wait()
+        for key in self.store.groups():
             self.reconciler.queue.add(key)
-        for plans in list(indexes.plans.values()):
-            for plan in list(plans):
-                await self.start_plan(plan)
+        await self._start_pending()
+
+    async def _start_pending(self) -> None:
+        """Start the pending plans that may start; post again the lost events of plans
+        that ended lately (see `start_plan`)."""
+        began, count = time.monotonic(), 0
+        for record in self.store.plans():
+            if record.phase not in STARTED:
+                await self.start_plan(self.store.model(PLANS, record))
+                count += 1
+                if count % 50 == 0:
+                    await asyncio.sleep(0)  # let the reconciles and the webhooks in
+        logger.info("considered %d plans in %.1f s", count, time.monotonic() - began)
 
     async def _serve_readiness(self) -> None:
         """GET /readyz: 200 while this process acts on the cluster, 503 (with why) otherwise."""
@@ -428,20 +478,45 @@ class Operator:
                 await asyncio.wait_for(call, CLEANUP_SECONDS)
             except Exception as exc:  # never block the exit
                 logger.warning("could not %s at exit: %s", what, exc or type(exc).__name__)
+        self.informer.close()
         await self.recorder.stop()
         self.client.close()
 
-    def waker(self, key: tuple[str, str]) -> asyncio.Event:
-        return self._wakers.setdefault(key, asyncio.Event())
+    # --- from the Store to the queue and the plans ------------------------------------
 
-    def forget_waker(self, key: tuple[str, str]) -> None:
-        self._wakers.pop(key, None)
+    def _deliver(self, plural: str, raw: Mapping[str, Any], deleted: bool) -> None:
+        self.store.apply(plural, raw, deleted=deleted)
 
-    def wake_plans(self, key: tuple[str, str]) -> None:
-        """Something changed for the running plan `key` (suspend, abort)."""
-        waker = self._wakers.get(key)
-        if waker is not None:
-            waker.set()
+    def _changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
+        """A change in the Store: the groups to reconcile, the plans to start or wake."""
+        self.reconciler.changed(plural, record)
+        if not self.informer.listed.is_set():  # see _act_once_listed
+            return
+        key = record.key
+        if plural == RECOMMENDATIONS:
+            if record.phase == "Succeeded" and not deleted:  # plans may wait for it
+                self._spawn(self.start_waiting_plans(key))
+        elif plural == PLANS:
+            waker = self._wakers.get(key)
+            if waker is not None:
+                waker.set()
+            if not deleted and record.phase not in STARTED and self.leading.is_set():
+                self._spawn(self._start_recorded(key))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("plan start failed", exc_info=task.exception())
+
+    async def _start_recorded(self, key: tuple[str, str]) -> None:
+        plan = self.store.plan(key)
+        if plan is not None:
+            await self.start_plan(plan)
 
     async def start_plan(self, plan: ExecutionPlan) -> None:
         """Start `plan` if it is pending and may start; its daemon takes it from there."""
@@ -452,33 +527,118 @@ class Operator:
             self.runner.replay_if_recent(plan)
         if plan.status_phase is not PlanPhase.PENDING:
             return
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            latest = self.reconciler.overlay.latest(reconciler_.PLANS, plan)
-            await self.runner.start(
-                latest,
-                dependencies=self.reconciler.dependencies_succeeded(key),
-                on_write=self.plan_written,
-            )
+        lock, users = self._starting.get(key) or (asyncio.Lock(), 0)
+        self._starting[key] = (lock, users + 1)
+        try:
+            async with lock:
+                latest = self.store.plan(key)
+                if latest is None or latest.metadata.uid != plan.metadata.uid:
+                    latest = plan
+                if latest.status_phase is PlanPhase.PENDING:
+                    await self.runner.start(
+                        latest, dependencies=self.store.dependencies_succeeded(key)
+                    )
+        finally:
+            lock, users = self._starting[key]
+            if users <= 1:
+                del self._starting[key]
+            else:
+                self._starting[key] = (lock, users - 1)
 
     async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
         """Recommendation `succeeded` did: the pending plans that waited for it may start."""
-        assert self.reconciler.indexes is not None
-        for key in self.reconciler.dependents(succeeded):
-            for plan in self.reconciler.indexes.plans.get(key) or ():
-                if plan.status_phase is PlanPhase.PENDING:
-                    await self.start_plan(plan)
+        for key in self.store.dependents(succeeded):
+            plan = self.store.plan(key)
+            if plan is not None and plan.status_phase is PlanPhase.PENDING:
+                await self.start_plan(plan)
 
-    def plan_deleted(self, key: tuple[str, str]) -> None:
-        self._locks.pop(key, None)
+    async def drive_plan(
+        self,
+        plan: ExecutionPlan,
+        *,
+        stopped: Callable[[], bool],
+        deleted: Callable[[], bool],
+        wait_stopped: Callable[[], Awaitable[object]],
+    ) -> None:
+        """Drive a started plan while this replica leads; stop at once when the operator
+        stops or loses the lead (the step in flight gets STEP_GRACE_SECONDS); roll it back
+        when it was deleted mid-run. `stopped`, `deleted`, `wait_stopped`: its daemon's."""
+        key = (plan.metadata.namespace, plan.metadata.name)
+        waker = self._wakers.setdefault(key, asyncio.Event())
+
+        def latest() -> ExecutionPlan:
+            known = self.store.plan(key)
+            if known is None or known.metadata.uid != plan.metadata.uid:
+                return plan
+            return known
+
+        async def wake(seconds: float) -> None:
+            waits = [asyncio.ensure_future(waker.wait()), asyncio.ensure_future(wait_stopped())]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
+                waker.clear()
+
+        def halted() -> bool:
+            return stopped() or not self.leading.is_set()
+
+        try:
+            while not stopped():
+                if not await _first(self.leading.wait(), wait_stopped()):
+                    break  # stopped before it led
+                if not self.informer.listed.is_set():  # dependencies are in the Store
+                    await _first(self.informer.listed.wait(), wait_stopped())
+                    continue
+                drive = asyncio.ensure_future(
+                    self.runner.drive(
+                        latest(),
+                        latest=latest,
+                        dependencies=lambda: self.store.dependencies_succeeded(key),
+                        stopped=halted,
+                        wake=wake,
+                    )
+                )
+                await _first(drive, self.following.wait(), wait_stopped())
+                if not drive.done() and deleted():
+                    await drive  # the rollback below follows the move in flight
+                elif not drive.done():  # exiting or no longer leading: finish the step, or leave it
+                    await asyncio.wait([drive], timeout=STEP_GRACE_SECONDS)
+                    if not drive.done():
+                        drive.cancel()
+                        logger.warning("%s/%s: left the step in flight to the next driver", *key)
+                    await asyncio.gather(drive, return_exceptions=True)
+                    continue
+                if drive.done() and not drive.cancelled() and drive.exception() is not None:
+                    raise drive.exception()  # type: ignore[misc]
+                if not stopped() and drive.result() in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                    # Another writer moved the plan (a former leader's late write): look
+                    # again once the watch has shown it, rather than leave it until a restart.
+                    await wake(STEP_GRACE_SECONDS)
+                    continue
+                break
+            if deleted() and latest().status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                # Deleted while running (its recommendation left Git): roll back before it goes.
+                await self.runner.drive(
+                    latest(),
+                    latest=latest,
+                    dependencies=lambda: (True, ""),
+                    stopped=lambda: not self.leading.is_set(),
+                    wake=wake,
+                    abort=True,
+                )
+        finally:
+            self._wakers.pop(key, None)
 
     async def submitter(self, namespace: str, name: str) -> str | None:
         """Who submitted (or last changed) recommendation `name`, as recorded at admission."""
-        rec = self.reconciler.find((namespace, name))
+        rec = self.store.recommendation((namespace, name))
         if rec is not None:
-            return rec.metadata.annotations.get(admission.SUBMITTED_BY_ANNOTATION)
-        raw = await self.client.get(reconciler_.RECOMMENDATIONS, namespace, name)
+            return rec.metadata.annotations.get(SUBMITTED_BY_ANNOTATION)
+        raw = await self.client.get(RECOMMENDATIONS, namespace, name)
         annotations = (raw or {}).get("metadata", {}).get("annotations") or {}
-        submitter: str | None = annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+        submitter: str | None = annotations.get(SUBMITTED_BY_ANNOTATION)
         return submitter
 
     async def submitter_may_not(self, user: Mapping[str, Any], rec: Recommendation) -> str | None:
@@ -512,8 +672,20 @@ class Operator:
 
     def names_in(self, namespace: str) -> set[str]:
         """The names of the recommendations of `namespace` this process knows of."""
-        assert self.reconciler.indexes is not None
-        return {rec.name for rec in self.reconciler.indexes.namespaces.get(namespace) or ()}
+        return self.store.names_in(namespace)
 
-    def plan_written(self, plan: ExecutionPlan) -> None:
-        self.reconciler.overlay.put(reconciler_.PLANS, plan)
+
+STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
+
+
+async def _first(*waits: Any) -> bool:
+    """Wait until the first of `waits` is done; whether it was the first one given. The
+    waits given as coroutines are cancelled; futures given are left running."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait, task in zip(waits, tasks, strict=True):
+            if task is not wait and not task.done():
+                task.cancel()
+    return tasks[0] in done

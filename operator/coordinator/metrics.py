@@ -1,20 +1,19 @@
 """Prometheus metrics of the operator (served by `coordinator run --metrics-port`).
 
 Counts of recommendations by phase and of conflicts by type are computed when scraped,
-from the operator's in-memory view; durations are observed as things happen.
+from the counts the Store keeps; durations are observed as things happen.
 """
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 import prometheus_client
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.api.recommendation import RecommendationPhase
 
 _DURATIONS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 _WAITS: Final = (1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 48 * 3600, 72 * 3600)
@@ -59,24 +58,24 @@ RECONCILE_DURATION: Final = prometheus_client.Histogram(
 )
 
 
-class StateCollector(Collector):
-    """Recommendations by phase and conflicts by type, from what the operator knows."""
+State = Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]
+"""Recommendations by phase, conflict entries by type: copies, safe to read in a thread."""
 
-    def __init__(self, recommendations: Callable[[], Iterable[Recommendation]]) -> None:
-        self._recommendations = recommendations
+
+class StateCollector(Collector):
+    """Recommendations by phase and conflicts by type, from counts the Store keeps (this
+    runs in prometheus_client's thread: it reads a copy, never the Store)."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        phases: collections.Counter[str] = collections.Counter()
-        conflicts: collections.Counter[str] = collections.Counter()
-        for rec in self._recommendations():
-            phases[rec.phase.value] += 1
-            for conflict in rec.status.conflicts if rec.status else ():
-                conflicts[conflict.type.value] += 1
+        phases, conflicts = self._state()
         by_phase = GaugeMetricFamily(
             "optiinfra_recommendations", "Recommendations by phase.", labels=["phase"]
         )
         for phase in RecommendationPhase:
-            by_phase.add_metric([phase.value], phases[phase.value])
+            by_phase.add_metric([phase.value], phases.get(phase.value, 0))
         yield by_phase
         by_type = GaugeMetricFamily(
             "optiinfra_conflicts",
@@ -84,11 +83,12 @@ class StateCollector(Collector):
             labels=["type"],
         )
         for kind, count in sorted(conflicts.items()):
-            by_type.add_metric([kind], count)
+            if count > 0:
+                by_type.add_metric([kind], count)
         yield by_type
 
 
-def serve(port: int, recommendations: Callable[[], Iterable[Recommendation]]) -> None:
-    """Serve /metrics on `port`, including the state collected from `recommendations`."""
-    REGISTRY.register(StateCollector(recommendations))
+def serve(port: int, state: State) -> None:
+    """Serve /metrics on `port`, including the state counted by the Store."""
+    REGISTRY.register(StateCollector(state))
     prometheus_client.start_http_server(port, registry=REGISTRY)

@@ -1,19 +1,21 @@
 """The reconciler: one customer's recommendations at a time, from observation to writes.
 
-Every event about a Recommendation, Approval or ExecutionPlan puts its group — one
-customer in one namespace — on a work queue. A worker takes the group and runs one
+Every change of a Recommendation, Approval or ExecutionPlan in the Store puts its group —
+one customer in one namespace — on the work queue. A worker takes the group and runs one
 reconcile, a short numbered sequence:
 
-1. observe: the group's recommendations, with the Approval and plan each owns, from
-   the operator's in-memory indexes (no LIST per event) overlaid with what this
-   process wrote last (the watch may lag behind its own writes);
+1. observe: the group's recommendations, with the Approval and plan each owns, from the
+   Store (no LIST per event), which holds the operator's own writes as soon as they are
+   answered (the watch may lag behind them);
 2. compute: ``core.lifecycle.evaluate`` decides every status, approval and plan;
-3. act: write each status that changed in one merge patch (none when nothing changed),
+3. act: write each status that changed in one merge patch (``k8s.status.StatusWriter``),
    create, withdraw or replace approvals, create or delete plans, post Events;
-4. requeue: at the earliest expiry of a pending approval, so expiry needs no event.
+4. return when to run again: at the earliest expiry of a pending approval, so expiry
+   needs no event (`Result.requeue_after`), and the plans it created, to start at once.
 
 A key added while it is being reconciled is reconciled again afterwards, never twice at
-once. The work queue and the overlay are the only state; a restart rebuilds both.
+once; a reconcile that raises is tried again after a per-key exponential backoff
+(`WorkQueue.retry`). The queue is the only state besides the Store.
 """
 
 from __future__ import annotations
@@ -22,134 +24,51 @@ import asyncio
 import collections
 import dataclasses
 import logging
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-import pydantic
-
 from coordinator import metrics
+from coordinator import store as store_
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
-from coordinator.api.common import API_VERSION
+from coordinator.api.common import API_VERSION, APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.api.plan import ExecutionPlan
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
 
-GroupKey = tuple[str, str]
-"""(namespace, customerId)."""
-ObjectKey = tuple[str, str]
-"""(namespace, name)."""
+GroupKey = store_.GroupKey
+ObjectKey = store_.ObjectKey
 
-RECOMMENDATIONS: Final = "recommendations"
-APPROVALS: Final = "approvals"
-PLANS: Final = "executionplans"
-
-M = TypeVar("M", Recommendation, Approval, ExecutionPlan)
 C = TypeVar("C", Approval, ExecutionPlan)
 
 
-def _rv(obj: Recommendation | Approval | ExecutionPlan) -> int:
-    raw = obj.metadata.resource_version
-    return int(raw) if raw and raw.isdigit() else 0
-
-
-_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
-OWN_ANNOTATIONS: Final = "optiinfra.io/"
-"""In every annotation key the coordinator reads or writes (also kopf's, under
-coordinator.optiinfra.io/)."""
-
-
-def compact(obj: M) -> M:
-    """`obj`, made to share with its likes what each parse gives it a copy of.
-
-    The indexes hold every object of the three kinds, parsed. Every model instance
-    carries the set of its field names that were given (about 400 bytes, the largest
-    part of a parsed object); equal sets are shared: pydantic never changes the set of a
-    frozen model in place (``model_copy`` copies it first), and all ours are frozen.
-    Equal strings (customer, agent, messages, annotation keys...) are shared too, and
-    annotations of others are dropped (`kubectl apply` keeps a copy of the whole manifest
-    in one): the coordinator reads only its own, under optiinfra.io.
-    """
-    annotations = obj.metadata.annotations
-    if any(OWN_ANNOTATIONS not in key for key in annotations):
-        own = {k: v for k, v in annotations.items() if OWN_ANNOTATIONS in k}
-        obj.metadata.__dict__["annotations"] = own
-    _compact_model(obj)
-    return obj
-
-
-def _compact_model(model: pydantic.BaseModel) -> None:
-    assert model.model_config.get("frozen"), f"{type(model).__name__} must be frozen"
-    fields = model.__pydantic_fields_set__
-    shared = _FIELDS_SETS.setdefault(frozenset(fields), fields)
-    if shared is not fields:
-        object.__setattr__(model, "__pydantic_fields_set__", shared)
-    values = model.__dict__
-    for key, value in values.items():
-        values[key] = _compact_value(value)
-
-
-def _compact_value(value: Any) -> Any:
-    """Strings interned, models compacted; lists and dicts (made by the parse for the
-    model's fields) get their strings interned, one level deep: what they hold of the
-    raw body (free-form values) is left as it is."""
-    if type(value) is str:
-        return sys.intern(value)
-    if isinstance(value, pydantic.BaseModel):
-        _compact_model(value)
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            if type(item) is str:
-                value[index] = sys.intern(item)
-            elif isinstance(item, pydantic.BaseModel):
-                _compact_model(item)
-    elif type(value) is dict:
-        interned = {
-            sys.intern(k) if type(k) is str else k: sys.intern(v) if type(v) is str else v
-            for k, v in value.items()
-        }
-        value.clear()
-        value.update(interned)
-    return value
-
-
-class Overlay:
-    """What this process wrote last, until the watch shows it (or something newer)."""
-
-    def __init__(self) -> None:
-        self._written: dict[tuple[str, str, str], Recommendation | Approval | ExecutionPlan] = {}
-
-    def put(self, plural: str, obj: Recommendation | Approval | ExecutionPlan) -> None:
-        self._written[(plural, obj.metadata.namespace, obj.metadata.name)] = obj
-
-    def forget(self, plural: str, key: ObjectKey) -> None:
-        self._written.pop((plural, *key), None)
-
-    def latest(self, plural: str, obj: M) -> M:
-        key = (plural, obj.metadata.namespace, obj.metadata.name)
-        mine = self._written.get(key)
-        if mine is None or mine.metadata.uid != obj.metadata.uid:
-            return obj
-        if _rv(mine) > _rv(obj):
-            return mine  # type: ignore[return-value]
-        del self._written[key]
-        return obj
+RETRY_FIRST_SECONDS: Final = 0.5
+RETRY_CAP_SECONDS: Final = 60.0
+"""A failed reconcile is tried again after 0.5 s, doubling per failure of the same key
+up to a minute; a success resets it."""
 
 
 class WorkQueue:
-    """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile."""
+    """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile;
+    `add_after` brings one back at a time, `retry` after a per-key exponential backoff."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, first: float = RETRY_FIRST_SECONDS, cap: float = RETRY_CAP_SECONDS
+    ) -> None:
         self._queue: collections.deque[GroupKey] = collections.deque()
         self._queued: set[GroupKey] = set()
         self._active: set[GroupKey] = set()
         self._dirty: set[GroupKey] = set()
+        self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
+        self._failures: dict[GroupKey, int] = {}
+        self._first = first
+        self._cap = cap
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -162,6 +81,32 @@ class WorkQueue:
             self._queued.add(key)
             self._queue.append(key)
             self._ready.set()
+
+    def add_after(self, key: GroupKey, seconds: float) -> None:
+        """Add `key` in `seconds` (the earliest of the times asked for wins)."""
+        loop = asyncio.get_running_loop()
+        old = self._timers.get(key)
+        if old is not None and old.when() <= loop.time() + seconds:
+            return
+        if old is not None:
+            old.cancel()
+        self._timers[key] = loop.call_later(max(0.0, seconds), self._fire, key)
+
+    def _fire(self, key: GroupKey) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def retry(self, key: GroupKey) -> float:
+        """`key` failed: add it again after its backoff; the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay: float = min(self._first * 2.0**failures, self._cap)
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: GroupKey) -> None:
+        """`key` succeeded: its next failure starts the backoff again."""
+        self._failures.pop(key, None)
 
     async def get(self) -> GroupKey:
         while not self._queue:
@@ -184,225 +129,172 @@ class WorkQueue:
         """Until nothing is queued or being reconciled."""
         await self._idle.wait()
 
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
     def __len__(self) -> int:
         return len(self._queue)
 
 
-@dataclasses.dataclass
-class Indexes:
-    """The operator's in-memory view, maintained by kopf from the watches."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    """What one reconcile asks for: to run again after `requeue_after` seconds (an
+    approval's expiry), and the plans it created (to start at once)."""
 
-    recommendations: Mapping[GroupKey, Iterable[Recommendation]]
-    namespaces: Mapping[str, Iterable[Recommendation]]
-    approvals: Mapping[ObjectKey, Iterable[Approval]]
-    plans: Mapping[ObjectKey, Iterable[ExecutionPlan]]
-
-
-def _owned_by(child: Approval | ExecutionPlan, owner: Recommendation) -> bool:
-    return any(ref.uid == owner.metadata.uid for ref in child.metadata.owner_references)
-
-
-def _first(values: Iterable[M] | None) -> M | None:
-    return next(iter(values or ()), None)
+    requeue_after: float | None = None
+    created_plans: tuple[ExecutionPlan, ...] = ()
 
 
 class Reconciler:
+    """Reconciles customer groups from the Store; writes through the StatusWriter."""
+
     def __init__(
         self,
         *,
         client: client_.Client,
         recorder: events_.Recorder,
         policy: policy_.ApprovalPolicy,
+        store: store_.Store,
+        writer: status_.StatusWriter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 4,
     ) -> None:
         self.client = client
         self.recorder = recorder
         self.policy = policy
+        self.store = store
+        self.writer = writer or status_.StatusWriter(client, store.apply)
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
-        self.overlay = Overlay()
-        self.indexes: Indexes | None = None
-        self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
-        self._customers: dict[ObjectKey, str] = {}
-        """The customer of each recommendation present: its group, without a scan."""
-        self._depends: dict[ObjectKey, tuple[str, ...]] = {}
-        """The dependsOn of each recommendation that has one."""
-        self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
-        """The recommendations that name each one in their dependsOn."""
         self.acting = asyncio.Event()
         """Set while this replica may write (it leads); the workers wait for it."""
         self.acting.set()
-        self.plan_created: Callable[[ExecutionPlan], Awaitable[None]] | None = None
-        """Starts a plan this process just created, before its watch event does the same
-        (starting is idempotent): an approved change does not wait for the watch."""
 
     # --- what triggers a reconcile ------------------------------------------------------
 
-    def recommendation_changed(self, rec: Recommendation, *, deleted: bool = False) -> None:
-        """A recommendation changed (or was deleted): its group, and the groups of the
-        recommendations that depend on it."""
-        ns = rec.metadata.namespace
-        key = (ns, rec.name)
-        self.queue.add((ns, rec.spec.customer_id))
-        for dependency in self._depends.pop(key, ()):
-            dependents = self._dependents.get((ns, dependency))
-            if dependents is not None:
-                dependents.discard(key)
-                if not dependents:
-                    del self._dependents[(ns, dependency)]
-        if deleted:
-            self._customers.pop(key, None)
-            self.overlay.forget(RECOMMENDATIONS, key)
-        else:
-            self._customers[key] = rec.spec.customer_id
-            if rec.spec.depends_on:
-                self._depends[key] = tuple(rec.spec.depends_on)
-                for dependency in rec.spec.depends_on:
-                    self._dependents.setdefault((ns, dependency), set()).add(key)
-        for dependent in self.dependents(key):
-            customer = self._customers.get(dependent)
-            if customer is not None:
-                self.queue.add((ns, customer))
-
-    def dependents(self, key: ObjectKey) -> list[ObjectKey]:
-        """The recommendations whose dependsOn names recommendation `key`."""
-        return sorted(self._dependents.get(key, ()))
-
-    def find(self, key: ObjectKey) -> Recommendation | None:
-        """Recommendation `key` as indexed (looked up in its group, not the namespace)."""
-        assert self.indexes is not None
-        customer = self._customers.get(key)
-        if customer is None:
-            return None
-        group = self.indexes.recommendations.get((key[0], customer)) or ()
-        return next((r for r in group if r.name == key[1]), None)
-
-    def child_changed(self, child: Approval | ExecutionPlan, *, deleted: bool = False) -> None:
-        self.queue.add((child.metadata.namespace, child.spec.customer_id))
-        if deleted:
-            plural = APPROVALS if isinstance(child, Approval) else PLANS
-            self.overlay.forget(plural, (child.metadata.namespace, child.metadata.name))
-
-    def _wake_at(self, key: GroupKey, when: datetime) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
-        old = self._timers.get(key)
-        if old is not None and old.when() <= loop.time() + delay:
+    def changed(self, plural: str, record: store_.Record) -> None:
+        """An object of the store changed (or went): queue the groups it concerns — its
+        own, and for a recommendation the groups of those that depend on it."""
+        self.queue.add((record.namespace, record.customer))
+        if plural != RECOMMENDATIONS:
             return
-        if old is not None:
-            old.cancel()
-        self._timers[key] = loop.call_later(delay, self._fire, key)
-
-    def _fire(self, key: GroupKey) -> None:
-        self._timers.pop(key, None)
-        self.queue.add(key)
+        for dependent in self.store.dependents(record.key):
+            customer = self.store.customer_of(dependent)
+            if customer is not None:
+                self.queue.add((record.namespace, customer))
 
     # --- the workers --------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Run the workers until cancelled."""
+    async def run(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
+        """Run the workers until cancelled; `started` starts the plans a reconcile created
+        (before their watch event does the same: an approved change does not wait)."""
         tasks = [
-            asyncio.create_task(self._work(), name=f"reconciler-{i}") for i in range(self.workers)
+            asyncio.create_task(self._work(started), name=f"reconciler-{i}")
+            for i in range(self.workers)
         ]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
-            for timer in self._timers.values():
-                timer.cancel()
+            self.queue.close()
 
-    async def _work(self) -> None:
+    async def _work(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
         while True:
             key = await self.queue.get()
             try:
                 await self.acting.wait()  # a replica that does not lead keeps its queue
-                await self.reconcile(key)
+                result = await self.reconcile(key)
+                self.queue.forget(key)
+                if result.requeue_after is not None:
+                    self.queue.add_after(key, result.requeue_after)
+                for plan in result.created_plans:
+                    await started(plan)
             except client_.ApiException as exc:
                 if client_.namespace_gone(exc):  # the namespace is going away with it all
                     continue
                 metrics.RECONCILE_ERRORS.inc()
-                logger.error("reconcile of %s/%s failed, retrying in 1s: %s", *key, exc)
-                asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
+                delay = self.queue.retry(key)
+                logger.error("reconcile of %s/%s failed, again in %.1fs: %s", *key, delay, exc)
             except Exception:
                 metrics.RECONCILE_ERRORS.inc()
-                logger.exception("reconcile of %s/%s failed; retrying in 1s", *key)
-                asyncio.get_running_loop().call_later(1.0, self.queue.add, key)
+                delay = self.queue.retry(key)
+                logger.exception("reconcile of %s/%s failed; again in %.1fs", *key, delay)
             finally:
                 self.queue.done(key)
 
     # --- one reconcile ------------------------------------------------------------------
 
     def observe(self, key: GroupKey) -> list[lifecycle.Observed]:
-        assert self.indexes is not None, "bind the indexes before reconciling"
-        idx = self.indexes
+        store = self.store
         observed = []
-        for indexed in idx.recommendations.get(key) or ():
-            rec = self.overlay.latest(RECOMMENDATIONS, indexed)
-            name = (rec.metadata.namespace, rec.name)
-            approval = _first(idx.approvals.get(name))
-            plan = _first(idx.plans.get(name))
-            approval = self.overlay.latest(APPROVALS, approval) if approval else None
-            plan = self.overlay.latest(PLANS, plan) if plan else None
+        for record in store.group(key):
             observed.append(
                 lifecycle.Observed(
-                    recommendation=rec,
-                    approval=approval if approval and _owned_by(approval, rec) else None,
-                    plan=plan if plan and _owned_by(plan, rec) else None,
+                    recommendation=store.model(RECOMMENDATIONS, record),
+                    approval=store.child(APPROVALS, record),
+                    plan=store.child(PLANS, record),
                 )
             )
         return observed
 
-    async def reconcile(self, key: GroupKey) -> None:
-        assert self.indexes is not None
+    async def reconcile(self, key: GroupKey) -> Result:
         metrics.RECONCILES.inc()
         with metrics.RECONCILE_DURATION.time():
-            await self._reconcile(key)
+            return await self._reconcile(key)
 
-    async def _reconcile(self, key: GroupKey) -> None:
-        assert self.indexes is not None
+    async def _reconcile(self, key: GroupKey) -> Result:
         group = self.observe(key)
         if not group:
-            return
+            return Result()
         # The namespace is where dependsOn names are looked up: only read (all of it, a
         # cost that grows with the namespace) when a recommendation of the group has some.
         namespace = (
-            [
-                self.overlay.latest(RECOMMENDATIONS, r)
-                for r in self.indexes.namespaces.get(key[0]) or ()
-            ]
+            self.store.in_namespace(key[0])
             if any(o.recommendation.spec.depends_on for o in group)
             else []
         )
         now = self.clock()
         desired = lifecycle.evaluate(group, namespace=namespace, policy=self.policy, now=now)
-        await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
+        acted = await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
         expiries = [
             o.approval.spec.expires_at
             for o in group
             if o.approval is not None
             and desired[o.recommendation.name].status.phase is RecommendationPhase.AWAITING_APPROVAL
         ]
+        requeue = None
         if expiries:
-            self._wake_at(key, min(expiries))
+            requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
+        if any(again for _, again in acted):
+            requeue = min(requeue, CREATE_AGAIN_SECONDS) if requeue else CREATE_AGAIN_SECONDS
+        plans = tuple(plan for plan, _ in acted if plan is not None)
+        return Result(requeue_after=requeue, created_plans=plans)
 
-    async def _act(self, observed: lifecycle.Observed, desired: lifecycle.Desired) -> None:
+    async def _act(
+        self, observed: lifecycle.Observed, desired: lifecycle.Desired
+    ) -> tuple[ExecutionPlan | None, bool]:
+        """Make `desired` true for one recommendation: the plan it created, if any, and
+        whether a create must be tried again (the old object of that name is going away)."""
         rec = observed.recommendation
         ns = rec.metadata.namespace
         approval = observed.approval
+        created_plan: ExecutionPlan | None = None
+        again = False
         if desired.delete_plan and observed.plan is not None:
             await self.client.delete(PLANS, ns, rec.name, uid=observed.plan.metadata.uid)
-            self.overlay.forget(PLANS, (ns, rec.name))
         if desired.create_approval is not None:  # a plan never exists without its approval
             if approval is not None:
                 await self.client.delete(APPROVALS, ns, rec.name, uid=approval.metadata.uid)
-            approval = await self._create(APPROVALS, rec, desired.create_approval)
+            made = await self._create(APPROVALS, rec, desired.create_approval)
+            again = made is None
+            approval = made or desired.create_approval
         if desired.create_plan is not None:  # before the decision is recorded: no wait
-            plan = await self._create(PLANS, rec, desired.create_plan)
-            if plan.metadata.uid is not None and self.plan_created is not None:
-                await self.plan_created(plan)
+            created_plan = await self._create(PLANS, rec, desired.create_plan)
+            again = again or created_plan is None
         if (
             desired.create_approval is None
             and desired.approval_status is not None
@@ -415,8 +307,11 @@ class Reconciler:
             target = approval if event.on_approval else rec
             if target is not None:
                 self._event(target, event)
+        return created_plan, again
 
-    async def _create(self, plural: str, owner: Recommendation, child: C) -> C:
+    async def _create(self, plural: str, owner: Recommendation, child: C) -> C | None:
+        """Create `child` with its first status; the object as written, or None when the
+        name is still taken by the old one going away."""
         ns = owner.metadata.namespace
         body = {
             "apiVersion": API_VERSION,
@@ -437,39 +332,21 @@ class Reconciler:
             },
             "spec": child.spec.to_wire(),
         }
+        status = child.status.to_wire() if child.status is not None else None
         try:
-            raw = await self.client.create(plural, ns, body)
+            raw = await self.writer.create(plural, ns, body, status)
         except client_.ApiException as exc:
             if exc.status == 409:  # the old one is still going away: try again shortly
-                asyncio.get_running_loop().call_later(
-                    0.5, self.queue.add, (ns, owner.spec.customer_id)
-                )
-                return child
+                return None
             raise
-        if child.status is not None:
-            raw = await self.client.patch_status(
-                plural, ns, child.metadata.name, child.status.to_wire()
-            )
-        parsed = type(child).model_validate(raw)
-        self.overlay.put(plural, parsed)
-        return parsed
+        return type(child).model_validate(raw)
 
     async def _write_status(
         self, plural: str, obj: Recommendation | Approval | ExecutionPlan, new: Mapping[str, Any]
     ) -> None:
         old = obj.status.to_wire() if obj.status is not None else None
-        patch = client_.status_patch(old, new)
-        if patch is None:
-            return
-        try:
-            raw = await self.client.patch_status(
-                plural, obj.metadata.namespace, obj.metadata.name, patch
-            )
-        except client_.ApiException as exc:
-            if exc.status == 404:  # deleted meanwhile: nothing to record
-                return
-            raise
-        self.overlay.put(plural, type(obj).model_validate(raw))
+        meta = obj.metadata
+        await self.writer.write(plural, meta.namespace, meta.name, old, new, missing_ok=True)
 
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
@@ -489,26 +366,9 @@ class Reconciler:
             ref, reason=event.reason, message=event.message, key=key, type_=event.type.value
         )
 
-    def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:
-        """Whether every recommendation the given one depends on has Succeeded, and if not why."""
-        assert self.indexes is not None
-        rec = self.find(rec_key)
-        if rec is not None and not rec.spec.depends_on:  # most depend on nothing
-            return True, ""
-        by_name = {r.name: r for r in self.indexes.namespaces.get(rec_key[0]) or ()}
-        rec = by_name.get(rec_key[1])
-        if rec is None:
-            return True, ""
-        waiting = [
-            dep
-            for dep in rec.spec.depends_on
-            if dep not in by_name
-            or self.overlay.latest(RECOMMENDATIONS, by_name[dep]).phase
-            is not RecommendationPhase.SUCCEEDED
-        ]
-        if waiting:
-            return False, f"waiting for {', '.join(sorted(waiting))} to succeed"
-        return True, ""
+
+CREATE_AGAIN_SECONDS: Final = 0.5
+"""When a create found the name still taken (the old object is going away)."""
 
 
 def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:

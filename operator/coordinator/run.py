@@ -15,6 +15,7 @@ import signal
 import socket
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from coordinator import check
 
@@ -23,6 +24,23 @@ LEASE_DURATION = 12.0
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``coordinator run`` to ``parser``."""
+    added: list[tuple[argparse.Action, str | None]] = []
+    add_argument = parser.add_argument
+
+    def recording(*flags: Any, **kwargs: Any) -> argparse.Action:
+        action = add_argument(*flags, **kwargs)
+        added.append((action, kwargs.get("action")))
+        return action
+
+    parser.add_argument = recording  # type: ignore[method-assign]
+    try:
+        _add_arguments(parser)
+    finally:
+        del parser.add_argument
+    _environment_defaults(parser, added)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_policy_arguments(parser)
     parser.add_argument(
         "-n",
@@ -129,7 +147,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "namespaces watched, or all)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
-    _environment_defaults(parser)
 
 
 def _seconds(text: str) -> float:
@@ -163,9 +180,12 @@ def _labels(text: str) -> dict[str, str]:
     return labels
 
 
-def _environment_defaults(parser: argparse.ArgumentParser) -> None:
-    """Take each flag's default from COORDINATOR_<FLAG> when that variable is set."""
-    for action in parser._actions:
+def _environment_defaults(
+    parser: argparse.ArgumentParser, added: list[tuple[argparse.Action, str | None]]
+) -> None:
+    """Take each flag's default from COORDINATOR_<FLAG> when that variable is set (`added`:
+    the flags, with the kind of action each was added as)."""
+    for action, kind in added:
         long_flags = [o for o in action.option_strings if o.startswith("--")]
         if not long_flags or action.dest == "help":
             continue
@@ -174,9 +194,9 @@ def _environment_defaults(parser: argparse.ArgumentParser) -> None:
         if raw is None:
             continue
         value: object
-        if isinstance(action, argparse._AppendAction):
+        if kind == "append":
             value = [part.strip() for part in raw.split(",") if part.strip()]
-        elif isinstance(action, argparse._StoreTrueAction):
+        elif kind == "store_true":
             value = raw.lower() in ("1", "true", "yes", "on")
         elif action.type is not None and callable(action.type):
             try:
@@ -247,7 +267,7 @@ def _run(arguments: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
     import kubernetes  # noqa: PLC0415
 
-    from coordinator import app, handlers, kopfpatch, metrics  # noqa: PLC0415
+    from coordinator import app, handlers, metrics  # noqa: PLC0415
     from coordinator.k8s import access  # noqa: PLC0415
     from coordinator.k8s import lease as lease_  # noqa: PLC0415
 
@@ -308,13 +328,12 @@ def _run(arguments: argparse.Namespace) -> int:
         raise StartupError(problem)
     if arguments.metrics_port:
         try:
-            metrics.serve(arguments.metrics_port, operator.recommendations)
+            metrics.serve(arguments.metrics_port, operator.state)
         except OSError as exc:
             raise StartupError(
                 f"--metrics-port: cannot listen on port {arguments.metrics_port}: {exc.strerror}"
             ) from None
 
-    kopfpatch.install()
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
     if not arguments.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 from coordinator import metrics
-from coordinator.api.common import API_VERSION
+from coordinator.api.common import API_VERSION, PLANS
 from coordinator.api.plan import (
     ExecutionPlan,
     ExecutionPlanSpec,
@@ -46,10 +46,10 @@ from coordinator.executors import Executor as StepExecutor
 from coordinator.executors import StepContext
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
 
-PLANS: Final = "executionplans"
 WAIT_RECHECK_SECONDS: Final = 30.0
 RETRY_FIRST_SECONDS: Final = 0.2
 RETRY_CAP_SECONDS: Final = 5.0
@@ -196,8 +196,11 @@ class PlanRunner:
         executors: Mapping[Executor, StepExecutor],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        writer: status_.StatusWriter | None = None,
     ) -> None:
         self.client = client
+        self.writer = writer or status_.StatusWriter(client)
+        """Writes every status (and tells the Store what it wrote)."""
         self.recorder = recorder
         self.executors = executors
         self.clock = clock
@@ -208,7 +211,6 @@ class PlanRunner:
         plan: ExecutionPlan,
         *,
         dependencies: tuple[bool, str],
-        on_write: Callable[[ExecutionPlan], None] = lambda _: None,
     ) -> ExecutionPlanStatus | None:
         """Start a pending plan if it may start, else record why it waits.
 
@@ -222,16 +224,14 @@ class PlanRunner:
         try:
             for _ in range(START_CONFLICT_ROUNDS):
                 if current.status is None:
-                    written = await self._first_write(current, dependencies, on_write, control)
+                    written = await self._first_write(current, dependencies, control)
                     if written is None:  # a conflict that changed nothing: try again
                         current = await self._reread(current, None, control)
                         continue
                     return written.status
                 if current.status.phase is not PlanPhase.PENDING:
                     return current.status
-                current, move = await self._move(
-                    current, current.spec, dependencies, on_write, control
-                )
+                current, move = await self._move(current, current.spec, dependencies, control)
                 if move is not _AGAIN:
                     return current.status
         except _SupersededError as exc:
@@ -242,7 +242,6 @@ class PlanRunner:
         self,
         plan: ExecutionPlan,
         dependencies: tuple[bool, str],
-        on_write: Callable[[ExecutionPlan], None],
         control: _Control,
     ) -> ExecutionPlan | None:
         """The steps and the first move of a plan without a status; None on a conflict."""
@@ -259,7 +258,7 @@ class PlanRunner:
             case _:  # Done, or a step to run: never the first move of a pending plan
                 new = initial
         try:
-            return await self._write(plan, None, new, on_write, control)
+            return await self._write(plan, None, new, control)
         except client_.ApiException as exc:
             if client_.conflict(exc):
                 return None
@@ -274,7 +273,6 @@ class PlanRunner:
         stopped: Callable[[], bool],
         wake: Callable[[float], Awaitable[None]],
         abort: bool = False,
-        on_write: Callable[[ExecutionPlan], None] = lambda _: None,
     ) -> PlanPhase:
         """Run moves until the plan ends or `stopped()`; returns the phase reached.
 
@@ -293,7 +291,7 @@ class PlanRunner:
                 if abort:
                     spec = spec.model_copy(update={"abort": True})
                 current, move = await self._move(
-                    current, spec, dependencies(), on_write, control, abort=abort
+                    current, spec, dependencies(), control, abort=abort
                 )
                 if isinstance(move, plan_.Done):
                     return move.phase
@@ -329,7 +327,6 @@ class PlanRunner:
         current: ExecutionPlan,
         spec: ExecutionPlanSpec,
         dependencies: tuple[bool, str],
-        on_write: Callable[[ExecutionPlan], None],
         control: _Control,
         *,
         abort: bool = False,
@@ -382,7 +379,7 @@ class PlanRunner:
                 new = record(spec, status)
         while True:
             try:
-                return await self._write(current, status, new, on_write, control), move
+                return await self._write(current, status, new, control), move
             except client_.ApiException as exc:
                 if not client_.conflict(exc):
                     raise
@@ -483,7 +480,6 @@ class PlanRunner:
         current: ExecutionPlan,
         old: ExecutionPlanStatus | None,
         new: ExecutionPlanStatus,
-        on_write: Callable[[ExecutionPlan], None],
         control: _Control,
     ) -> ExecutionPlan:
         """Write `new` over `old` if the plan is still at the version of `current`.
@@ -491,19 +487,18 @@ class PlanRunner:
         Returns the plan as written; raises the 409 ApiException when it is not.
         """
         new = plan_.with_conditions(new, generation=current.metadata.generation, now=self.clock())
-        patch = client_.status_patch(old.to_wire() if old else None, new.to_wire())
-        if patch is None:
-            return current
         ns, name = current.metadata.namespace, current.metadata.name
+        before, after = old.to_wire() if old else None, new.to_wire()
         raw = await self._retrying(
-            lambda: self.client.patch_status(
-                PLANS, ns, name, patch, resource_version=current.metadata.resource_version
+            lambda: self.writer.write(
+                PLANS, ns, name, before, after, resource_version=current.metadata.resource_version
             ),
             control,
             f"write status of plan {ns}/{name}",
         )
+        if raw is None:  # nothing changed
+            return current
         written = ExecutionPlan.model_validate(raw)
-        on_write(written)
         ref = _ref(current)
         for event in transition_events(old, new):
             self.recorder.record(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import kubernetes
 import yaml
@@ -79,12 +80,24 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
         first_before["finishedAt"],
     )
     assert [s["phase"] for s in done["status"]["steps"]] == ["Succeeded"] * 3
-    events = json.loads(
-        kubectl(
-            "get", "events", "-n", own_namespace, "-o", "json",
-            "--field-selector", "involvedObject.name=rec-kill,involvedObject.kind=ExecutionPlan",
-        ).stdout
-    )["items"]  # fmt: skip
+
+    def plan_events() -> list[dict[str, Any]]:
+        return list(
+            json.loads(
+                kubectl(
+                    "get", "events", "-n", own_namespace, "-o", "json",
+                    "--field-selector",
+                    "involvedObject.name=rec-kill,involvedObject.kind=ExecutionPlan",
+                ).stdout
+            )["items"]
+        )  # fmt: skip
+
+    # Events are posted in the background after the status write: wait for the last one.
+    events = wait_for(
+        lambda: (found := plan_events()) and "Succeeded" in [e["reason"] for e in found] and found,
+        what="the plan's Succeeded event",
+        timeout=30,
+    )
     # Exactly once: the first step's event was posted before the kill or, if the kill
     # lost it, by the restarted runner's replay of the stored status; never both.
     first_done = [e for e in events if e["reason"] == "StepSucceeded" and "first" in e["message"]]

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from coordinator.api.approval import ApprovalSpec
 from coordinator.api.common import RiskLevel
 from coordinator.api.plan import Executor, Step
 from coordinator.core import approval
@@ -75,19 +74,6 @@ def test_a_policy_refuses_an_expiry_that_is_not_positive(expiry: timedelta) -> N
 )
 def test_an_approval_expires_at_its_time(now: datetime, expired: bool) -> None:
     assert approval.is_expired(NOW, now=now) is expired
-
-
-def test_an_approval_is_bound_to_the_generation_it_was_asked_for() -> None:
-    spec = ApprovalSpec(
-        recommendation="rec-003",
-        recommendation_generation=2,
-        customer_id="customer-1",
-        risk_level=RiskLevel.MEDIUM,
-        expires_at=NOW,
-    )
-    assert approval.is_bound_to(spec, generation=2)
-    assert not approval.is_bound_to(spec, generation=3)
-    assert not approval.is_bound_to(spec, generation=1)
 
 
 @pytest.mark.parametrize(

@@ -251,7 +251,6 @@ def test_a_stale_runner_does_not_overwrite_a_newer_steps_list() -> None:
             newer,
             newer.spec,
             (True, ""),
-            lambda _: None,
             runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
         newer = api.plan()
@@ -259,7 +258,6 @@ def test_a_stale_runner_does_not_overwrite_a_newer_steps_list() -> None:
             newer,
             newer.spec,
             (True, ""),
-            lambda _: None,
             runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
         theirs = copy.deepcopy(api.obj["status"])
@@ -300,7 +298,6 @@ def test_drive_records_again_the_events_the_stored_status_implies() -> None:
             plan,
             plan.spec,
             (True, ""),
-            lambda _: None,
             runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
         )  # a Succeeded: its event recorded once
         before = list(recorder.events)

@@ -13,6 +13,25 @@ GROUP: Final = "optiinfra.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = "optiinfra.io/v1alpha1"
 
+# The wire names: plurals of the kinds, and the annotations the coordinator reads or writes.
+RECOMMENDATIONS: Final = "recommendations"
+APPROVALS: Final = "approvals"
+PLANS: Final = "executionplans"
+ENDPOINTS: Final = "agentendpoints"
+OWN_ANNOTATIONS: Final = "optiinfra.io/"
+"""In every annotation key the coordinator reads or writes (also kopf's, under
+coordinator.optiinfra.io/): the annotations it keeps of a watched object."""
+SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
+"""Set on a Recommendation by the admission webhook: who submitted or last changed its spec."""
+SUBMITTER_MAY_NOT_ANNOTATION: Final = "optiinfra.io/submitter-may-not"
+"""Set on a Recommendation by the admission webhook: a change its submitter may not make."""
+DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
+"""Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
+DECIDED_AT_ANNOTATION: Final = "optiinfra.io/decided-at"
+"""Set on an Approval by the admission webhook: when the decision was made."""
+GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
+"""Set on an ExecutionPlan: the recommendation generation it was made from."""
+
 
 def format_time(value: datetime) -> str:
     """RFC 3339 in UTC with a ``Z`` suffix and no fractions, as Kubernetes writes times."""

@@ -37,23 +37,11 @@ class RecommendationPhase(enum.StrEnum):
     ROLLED_BACK = "RolledBack"
 
     @property
-    def active(self) -> bool:
-        """Takes part in conflict resolution (RULES 1)."""
-        return self in _ACTIVE
-
-    @property
     def ended(self) -> bool:
         """Finished for good; takes no part in anything."""
         return self in _ENDED
 
 
-_ACTIVE = frozenset(
-    {
-        RecommendationPhase.PENDING,
-        RecommendationPhase.AWAITING_APPROVAL,
-        RecommendationPhase.APPROVED,
-    }
-)
 _ENDED = frozenset(
     {
         RecommendationPhase.REJECTED,

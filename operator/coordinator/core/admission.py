@@ -16,26 +16,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from coordinator.api.approval import Approval, ApprovalPhase, Decision
-from coordinator.api.common import format_time
+from coordinator.api.common import (
+    DECIDED_AT_ANNOTATION,
+    DECIDED_BY_ANNOTATION,
+    SUBMITTED_BY_ANNOTATION,
+    SUBMITTER_MAY_NOT_ANNOTATION,
+    format_time,
+)
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import catalogue, steps
-from coordinator.core.approval import SUBMITTER_MAY_NOT_ANNOTATION
-from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
-
-SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
-"""Set on a Recommendation at admission: who created it or last changed its spec."""
-
-STAMPS: Final = (
-    DECIDED_BY_ANNOTATION,
-    DECIDED_AT_ANNOTATION,
-    SUBMITTED_BY_ANNOTATION,
-    SUBMITTER_MAY_NOT_ANNOTATION,
-)
-"""Annotations only the webhooks write; whatever a client sends for them is replaced."""
 
 Annotations = dict[str, str | None]
 """Annotations to set (a value) or remove (None)."""

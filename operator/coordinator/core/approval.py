@@ -17,15 +17,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-from coordinator.api.approval import ApprovalSpec
-from coordinator.api.common import RiskLevel
+from coordinator.api.common import (
+    SUBMITTER_MAY_NOT_ANNOTATION,
+    RiskLevel,
+)
 from coordinator.api.plan import Step
 from coordinator.api.recommendation import RecommendationSpec
-
-SUBMITTER_MAY_NOT_ANNOTATION: Final = "optiinfra.io/submitter-may-not"
-"""Stamped at admission when the submitter may not make one of the plan's cluster changes
-itself (a SubjectAccessReview said no): the operator must not be their deputy, so a
-person decides, whatever the risk level says."""
 
 DRASTIC_ACTION: Final = re.compile(r"^(delete|remove|terminate|destroy|drop|purge)(_|$)")
 
@@ -139,14 +136,6 @@ def expires_at(requested_at: datetime, risk: RiskLevel, *, policy: ApprovalPolic
 def is_expired(expires_at: datetime, *, now: datetime) -> bool:
     """Whether the time to decide is over (from ``expires_at`` on, inclusive)."""
     return now >= expires_at
-
-
-def is_bound_to(approval: ApprovalSpec, *, generation: int) -> bool:
-    """Whether ``approval`` was asked for this generation of the recommendation's spec.
-
-    A decision on another generation is void: the spec changed after it was asked for.
-    """
-    return approval.recommendation_generation == generation
 
 
 _DURATION: Final = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")

@@ -37,7 +37,14 @@ from coordinator.api.approval import (
     ApprovalStatus,
     Decision,
 )
-from coordinator.api.common import Condition, ConditionStatus, format_time
+from coordinator.api.common import (
+    DECIDED_AT_ANNOTATION,
+    DECIDED_BY_ANNOTATION,
+    GENERATION_ANNOTATION,
+    Condition,
+    ConditionStatus,
+    format_time,
+)
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanSpec, PlanPhase
 from coordinator.api.recommendation import (
@@ -51,12 +58,6 @@ from coordinator.core import catalogue, conflicts
 from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
 
-DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
-"""Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
-DECIDED_AT_ANNOTATION: Final = "optiinfra.io/decided-at"
-"""Set on an Approval by the admission webhook: when the decision was made."""
-GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
-"""Set on an ExecutionPlan: the recommendation generation it was made from."""
 UNKNOWN_DECIDER: Final = "unknown"
 """decidedBy when no admission webhook recorded who decided."""
 

@@ -32,6 +32,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 import pydantic
 
+from coordinator.api.common import ENDPOINTS
 from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import Step
 from coordinator.core import webhook as protocol
@@ -41,7 +42,6 @@ from coordinator.k8s.client import ApiException, Client, transient
 
 logger = logging.getLogger(__name__)
 
-ENDPOINTS: Final = "agentendpoints"
 SECRETS_ROLE: Final = "optiinfra-endpoint-secrets"
 """The namespaced Role an admin creates to let the operator read endpoint Secrets."""
 

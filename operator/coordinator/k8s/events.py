@@ -44,13 +44,6 @@ class ObjectRef:
     name: str
     uid: str | None
 
-    @classmethod
-    def of(cls, body: dict[str, Any]) -> ObjectRef:
-        meta = body["metadata"]
-        return cls(
-            body["apiVersion"], body["kind"], meta["namespace"], meta["name"], meta.get("uid")
-        )
-
 
 def event_name(object_name: str, uid: str | None, reason: str, key: str) -> str:
     """The name of the event that reports one transition of one object.
@@ -66,12 +59,41 @@ def event_name(object_name: str, uid: str | None, reason: str, key: str) -> str:
     return f"{prefix}.{digest}" if prefix else digest
 
 
+_Pending = tuple[str, ObjectRef, str, str, str, str]
+"""An event waiting to be posted: name, object, reason, message, type, time."""
+
+
+def _body(pending: _Pending) -> dict[str, Any]:
+    name, ref, reason, message, type_, now = pending
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": ref.namespace},
+        "involvedObject": {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "namespace": ref.namespace,
+            "name": ref.name,
+            "uid": ref.uid,
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": COMPONENT,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
 class Recorder:
     """A queue of events and the task that posts them."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(QUEUE_LIMIT)
         self._task: asyncio.Task[None] | None = None
         self._known: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         """Events queued or posted (or found there) by this recorder, the newest last."""
@@ -98,39 +120,20 @@ class Recorder:
         if (ref.namespace, name) in self._known:
             return
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": ref.namespace},
-            "involvedObject": {
-                "apiVersion": ref.api_version,
-                "kind": ref.kind,
-                "namespace": ref.namespace,
-                "name": ref.name,
-                "uid": ref.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": type_,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        # Queued compact (a tuple of strings), made into a body when posted: thousands may wait.
+        pending = (name, ref, reason, message[:1024], type_, now)
         self._known[(ref.namespace, name)] = None
         if len(self._known) > KNOWN_MEMORY:
             self._known.popitem(last=False)
         try:
-            self._queue.put_nowait(body)
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             self._known.pop((ref.namespace, name), None)
             logger.warning("event queue full; dropped %s on %s/%s", reason, ref.kind, ref.name)
 
     async def _post_forever(self) -> None:
         while True:
-            body = await self._queue.get()
+            body = _body(await self._queue.get())
             if self.yield_to is not None:  # state first: an event can wait a moment
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.yield_to(), YIELD_SECONDS)

@@ -1,0 +1,253 @@
+"""A lean list/watch of the coordinator's kinds, into the Store.
+
+kopf keeps, per watched object, a worker holding the object's raw watch event (and, for
+indexed kinds, holds every worker until all are indexed at start-up): with 10 000
+recommendations present that was the operator's peak memory. The kinds the Store needs
+are listed and watched here instead, the way client-go's informers do it: a list in
+pages of `PAGE`, then a watch from the list's resourceVersion, again from the last
+version seen when a watch ends, a fresh listing after 410 Gone. One thread per kind and
+namespace (the kubernetes client is synchronous) reads the stream; each object is handed
+to the event loop, where `deliver` (the Store) keeps what it needs and drops the rest. A
+page is handed over whole and the thread waits until it is taken, and at most
+`IN_FLIGHT` watch events wait for the loop: a busy loop never piles up raw objects (the
+API server waits on the connection instead).
+
+`listed` is set once every kind has been listed once and put in the Store: the
+operator's readiness (see ``coordinator.app``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import kubernetes
+from kopf._cogs.structs import references
+
+from coordinator.api.common import GROUP, VERSION
+
+logger = logging.getLogger(__name__)
+
+PAGE: Final = 500
+IN_FLIGHT: Final = 64
+"""Watch events handed to the event loop and not yet stored, at most: a watch thread
+waits beyond this (the API server then waits on the connection), so a busy loop never
+queues up raw objects."""
+WATCH_SECONDS: Final = 300
+RETRY_FIRST_SECONDS: Final = 0.2
+RETRY_CAP_SECONDS: Final = 5.0
+
+Deliver = Callable[[str, Mapping[str, Any], bool], None]
+"""(plural, raw object, deleted)."""
+Resync = Callable[[str, Callable[[str], bool], set[tuple[str, str]]], None]
+"""(plural, which namespaces were listed, the keys listed)."""
+
+
+class _GoneError(Exception):
+    """410: the resourceVersion is too old to watch from; list again."""
+
+
+def _exact(pattern: str) -> bool:
+    """A plain namespace name, not a pattern (as ``k8s.access`` tells them apart)."""
+    return not any(c in pattern for c in "*?[")
+
+
+def scopes(namespaces: Sequence[str]) -> tuple[list[str | None], Callable[[str], bool]]:
+    """What to watch for the operator's --namespace patterns: each namespace when all are
+    plain names, else the whole cluster (None) filtered as kopf matches its patterns."""
+    if namespaces and all(_exact(ns) for ns in namespaces):
+        wanted = set(namespaces)
+        return list(namespaces), wanted.__contains__
+    if not namespaces:
+        return [None], lambda _: True
+    patterns = list(namespaces)
+    return [None], lambda ns: any(
+        references.match_namespace(references.NamespaceName(ns), p) for p in patterns
+    )
+
+
+class Informer:
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        plurals: Sequence[str],
+        namespaces: Sequence[str],
+        deliver: Deliver,
+        resync: Resync,
+    ) -> None:
+        # Watches hold their connections: a client of their own, beside the operator's pool.
+        self._api = kubernetes.client.ApiClient(api.configuration)
+        self._custom = kubernetes.client.CustomObjectsApi(self._api)
+        self._plurals = tuple(plurals)
+        self._scopes, self._wanted = scopes(namespaces)
+        self._deliver = deliver
+        self._resync = resync
+        self._stopping = threading.Event()
+        self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = 0
+        self.listed = asyncio.Event()
+        """Set once every kind was listed and stored."""
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._pending = len(self._plurals) * len(self._scopes)
+        threads = [
+            threading.Thread(
+                target=self._follow,
+                args=(plural, namespace),
+                name=f"watch-{plural}-{namespace or 'all'}",
+                daemon=True,
+            )
+            for plural in self._plurals
+            for namespace in self._scopes
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._stopping.set()
+
+    # --- in the threads -----------------------------------------------------------------
+
+    def _follow(self, plural: str, namespace: str | None) -> None:
+        first = True
+        delay = RETRY_FIRST_SECONDS
+        version: str | None = None
+        while not self._stopping.is_set():
+            try:
+                if version is None:
+                    version = self._list(plural, namespace)
+                    if first:
+                        first = False
+                        self._call(self._one_listed)
+                version = self._watch(plural, namespace, version)
+                delay = RETRY_FIRST_SECONDS
+            except _GoneError:
+                version = None
+            except Exception as exc:  # the API server restarting, a network error...
+                if self._stopping.is_set():
+                    return
+                logger.warning(
+                    "watch of %s%s: %s; again in %.1fs",
+                    plural,
+                    f" in {namespace}" if namespace else "",
+                    _describe(exc),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_CAP_SECONDS)
+
+    def _request(self, plural: str, namespace: str | None, **kwargs: Any) -> Any:
+        if namespace is None:
+            return self._custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, _preload_content=False, **kwargs
+            )
+        return self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, _preload_content=False, **kwargs
+        )
+
+    def _list(self, plural: str, namespace: str | None) -> str:
+        """List everything (in pages), store it; the list's resourceVersion."""
+        token: str | None = None
+        seen: set[tuple[str, str]] = set()
+        while True:
+            kwargs: dict[str, Any] = {"limit": PAGE}
+            if token:
+                kwargs["_continue"] = token
+            response = self._request(plural, namespace, **kwargs)
+            page = json.loads(response.data)
+            items = [item for item in page.get("items") or () if self._keep(item)]
+            for item in items:
+                meta = item.get("metadata") or {}
+                seen.add((meta.get("namespace") or "", meta.get("name") or ""))
+            self._call(self._deliver_page, plural, items)
+            del items
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                version = str(meta.get("resourceVersion") or "")
+                wanted = self._wanted if namespace is None else (lambda ns: ns == namespace)
+                self._call(self._resync, plural, wanted, seen)
+                return version
+
+    def _watch(self, plural: str, namespace: str | None, version: str) -> str:
+        """Watch from `version` until the server ends the watch; the last version seen."""
+        response = self._request(
+            plural,
+            namespace,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+        )
+        loop = self._loop
+        assert loop is not None
+        try:
+            for line in kubernetes.watch.watch.iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if self._stopping.is_set():
+                    break
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _GoneError
+                    raise RuntimeError(f"watch error: {obj.get('message') or obj}")
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind in ("ADDED", "MODIFIED", "DELETED") and self._keep(obj):
+                    while not self._in_flight.acquire(timeout=1.0):
+                        if self._stopping.is_set():
+                            return version
+                    loop.call_soon_threadsafe(self._take, plural, obj, kind == "DELETED")
+                del event, obj
+        finally:
+            response.release_conn()
+        return version
+
+    def _keep(self, obj: Mapping[str, Any]) -> bool:
+        return self._wanted((obj.get("metadata") or {}).get("namespace") or "")
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(*args)` on the event loop and wait for it (a page is taken before the
+        next is read)."""
+        assert self._loop is not None
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
+
+    # --- on the event loop --------------------------------------------------------------
+
+    def _take(self, plural: str, obj: Mapping[str, Any], deleted: bool) -> None:
+        try:
+            self._deliver(plural, obj, deleted)
+        finally:
+            self._in_flight.release()
+
+    def _deliver_page(self, plural: str, items: list[Mapping[str, Any]]) -> None:
+        for item in items:
+            self._deliver(plural, item, False)
+
+    def _one_listed(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0:
+            self.listed.set()
+
+    def close(self) -> None:
+        self._stopping.set()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, kubernetes.client.ApiException):
+        return f"({exc.status}) {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,321 @@
+"""The Store: what the operator knows of its kinds, compact, in one place.
+
+The watches (``coordinator.k8s.informer``) and the operator's own writes feed it raw
+objects; it keeps, per object, a slotted record of the fields the shell looks things up
+by (namespace, name, uid, resourceVersion, customer, phase, dependsOn, owner) and the
+rest of the object as compact JSON bytes — ``managedFields``, the last-applied
+annotation and every annotation not under ``optiinfra.io/`` dropped at the first parse.
+No pydantic model and no watch response is kept: a reconcile materialises the models
+of the one group it works on (`recommendation`, `approval`, `plan`), from a small cache
+of the latest ones.
+
+The store is also the resourceVersion tracker of the operator's own writes: a write's
+response is put in it at once (`apply`), and a watch event older than what it holds is
+ignored, so a reconcile never decides from a copy older than its own last write.
+
+It keeps the dependency maps (who names whom in ``dependsOn``) and the counts the
+metrics read (recommendations by phase, conflicts by type): the metrics thread reads a
+copy of two small dicts, never the store.
+
+Only the event loop changes it. More kinds fit by adding a ``Kind``: a record is about
+200 bytes plus its JSON.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, Generic, TypeVar
+
+from coordinator.api.approval import Approval
+from coordinator.api.common import APPROVALS, OWN_ANNOTATIONS, PLANS, RECOMMENDATIONS
+from coordinator.api.plan import ExecutionPlan
+from coordinator.api.recommendation import Recommendation
+
+GroupKey = tuple[str, str]
+"""(namespace, customerId)."""
+ObjectKey = tuple[str, str]
+"""(namespace, name)."""
+
+M = TypeVar("M", Recommendation, Approval, ExecutionPlan)
+
+MODEL_CACHE: Final = 2048
+"""Models materialised lately, kept by (uid, resourceVersion): a group reconciled again
+(most are, a few times per change) does not parse its objects again."""
+
+_META_KEPT: Final = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "ownerReferences",
+)
+
+
+def _rv(raw: str | None) -> int:
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
+
+
+def strip(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` without what the operator never reads: managedFields, labels, and every
+    annotation not under ``optiinfra.io/`` (``kubectl apply`` keeps a copy of the whole
+    manifest in one)."""
+    meta = raw.get("metadata") or {}
+    kept: dict[str, Any] = {k: meta[k] for k in _META_KEPT if k in meta}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if OWN_ANNOTATIONS in k}
+    if annotations:
+        kept["annotations"] = annotations
+    body = {k: v for k, v in raw.items() if k not in ("metadata", "apiVersion", "kind")}
+    body["metadata"] = kept
+    return body
+
+
+class Record:
+    """One object: the fields looked up by, and the rest as compact JSON."""
+
+    __slots__ = (
+        "body",
+        "conflicts",
+        "customer",
+        "depends_on",
+        "name",
+        "namespace",
+        "owner",
+        "phase",
+        "rv",
+        "uid",
+    )
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        meta = raw.get("metadata") or {}
+        spec = raw.get("spec") or {}
+        status = raw.get("status") or {}
+        self.namespace: str = sys.intern(meta.get("namespace") or "default")
+        self.name: str = sys.intern(meta.get("name") or "")
+        self.uid: str = meta.get("uid") or ""
+        self.rv: int = _rv(meta.get("resourceVersion"))
+        self.customer: str = sys.intern(str(spec.get("customerId") or ""))
+        self.phase: str | None = _intern(status.get("phase"))
+        self.depends_on: tuple[str, ...] = tuple(
+            sys.intern(str(d)) for d in spec.get("dependsOn") or ()
+        )
+        owners = meta.get("ownerReferences") or ()
+        self.owner: str | None = next((o.get("uid") for o in owners if o.get("controller")), None)
+        if self.owner is None and owners:
+            self.owner = owners[0].get("uid")
+        self.conflicts: tuple[str, ...] = tuple(
+            sys.intern(str(c.get("type"))) for c in status.get("conflicts") or ()
+        )
+        self.body: bytes = json.dumps(strip(raw), separators=(",", ":")).encode()
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.namespace, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind(Generic[M]):
+    plural: str
+    model: type[M]
+
+
+KINDS: Final[Mapping[str, Kind[Any]]] = {
+    RECOMMENDATIONS: Kind(RECOMMENDATIONS, Recommendation),
+    APPROVALS: Kind(APPROVALS, Approval),
+    PLANS: Kind(PLANS, ExecutionPlan),
+}
+
+Listener = Callable[[str, Record, bool], None]
+"""Told of every change: (plural, record, deleted)."""
+
+
+class Store:
+    def __init__(self, *, cache_size: int = MODEL_CACHE) -> None:
+        self._objects: dict[str, dict[ObjectKey, Record]] = {plural: {} for plural in KINDS}
+        self._groups: dict[GroupKey, set[str]] = {}
+        """The names of the recommendations of each customer group."""
+        self._namespaces: dict[str, set[str]] = {}
+        """The names of the recommendations of each namespace."""
+        self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
+        """The recommendations that name each one in their dependsOn."""
+        self._models: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
+        self._cache_size = cache_size
+        self.phases: collections.Counter[str] = collections.Counter()
+        """Recommendations by phase (Pending when none is written yet)."""
+        self.conflicts: collections.Counter[str] = collections.Counter()
+        """Conflict entries on recommendations, by type."""
+        self.listeners: list[Listener] = []
+
+    # --- changes ------------------------------------------------------------------------
+
+    def apply(self, plural: str, raw: Mapping[str, Any], *, deleted: bool = False) -> bool:
+        """A watch event or the response of a write. Ignored (False) when the store holds
+        the same object at a newer version already; a deletion removes it whatever."""
+        meta = raw.get("metadata") or {}
+        key = (meta.get("namespace") or "default", meta.get("name") or "")
+        objects = self._objects[plural]
+        old = objects.get(key)
+        if deleted:
+            if old is None or (old.uid != meta.get("uid") and meta.get("uid")):
+                return False
+            self._remove(plural, old)
+            self._tell(plural, old, deleted=True)
+            return True
+        if (
+            old is not None
+            and old.uid == meta.get("uid")
+            and old.rv >= _rv(meta.get("resourceVersion"))
+        ):
+            return False
+        record = Record(raw)
+        if old is not None:
+            self._remove(plural, old)
+        self._add(plural, record)
+        self._tell(plural, record, deleted=False)
+        return True
+
+    def resync(self, plural: str, namespaces: Callable[[str], bool], seen: set[ObjectKey]) -> None:
+        """After a fresh listing: the objects of `plural` in the listed namespaces that
+        were not listed are gone (deleted while the watch was away)."""
+        for key, record in list(self._objects[plural].items()):
+            if namespaces(key[0]) and key not in seen:
+                self._remove(plural, record)
+                self._tell(plural, record, deleted=True)
+
+    def _tell(self, plural: str, record: Record, *, deleted: bool) -> None:
+        for listener in self.listeners:
+            listener(plural, record, deleted)
+
+    def _add(self, plural: str, record: Record) -> None:
+        self._objects[plural][record.key] = record
+        if plural != RECOMMENDATIONS:
+            return
+        ns = record.namespace
+        self._groups.setdefault((ns, record.customer), set()).add(record.name)
+        self._namespaces.setdefault(ns, set()).add(record.name)
+        for dependency in record.depends_on:
+            self._dependents.setdefault((ns, dependency), set()).add(record.key)
+        self.phases[record.phase or "Pending"] += 1
+        self.conflicts.update(record.conflicts)
+
+    def _remove(self, plural: str, record: Record) -> None:
+        self._objects[plural].pop(record.key, None)
+        if plural != RECOMMENDATIONS:
+            return
+        ns = record.namespace
+        _discard(self._groups, (ns, record.customer), record.name)
+        _discard(self._namespaces, ns, record.name)
+        for dependency in record.depends_on:
+            _discard(self._dependents, (ns, dependency), record.key)
+        self.phases.subtract((record.phase or "Pending",))
+        self.conflicts.subtract(record.conflicts)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def record(self, plural: str, key: ObjectKey) -> Record | None:
+        return self._objects[plural].get(key)
+
+    def records(self, plural: str) -> Iterator[Record]:
+        return iter(list(self._objects[plural].values()))
+
+    def __len__(self) -> int:
+        return sum(len(objects) for objects in self._objects.values())
+
+    def model(self, plural: str, record: Record) -> Any:
+        """The record as its api model (cached by uid and resourceVersion)."""
+        cache_key = (record.uid, record.rv)
+        model = self._models.get(cache_key)
+        if model is not None and model.metadata.name == record.name:
+            self._models.move_to_end(cache_key)
+            return model
+        model = KINDS[plural].model.model_validate_json(record.body)
+        self._models[cache_key] = model
+        if len(self._models) > self._cache_size:
+            self._models.popitem(last=False)
+        return model
+
+    def get(self, plural: str, key: ObjectKey) -> Any:
+        record = self._objects[plural].get(key)
+        return None if record is None else self.model(plural, record)
+
+    def recommendation(self, key: ObjectKey) -> Recommendation | None:
+        found: Recommendation | None = self.get(RECOMMENDATIONS, key)
+        return found
+
+    def approval(self, key: ObjectKey) -> Approval | None:
+        found: Approval | None = self.get(APPROVALS, key)
+        return found
+
+    def plan(self, key: ObjectKey) -> ExecutionPlan | None:
+        found: ExecutionPlan | None = self.get(PLANS, key)
+        return found
+
+    def child(self, plural: str, owner: Record) -> Any:
+        """The approval or plan `owner` owns (same name, its uid as owner), or None."""
+        record = self._objects[plural].get(owner.key)
+        if record is None or record.owner != owner.uid:
+            return None
+        return self.model(plural, record)
+
+    def group(self, key: GroupKey) -> list[Record]:
+        """The recommendations of one customer group, by name."""
+        names = sorted(self._groups.get(key) or ())
+        objects = self._objects[RECOMMENDATIONS]
+        return [objects[(key[0], name)] for name in names]
+
+    def groups(self) -> list[GroupKey]:
+        return list(self._groups)
+
+    def names_in(self, namespace: str) -> set[str]:
+        return set(self._namespaces.get(namespace) or ())
+
+    def in_namespace(self, namespace: str) -> list[Recommendation]:
+        objects = self._objects[RECOMMENDATIONS]
+        return [
+            self.model(RECOMMENDATIONS, objects[(namespace, name)])
+            for name in sorted(self._namespaces.get(namespace) or ())
+        ]
+
+    def dependents(self, key: ObjectKey) -> list[ObjectKey]:
+        """The recommendations whose dependsOn names recommendation `key`."""
+        return sorted(self._dependents.get(key) or ())
+
+    def customer_of(self, key: ObjectKey) -> str | None:
+        record = self._objects[RECOMMENDATIONS].get(key)
+        return None if record is None else record.customer
+
+    def dependencies_succeeded(self, key: ObjectKey) -> tuple[bool, str]:
+        """Whether every recommendation `key` depends on has Succeeded, and if not why."""
+        objects = self._objects[RECOMMENDATIONS]
+        record = objects.get(key)
+        if record is None or not record.depends_on:
+            return True, ""
+        waiting = [
+            dep
+            for dep in record.depends_on
+            if (dep_record := objects.get((key[0], dep))) is None or dep_record.phase != "Succeeded"
+        ]
+        if waiting:
+            return False, f"waiting for {', '.join(sorted(waiting))} to succeed"
+        return True, ""
+
+    def plans(self) -> Iterable[Record]:
+        return self.records(PLANS)
+
+
+def _discard(index: dict[Any, set[Any]], key: Any, value: Any) -> None:
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]

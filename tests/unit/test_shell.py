@@ -1,0 +1,403 @@
+"""The shell without a cluster: the Store, the work queue, the status writer and the
+reconciler's actions, against a fake API server (seconds, not minutes).
+
+The fake keeps objects by (plural, namespace, name), bumps a resourceVersion on every
+write, merges status patches, and honours uid preconditions on delete. Every write the
+reconciler makes is recorded, so a test can say exactly what was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import itertools
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+
+from coordinator import reconciler as reconciler_
+from coordinator import store as store_
+from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
+from coordinator.core import approval as policy_
+from coordinator.k8s import client as client_
+from coordinator.k8s import events as events_
+from coordinator.k8s import status as status_
+
+NS = "team-a"
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def rec_body(
+    name: str,
+    *,
+    customer: str = "c1",
+    risk: str = "medium",
+    resources: tuple[str, ...] = ("web",),
+    depends_on: tuple[str, ...] = (),
+    priority: int = 0,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "Recommendation",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": '{"a whole": "manifest"}',
+                "optiinfra.io/submitted-by": "agent",
+            },
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {
+            "customerId": customer,
+            "agentId": "a",
+            "agentType": "cost",
+            "title": name,
+            "action": "migrate_to_spot",
+            "riskLevel": risk,
+            "affectedResources": list(resources),
+            "dependsOn": list(depends_on),
+            "priority": priority,
+            "steps": [{"name": "s", "action": "noop", "executor": "simulated"}],
+        },
+    }
+
+
+class FakeApi:
+    """Just enough of an API server for the reconciler."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str, str]] = []  # (verb, plural, name, what)
+        self._rv = itertools.count(100)
+        self._uid = itertools.count(1)
+        self.conflict_on_create: set[tuple[str, str]] = set()
+
+    def _bump(self, obj: dict[str, Any]) -> None:
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    def put(self, plural: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(dict(body))
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", "2026-01-02T03:00:00Z")
+        self._bump(obj)
+        self.objects[(plural, meta["namespace"], meta["name"])] = obj
+        return copy.deepcopy(obj)
+
+    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        if (plural, name) in self.conflict_on_create or (plural, namespace, name) in self.objects:
+            self.conflict_on_create.discard((plural, name))
+            raise client_.ApiException(status=409, reason="Conflict")
+        self.writes.append(("create", plural, name, ""))
+        return self.put(plural, {**body, "metadata": {**body["metadata"], "namespace": namespace}})
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.objects.get((plural, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def patch_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        obj = self.objects.get((plural, namespace, name))
+        if obj is None:
+            raise client_.ApiException(status=404, reason="Not Found")
+        if resource_version is not None and resource_version != obj["metadata"]["resourceVersion"]:
+            raise client_.ApiException(status=409, reason="Conflict")
+        status = dict(obj.get("status") or {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = copy.deepcopy(value)
+        obj["status"] = status
+        self._bump(obj)
+        self.writes.append(("status", plural, name, ",".join(sorted(patch))))
+        return copy.deepcopy(obj)
+
+    async def delete(self, plural: str, namespace: str, name: str, *, uid: str | None) -> None:
+        obj = self.objects.get((plural, namespace, name))
+        if obj is not None and (uid is None or obj["metadata"]["uid"] == uid):
+            del self.objects[(plural, namespace, name)]
+            self.writes.append(("delete", plural, name, ""))
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def record(self, ref: events_.ObjectRef, *, reason: str, **_: Any) -> None:
+        self.reasons.append(reason)
+
+
+def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test in a fresh event loop."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
+def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecorder]:
+    store = store_.Store()
+    recorder = FakeRecorder()
+    client = cast(client_.Client, api)
+    reconciler = reconciler_.Reconciler(
+        client=client,
+        recorder=cast(events_.Recorder, recorder),
+        policy=policy_.ApprovalPolicy(),
+        store=store,
+        writer=status_.StatusWriter(client, store.apply),
+        clock=lambda: NOW,
+    )
+    store.listeners.append(lambda plural, record, deleted: reconciler.changed(plural, record))
+    return store, reconciler, recorder
+
+
+def watched(api: FakeApi, store: store_.Store) -> None:
+    """What the watch would show: every object as the fake holds it now."""
+    for (plural, _, _), obj in list(api.objects.items()):
+        store.apply(plural, obj)
+
+
+# --- the Store ------------------------------------------------------------------------
+
+
+def test_the_store_keeps_records_not_models_and_drops_what_nobody_reads() -> None:
+    store = store_.Store()
+    raw = FakeApi().put(RECOMMENDATIONS, rec_body("a"))
+    assert store.apply(RECOMMENDATIONS, raw)
+    record = store.record(RECOMMENDATIONS, (NS, "a"))
+    assert record is not None
+    assert b"managedFields" not in record.body
+    assert b"last-applied-configuration" not in record.body
+    assert b"optiinfra.io/submitted-by" in record.body
+    rec = store.recommendation((NS, "a"))
+    assert rec is not None
+    assert rec.metadata.annotations == {"optiinfra.io/submitted-by": "agent"}
+    assert rec.spec.customer_id == "c1"
+    assert store.group((NS, "c1")) == [record]
+
+
+def test_the_store_ignores_an_event_older_than_what_it_holds() -> None:
+    api, store = FakeApi(), store_.Store()
+    old = api.put(RECOMMENDATIONS, rec_body("a"))
+    newer = copy.deepcopy(old)
+    newer["metadata"]["resourceVersion"] = str(int(old["metadata"]["resourceVersion"]) + 5)
+    newer["status"] = {"phase": "AwaitingApproval"}
+    assert store.apply(RECOMMENDATIONS, newer)  # our own write's answer
+    assert not store.apply(RECOMMENDATIONS, old)  # the watch, behind
+    record = store.record(RECOMMENDATIONS, (NS, "a"))
+    assert record is not None
+    assert record.phase == "AwaitingApproval"
+    assert dict(store.phases) == {"AwaitingApproval": 1}
+
+
+def test_dependents_follow_depends_on_as_it_changes_and_go_with_the_dependent() -> None:
+    api, store = FakeApi(), store_.Store()
+    for body in (
+        rec_body("a"),
+        rec_body("b", depends_on=("a",)),
+        rec_body("c", customer="d", depends_on=("a",)),
+    ):
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, body))
+    assert store.dependents((NS, "a")) == [(NS, "b"), (NS, "c")]
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("b")))  # b drops a
+    assert store.dependents((NS, "a")) == [(NS, "c")]
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "c")], deleted=True)
+    assert store.dependents((NS, "a")) == []
+    assert store._dependents == {}
+    assert store.dependencies_succeeded((NS, "b")) == (True, "")
+
+
+def test_a_dependency_that_has_not_succeeded_holds_the_plan() -> None:
+    api, store = FakeApi(), store_.Store()
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("b", depends_on=("a", "z"))))
+    a = api.put(RECOMMENDATIONS, {**rec_body("a"), "status": {"phase": "Succeeded"}})
+    store.apply(RECOMMENDATIONS, a)
+    assert store.dependencies_succeeded((NS, "b")) == (False, "waiting for z to succeed")
+
+
+def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
+    api, store = FakeApi(), store_.Store()
+    told: list[tuple[str, bool]] = []
+    store.listeners.append(lambda plural, record, deleted: told.append((record.name, deleted)))
+    for name in ("a", "b"):
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
+    store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
+    assert store.names_in(NS) == {"a"}
+    assert told[-1] == ("b", True)
+    assert dict(store.phases) == {"Pending": 1}
+
+
+# --- the work queue -------------------------------------------------------------------
+
+
+@in_loop
+async def test_the_queue_backs_off_per_key_exponentially_up_to_a_cap() -> None:
+    queue = reconciler_.WorkQueue(first=0.5, cap=4.0)
+    key = (NS, "c1")
+    assert [queue.retry(key) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert queue.retry((NS, "other")) == 0.5
+    queue.forget(key)
+    assert queue.retry(key) == 0.5
+    queue.close()
+
+
+@in_loop
+async def test_the_queue_brings_a_key_back_at_the_earliest_time_asked() -> None:
+    queue = reconciler_.WorkQueue()
+    key = (NS, "c1")
+    queue.add_after(key, 60.0)
+    queue.add_after(key, 0.01)
+    queue.add_after(key, 30.0)
+    assert await asyncio.wait_for(queue.get(), 2.0) == key
+    queue.done(key)
+    queue.close()
+
+
+# --- the reconciler's actions ---------------------------------------------------------
+
+
+@in_loop
+async def test_a_new_recommendation_gets_an_approval_and_its_status_in_one_write_each() -> None:
+    api = FakeApi()
+    store, reconciler, recorder = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    result = await reconciler.reconcile((NS, "c1"))
+    assert [w[:3] for w in api.writes] == [
+        ("create", APPROVALS, "a"),
+        ("status", APPROVALS, "a"),
+        ("status", RECOMMENDATIONS, "a"),
+    ]
+    assert all("observedGeneration" in w[3].split(",") for w in api.writes[1:])
+    rec = store.recommendation((NS, "a"))  # what was written, before any watch event
+    assert rec is not None
+    assert rec.phase.value == "AwaitingApproval"
+    assert store.approval((NS, "a")) is not None
+    assert result.requeue_after is None  # no approval was observed yet
+    assert recorder.reasons  # the transition is told in Events
+    api.writes.clear()
+    again = await reconciler.reconcile((NS, "c1"))
+    assert api.writes == []  # nothing changed: nothing written
+    # Medium risk: 48 h to decide; the group comes back when it expires.
+    assert again.requeue_after == pytest.approx(timedelta(hours=48).total_seconds() + 0.05)
+
+
+@in_loop
+async def test_an_approved_recommendation_gets_its_plan_created_and_handed_over() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a", risk="low")))
+    result = await reconciler.reconcile((NS, "c1"))
+    assert [p.metadata.name for p in result.created_plans] == ["a"]
+    assert ("create", PLANS, "a", "") in api.writes
+    assert store.plan((NS, "a")) is not None
+    rec = store.recommendation((NS, "a"))
+    assert rec is not None
+    assert rec.phase.value == "Approved"
+
+
+@in_loop
+async def test_the_loser_of_a_conflict_is_superseded_and_its_group_written_once() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("win", priority=10)))
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("lose", priority=1)))
+    await reconciler.reconcile((NS, "c1"))
+    lose = store.recommendation((NS, "lose"))
+    assert lose is not None
+    assert lose.phase.value == "Superseded"
+    assert lose.status is not None
+    assert lose.status.superseded_by == "win"
+    assert [w[:3] for w in api.writes if w[2] == "lose"] == [("status", RECOMMENDATIONS, "lose")]
+
+
+@in_loop
+async def test_a_create_refused_while_the_old_object_goes_comes_back_shortly() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    api.conflict_on_create.add((APPROVALS, "a"))
+    result = await reconciler.reconcile((NS, "c1"))
+    assert result.requeue_after == reconciler_.CREATE_AGAIN_SECONDS
+    assert store.approval((NS, "a")) is None
+    await reconciler.reconcile((NS, "c1"))
+    assert store.approval((NS, "a")) is not None
+
+
+@in_loop
+async def test_a_change_queues_its_group_and_the_groups_that_depend_on_it() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    store.apply(
+        RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("c", customer="d", depends_on=("a",)))
+    )
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    assert sorted(reconciler.queue._queued) == [(NS, "c1"), (NS, "d")]
+
+
+@in_loop
+async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    reconciler.queue = reconciler_.WorkQueue(first=0.01, cap=0.02)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    real = api.patch_status
+    failures = [client_.ApiException(status=500, reason="boom")] * 2
+
+    async def flaky(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    api.patch_status = flaky  # type: ignore[method-assign]
+    started: list[str] = []
+
+    async def start(plan: Any) -> None:
+        started.append(plan.metadata.name)
+
+    written = asyncio.Event()
+    store.listeners.append(
+        lambda plural, record, _: plural == RECOMMENDATIONS and record.phase and written.set()
+    )
+    task = asyncio.create_task(reconciler.run(start))
+    try:
+        await asyncio.wait_for(written.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not failures
+    rec = store.recommendation((NS, "a"))
+    assert rec is not None
+    assert rec.phase.value == "AwaitingApproval"
+
+
+# --- readiness ------------------------------------------------------------------------
+
+
+@in_loop
+async def test_readiness_waits_for_the_initial_listing_then_follows_leadership() -> None:
+    from coordinator import app  # noqa: PLC0415 - kopf and the kubernetes client, only here
+
+    operator = app.Operator.__new__(app.Operator)  # the parts readiness reads, no client
+    operator.started = True
+    operator.informer = cast(Any, type("Listing", (), {"listed": asyncio.Event()})())
+    operator.elector = None
+    operator.leading = asyncio.Event()
+    assert operator.ready() == (False, "starting: listing and indexing the objects")
+    operator.informer.listed.set()
+    assert operator.ready() == (True, "acting")
