@@ -53,6 +53,17 @@ def wait_phase(kind: str, name: str, phase: str) -> None:
     )
 
 
+def wait_discovered(resource: str, timeout: float = 30.0) -> None:
+    """Established is not yet served: the API server's discovery (which `kubectl explain`
+    reads) follows a new CRD a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = run("kubectl api-resources --cached=false -o name", show=False, check=False)
+        if resource in names.split() or time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,9 +153,13 @@ spec:
 
 def main() -> int:
     started = time.monotonic()
+    # kubectl finds its plugin kubectl-optiinfra on PATH: the one installed beside this Python.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), bindir])
     say("The three kinds, generated from the pydantic models")
     run("kubectl apply -f crds/")
     run("kubectl wait --for=condition=Established crd --all --timeout=60s", show=False)
+    wait_discovered("recommendations.optiinfra.io")
     run("kubectl explain recommendation.spec.riskLevel")
 
     say("What the operator will decide, without a cluster (what a GitOps pipeline runs)")
@@ -198,6 +213,8 @@ def story(agent_url: str) -> None:
         f"{k} get rec rec-005 -o custom-columns="
         "TYPE:.status.conflicts[*].type,DESCRIPTION:.status.conflicts[*].description"
     )
+    say("Why rec-005 lost, in words (the kubectl plugin, kubectl-optiinfra)")
+    run(f"kubectl optiinfra -n {NAMESPACE} why rec-005")
 
     say("The approver approves rec-003 with kubectl patch; it gets a suspended plan")
     approve = '{"spec":{"decision":"Approved"}}'
@@ -208,8 +225,9 @@ def story(agent_url: str) -> None:
     say("04: reject a high-risk change, with a reason")
     run(f"{k} apply -f examples/04-reject.yaml")
     wait_phase("rec", "rec-007", "AwaitingApproval")  # its Approval exists by then
-    reject = '{"spec":{"decision":"Rejected","reason":"Too risky during peak hours"}}'
-    run(f"{APPROVER} -n {NAMESPACE} patch approval rec-007 --type merge -p {shlex.quote(reject)}")
+    as_approver = f"kubectl optiinfra --kubeconfig .cluster/kubeconfig-approver -n {NAMESPACE}"
+    run(f"{as_approver} queue")
+    run(f"{as_approver} reject rec-007 --reason 'Too risky during peak hours'")
     wait_phase("rec", "rec-007", "Rejected")
     run(f"{k} get approval rec-007 -o wide")
 
@@ -241,6 +259,7 @@ def story(agent_url: str) -> None:
         "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
     )
     run(f"{k} get deployment api -o jsonpath={{.spec.template.spec.containers[0].resources}}")
+    run(f"kubectl optiinfra -n {NAMESPACE} plan rec-018")
     run(
         f"{k} get plan rec-010 -o custom-columns="
         "STEP:.status.steps[*].name,PHASE:.status.steps[*].phase,"
@@ -254,6 +273,7 @@ def story(agent_url: str) -> None:
     run(f"{k} apply -f examples/09-circular-dependency.yaml")
     wait_phase("rec", "rec-015", "Blocked")
     run(f"{k} get rec rec-015 rec-016 -o custom-columns=NAME:.metadata.name,WHY:.status.message")
+    run(f"kubectl optiinfra -n {NAMESPACE} why rec-015")
 
     say("Everything at a glance")
     run(f"{k} get optiinfra")
