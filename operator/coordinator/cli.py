@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any, Final
 
 from coordinator import check, gateway
 from coordinator import run as run_command
+
+SUBCOMMANDS: Final[tuple[tuple[str, Any, str], ...]] = (
+    ("run", run_command, "run the operator against the cluster of KUBECONFIG (or in-cluster)"),
+    ("check", check, "print what the operator will decide for manifests, without a cluster"),
+    (
+        "gateway",
+        gateway,
+        "serve the origin document's HTTP API and a read-only dashboard over the objects",
+    ),
+)
+"""The subcommands: name, module (``configure`` and ``run``), the line ``--help`` shows."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,32 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Coordinates the changes optimisation agents propose (optiinfra.io).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    running = commands.add_parser(
-        "run",
-        help="run the operator against the cluster of KUBECONFIG (or in-cluster)",
-        description=run_command.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run_command.configure(running)
-    running.set_defaults(run=run_command.run)
-    checking = commands.add_parser(
-        "check",
-        help="print what the operator will decide for manifests, without a cluster",
-        description=check.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    check.configure(checking)
-    checking.set_defaults(run=check.run)
-
-    serving = commands.add_parser(
-        "gateway",
-        help="serve the origin document's HTTP API and a read-only dashboard over the objects",
-        description=gateway.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    gateway.configure(serving)
-    serving.set_defaults(run=gateway.run)
-
+    for name, module, summary in SUBCOMMANDS:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.configure(sub)
+        sub.set_defaults(run=module.run)
     arguments = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = arguments.run
     return run(arguments)
