@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -157,6 +158,8 @@ class Operator:
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._start_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._starts: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._resources = access_.Resources(self.api)
         self._webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
@@ -454,11 +457,36 @@ class Operator:
             return
         async with self._locks.setdefault(key, asyncio.Lock()):
             latest = self.reconciler.overlay.latest(reconciler_.PLANS, plan)
-            await self.runner.start(
-                latest,
-                dependencies=self.reconciler.dependencies_succeeded(key),
-                on_write=self.plan_written,
-            )
+            # approval policies (issue 14): dependencies, windows and budget gate the start
+            ready, why, until = self.reconciler.may_start(key)
+            await self.runner.start(latest, dependencies=(ready, why), on_write=self.plan_written)
+            if until is not None:
+                self._start_again_at(key, until)
+
+    def _start_again_at(self, key: tuple[str, str], when: datetime) -> None:
+        """Ask again whether plan `key` may start at `when` (a change window opens or ends)."""
+        delay = max(0.0, (when - datetime.now(UTC)).total_seconds()) + 0.05
+        old = self._start_timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            self._start_timers.pop(key, None)
+            indexes = self.reconciler.indexes
+            for plan in (indexes.plans.get(key) or ()) if indexes is not None else ():
+                task = asyncio.ensure_future(self.start_plan(plan))
+                self._starts.add(task)
+                task.add_done_callback(self._starts.discard)
+
+        self._start_timers[key] = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def start_customer_plans(self, namespace: str, customer: str) -> None:
+        """A plan of the customer ended: the customer's pending plans may start (budget)."""
+        assert self.reconciler.indexes is not None
+        for rec in self.reconciler.indexes.recommendations.get((namespace, customer)) or ():
+            for plan in self.reconciler.indexes.plans.get((namespace, rec.name)) or ():
+                if plan.status_phase is PlanPhase.PENDING and not plan.spec.suspend:
+                    await self.start_plan(plan)
 
     async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
         """Recommendation `succeeded` did: the pending plans that waited for it may start."""

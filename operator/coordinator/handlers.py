@@ -21,6 +21,7 @@ import pydantic
 from coordinator import reconciler as reconciler_
 from coordinator.api.approval import Approval
 from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.app import Operator
 from coordinator.core import admission
@@ -109,6 +110,12 @@ async def approvals_by_name(body: kopf.Body, **_: Any) -> dict[Any, Approval]:
     )
 
 
+@kopf.index(GROUP, VERSION, "approvalpolicies")
+async def policies_by_namespace(body: kopf.Body, **_: Any) -> dict[Any, ApprovalPolicy]:
+    policy = _parse(ApprovalPolicy, body)
+    return {} if policy is None else {policy.metadata.namespace: policy}
+
+
 @kopf.index(GROUP, VERSION, "executionplans")
 async def plans_by_name(body: kopf.Body, **_: Any) -> dict[Any, ExecutionPlan]:
     plan = _parse_watched(ExecutionPlan, body)
@@ -128,6 +135,7 @@ async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
             namespaces=kwargs["recommendations_by_namespace"],
             approvals=kwargs["approvals_by_name"],
             plans=kwargs["plans_by_name"],
+            policies=kwargs["policies_by_namespace"],
         )
     )
 
@@ -171,6 +179,8 @@ async def plan_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: An
             return
         operator.wake_plans(key)
         await operator.start_plan(plan)
+        if plan.status_phase.ended:  # approval policies (issue 14): a budget frees up
+            await operator.start_customer_plans(plan.metadata.namespace, plan.spec.customer_id)
 
 
 # --- one daemon per started plan ---------------------------------------------------
@@ -330,14 +340,39 @@ def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
 
 
 async def approval_stamp(
-    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+    *,
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    warnings: list[str],
+    **kwargs: Any,
 ) -> None:
     old = kwargs.get("old")
     new = _parse(Approval, body)
     before = _parse(Approval, old) if old else None
-    if new is not None:
-        now = datetime.now(UTC)
-        _set(patch, admission.stamp_decision(old=before, new=new, user=_user(userinfo), now=now))
+    if new is None:
+        return
+    # --- approval policies (issue 14): each vote is stamped here, from the request -------
+    submitter = None
+    if before is not None and new.spec.decision != before.spec.decision:
+        operator: Operator = memo.operator
+        submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
+    outcome = admission.record_vote(
+        old=before,
+        new=new,
+        user=_user(userinfo),
+        groups=[str(g) for g in userinfo.get("groups") or ()],
+        submitter=submitter,
+        now=datetime.now(UTC),
+    )
+    if outcome.refusal:
+        raise kopf.AdmissionError(outcome.refusal, code=403)
+    _set(patch, outcome.annotations)
+    for field, value in outcome.spec.items():
+        patch.spec[field] = value
+    if outcome.warning:
+        warnings.append(outcome.warning)
 
 
 async def approval_check(

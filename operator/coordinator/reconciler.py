@@ -32,10 +32,12 @@ import pydantic
 from coordinator import metrics
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
 from coordinator.api.common import API_VERSION
-from coordinator.api.plan import ExecutionPlan
+from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
-from coordinator.core import lifecycle
+from coordinator.core import conflicts, lifecycle
+from coordinator.core import policy as policies_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 
@@ -196,6 +198,8 @@ class Indexes:
     namespaces: Mapping[str, Iterable[Recommendation]]
     approvals: Mapping[ObjectKey, Iterable[Approval]]
     plans: Mapping[ObjectKey, Iterable[ExecutionPlan]]
+    policies: Mapping[str, Iterable[ApprovalPolicy]] = dataclasses.field(default_factory=dict)
+    """The ApprovalPolicies of each namespace."""
 
 
 def _owned_by(child: Approval | ExecutionPlan, owner: Recommendation) -> bool:
@@ -377,7 +381,13 @@ class Reconciler:
             else []
         )
         now = self.clock()
-        desired = lifecycle.evaluate(group, namespace=namespace, policy=self.policy, now=now)
+        desired = lifecycle.evaluate(
+            group,
+            namespace=namespace,
+            policy=self.policy,
+            now=now,
+            policies=list(self.indexes.policies.get(key[0]) or ()),  # approval policies (14)
+        )
         await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
         expiries = [
             o.approval.spec.expires_at
@@ -488,6 +498,50 @@ class Reconciler:
         self.recorder.record(
             ref, reason=event.reason, message=event.message, key=key, type_=event.type.value
         )
+
+    # --- approval policies (issue 14): the one place a plan's start is gated -------------
+
+    def may_start(self, rec_key: ObjectKey) -> tuple[bool, str, datetime | None]:
+        """Whether plan `rec_key` may start now: its dependencies have succeeded, and the
+        change windows and the customer's budget of the policies that select it allow it
+        (core.policy.gate). Else why, and when to ask again (None: on the next change)."""
+        ready, why = self.dependencies_succeeded(rec_key)
+        if not ready:
+            return ready, why, None
+        assert self.indexes is not None
+        rec = self.find(rec_key)
+        policies = list(self.indexes.policies.get(rec_key[0]) or ())
+        if rec is None or not policies:
+            return True, "", None
+        approval = _first(self.indexes.approvals.get(rec_key))
+        risk = approval.spec.risk_level if approval is not None else rec.spec.risk_level
+        merged = policies_.governing(policies, rec.spec, risk=risk)
+        if not merged.windows and merged.max_concurrent_plans is None:
+            return True, "", None
+        running: list[str] = []
+        ready_plans: list[Recommendation] = []
+        group = self.indexes.recommendations.get((rec_key[0], rec.spec.customer_id)) or ()
+        for other in group:
+            plan = _first(self.indexes.plans.get((rec_key[0], other.name)))
+            if plan is None:
+                continue
+            plan = self.overlay.latest(PLANS, plan)
+            if plan.status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                running.append(other.name)
+            elif (
+                plan.status_phase is PlanPhase.PENDING
+                and not plan.spec.suspend
+                and not plan.spec.abort
+            ):
+                ready_plans.append(other)
+        waiting = [r.name for r in sorted(ready_plans, key=conflicts.rank)]
+        verdict = policies_.gate(
+            rec_key[1], merged, now=self.clock(), running=running, waiting=waiting
+        )
+        if isinstance(verdict, policies_.Wait):
+            names = ", ".join(merged.policies)
+            return False, f"waiting: {verdict.reason} (policy {names})", verdict.until
+        return True, "", None
 
     def dependencies_succeeded(self, rec_key: ObjectKey) -> tuple[bool, str]:
         """Whether every recommendation the given one depends on has Succeeded, and if not why."""

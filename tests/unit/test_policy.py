@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from coordinator.api.common import RiskLevel
 from coordinator.api.policy import ApprovalPolicySpec, Approver, MaxRisk, Window, WindowKind
+from coordinator.api.recommendation import RecommendationSpec
 from coordinator.core import policy
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -67,8 +68,6 @@ def test_two_overlapping_policies_combine_most_restrictively() -> None:
 
 
 def test_selector_matches_every_list_given() -> None:
-    from coordinator.api.recommendation import RecommendationSpec
-
     rec = RecommendationSpec.model_validate(
         {
             "customerId": "c1",
@@ -140,11 +139,7 @@ def test_votes_approved_iff_enough_distinct_eligible_people(
     votes: list[policy.Vote], required: int, submitter: str | None
 ) -> None:
     result = policy.tally(votes, required=required, sets=[SRE], submitter=submitter)
-    counted = [
-        v
-        for v in votes
-        if v.user != submitter and policy.eligible(v.user, v.groups, [SRE])
-    ]
+    counted = [v for v in votes if v.user != submitter and policy.eligible(v.user, v.groups, [SRE])]
     first: dict[str, policy.Vote] = {}
     for v in counted:
         first.setdefault(v.user, v)
@@ -238,8 +233,12 @@ windows_st = st.lists(
 )
 # Around the daylight-saving changes of 2026 in Europe and North America.
 instants = st.sampled_from(
-    [datetime(2026, 3, 8, tzinfo=UTC), datetime(2026, 3, 29, tzinfo=UTC),
-     datetime(2026, 10, 25, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)]  # fmt: skip
+    [
+        datetime(2026, 3, 8, tzinfo=UTC),
+        datetime(2026, 3, 29, tzinfo=UTC),
+        datetime(2026, 10, 25, tzinfo=UTC),
+        datetime(2026, 11, 1, tzinfo=UTC),
+    ]
 ).flatmap(lambda d: st.integers(-3 * 86400, 3 * 86400).map(lambda s: d + timedelta(seconds=s)))
 
 
@@ -250,11 +249,10 @@ def test_a_wait_holds_until_its_time_and_no_longer_than_needed(
 ) -> None:
     verdict = policy.window_gate(windows, now=now)
     if isinstance(verdict, policy.Go):
-        assert not any(
-            w.kind is WindowKind.DENY and policy.open_until(w, now) for w in windows
-        )
+        assert not any(w.kind is WindowKind.DENY and policy.open_until(w, now) for w in windows)
         return
-    assert verdict.until is not None and verdict.until > now
+    assert verdict.until is not None
+    assert verdict.until > now
     # Anywhere before its time it still waits: nothing opens or closes earlier.
     between = min(now + (verdict.until - now) * fraction, verdict.until - timedelta(microseconds=1))
     assert isinstance(policy.window_gate(windows, now=between), policy.Wait)
@@ -286,9 +284,7 @@ def test_budget_of_one_runs_plans_one_after_the_other() -> None:
 
 
 @SETTINGS
-@given(
-    n=st.integers(0, 6), running=st.integers(0, 6), limit=st.integers(1, 4)
-)
+@given(n=st.integers(0, 6), running=st.integers(0, 6), limit=st.integers(1, 4))
 def test_budget_never_lets_more_than_the_limit_start(n: int, running: int, limit: int) -> None:
     waiting = [f"w{i}" for i in range(n)]
     busy = [f"r{i}" for i in range(running)]

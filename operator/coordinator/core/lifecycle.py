@@ -35,11 +35,14 @@ from coordinator.api.approval import (
     ApprovalRecord,
     ApprovalSpec,
     ApprovalStatus,
+    ApproverSet,
     Decision,
+    Response,
 )
 from coordinator.api.common import Condition, ConditionStatus, format_time
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanSpec, PlanPhase
+from coordinator.api.policy import ApprovalPolicy as PolicyObject
 from coordinator.api.recommendation import (
     Conflict,
     Recommendation,
@@ -50,6 +53,7 @@ from coordinator.core import approval as policy_
 from coordinator.core import catalogue, conflicts
 from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
+from coordinator.core import policy as policies_
 
 DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
 """Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
@@ -167,6 +171,7 @@ def evaluate(
     namespace: Sequence[Recommendation] = (),
     policy: policy_.ApprovalPolicy,
     now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> dict[str, Desired]:
     """Desired state for every recommendation of one customer in one namespace."""
     effective = {
@@ -181,6 +186,7 @@ def evaluate(
             verdict=evaluation.verdicts.get(o.recommendation.name),
             policy=policy,
             now=now,
+            policies=policies,
         )
         for o in group
     }
@@ -193,6 +199,7 @@ def decide(
     verdict: conflicts.Verdict | None,
     policy: policy_.ApprovalPolicy,
     now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> Desired:
     """The desired state of one recommendation, given its effective phase and verdict."""
     rec = observed.recommendation
@@ -209,7 +216,7 @@ def decide(
     elif verdict.outcome in (conflicts.Outcome.BLOCKED, conflicts.Outcome.SUPERSEDED):
         draft = _sidelined(observed, base, verdict=verdict, now=now)
     else:
-        draft = _kept(observed, base, policy=policy, now=now)
+        draft = _kept(observed, base, policy=policy, now=now, policies=policies)
     has_approval = observed.approval is not None or draft.create_approval is not None
     has_plan = (
         observed.plan is not None and not draft.delete_plan
@@ -240,6 +247,7 @@ class _Draft:
     create_plan: ExecutionPlan | None = None
     delete_plan: bool = False
     approval_events: tuple[Event, ...] = ()
+    policies: tuple[str, ...] = ()
 
 
 _DECISION_ENDS: Final[Mapping[RecommendationPhase, ApprovalPhase]] = {
@@ -298,7 +306,12 @@ def _sidelined(
 
 
 def _kept(
-    observed: Observed, draft: _Draft, *, policy: policy_.ApprovalPolicy, now: datetime
+    observed: Observed,
+    draft: _Draft,
+    *,
+    policy: policy_.ApprovalPolicy,
+    now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> _Draft:
     """Kept: ask for (or take) a decision, and once approved, make the plan."""
     rec = observed.recommendation
@@ -311,15 +324,28 @@ def _kept(
             message=f"No plan can carry it out: {exc}",
             delete_plan=observed.plan is not None and observed.plan.status is None,
         )
+    # --- approval policies (issue 14): the policies that select it, merged ----------------
+    risk = policy_.assess(rec.spec, steps, annotations=rec.metadata.annotations, policy=policy).risk
+    merged = policies_.governing(policies, rec.spec, risk=risk)
     assessment = policy_.assess(
-        rec.spec, steps, annotations=rec.metadata.annotations, policy=policy
+        rec.spec,
+        steps,
+        annotations=rec.metadata.annotations,
+        policy=policy,
+        auto_approves=merged.auto_approves,
     )
+    draft = dataclasses.replace(draft, policies=merged.policies)
     approval = _current(observed)
     if approval is None:
         # A new request replaces the approval of an earlier generation (or a withdrawn
         # one): its record moves into the new one's status.history.
         fresh = new_approval(
-            rec, policy=policy, now=now, previous=observed.approval, assessment=assessment
+            rec,
+            policy=policy,
+            now=now,
+            previous=observed.approval,
+            assessment=assessment,
+            merged=merged,
         )
         return _with_decision(observed, draft, fresh, now=now, created=True, assessment=assessment)
     return _with_decision(observed, draft, approval, now=now, created=False, assessment=assessment)
@@ -345,10 +371,12 @@ def _with_decision(
             else _approval_status(approval, ApprovalPhase.PENDING, now=now)
         )
         until = format_time(approval.spec.expires_at)
+        needs = _still_needed(approval, rec)
         return dataclasses.replace(
             draft,
             phase=RecommendationPhase.AWAITING_APPROVAL,
             message=f"Waiting for a decision on approval {approval.metadata.name} until {until}"
+            + (f" ({needs})" if needs else "")
             + (f" ({assessment.why})" if assessment.reasons else ""),
             create_approval=create,
             approval_status=None if created else status,
@@ -368,7 +396,7 @@ def _with_decision(
         draft,
         phase=RecommendationPhase.APPROVED,
         message=(
-            "Approved by policy (low risk, autoApprove)"
+            f"Approved by policy ({approval.spec.risk_level.value} risk, autoApprove)"
             if decided_by == POLICY_DECIDER
             else f"Approved by {decided_by}"
         )
@@ -379,6 +407,36 @@ def _with_decision(
         delete_plan=stale_plan,
         approval_events=events,
     )
+
+
+def _still_needed(approval: Approval, rec: Recommendation) -> str:
+    """What an N-of-M approval still needs, when it needs more than one person."""
+    if approval.spec.required == 1 and not approval.spec.approver_sets:
+        return ""
+    votes = policies_.read_votes(approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION))
+    sets = [
+        policies_.ApproverSet(s.policy, tuple(s.approvers)) for s in approval.spec.approver_sets
+    ]
+    submitter = rec.metadata.annotations.get("optiinfra.io/submitted-by")
+    result = policies_.tally(votes, required=approval.spec.required, sets=sets, submitter=submitter)
+    return f"still needed: {result.missing}" if result.missing else ""
+
+
+def _responses(approval: Approval) -> list[Response]:
+    """The votes the admission webhook recorded, for status.responses."""
+    return [
+        Response(
+            user=v.user,
+            groups=list(v.groups),
+            decision=Decision(v.decision),
+            reason=v.reason,
+            at=v.at,
+        )
+        for v in policies_.read_votes(
+            approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION)
+        )
+        if v.decision in (Decision.APPROVED.value, Decision.REJECTED.value)
+    ]
 
 
 def _changed_phase(approval: Approval, phase: ApprovalPhase) -> bool:
@@ -415,6 +473,7 @@ def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime)
             "decided_by": decided_by if decided else None,
             "reason": approval.spec.reason if decided else None,
             "observed_generation": approval.metadata.generation,
+            "responses": _responses(approval),
             "message": _approval_message(approval, phase),
             "conditions": conditions_.merged(
                 old.conditions,
@@ -505,6 +564,7 @@ def new_approval(
     now: datetime,
     previous: Approval | None = None,
     assessment: policy_.Assessment | None = None,
+    merged: policies_.Merged = policies_.DEFAULT,
 ) -> Approval:
     """The Approval to create for a kept recommendation: pending, or decided by policy.
 
@@ -519,7 +579,9 @@ def new_approval(
             policy=policy,
         )
     auto = not assessment.needs_person
-    expires_at = policy_.expires_at(now, assessment.risk, policy=policy)
+    expires_at = now + merged.expiry.get(
+        assessment.risk, policy_.expires_after(assessment.risk, policy=policy)
+    )
     spec = ApprovalSpec(
         recommendation=rec.name,
         recommendation_generation=rec.metadata.generation,
@@ -527,7 +589,14 @@ def new_approval(
         risk_level=assessment.risk,
         expires_at=expires_at,
         decision=Decision.APPROVED if auto else Decision.PENDING,
-        reason="low risk and autoApprove: approved by policy" if auto else None,
+        reason=f"{assessment.risk.value} risk and autoApprove: approved by policy"
+        if auto
+        else None,
+        required=merged.required,
+        approver_sets=[
+            ApproverSet(policy=s.policy, approvers=list(s.approvers)) for s in merged.approver_sets
+        ],
+        policies=list(merged.policies),
     )
     phase = ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING
     status = ApprovalStatus(
@@ -614,6 +683,7 @@ def _status(
             "approval": rec.name if has_approval else None,
             "plan": rec.name if has_plan else None,
             "message": draft.message or None,
+            "policies": list(draft.policies),
             "observed_generation": rec.metadata.generation,
             "conditions": conditions,
         }

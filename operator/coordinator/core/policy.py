@@ -163,9 +163,7 @@ def governing(
     policies: Iterable[ApprovalPolicy], rec: RecommendationSpec, *, risk: RiskLevel
 ) -> Merged:
     """The merged policy of the namespace's `policies` that select `rec`."""
-    return merge(
-        (p.metadata.name, p.spec) for p in policies if selects(p.spec, rec, risk=risk)
-    )
+    return merge((p.metadata.name, p.spec) for p in policies if selects(p.spec, rec, risk=risk))
 
 
 # --- votes ----------------------------------------------------------------------------------
@@ -262,9 +260,7 @@ def tally(
         if vote.decision == "Rejected":
             return Tally("Rejected", tuple(counted))
         counted[vote.user] = vote
-    unmet = [
-        s for s in sets if not any(s.admits(v.user, v.groups) for v in counted.values())
-    ]
+    unmet = [s for s in sets if not any(s.admits(v.user, v.groups) for v in counted.values())]
     if len(counted) >= required and not unmet:
         return Tally("Approved", tuple(counted))
     needs = []
@@ -359,17 +355,14 @@ def window_gate(windows: Sequence[Window], *, now: datetime) -> Gate:
             if window.kind is WindowKind.DENY:
                 end = open_until(window, now)
                 if end is not None:
-                    return Wait(
-                        f"inside Deny window {window.name} until {format_time(end)}", end
-                    )
+                    return Wait(f"inside Deny window {window.name} until {format_time(end)}", end)
         allows = [w for w in windows if w.kind is WindowKind.ALLOW]
         if not allows or any(open_until(w, now) is not None for w in allows):
             return Go()
         soonest = min(allows, key=lambda w: (_next_start(w, now), w.name))
         opens = _next_start(soonest, now)
         return Wait(
-            f"outside the Allow windows; Allow window {soonest.name} opens at "
-            f"{format_time(opens)}",
+            f"outside the Allow windows; Allow window {soonest.name} opens at {format_time(opens)}",
             opens,
         )
     except (WindowError, cronsim.CronSimError) as exc:
