@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
+from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.executors.webhook import ENDPOINTS, ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
@@ -79,6 +80,7 @@ class Config:
     readiness_port: int = 0  # 0: no readiness endpoint
     readiness_host: str = "0.0.0.0"
     shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
+    notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -146,6 +148,10 @@ class Operator:
             client=self.client, recorder=self.recorder, policy=config.policy, workers=config.workers
         )
         self.reconciler.plan_created = self.start_plan
+        # approval policies (issue 14): notifications go through their own queue
+        self.notifier = Notifier(ClientResolver(self.client))
+        self.reconciler.notify = self.notifier.send
+        self.reconciler.notify_lead = timedelta(seconds=config.notify_expiring_before)
         self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
@@ -288,6 +294,7 @@ class Operator:
         self.reconciler.indexes = indexes
         self.recorder.start()
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="reconciler"))
+        self.notifier.start()
         if self.elector is None:
             self._lead(True)
         else:
@@ -432,6 +439,7 @@ class Operator:
             except Exception as exc:  # never block the exit
                 logger.warning("could not %s at exit: %s", what, exc or type(exc).__name__)
         await self.recorder.stop()
+        await self.notifier.stop()
         self.client.close()
 
     def waker(self, key: tuple[str, str]) -> asyncio.Event:

@@ -24,16 +24,16 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import pydantic
 
 from coordinator import metrics
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
-from coordinator.api.common import API_VERSION
+from coordinator.api.common import API_VERSION, format_time
 from coordinator.api.plan import ExecutionPlan, PlanPhase
-from coordinator.api.policy import ApprovalPolicy
+from coordinator.api.policy import ApprovalPolicy, NotifyEvent
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import conflicts, lifecycle
@@ -238,6 +238,12 @@ class Reconciler:
         self.acting = asyncio.Event()
         """Set while this replica may write (it leads); the workers wait for it."""
         self.acting.set()
+        self.notify: Callable[[str, list[str], str, bytes], None] | None = None
+        """Sends a notification of approval policies (namespace, endpoints, event, body);
+        never waits (see executors.notify)."""
+        self.notify_lead = timedelta(hours=1)
+        """How long before its expiry a pending approval is notified ApprovalExpiringSoon."""
+        self._expiring_notified: set[str] = set()
         self.plan_created: Callable[[ExecutionPlan], Awaitable[None]] | None = None
         """Starts a plan this process just created, before its watch event does the same
         (starting is idempotent): an approved change does not wait for the watch."""
@@ -397,6 +403,7 @@ class Reconciler:
         ]
         if expiries:
             self._wake_at(key, min(expiries))
+        self._notify_expiring(group, desired, now=now)  # approval policies (issue 14)
 
     async def _act(self, observed: lifecycle.Observed, desired: lifecycle.Desired) -> None:
         rec = observed.recommendation
@@ -425,6 +432,78 @@ class Reconciler:
             target = approval if event.on_approval else rec
             if target is not None:
                 self._event(target, event)
+            if not event.on_approval:  # approval policies (issue 14): notifications
+                self._notify(rec, approval, event.reason, event.message)
+
+    # --- approval policies (issue 14): notifications, never waited for -------------------
+
+    def _notify(
+        self, rec: Recommendation, approval: Approval | None, reason: str, message: str
+    ) -> None:
+        event = policies_.NOTIFY_EVENTS.get(reason)
+        if event is None:
+            return
+        self._send(rec, approval, event, message)
+
+    def _send(
+        self,
+        rec: Recommendation,
+        approval: Approval | None,
+        event: NotifyEvent,
+        message: str,
+    ) -> None:
+        if self.notify is None or self.indexes is None:
+            return
+        policies = list(self.indexes.policies.get(rec.metadata.namespace) or ())
+        if not policies:
+            return
+        risk = approval.spec.risk_level if approval is not None else rec.spec.risk_level
+        merged = policies_.governing(policies, rec.spec, risk=risk)
+        targets = policies_.notify_targets(merged, event)
+        if targets:
+            body = policies_.notification(
+                event,
+                namespace=rec.metadata.namespace,
+                recommendation=rec.name,
+                customer_id=rec.spec.customer_id,
+                message=message,
+                at=self.clock(),
+            )
+            self.notify(rec.metadata.namespace, targets, event.value, body)
+
+    def _notify_expiring(
+        self,
+        group: list[lifecycle.Observed],
+        desired: Mapping[str, lifecycle.Desired],
+        *,
+        now: datetime,
+    ) -> None:
+        """ApprovalExpiringSoon, once per approval (per process), `notify_lead` before."""
+        if self.notify is None:
+            return
+        for o in group:
+            approval = o.approval
+            if approval is None or approval.metadata.uid is None:
+                continue
+            if desired[o.recommendation.name].status.phase is not (
+                RecommendationPhase.AWAITING_APPROVAL
+            ):
+                continue
+            expires = approval.spec.expires_at
+            if policies_.expiring_soon(expires, lead=self.notify_lead, now=now):
+                if approval.metadata.uid not in self._expiring_notified:
+                    self._expiring_notified.add(approval.metadata.uid)
+                    self._send(
+                        o.recommendation,
+                        approval,
+                        NotifyEvent.APPROVAL_EXPIRING_SOON,
+                        f"approval {approval.metadata.name} expires at {format_time(expires)}",
+                    )
+            elif now < expires - self.notify_lead:
+                self._wake_at(
+                    (o.recommendation.metadata.namespace, o.recommendation.spec.customer_id),
+                    expires - self.notify_lead,
+                )
 
     async def _create(self, plural: str, owner: Recommendation, child: C) -> C:
         ns = owner.metadata.namespace

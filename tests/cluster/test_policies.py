@@ -4,6 +4,12 @@ policies combined. Everything is asserted through the API."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +17,12 @@ import kubernetes
 import localcluster
 import pytest
 
-from tests.cluster.conftest import Objects
+from coordinator.core import webhook as protocol
+from tests.agent_process import KEY
+from tests.cluster.conftest import AGENT_SECRET, Objects
 from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, recommendation
 from tests.cluster.test_trust import APPROVE, patch_approval
+from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
 
 PEOPLE = {"alice": (), "bob": ("sre",), "carol": ()}
@@ -264,3 +273,103 @@ def test_a_budget_of_one_runs_two_plans_one_after_the_other(
     first = objects.wait_phase(PLANS, running, "Succeeded", timeout=60)
     second = objects.wait_phase(PLANS, waiting, "Succeeded", timeout=60)
     assert second["status"]["startedAt"] >= first["status"]["finishedAt"]
+
+
+class Receiver:
+    """A notification receiver on a loopback port: records each request's body and whether
+    its signature verifies with the agents' key."""
+
+    def __init__(self) -> None:
+        received = self.received = []  # type: list[tuple[dict[str, Any], bool]]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                problem = protocol.verify(
+                    KEY,
+                    timestamp=self.headers.get(protocol.TIMESTAMP_HEADER),
+                    signature_header=self.headers.get(protocol.SIGNATURE_HEADER),
+                    payload=body,
+                    now=time.time(),
+                )
+                received.append((json.loads(body), problem is None))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[str]:
+        return [body["event"] for body, _ in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def endpoint(name: str, url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "AgentEndpoint",
+        "metadata": {"name": name},
+        "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
+    }
+
+
+def notifications(operator: OperatorProcess, event: str, outcome: str) -> float:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    line = f'optiinfra_notifications_total{{event="{event}",outcome="{outcome}"}} '
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
+
+
+def test_notifications_are_signed_and_a_receiver_that_is_down_delays_nothing(
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    receiver: Receiver,
+    operator: OperatorProcess,
+) -> None:
+    ns = e2e_namespace
+    down = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    failed_before = notifications(operator, "Approved", "failed")
+    apply(
+        kubectl,
+        ns,
+        endpoint("pager-down", down),
+        endpoint("chat", receiver.url),
+        policy(
+            "tell-people",
+            notify=[
+                {"endpoint": "pager-down"},
+                {"endpoint": "chat", "events": ["ApprovalRequested", "Approved"]},
+            ],
+        ),
+    )
+    apply(kubectl, ns, recommendation("rec-p7"))
+    wait_policies(objects, "rec-p7", ["tell-people"])
+    objects.wait_phase(APPROVALS, "rec-p7", "Pending")
+    proc = patch_approval(kubectl, ns, "rec-p7", APPROVE, user="approver")
+    assert proc.returncode == 0, proc.stderr
+    objects.wait_phase(RECS, "rec-p7", "Approved")
+    assert objects.get(PLANS, "rec-p7") is not None  # the decision went on
+    wait_for(
+        lambda: {"ApprovalRequested", "Approved"} <= set(receiver.events()),
+        what="the chat receiver to be told",
+    )
+    assert all(signed for _, signed in receiver.received)
+    approved = next(body for body, _ in receiver.received if body["event"] == "Approved")
+    assert approved["text"].startswith(f"[Approved] {ns}/rec-p7 (customer-1): Approved by approver")
+    wait_for(
+        lambda: notifications(operator, "Approved", "failed") > failed_before,
+        what="the failed notification to the pager to be counted",
+    )

@@ -39,6 +39,7 @@ from coordinator.api.policy import (
     Approver,
     MaxRisk,
     Notify,
+    NotifyEvent,
     Window,
     WindowKind,
 )
@@ -404,3 +405,53 @@ def gate(
     if isinstance(verdict, Wait):
         return verdict
     return budget_gate(name, running=running, waiting=waiting, limit=merged.max_concurrent_plans)
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+NOTIFY_EVENTS: Final[Mapping[str, NotifyEvent]] = {
+    "ApprovalRequested": NotifyEvent.APPROVAL_REQUESTED,
+    "Approved": NotifyEvent.APPROVED,
+    "Rejected": NotifyEvent.REJECTED,
+    "Expired": NotifyEvent.EXPIRED,
+    "Failed": NotifyEvent.PLAN_FAILED,
+    "RolledBack": NotifyEvent.ROLLED_BACK,
+}
+"""The recommendation's Events (their reasons) that are notified, and as which event."""
+
+
+def notify_targets(merged: Merged, event: NotifyEvent) -> list[str]:
+    """The AgentEndpoints to tell about `event` (each once, in policy order)."""
+    names: list[str] = []
+    for target in merged.notify:
+        if (not target.events or event in target.events) and target.endpoint not in names:
+            names.append(target.endpoint)
+    return names
+
+
+def notification(
+    event: NotifyEvent,
+    *,
+    namespace: str,
+    recommendation: str,
+    customer_id: str,
+    message: str,
+    at: datetime,
+) -> bytes:
+    """The body of a notification (compact JSON, keys sorted): what is signed is sent.
+    ``text`` makes it a Slack-compatible incoming-webhook message."""
+    document = {
+        "text": f"[{event.value}] {namespace}/{recommendation} ({customer_id}): {message}",
+        "event": event.value,
+        "namespace": namespace,
+        "recommendation": recommendation,
+        "customerId": customer_id,
+        "message": message,
+        "at": format_time(at),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def expiring_soon(expires_at: datetime, *, lead: timedelta, now: datetime) -> bool:
+    """Whether a pending approval is within `lead` of its expiry (and not expired)."""
+    return expires_at - lead <= now < expires_at
