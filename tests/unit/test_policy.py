@@ -292,3 +292,57 @@ def test_budget_never_lets_more_than_the_limit_start(n: int, running: int, limit
           == policy.Go()]  # fmt: skip
     assert len(go) == max(0, min(n, limit - running))
     assert go == waiting[: len(go)]  # in rank order
+
+
+# --- merge properties -----------------------------------------------------------------
+
+spec_st = st.builds(
+    lambda required, approvers, expiry, max_risk, budget: ApprovalPolicySpec.model_validate(
+        {
+            **({"approvals": {"required": required, "approvers": approvers}} if required else {}),
+            **({"expiry": {"high": expiry}} if expiry else {}),
+            **({"autoApprove": {"maxRisk": max_risk}} if max_risk else {}),
+            **({"maxConcurrentPlans": budget} if budget else {}),
+        }
+    ),
+    st.sampled_from([None, 1, 2, 3]),
+    st.sampled_from([[], [{"user": "alice"}], [{"group": "sre"}]]),
+    st.sampled_from([None, "1h", "30m", "2d"]),
+    st.sampled_from([None, "none", "low", "medium", "critical"]),
+    st.sampled_from([None, 1, 2, 5]),
+)
+named_specs = st.lists(spec_st, max_size=4).map(
+    lambda specs: [(f"p{i}", s) for i, s in enumerate(specs)]
+)
+
+
+@SETTINGS
+@given(policies=named_specs, data=st.data())
+def test_merge_is_independent_of_order(
+    policies: list[tuple[str, ApprovalPolicySpec]], data: st.DataObject
+) -> None:
+    shuffled = data.draw(st.permutations(policies))
+    assert policy.merge(shuffled) == policy.merge(policies)
+
+
+@SETTINGS
+@given(policies=named_specs, extra=spec_st)
+def test_another_policy_never_makes_it_less_restrictive(
+    policies: list[tuple[str, ApprovalPolicySpec]], extra: ApprovalPolicySpec
+) -> None:
+    before = policy.merge(policies)
+    after = policy.merge([*policies, ("zz", extra)])
+    assert after.required >= before.required
+    assert set(before.approver_sets) <= set(after.approver_sets)
+    for risk, value in before.expiry.items():
+        assert after.expiry[risk] <= value
+    if any(s.auto_approve for _, s in policies):  # a policy that sets none has no say
+        for risk in RiskLevel:
+            assert before.auto_approves(risk) or not after.auto_approves(risk)
+    if before.max_concurrent_plans is not None:
+        assert after.max_concurrent_plans is not None
+        assert after.max_concurrent_plans <= before.max_concurrent_plans
+    # Each field is the most restrictive of the policies that set it.
+    assert after.required == max(
+        [1, *(s.approvals.required for _, s in [*policies, ("zz", extra)] if s.approvals)]
+    )
