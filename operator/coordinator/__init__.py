@@ -11,8 +11,8 @@ top of the repository enforces this with import-linter (``make lint``).
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
-    windows in IANA zones, the per-customer budget, notification bodies), admission rules, the plan catalogue (default plans that do real work), the
-    plan state machine, step params (``steps``) and the webhook protocol (``webhook``:
+    windows in IANA zones, the per-customer budget, notification bodies), admission
+    rules, the plan catalogue (default plans that do real work), the plan state machine, step params (``steps``) and the webhook protocol (``webhook``:
     signing, idempotency keys). Plain functions over the api models. No I/O, no clock
     (``now`` is always passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``
