@@ -12,8 +12,9 @@ top of the repository enforces this with import-linter (``make lint``).
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
     windows in IANA zones, the per-customer budget, notification bodies), admission
-    rules, the plan catalogue (default plans that do real work), the plan state machine, step params (``steps``) and the webhook protocol (``webhook``:
-    signing, idempotency keys). Plain functions over the api models. No I/O, no clock
+    rules, the plan catalogue (default plans that do real work), the plan state machine,
+    step params (``steps``) and the webhook protocol (``webhook``: signing, idempotency
+    keys). Plain functions over the api models. No I/O, no clock
     (``now`` is always passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
