@@ -31,7 +31,7 @@ from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
 from coordinator.api.recommendation import Recommendation
-from coordinator.core import admission, catalogue
+from coordinator.core import admission, catalogue, lifecycle
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
@@ -511,10 +511,10 @@ class Operator:
         """Who submitted (or last changed) recommendation `name`, as recorded at admission."""
         rec = self.reconciler.find((namespace, name))
         if rec is not None:
-            return rec.metadata.annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+            return rec.metadata.annotations.get(lifecycle.SUBMITTED_BY_ANNOTATION)
         raw = await self.client.get(reconciler_.RECOMMENDATIONS, namespace, name)
         annotations = (raw or {}).get("metadata", {}).get("annotations") or {}
-        submitter: str | None = annotations.get(admission.SUBMITTED_BY_ANNOTATION)
+        submitter: str | None = annotations.get(lifecycle.SUBMITTED_BY_ANNOTATION)
         return submitter
 
     async def submitter_may_not(self, user: Mapping[str, Any], rec: Recommendation) -> str | None:

@@ -25,10 +25,11 @@ from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import catalogue, steps
 from coordinator.core import policy as policy_
 from coordinator.core.approval import SUBMITTER_MAY_NOT_ANNOTATION
-from coordinator.core.lifecycle import DECIDED_AT_ANNOTATION, DECIDED_BY_ANNOTATION
-
-SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
-"""Set on a Recommendation at admission: who created it or last changed its spec."""
+from coordinator.core.lifecycle import (
+    DECIDED_AT_ANNOTATION,
+    DECIDED_BY_ANNOTATION,
+    SUBMITTED_BY_ANNOTATION,
+)
 
 STAMPS: Final = (
     DECIDED_BY_ANNOTATION,

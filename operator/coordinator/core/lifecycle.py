@@ -59,6 +59,8 @@ DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
 """Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
 DECIDED_AT_ANNOTATION: Final = "optiinfra.io/decided-at"
 """Set on an Approval by the admission webhook: when the decision was made."""
+SUBMITTED_BY_ANNOTATION: Final = "optiinfra.io/submitted-by"
+"""Set on a Recommendation at admission: who created it or last changed its spec."""
 GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
 """Set on an ExecutionPlan: the recommendation generation it was made from."""
 UNKNOWN_DECIDER: Final = "unknown"
@@ -364,7 +366,8 @@ def _with_decision(
     plan = observed.plan
     stale_plan = plan is not None and _plan_generation(plan) != rec.metadata.generation
     create = approval if created else None
-    if approval.spec.decision is Decision.PENDING:
+    unbacked = not created and _unbacked(approval, rec)
+    if approval.spec.decision is Decision.PENDING or unbacked:
         status = (
             approval.status
             if created
@@ -372,6 +375,12 @@ def _with_decision(
         )
         until = format_time(approval.spec.expires_at)
         needs = _still_needed(approval, rec)
+        if unbacked:  # fail closed: never a plan on a decision the webhook did not count
+            needs = (
+                "spec.decision says Approved, but the votes the admission webhook recorded "
+                f"do not approve it ({needs or 'none recorded'}); are the webhooks off? It "
+                "stays pending until it expires"
+            )
         return dataclasses.replace(
             draft,
             phase=RecommendationPhase.AWAITING_APPROVAL,
@@ -409,16 +418,30 @@ def _with_decision(
     )
 
 
-def _still_needed(approval: Approval, rec: Recommendation) -> str:
-    """What an N-of-M approval still needs, when it needs more than one person."""
+def _unbacked(approval: Approval, rec: Recommendation) -> bool:
+    """An N-of-M approval whose spec says Approved without the votes that approve it (set
+    while the admission webhooks were off): it must not count."""
+    if approval.spec.decision is not Decision.APPROVED:
+        return False
     if approval.spec.required == 1 and not approval.spec.approver_sets:
-        return ""
+        return False
+    return _tally(approval, rec).outcome != "Approved"
+
+
+def _tally(approval: Approval, rec: Recommendation) -> policies_.Tally:
     votes = policies_.read_votes(approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION))
     sets = [
         policies_.ApproverSet(s.policy, tuple(s.approvers)) for s in approval.spec.approver_sets
     ]
-    submitter = rec.metadata.annotations.get("optiinfra.io/submitted-by")
-    result = policies_.tally(votes, required=approval.spec.required, sets=sets, submitter=submitter)
+    submitter = rec.metadata.annotations.get(SUBMITTED_BY_ANNOTATION)
+    return policies_.tally(votes, required=approval.spec.required, sets=sets, submitter=submitter)
+
+
+def _still_needed(approval: Approval, rec: Recommendation) -> str:
+    """What an N-of-M approval still needs, when it needs more than one person."""
+    if approval.spec.required == 1 and not approval.spec.approver_sets:
+        return ""
+    result = _tally(approval, rec)
     return f"still needed: {result.missing}" if result.missing else ""
 
 
