@@ -248,6 +248,17 @@ def _write_kubeconfigs(d: Path, server: str, ca: pki.KeyPair) -> None:
         path.chmod(0o600)
 
 
+def mint_user(cluster: Cluster, user: str, groups: tuple[str, ...] = ()) -> Path:
+    """A kubeconfig for `user` in `groups` (the certificate's organisations), signed by the
+    local control plane's CA: the API server authenticates them with those groups."""
+    ca = pki.load(cluster.directory / "pki", "ca")
+    pair = pki.issue(ca, common_name=user, organizations=groups)
+    path = cluster.directory / f"kubeconfig-{user}"
+    path.write_text(_kubeconfig(cluster.server, ca.cert_pem, user, pair))
+    path.chmod(0o600)
+    return path
+
+
 def _state(d: Path) -> dict[str, object] | None:
     try:
         data = json.loads((d / "state.json").read_text())

@@ -5,13 +5,16 @@ layer and the layers below it, never from a layer above. ``.importlinter`` at th
 top of the repository enforces this with import-linter (``make lint``).
 
 ``coordinator.api``
-    pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint).
+    pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint,
+    ApprovalPolicy).
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
-    decide), admission rules, the plan catalogue (default plans that do real work), the
-    plan state machine, step params (``steps``) and the webhook protocol (``webhook``:
-    signing, idempotency keys). Plain functions over the api models. No I/O, no clock
+    decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
+    windows in IANA zones, the per-customer budget, notification bodies), admission
+    rules, the plan catalogue (default plans that do real work), the plan state machine,
+    step params (``steps``) and the webhook protocol (``webhook``: signing, idempotency
+    keys). Plain functions over the api models. No I/O, no clock
     (``now`` is always passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
@@ -27,7 +30,8 @@ top of the repository enforces this with import-linter (``make lint``).
     ``lease`` (leader election), ``access`` (access reviews: the operator's own rights
     at start, a submitter's at admission), ``caller`` (reads and writes with a caller's
     own credentials, for the plugin and the gateway) — and what plan steps do
-    (``kubernetes``, ``webhook``, ``simulated``).
+    (``kubernetes``, ``webhook``, ``simulated``); ``notify`` sends the ApprovalPolicies'
+    signed notifications from its own queue.
 ``coordinator.metrics``
     The Prometheus metrics; the state gauges read counts the Store keeps.
 

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
+from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.executors.webhook import ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
@@ -89,6 +91,7 @@ class Config:
     readiness_port: int = 0  # 0: no readiness endpoint
     readiness_host: str = "0.0.0.0"
     shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
+    notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -171,6 +174,10 @@ class Operator:
             writer=self.writer,
             workers=config.workers,
         )
+        self.notifier = Notifier(ClientResolver(self.client))
+        """The ApprovalPolicies' notifications, sent from their own queue (never waited for)."""
+        self.reconciler.notify = self.notifier.send
+        self.reconciler.notify_lead = timedelta(seconds=config.notify_expiring_before)
         self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
@@ -185,7 +192,8 @@ class Operator:
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         """One per plan being driven: set when its object changed (suspend, abort)."""
         self._starting: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
-        """Plans whose start is in flight (one at a time per plan), and how many wait."""
+        """Customer groups with a plan start in flight (one at a time per customer: a
+        budget counts the plans its starts wrote), and how many wait."""
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._resources = access_.Resources(self.api)
@@ -313,6 +321,7 @@ class Operator:
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._take_signals(), name="signals"))
         self.recorder.start()
+        self.notifier.start()
         self._tasks.append(asyncio.create_task(self.informer.run(), name="informer"))
         self._tasks.append(asyncio.create_task(self._act_once_listed(), name="reconciler"))
         if self.elector is None:
@@ -480,6 +489,7 @@ class Operator:
                 logger.warning("could not %s at exit: %s", what, exc or type(exc).__name__)
         self.informer.close()
         await self.recorder.stop()
+        await self.notifier.stop()
         self.client.close()
 
     # --- from the Store to the queue and the plans ------------------------------------
@@ -527,23 +537,25 @@ class Operator:
             self.runner.replay_if_recent(plan)
         if plan.status_phase is not PlanPhase.PENDING:
             return
-        lock, users = self._starting.get(key) or (asyncio.Lock(), 0)
-        self._starting[key] = (lock, users + 1)
+        group = (plan.metadata.namespace, plan.spec.customer_id)
+        lock, users = self._starting.get(group) or (asyncio.Lock(), 0)
+        self._starting[group] = (lock, users + 1)
         try:
             async with lock:
                 latest = self.store.plan(key)
                 if latest is None or latest.metadata.uid != plan.metadata.uid:
                     latest = plan
                 if latest.status_phase is PlanPhase.PENDING:
-                    await self.runner.start(
-                        latest, dependencies=self.store.dependencies_succeeded(key)
-                    )
+                    ready, why, until = self.reconciler.plan_gate(key)
+                    await self.runner.start(latest, dependencies=(ready, why))
+                    if until is not None:  # a window opens or ends: ask again then
+                        self.reconciler.recheck_at(group, until)
         finally:
-            lock, users = self._starting[key]
+            lock, users = self._starting[group]
             if users <= 1:
-                del self._starting[key]
+                del self._starting[group]
             else:
-                self._starting[key] = (lock, users - 1)
+                self._starting[group] = (lock, users - 1)
 
     async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
         """Recommendation `succeeded` did: the pending plans that waited for it may start."""

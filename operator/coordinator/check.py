@@ -12,6 +12,12 @@ usually are in files, names break the last ties.
 Prints JSON (``-o json``, the shape in the API) or a table for people. Invalid input:
 one message per problem on stderr, naming the file, the object and the field, and
 exit status 1. It reads files and writes stdout and stderr; it never talks to a cluster.
+
+ApprovalPolicy manifests among the input files apply as the operator applies them (each
+to the recommendations of its namespace that it selects, combined most-restrictively):
+the approvals required, who may decide, the expiry, autoApprove, and whether an approved
+plan could start at the time of the check (``--at``, default now) or waits for a window
+or a budget. So a pull request that changes a policy shows its effect.
 """
 
 from __future__ import annotations
@@ -22,19 +28,22 @@ import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 import pydantic
 import yaml
 
-from coordinator.api.common import API_VERSION, RiskLevel
+from coordinator.api.common import API_VERSION, RiskLevel, format_time
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import admission, approval, catalogue, conflicts
+from coordinator.core import policy as policies_
 
 SUFFIXES: Final = (".yaml", ".yml", ".json")
 KIND: Final = "Recommendation"
+POLICY_KIND: Final = "ApprovalPolicy"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,11 +64,16 @@ class Decision:
     phase: RecommendationPhase
     approval_required: bool
     expires_after: timedelta
+    merged: policies_.Merged = policies_.DEFAULT
+    start: policies_.Gate = dataclasses.field(default_factory=policies_.Go)
+    """Whether an approved plan could start at the time of the check (windows, budget)."""
 
     def to_json(self) -> dict[str, Any]:
-        """The entry of ``coordinator check -o json`` (see the API)."""
+        """The entry of ``coordinator check -o json`` (see the API); with ``policies``,
+        ``start`` (null, or ``{waits, until}``) and ``approval.approvals`` and ``approvers``
+        where ApprovalPolicies select it."""
         spec = self.recommendation.spec
-        return {
+        entry: dict[str, Any] = {
             "namespace": self.recommendation.metadata.namespace,
             "name": self.recommendation.name,
             "customerId": spec.customer_id,
@@ -82,6 +96,19 @@ class Decision:
                 ]
             },
         }
+        if self.merged.policies:  # what the ApprovalPolicies that select it add
+            entry["approval"]["approvals"] = self.merged.required
+            entry["approval"]["approvers"] = policies_.who_may_decide(self.merged.approver_sets)
+            entry["policies"] = list(self.merged.policies)
+            entry["start"] = (
+                None
+                if isinstance(self.start, policies_.Go)
+                else {
+                    "waits": self.start.reason,
+                    "until": format_time(self.start.until) if self.start.until else None,
+                }
+            )
+        return entry
 
 
 # -- Reading --------------------------------------------------------------------------------
@@ -94,13 +121,24 @@ def read(paths: Sequence[str]) -> tuple[list[Manifest], list[str]]:
     whatever its name. Documents that are not Recommendations of this API version, and
     empty ones, are skipped. The status of a Recommendation is dropped unread.
     """
+    manifests, _, problems = read_all(paths)
+    return manifests, problems
+
+
+def read_all(paths: Sequence[str]) -> tuple[list[Manifest], list[ApprovalPolicy], list[str]]:
+    """``read``, and the ApprovalPolicies found among the same files."""
     manifests: list[Manifest] = []
+    policies: list[ApprovalPolicy] = []
     problems: list[str] = []
     seen: dict[tuple[str, str], str] = {}
     for file in _files(paths, problems):
         documents = list(_documents(file, problems))
         for where, document in documents:
             origin = file if len(documents) == 1 and not where.item else f"{file} ({where})"
+            found = _policy(document, origin=origin, problems=problems)
+            if found is not None:
+                policies.append(found)
+                continue
             manifest = _manifest(document, origin=origin, problems=problems)
             if manifest is None:
                 continue
@@ -113,7 +151,37 @@ def read(paths: Sequence[str]) -> tuple[list[Manifest], list[str]]:
                 continue
             seen[key] = origin
             manifests.append(manifest)
-    return manifests, problems
+    return manifests, policies, problems
+
+
+def _policy(document: Any, *, origin: str, problems: list[str]) -> ApprovalPolicy | None:
+    """An ApprovalPolicy document, validated (its windows too); None for other kinds (and
+    for an invalid one, with the problems)."""
+    if not (
+        isinstance(document, dict)
+        and document.get("kind") == POLICY_KIND
+        and document.get("apiVersion") == API_VERSION
+    ):
+        return None
+    document = {key: value for key, value in document.items() if key != "status"}
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    what = f"{POLICY_KIND} {name or 'without a name'}"
+    try:
+        found = ApprovalPolicy.model_validate(document)
+    except pydantic.ValidationError as error:
+        problems.extend(
+            f"{origin}: {what}: {_field(problem['loc'])}{problem['msg']}"
+            for problem in error.errors()
+        )
+        return None
+    bad = [
+        f"{origin}: {what}: spec.windows[{index}]: {problem}"
+        for index, window in enumerate(found.spec.windows)
+        if (problem := policies_.window_problem(window))
+    ]
+    problems.extend(bad)
+    return None if bad else found
 
 
 def _files(paths: Sequence[str], problems: list[str]) -> Iterator[str]:
@@ -236,11 +304,20 @@ _PHASES: Final = {
 
 
 def decide(
-    recommendations: Sequence[Recommendation], *, policy: approval.ApprovalPolicy
+    recommendations: Sequence[Recommendation],
+    *,
+    policy: approval.ApprovalPolicy,
+    policies: Sequence[ApprovalPolicy] = (),
+    now: datetime | None = None,
 ) -> list[Decision]:
     """What the operator will decide for each recommendation, as ``read`` gives them
-    (without status: all are new). Sorted by namespace, customer and name.
+    (without status: all are new), under the ApprovalPolicies of their namespaces. Sorted
+    by namespace, customer and name.
     """
+    at = now or datetime(2000, 1, 1, tzinfo=UTC)
+    by_namespace: dict[str, list[ApprovalPolicy]] = collections.defaultdict(list)
+    for found in policies:
+        by_namespace[found.metadata.namespace].append(found)
     namespaces: dict[str, list[Recommendation]] = collections.defaultdict(list)
     for recommendation in recommendations:
         namespaces[recommendation.metadata.namespace].append(recommendation)
@@ -250,11 +327,17 @@ def decide(
         evaluation = conflicts.evaluate(group, namespace=namespaces[scope.namespace])
         for verdict in evaluation.verdicts.values():
             recommendation = by_name[verdict.name]
+            steps = catalogue.plan_steps(recommendation.spec)
+            risk = approval.assess(recommendation.spec, steps, annotations={}, policy=policy).risk
+            merged = policies_.governing(
+                by_namespace[scope.namespace], recommendation.spec, risk=risk
+            )
             assessment = approval.assess(
                 recommendation.spec,
-                catalogue.plan_steps(recommendation.spec),
+                steps,
                 annotations={},  # who may do what is known only at admission
                 policy=policy,
+                auto_approves=merged.auto_approves,
             )
             required = assessment.needs_person
             if verdict.outcome is conflicts.Outcome.KEPT:
@@ -265,8 +348,23 @@ def decide(
                 )
             else:
                 phase = _PHASES[verdict.outcome]
-            expiry = approval.expires_after(assessment.risk, policy=policy)
-            decisions.append(Decision(recommendation, verdict, phase, required, expiry))
+            expiry = merged.expiry.get(
+                assessment.risk, approval.expires_after(assessment.risk, policy=policy)
+            )
+            # Whether it could start at `at`, given windows alone (the budget depends on
+            # what runs then; check knows nothing running).
+            start = policies_.window_gate(merged.windows, now=at) if merged.windows else None
+            decisions.append(
+                Decision(
+                    recommendation,
+                    verdict,
+                    phase,
+                    required,
+                    expiry,
+                    merged,
+                    start or policies_.Go(),
+                )
+            )
     return decisions
 
 
@@ -286,8 +384,10 @@ NONE: Final = "<none>"
 
 def table(decisions: Sequence[Decision]) -> str:
     """The decisions as a table for people, columns aligned as kubectl aligns them."""
-    rows = [COLUMNS, *(_row(decision) for decision in decisions)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS))]
+    with_policies = any(decision.merged.policies for decision in decisions)
+    columns = (*COLUMNS, "POLICIES", "START") if with_policies else COLUMNS
+    rows = [columns, *(_row(d, with_policies=with_policies) for d in decisions)]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(columns))]
     return "".join(
         "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         + "\n"
@@ -295,15 +395,17 @@ def table(decisions: Sequence[Decision]) -> str:
     )
 
 
-def _row(decision: Decision) -> tuple[str, ...]:
+def _row(decision: Decision, *, with_policies: bool = False) -> tuple[str, ...]:
     recommendation, verdict = decision.recommendation, decision.verdict
     if decision.approval_required:
         approval_text = (
             f"required, expires after {approval.format_duration(decision.expires_after)}"
         )
+        if decision.merged.required > 1:
+            approval_text += f", {decision.merged.required} approvals"
     else:
         approval_text = "auto (policy)"
-    return (
+    row = (
         recommendation.metadata.namespace,
         recommendation.name,
         recommendation.spec.customer_id,
@@ -312,6 +414,10 @@ def _row(decision: Decision) -> tuple[str, ...]:
         _conflicts_cell(verdict) or NONE,
         approval_text,
     )
+    if not with_policies:
+        return row
+    start = "now" if isinstance(decision.start, policies_.Go) else decision.start.reason
+    return (*row, ",".join(decision.merged.policies) or NONE, start)
 
 
 def _conflicts_cell(verdict: conflicts.Verdict) -> str:
@@ -348,7 +454,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="table for people (default) or json",
     )
+    parser.add_argument(
+        "--at",
+        type=_time,
+        default=None,
+        metavar="TIME",
+        help="when to evaluate the ApprovalPolicies' change windows (RFC 3339, such as "
+        "2026-03-06T22:00:00Z; default now)",
+    )
     add_policy_arguments(parser)
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid time {text!r}: expected RFC 3339, such as 2026-03-06T22:00:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 _EXPIRIES: Final = tuple(risk.value for risk in RiskLevel)[::-1]
@@ -412,13 +536,18 @@ def _positive_duration(text: str) -> timedelta:
 
 def run(arguments: argparse.Namespace) -> int:
     """Run ``coordinator check`` with parsed arguments: 0, or 1 when the input is invalid."""
-    manifests, problems = read(arguments.paths)
+    manifests, policies, problems = read_all(arguments.paths)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(problems)} problem(s) found; nothing was checked", file=sys.stderr)
         return 1
-    decisions = decide([m.recommendation for m in manifests], policy=policy_from(arguments))
+    decisions = decide(
+        [m.recommendation for m in manifests],
+        policy=policy_from(arguments),
+        policies=policies,
+        now=arguments.at or datetime.now(UTC),
+    )
     if arguments.output == "json":
         document = {"recommendations": [decision.to_json() for decision in decisions]}
         print(json.dumps(document, indent=2))

@@ -23,7 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from coordinator.api import approval, common, endpoint, plan, recommendation
+from coordinator.api import approval, common, endpoint, plan, policy, recommendation
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,25 @@ KINDS = (
         status=None,
         columns=(
             Column("URL", "string", ".spec.url", "Where the requests go."),
+            AGE,
+        ),
+    ),
+    Kind(
+        kind="ApprovalPolicy",
+        plural="approvalpolicies",
+        short_names=("apol",),
+        description="How a team decides the recommendations it selects: N-of-M approvers "
+        "(users or groups), expiry per risk, automatic approval up to a risk, change windows "
+        "(Allow, Deny), a budget of plans running at once per customer, and notifications. "
+        "Where several policies select one recommendation, the most restrictive value wins "
+        "field by field.",
+        spec=policy.ApprovalPolicySpec,
+        status=None,
+        columns=(
+            Column("Required", "integer", ".spec.approvals.required", "Approvals required."),
+            Column("Max-Plans", "integer", ".spec.maxConcurrentPlans", "Plans at once."),
+            Column("Auto-Max-Risk", "string", ".spec.autoApprove.maxRisk", "Auto-approved."),
+            Column("Windows", "string", ".spec.windows[*].name", "Change windows.", priority=1),
             AGE,
         ),
     ),

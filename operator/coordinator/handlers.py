@@ -144,14 +144,39 @@ def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
 
 
 async def approval_stamp(
-    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any
+    *,
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    warnings: list[str],
+    **kwargs: Any,
 ) -> None:
+    """Each vote is stamped here, from the authenticated request (user and groups)."""
     old = kwargs.get("old")
     new = _parse(Approval, body)
     before = _parse(Approval, old) if old else None
-    if new is not None:
-        now = datetime.now(UTC)
-        _set(patch, admission.stamp_decision(old=before, new=new, user=_user(userinfo), now=now))
+    if new is None:
+        return
+    submitter = None
+    if before is not None and new.spec.decision != before.spec.decision:
+        operator: Operator = memo.operator
+        submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
+    outcome = admission.record_vote(
+        old=before,
+        new=new,
+        user=_user(userinfo),
+        groups=[str(g) for g in userinfo.get("groups") or ()],
+        submitter=submitter,
+        now=datetime.now(UTC),
+    )
+    if outcome.refusal:
+        raise kopf.AdmissionError(outcome.refusal, code=403)
+    _set(patch, outcome.annotations)
+    for field, value in outcome.spec.items():
+        patch.spec[field] = value
+    if outcome.warning:
+        warnings.append(outcome.warning)
 
 
 async def approval_check(

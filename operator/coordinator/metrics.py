@@ -50,6 +50,13 @@ RECONCILE_ERRORS: Final = prometheus_client.Counter(
     "Reconciles that failed and were retried.",
     registry=REGISTRY,
 )
+NOTIFICATIONS: Final = prometheus_client.Counter(
+    "optiinfra_notifications",
+    "Notifications of ApprovalPolicies, by event and outcome (sent, failed after bounded "
+    "retries, dropped when the queue was full).",
+    ["event", "outcome"],
+    registry=REGISTRY,
+)
 RECONCILE_DURATION: Final = prometheus_client.Histogram(
     "optiinfra_reconcile_duration_seconds",
     "Time to reconcile one customer group (observe, decide, write).",

@@ -11,7 +11,14 @@ reconcile, a short numbered sequence:
 3. act: write each status that changed in one merge patch (``k8s.status.StatusWriter``),
    create, withdraw or replace approvals, create or delete plans, post Events;
 4. return when to run again: at the earliest expiry of a pending approval, so expiry
-   needs no event (`Result.requeue_after`), and the plans it created, to start at once.
+   needs no event (`Result.requeue_after`), or when an ApprovalPolicy's
+   ApprovalExpiringSoon is due; and the plans to start: those it created, and in a
+   namespace with ApprovalPolicies the group's pending plans (a budget freed, a window
+   opened: see `plan_gate`).
+
+`plan_gate` is the one place a plan's start is gated: its dependencies, and the change
+windows and per-customer budget of the ApprovalPolicies that select it. A plan held by a
+window puts its group back on the queue for when the window opens or ends.
 
 A key added while it is being reconciled is reconciled again afterwards, never twice at
 once; a reconcile that raises is tried again after a per-key exponential backoff
@@ -25,17 +32,26 @@ import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from coordinator import metrics
 from coordinator import store as store_
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
-from coordinator.api.common import API_VERSION, APPROVALS, PLANS, RECOMMENDATIONS
-from coordinator.api.plan import ExecutionPlan
+from coordinator.api.common import (
+    API_VERSION,
+    APPROVALS,
+    PLANS,
+    POLICIES,
+    RECOMMENDATIONS,
+    format_time,
+)
+from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.policy import ApprovalPolicy, NotifyEvent
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
-from coordinator.core import lifecycle
+from coordinator.core import conflicts, lifecycle
+from coordinator.core import policy as policies_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
@@ -141,10 +157,12 @@ class WorkQueue:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Result:
     """What one reconcile asks for: to run again after `requeue_after` seconds (an
-    approval's expiry), and the plans it created (to start at once)."""
+    approval's expiry, an ApprovalExpiringSoon), the plans it created (to start at once),
+    and the pending plans to consider again (a namespace with ApprovalPolicies)."""
 
     requeue_after: float | None = None
     created_plans: tuple[ExecutionPlan, ...] = ()
+    pending_plans: tuple[ExecutionPlan, ...] = ()
 
 
 class Reconciler:
@@ -172,12 +190,24 @@ class Reconciler:
         self.acting = asyncio.Event()
         """Set while this replica may write (it leads); the workers wait for it."""
         self.acting.set()
+        self.notify: Callable[[str, list[str], str, bytes], None] | None = None
+        """Sends a notification of the ApprovalPolicies (namespace, endpoints, event,
+        body); never waits (see executors.notify)."""
+        self.notify_lead = timedelta(hours=1)
+        """How long before its expiry a pending approval is notified ApprovalExpiringSoon."""
+        self._expiring_notified: set[str] = set()
+        """The uids of the pending approvals notified as expiring soon (by this process)."""
 
     # --- what triggers a reconcile ------------------------------------------------------
 
     def changed(self, plural: str, record: store_.Record) -> None:
         """An object of the store changed (or went): queue the groups it concerns — its
-        own, and for a recommendation the groups of those that depend on it."""
+        own, and for a recommendation the groups of those that depend on it; for an
+        ApprovalPolicy every group of its namespace."""
+        if plural == POLICIES:
+            for key in self.store.groups_in(record.namespace):
+                self.queue.add(key)
+            return
         self.queue.add((record.namespace, record.customer))
         if plural != RECOMMENDATIONS:
             return
@@ -211,7 +241,7 @@ class Reconciler:
                 self.queue.forget(key)
                 if result.requeue_after is not None:
                     self.queue.add_after(key, result.requeue_after)
-                for plan in result.created_plans:
+                for plan in (*result.created_plans, *result.pending_plans):
                     await started(plan)
             except client_.ApiException as exc:
                 if client_.namespace_gone(exc):  # the namespace is going away with it all
@@ -258,24 +288,45 @@ class Reconciler:
             else []
         )
         now = self.clock()
-        desired = lifecycle.evaluate(group, namespace=namespace, policy=self.policy, now=now)
-        acted = await asyncio.gather(*(self._act(o, desired[o.recommendation.name]) for o in group))
+        policies = self.store.policies(key[0])
+        desired = lifecycle.evaluate(
+            group, namespace=namespace, policy=self.policy, now=now, policies=policies
+        )
+        acted = await asyncio.gather(
+            *(self._act(o, desired[o.recommendation.name], policies) for o in group)
+        )
         expiries = [
             o.approval.spec.expires_at
             for o in group
             if o.approval is not None
             and desired[o.recommendation.name].status.phase is RecommendationPhase.AWAITING_APPROVAL
         ]
+        if policies:
+            expiries.extend(self._notify_expiring(group, desired, policies, now=now))
         requeue = None
         if expiries:
             requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
         if any(again for _, again in acted):
             requeue = min(requeue, CREATE_AGAIN_SECONDS) if requeue else CREATE_AGAIN_SECONDS
         plans = tuple(plan for plan, _ in acted if plan is not None)
-        return Result(requeue_after=requeue, created_plans=plans)
+        pending: tuple[ExecutionPlan, ...] = ()
+        if policies:  # a budget freed or a window opened: the gate is asked again
+            created = {p.metadata.name for p in plans}
+            pending = tuple(
+                o.plan
+                for o in group
+                if o.plan is not None
+                and o.plan.metadata.name not in created
+                and o.plan.status_phase is PlanPhase.PENDING
+                and not o.plan.spec.suspend
+            )
+        return Result(requeue_after=requeue, created_plans=plans, pending_plans=pending)
 
     async def _act(
-        self, observed: lifecycle.Observed, desired: lifecycle.Desired
+        self,
+        observed: lifecycle.Observed,
+        desired: lifecycle.Desired,
+        policies: list[ApprovalPolicy],
     ) -> tuple[ExecutionPlan | None, bool]:
         """Make `desired` true for one recommendation: the plan it created, if any, and
         whether a create must be tried again (the old object of that name is going away)."""
@@ -307,7 +358,151 @@ class Reconciler:
             target = approval if event.on_approval else rec
             if target is not None:
                 self._event(target, event)
+            if policies and not event.on_approval:
+                self._notify(rec, approval, policies, event.reason, event.message)
         return created_plan, again
+
+    # --- ApprovalPolicies: notifications, never waited for ------------------------------
+
+    def _notify(
+        self,
+        rec: Recommendation,
+        approval: Approval | None,
+        policies: list[ApprovalPolicy],
+        reason: str,
+        message: str,
+    ) -> None:
+        event = policies_.NOTIFY_EVENTS.get(reason)
+        if event is not None:
+            self._send(rec, approval, policies, event, message)
+
+    def _send(
+        self,
+        rec: Recommendation,
+        approval: Approval | None,
+        policies: list[ApprovalPolicy],
+        event: NotifyEvent,
+        message: str,
+    ) -> None:
+        if self.notify is None:
+            return
+        targets = policies_.notify_targets(_governing(policies, rec, approval), event)
+        if targets:
+            body = policies_.notification(
+                event,
+                namespace=rec.metadata.namespace,
+                recommendation=rec.name,
+                customer_id=rec.spec.customer_id,
+                message=message,
+                at=self.clock(),
+            )
+            self.notify(rec.metadata.namespace, targets, event.value, body)
+
+    def _notify_expiring(
+        self,
+        group: list[lifecycle.Observed],
+        desired: Mapping[str, lifecycle.Desired],
+        policies: list[ApprovalPolicy],
+        *,
+        now: datetime,
+    ) -> list[datetime]:
+        """ApprovalExpiringSoon, once per approval (per process), `notify_lead` before its
+        expiry; the times to look again for the ones not due yet."""
+        later: list[datetime] = []
+        if self.notify is None:
+            return later
+        for o in group:
+            approval = o.approval
+            if approval is None or not approval.metadata.uid:
+                continue
+            uid = approval.metadata.uid
+            if desired[o.recommendation.name].status.phase is not (
+                RecommendationPhase.AWAITING_APPROVAL
+            ):
+                self._expiring_notified.discard(uid)
+                continue
+            expires = approval.spec.expires_at
+            if policies_.expiring_soon(expires, lead=self.notify_lead, now=now):
+                if uid not in self._expiring_notified:
+                    self._expiring_notified.add(uid)
+                    self._send(
+                        o.recommendation,
+                        approval,
+                        policies,
+                        NotifyEvent.APPROVAL_EXPIRING_SOON,
+                        f"approval {approval.metadata.name} expires at {format_time(expires)}",
+                    )
+            elif now < expires - self.notify_lead:
+                later.append(expires - self.notify_lead)
+        return later
+
+    # --- the one place a plan's start is gated -----------------------------------------
+
+    def plan_gate(self, key: ObjectKey) -> tuple[bool, str, datetime | None]:
+        """Whether plan `key` may start now: its dependencies have succeeded, and the change
+        windows and the customer's budget of the ApprovalPolicies that select it allow it
+        (``core.policy``). Else why, and when to ask again (None: on the next change).
+
+        Only the customer's plans otherwise ready to start (pending, not suspended, their
+        dependencies succeeded, no window holding them) compete for the budget, best-ranked
+        first: a plan held by a window or a dependency never holds up a ready one."""
+        ready, why = self.store.dependencies_succeeded(key)
+        if not ready:
+            return False, why, None
+        policies = self.store.policies(key[0])
+        rec = self.store.recommendation(key) if policies else None
+        if rec is None:
+            return True, "", None
+        now = self.clock()
+        merged = _governing(policies, rec, self.store.approval(key))
+        if not merged.windows and merged.max_concurrent_plans is None:
+            return True, "", None
+        verdict = policies_.window_gate(merged.windows, now=now)
+        if isinstance(verdict, policies_.Go) and merged.max_concurrent_plans is not None:
+            running: list[str] = []
+            candidates: list[Recommendation] = [rec]
+            for record in self.store.group((key[0], rec.spec.customer_id)):
+                if record.name == rec.name:
+                    continue
+                plan = self.store.record(PLANS, record.key)
+                if plan is None:
+                    continue
+                if plan.phase in (PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value):
+                    running.append(record.name)
+                elif self._ready_but_for_budget(record.key, policies, now=now):
+                    other = self.store.recommendation(record.key)
+                    if other is not None:
+                        candidates.append(other)
+            waiting = [r.name for r in sorted(candidates, key=conflicts.rank)]
+            verdict = policies_.budget_gate(
+                rec.name, running=running, waiting=waiting, limit=merged.max_concurrent_plans
+            )
+        if isinstance(verdict, policies_.Wait):
+            names = ", ".join(merged.policies)
+            return False, f"waiting: {verdict.reason} (policy {names})", verdict.until
+        return True, "", None
+
+    def _ready_but_for_budget(
+        self, key: ObjectKey, policies: list[ApprovalPolicy], *, now: datetime
+    ) -> bool:
+        """Whether plan `key` would start now if the budget let it: pending, not suspended
+        or aborted, its dependencies succeeded, no window of its policies holding it."""
+        plan = self.store.plan(key)
+        rec = self.store.recommendation(key)
+        if plan is None or rec is None or plan.status_phase is not PlanPhase.PENDING:
+            return False
+        if plan.spec.suspend or plan.spec.abort:
+            return False
+        if not self.store.dependencies_succeeded(key)[0]:
+            return False
+        merged = _governing(policies, rec, self.store.approval(key))
+        return isinstance(policies_.window_gate(merged.windows, now=now), policies_.Go)
+
+    def recheck_at(self, key: GroupKey, when: datetime) -> None:
+        """Reconcile group `key` again at `when` (a window opens or ends): its pending
+        plans are then asked `plan_gate` again."""
+        delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
+        self.queue.add_after(key, delay)
 
     async def _create(self, plural: str, owner: Recommendation, child: C) -> C | None:
         """Create `child` with its first status; the object as written, or None when the
@@ -369,6 +564,15 @@ class Reconciler:
 
 CREATE_AGAIN_SECONDS: Final = 0.5
 """When a create found the name still taken (the old object is going away)."""
+
+
+def _governing(
+    policies: list[ApprovalPolicy], rec: Recommendation, approval: Approval | None
+) -> policies_.Merged:
+    """The merged ApprovalPolicies that select `rec` (at its approval's risk, after the
+    operator's floors, when it has one)."""
+    risk = approval.spec.risk_level if approval is not None else rec.spec.risk_level
+    return policies_.governing(policies, rec.spec, risk=risk)
 
 
 def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:

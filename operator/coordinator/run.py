@@ -92,6 +92,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "reason while it stands by (default %(default)s; empty to disable)",
     )
     parser.add_argument(
+        "--notify-expiring-before",
+        type=_seconds,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long before its expiry a pending approval is notified as "
+        "ApprovalExpiringSoon to the ApprovalPolicies' notify endpoints (default %(default)s)",
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=_seconds,
         default=10.0,
@@ -308,6 +316,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 readiness_host=readiness[1] if readiness else "",
                 readiness_port=readiness[2] if readiness else 0,
                 shutdown_timeout=arguments.shutdown_timeout,
+                notify_expiring_before=arguments.notify_expiring_before,
             )
         )
     except kubernetes.config.ConfigException as exc:

@@ -147,7 +147,7 @@ def implied_events(status: ExecutionPlanStatus) -> list[PlanEvent]:
 
 def _wait_text(message: str, ready: bool, why: str) -> str:
     """The message of a waiting plan, with why its dependencies are not ready."""
-    return f"{message}; {why}" if why and not ready else message
+    return why if why and not ready else message
 
 
 def _moved(read: ExecutionPlanStatus | None, stored: ExecutionPlanStatus | None) -> bool:

@@ -13,6 +13,8 @@ The store is also the resourceVersion tracker of the operator's own writes: a wr
 response is put in it at once (`apply`), and a watch event older than what it holds is
 ignored, so a reconcile never decides from a copy older than its own last write.
 
+ApprovalPolicies are kept the same way (few, looked up by namespace).
+
 It keeps the dependency maps (who names whom in ``dependsOn``) and the counts the
 metrics read (recommendations by phase, conflicts by type): the metrics thread reads a
 copy of two small dicts, never the store.
@@ -31,8 +33,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from coordinator.api.approval import Approval
-from coordinator.api.common import APPROVALS, OWN_ANNOTATIONS, PLANS, RECOMMENDATIONS
+from coordinator.api.common import APPROVALS, OWN_ANNOTATIONS, PLANS, POLICIES, RECOMMENDATIONS
 from coordinator.api.plan import ExecutionPlan
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
 
 GroupKey = tuple[str, str]
@@ -40,7 +43,7 @@ GroupKey = tuple[str, str]
 ObjectKey = tuple[str, str]
 """(namespace, name)."""
 
-M = TypeVar("M", Recommendation, Approval, ExecutionPlan)
+M = TypeVar("M", Recommendation, Approval, ExecutionPlan, ApprovalPolicy)
 
 MODEL_CACHE: Final = 2048
 """Models materialised lately, kept by (uid, resourceVersion): a group reconciled again
@@ -133,6 +136,7 @@ KINDS: Final[Mapping[str, Kind[Any]]] = {
     RECOMMENDATIONS: Kind(RECOMMENDATIONS, Recommendation),
     APPROVALS: Kind(APPROVALS, Approval),
     PLANS: Kind(PLANS, ExecutionPlan),
+    POLICIES: Kind(POLICIES, ApprovalPolicy),
 }
 
 Listener = Callable[[str, Record, bool], None]
@@ -146,6 +150,8 @@ class Store:
         """The names of the recommendations of each customer group."""
         self._namespaces: dict[str, set[str]] = {}
         """The names of the recommendations of each namespace."""
+        self._policies: dict[str, set[str]] = {}
+        """The names of the ApprovalPolicies of each namespace."""
         self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
         """The recommendations that name each one in their dependsOn."""
         self._models: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
@@ -198,6 +204,8 @@ class Store:
 
     def _add(self, plural: str, record: Record) -> None:
         self._objects[plural][record.key] = record
+        if plural == POLICIES:
+            self._policies.setdefault(record.namespace, set()).add(record.name)
         if plural != RECOMMENDATIONS:
             return
         ns = record.namespace
@@ -210,6 +218,8 @@ class Store:
 
     def _remove(self, plural: str, record: Record) -> None:
         self._objects[plural].pop(record.key, None)
+        if plural == POLICIES:
+            _discard(self._policies, record.namespace, record.name)
         if plural != RECOMMENDATIONS:
             return
         ns = record.namespace
@@ -311,6 +321,18 @@ class Store:
 
     def plans(self) -> Iterable[Record]:
         return self.records(PLANS)
+
+    def policies(self, namespace: str) -> list[ApprovalPolicy]:
+        """The ApprovalPolicies of `namespace`, by name (models from the cache)."""
+        objects = self._objects[POLICIES]
+        return [
+            self.model(POLICIES, objects[(namespace, name)])
+            for name in sorted(self._policies.get(namespace) or ())
+        ]
+
+    def groups_in(self, namespace: str) -> list[GroupKey]:
+        """The customer groups of `namespace`."""
+        return [key for key in self._groups if key[0] == namespace]
 
 
 def _discard(index: dict[Any, set[Any]], key: Any, value: Any) -> None:

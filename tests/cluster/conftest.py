@@ -31,7 +31,8 @@ SHORT_EXPIRY = "8s"
 def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    for plural in ("recommendations", "approvals", "executionplans", "agentendpoints"):
+    plurals = ("recommendations", "approvals", "executionplans", "agentendpoints")
+    for plural in (*plurals, "approvalpolicies"):
         wait_for(
             lambda p=plural: kubectl("get", p, "-A", check=False).returncode == 0,
             what=f"{plural} to be served",

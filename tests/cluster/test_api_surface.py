@@ -88,6 +88,7 @@ def test_manifests_hold_the_expected_objects(installed: list[Doc]) -> None:
         ("ClusterRole", "optiinfra-agent", None),
         ("ClusterRole", "optiinfra-approver", None),
         ("ClusterRole", "optiinfra-viewer", None),
+        ("ClusterRole", "optiinfra-policy-admin", None),
         ("Deployment", "optiinfra-coordinator", ns),
         ("Service", "optiinfra-coordinator", ns),
         ("PodDisruptionBudget", "optiinfra-coordinator", ns),

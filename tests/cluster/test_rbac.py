@@ -35,10 +35,12 @@ ROLE_OF = {
     "approver": "optiinfra-approver",
     "viewer": "optiinfra-viewer",
 }
-RESOURCES = ("recommendations", "approvals", "executionplans", "agentendpoints")
+POLICY_ADMIN = "optiinfra-policy-admin"
+"""Writes ApprovalPolicies; aggregated into admin only (no user of the matrix has it)."""
+RESOURCES = ("recommendations", "approvals", "executionplans", "agentendpoints", "approvalpolicies")
 VERBS = ("create", "get", "list", "patch", "delete", "get-status", "patch-status")
 STATUS_VERBS = {"get-status", "patch-status"}
-NO_STATUS = {"agentendpoints"}
+NO_STATUS = {"agentendpoints", "approvalpolicies"}
 """Kinds without a status subresource: the status cases do not apply."""
 
 # The design: what each user may do; everything else is Forbidden.
@@ -50,12 +52,15 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "approvals": READ,
         "executionplans": READ,
         "agentendpoints": {"get", "list"},
+        "approvalpolicies": {"get", "list"},
     },
     "approver": {
         "recommendations": READ,
         "approvals": READ | {"patch"},
         "executionplans": READ | {"patch"},
         "agentendpoints": {"get", "list", "create", "patch", "delete"},
+        # Policies hold approvers to account: only admins write them.
+        "approvalpolicies": {"get", "list"},
     },
     "viewer": {
         resource: READ - (STATUS_VERBS if resource in NO_STATUS else set())
@@ -87,6 +92,9 @@ def manifest(resource: str, name: str) -> Doc:
     elif resource == "agentendpoints":
         spec = {"url": "https://agent.example.com/hook", "secretRef": {"name": "hmac", "key": "k"}}
         kind = "AgentEndpoint"
+    elif resource == "approvalpolicies":
+        spec = {"approvals": {"required": 2}}
+        kind = "ApprovalPolicy"
     elif resource == "approvals":
         spec = {
             "recommendation": "rec-001",
@@ -269,7 +277,12 @@ def test_approver_decides_but_cannot_write_who_decided(kubectl: Kubectl, rbac_ns
 AGGREGATES = {
     "view": {"optiinfra-viewer"},
     "edit": {"optiinfra-viewer", "optiinfra-agent"},
-    "admin": {"optiinfra-viewer", "optiinfra-agent", "optiinfra-approver"},
+    "admin": {
+        "optiinfra-viewer",
+        "optiinfra-agent",
+        "optiinfra-approver",
+        POLICY_ADMIN,
+    },
 }
 
 
@@ -301,7 +314,7 @@ def test_user_roles_are_selected_by_the_builtin_aggregations(
         return found
 
     for builtin, expected in AGGREGATES.items():
-        assert members(builtin) & set(ROLE_OF.values()) == expected, builtin
+        assert members(builtin) & {*ROLE_OF.values(), POLICY_ADMIN} == expected, builtin
 
 
 AGGREGATED = {
@@ -313,6 +326,8 @@ AGGREGATED = {
         ("patch", "approvals"): False,
         ("get", "agentendpoints"): True,
         ("create", "agentendpoints"): False,
+        ("get", "approvalpolicies"): True,
+        ("create", "approvalpolicies"): False,
     },
     "edit": {
         ("create", "recommendations"): True,
@@ -321,6 +336,7 @@ AGGREGATED = {
         ("patch", "approvals"): False,
         ("patch", "executionplans"): False,
         ("create", "agentendpoints"): False,  # edit users (agents) cannot point steps elsewhere
+        ("create", "approvalpolicies"): False,
     },
     "admin": {
         ("create", "recommendations"): True,
@@ -328,6 +344,8 @@ AGGREGATED = {
         ("list", "approvals"): True,
         ("patch", "executionplans"): True,
         ("create", "agentendpoints"): True,
+        ("create", "approvalpolicies"): True,
+        ("patch", "approvalpolicies"): True,
     },
 }
 
@@ -381,6 +399,7 @@ OPERATOR_PERMISSIONS = {
         for v in ("get", "patch", "update")
     },
     *{(GROUP, "agentendpoints", v, ()) for v in ("get", "list", "watch")},
+    *{(GROUP, "approvalpolicies", v, ()) for v in ("get", "list", "watch")},
     # No secrets: endpoint keys are granted per namespace, by name (endpoint-secrets-role.yaml).
     *{(g, "events", v, ()) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{
@@ -446,7 +465,7 @@ def roles(kubectl: Kubectl) -> dict[str, Doc]:
 
 
 def test_no_role_has_wildcards_or_secrets(roles: dict[str, Doc]) -> None:
-    assert set(roles) == {"optiinfra-coordinator", *ROLE_OF.values()}
+    assert set(roles) == {"optiinfra-coordinator", *ROLE_OF.values(), POLICY_ADMIN}
     for name, role in roles.items():
         texts = list(strings(role["rules"]))
         assert not [t for t in texts if "*" in t], f"{name} has a wildcard"

@@ -7,7 +7,7 @@ from typing import Any
 
 from coordinator.api.approval import Approval
 from coordinator.api.recommendation import Recommendation
-from coordinator.core import admission
+from coordinator.core import admission, policy
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BY = admission.DECIDED_BY_ANNOTATION
@@ -21,6 +21,8 @@ def approval(
     annotations: dict[str, str] | None = None,
     phase: str | None = None,
     expires: datetime = NOW + timedelta(hours=1),
+    required: int = 1,
+    sets: list[dict[str, Any]] | None = None,
 ) -> Approval:
     body: dict[str, Any] = {
         "metadata": {"name": "rec-1", "annotations": annotations or {}},
@@ -31,6 +33,8 @@ def approval(
             "riskLevel": "medium",
             "expiresAt": expires,
             "decision": decision,
+            "required": required,
+            "approverSets": sets or [],
         },
     }
     if phase:
@@ -58,32 +62,72 @@ def rec(
     return Recommendation.model_validate(body)
 
 
-def test_a_decision_is_stamped_with_the_authenticated_user_and_the_time() -> None:
-    stamps = admission.stamp_decision(
-        old=approval(), new=approval("Approved", annotations={BY: "ceo"}), user="alice", now=NOW
+RESPONSES = policy.RESPONSES_ANNOTATION
+
+
+def stamp(old: Approval | None, new: Approval, user: str, **kw: Any) -> admission.VoteOutcome:
+    return admission.record_vote(
+        old=old, new=new, user=user, groups=kw.pop("groups", ()), submitter=None, now=NOW, **kw
     )
-    assert stamps == {BY: "alice", AT: "2026-11-24T12:00:00Z"}
+
+
+def test_a_decision_is_stamped_with_the_authenticated_user_and_the_time() -> None:
+    outcome = stamp(approval(), approval("Approved", annotations={BY: "ceo"}), "alice")
+    assert outcome.refusal is None
+    assert outcome.spec == {}
+    assert outcome.annotations[BY] == "alice"
+    assert outcome.annotations[AT] == "2026-11-24T12:00:00Z"
+    assert [v.user for v in policy.read_votes(outcome.annotations[RESPONSES])] == ["alice"]
 
 
 def test_stamps_cannot_be_changed_afterwards() -> None:
     old = approval("Approved", annotations={BY: "alice", AT: "2026-11-24T12:00:00Z"})
-    new = approval("Approved", annotations={BY: "mallory"})
-    assert admission.stamp_decision(old=old, new=new, user="mallory", now=NOW) == {
+    new = approval("Approved", annotations={BY: "mallory", RESPONSES: "[]"})
+    assert stamp(old, new, "mallory").annotations == {
         BY: "alice",
         AT: "2026-11-24T12:00:00Z",
+        RESPONSES: None,
     }
 
 
 def test_stamps_sent_with_a_new_approval_are_dropped() -> None:
     new = approval("Approved", annotations={BY: "mallory", AT: "x"})
-    assert admission.stamp_decision(old=None, new=new, user="mallory", now=NOW) == {
-        BY: None,
-        AT: None,
-    }
+    assert stamp(None, new, "mallory").annotations == {BY: None, AT: None}
 
 
 def test_no_stamp_without_a_decision() -> None:
-    assert admission.stamp_decision(old=approval(), new=approval(), user="bob", now=NOW) == {}
+    assert stamp(approval(), approval(), "bob").annotations == {}
+
+
+SETS = [{"policy": "p", "approvers": [{"group": "sre"}, {"user": "alice"}]}]
+
+
+def test_two_of_three_through_the_same_patch() -> None:
+    first = stamp(approval(required=2, sets=SETS), approval("Approved", required=2, sets=SETS),
+                  "alice")  # fmt: skip
+    assert first.refusal is None
+    assert first.spec == {"decision": "Pending"}  # not decided yet: the next one patches too
+    assert "still needed: 1 more of 2 approvals" in (first.warning or "")
+    votes = first.annotations[RESPONSES]
+    assert votes is not None
+    after_first = approval(required=2, sets=SETS, annotations={RESPONSES: votes})
+    again = stamp(after_first, approval("Approved", required=2, sets=SETS), "alice")
+    assert again.spec == {"decision": "Pending"}
+    assert "counts once" in (again.warning or "")
+    outsider = stamp(after_first, approval("Approved", required=2, sets=SETS), "mallory")
+    assert outsider.refusal == (
+        "mallory may not decide approval rec-1: the approvers are group sre or user alice "
+        "(policy p)"
+    )
+    second = stamp(after_first, approval("Approved", required=2, sets=SETS), "bob", groups=("sre",))
+    assert second.spec == {}
+    assert second.annotations[BY] == "alice, bob"
+
+
+def test_the_first_rejection_rejects() -> None:
+    outcome = stamp(approval(required=3), approval("Rejected", required=3), "bob")
+    assert outcome.spec == {}
+    assert outcome.annotations[BY] == "bob"
 
 
 def test_the_submitter_cannot_decide() -> None:

@@ -495,3 +495,65 @@ def test_step_params_are_checked_as_admission_checks_them(tmp_path: Path, capsys
         "({type, status}), or params.jsonPath with value",
         f"{bad}: Recommendation default/rec-20: spec.steps[1].params.target.kind: required",
     ]
+
+
+def policy_doc(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "ApprovalPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def test_policies_among_the_inputs_apply(capsys: Capture, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "all.yaml",
+        yaml_documents(
+            manifest("rec-1", "i-1"),
+            manifest("rec-2", "i-2", riskLevel="low"),
+            manifest("rec-3", "i-3", customer="other"),
+            policy_doc(
+                "strict",
+                selector={"customerIds": ["customer-1"]},
+                approvals={"required": 2, "approvers": [{"group": "sre"}]},
+                expiry={"medium": "2h"},
+                autoApprove={"maxRisk": "none"},
+                windows=[
+                    {"name": "weekend-freeze", "kind": "Deny", "schedule": "0 18 * * 5",
+                     "duration": "62h", "timeZone": "Europe/Berlin"}
+                ],
+            ),
+        ),
+    )  # fmt: skip
+    entries = run_json(capsys, "-f", path, "--at", "2026-03-07T12:00:00Z")  # a Saturday
+    by_name = {entry["name"]: entry for entry in entries}
+    assert by_name["rec-1"]["policies"] == ["strict"]
+    assert by_name["rec-1"]["approval"]["approvals"] == 2
+    assert by_name["rec-1"]["approval"]["expiresAfterSeconds"] == 7200
+    assert by_name["rec-1"]["approval"]["approvers"] == "group sre (policy strict)"
+    assert by_name["rec-2"]["phase"] == "AwaitingApproval"  # maxRisk none: low needs a person
+    assert by_name["rec-1"]["start"] == {
+        "waits": "inside Deny window weekend-freeze until 2026-03-09T07:00:00Z",
+        "until": "2026-03-09T07:00:00Z",
+    }
+    assert "policies" not in by_name["rec-3"]
+    assert by_name["rec-3"]["approval"]["expiresAfterSeconds"] == 48 * 3600
+    assert check.main(["-f", str(path), "--at", "2026-03-07T12:00:00Z"]) == 0
+    table = capsys.readouterr().out
+    assert "POLICIES" in table
+    assert "required, expires after 2h, 2 approvals" in table
+    assert "inside Deny window weekend-freeze" in table
+
+
+def test_a_bad_policy_is_refused_naming_the_field(capsys: Capture, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        yaml_documents(
+            manifest("rec-1", "i-1"),
+            policy_doc("bad", windows=[{"name": "w", "kind": "Deny", "schedule": "61 * * * *",
+                                        "duration": "1h", "timeZone": "Mars/Olympus"}]),
+        ),
+    )  # fmt: skip
+    problems = run_invalid(capsys, "-f", path)
+    assert any("ApprovalPolicy bad: spec.windows[0]: window w:" in p for p in problems), problems

@@ -23,9 +23,11 @@ from coordinator.api.approval import (
 )
 from coordinator.api.common import Condition
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanStatus, PlanPhase
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
+from coordinator.core import policy as policies_
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 POLICY = policy_.ApprovalPolicy()
@@ -59,6 +61,7 @@ class World:
     approvals: dict[str, Approval] = dataclasses.field(default_factory=dict)
     plans: dict[str, ExecutionPlan] = dataclasses.field(default_factory=dict)
     events: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    policies: list[ApprovalPolicy] = dataclasses.field(default_factory=list)
 
     def observed(self) -> list[lifecycle.Observed]:
         return [
@@ -70,7 +73,9 @@ class World:
 
     def step(self, *, now: datetime = NOW) -> int:
         """Apply one evaluation; return how many writes it made."""
-        desired = lifecycle.evaluate(self.observed(), policy=POLICY, now=now)
+        desired = lifecycle.evaluate(
+            self.observed(), policy=POLICY, now=now, policies=self.policies
+        )
         writes = 0
         for name, d in desired.items():
             self.events += [(name, e.reason) for e in d.events]
@@ -507,3 +512,52 @@ def test_a_self_dependency_is_reported_as_a_conflict_with_itself() -> None:
     )
     messages = [e.message for e in desired["rec-019"].events if e.reason == "ConflictDetected"]
     assert messages == ["Circular dependency: rec-019 -> rec-019 (with itself)"]
+
+
+TWO = ApprovalPolicy.model_validate(
+    {
+        "metadata": {"name": "two"},
+        "spec": {"approvals": {"required": 2}, "expiry": {"medium": "1h"}},
+    }
+)
+
+
+def test_a_policy_sets_the_approval_and_an_unbacked_decision_never_counts() -> None:
+    w = world(rec("rec-001"))
+    w.policies = [TWO]
+    w.settle()
+    approval = w.approvals["rec-001"]
+    assert approval.spec.required == 2
+    assert approval.spec.policies == ["two"]
+    assert approval.spec.expires_at == NOW + timedelta(hours=1)
+    status = w.recs["rec-001"].status
+    assert status is not None
+    assert status.policies == ["two"]
+    assert "still needed: 2 more of 2 approvals" in (status.message or "")
+    # Approved in spec with no votes recorded (admission webhooks off): fail closed.
+    w.decide("rec-001", Decision.APPROVED)
+    w.settle()
+    assert w.phase("rec-001") is RecommendationPhase.AWAITING_APPROVAL
+    assert "are the webhooks off?" in (w.recs["rec-001"].status.message or "")  # type: ignore[union-attr]
+    assert "rec-001" not in w.plans
+    # With the two votes the webhook records, it is approved, and the votes are in status.
+    votes = [policies_.Vote(u, (), "Approved", None, NOW) for u in ("alice", "bob")]
+    approval = w.approvals["rec-001"]
+    w.approvals["rec-001"] = approval.model_copy(
+        update={
+            "metadata": approval.metadata.model_copy(
+                update={
+                    "annotations": {
+                        **approval.metadata.annotations,
+                        policies_.RESPONSES_ANNOTATION: policies_.write_votes(votes),
+                    }
+                }
+            )
+        }
+    )
+    w.settle()
+    assert w.phase("rec-001") is RecommendationPhase.APPROVED
+    assert "rec-001" in w.plans
+    final = w.approvals["rec-001"].status
+    assert final is not None
+    assert [r.user for r in final.responses] == ["alice", "bob"]

@@ -18,6 +18,7 @@ from coordinator.api.common import (
     rules,
 )
 from coordinator.api.meta import ObjectMeta
+from coordinator.api.policy import Approver
 
 
 class Decision(enum.StrEnum):
@@ -87,6 +88,52 @@ class ApprovalSpec(Model):
     reason: str | None = pydantic.Field(
         default=None, max_length=1024, description="Why: free text, recorded with the decision."
     )
+    required: int = pydantic.Field(
+        default=1,
+        ge=1,
+        le=20,
+        description="How many distinct eligible people (never the submitter) must approve; "
+        "from the ApprovalPolicies that applied. Each approver sets decision to Approved: "
+        "the vote is recorded in status.responses, and decision stays Pending until enough "
+        "have approved. Set at creation; immutable.",
+        json_schema_extra=immutable("required"),
+    )
+    approver_sets: list[ApproverSet] = pydantic.Field(
+        default_factory=list,
+        max_length=32,
+        description="Who may decide, one entry per ApprovalPolicy that names approvers: a "
+        "voter must be in at least one, and each needs an approving member. Empty: anyone "
+        "allowed to patch approvals. Set at creation; immutable.",
+        json_schema_extra=immutable("approverSets"),
+    )
+    policies: list[str] = pydantic.Field(
+        default_factory=list,
+        max_length=64,
+        description="The ApprovalPolicies that applied when it was requested. Set at creation; "
+        "immutable.",
+        json_schema_extra=immutable("policies"),
+    )
+
+
+class ApproverSet(Model):
+    """The approvers one ApprovalPolicy names."""
+
+    policy: str = pydantic.Field(min_length=1, max_length=253, description="The policy.")
+    approvers: list[Approver] = pydantic.Field(
+        min_length=1, max_length=256, description="Users or groups."
+    )
+
+
+class Response(Model):
+    """One person's vote, as the API server authenticated them."""
+
+    user: str = pydantic.Field(description="The authenticated user.")
+    groups: list[str] = pydantic.Field(
+        default_factory=list, description="Their groups, as the API server saw them."
+    )
+    decision: Decision = pydantic.Field(description="Approved or Rejected.")
+    reason: str | None = pydantic.Field(default=None, description="Why.")
+    at: Time = pydantic.Field(description="When.")
 
 
 HISTORY_LIMIT = 20
@@ -138,6 +185,11 @@ class ApprovalStatus(Model):
         description="Standard conditions. Ready: True once approved, Unknown while pending, "
         "False when rejected, expired or withdrawn; the reason is the phase.",
         json_schema_extra=CONDITIONS,
+    )
+    responses: list[Response] = pydantic.Field(
+        default_factory=list,
+        description="One entry per person who decided, in order, recorded from the "
+        "authenticated request by the admission webhook (never from the client).",
     )
     history: list[ApprovalRecord] = pydantic.Field(
         default_factory=list,

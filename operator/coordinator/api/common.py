@@ -18,6 +18,7 @@ RECOMMENDATIONS: Final = "recommendations"
 APPROVALS: Final = "approvals"
 PLANS: Final = "executionplans"
 ENDPOINTS: Final = "agentendpoints"
+POLICIES: Final = "approvalpolicies"
 OWN_ANNOTATIONS: Final = "optiinfra.io/"
 """In every annotation key the coordinator reads or writes (also kopf's, under
 coordinator.optiinfra.io/): the annotations it keeps of a watched object."""

@@ -215,6 +215,11 @@ class RecommendationStatus(Model):
     approval: str | None = pydantic.Field(default=None, description="Name of the Approval.")
     plan: str | None = pydantic.Field(default=None, description="Name of the ExecutionPlan.")
     message: str | None = pydantic.Field(default=None, description="Why it is in this phase.")
+    policies: list[str] = pydantic.Field(
+        default_factory=list,
+        description="The ApprovalPolicies that select it, combined most-restrictively (the "
+        "approvals required, who may decide, expiry, autoApprove, windows, budget).",
+    )
     observed_generation: int | None = pydantic.Field(
         default=None, description="The .metadata.generation this status was computed for."
     )

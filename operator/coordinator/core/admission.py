@@ -29,6 +29,7 @@ from coordinator.api.common import (
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import catalogue, steps
+from coordinator.core import policy as policy_
 
 Annotations = dict[str, str | None]
 """Annotations to set (a value) or remove (None)."""
@@ -43,18 +44,97 @@ def _keep(old: Mapping[str, str], new: Mapping[str, str], keys: Collection[str])
     return changes
 
 
-def stamp_decision(*, old: Approval | None, new: Approval, user: str, now: datetime) -> Annotations:
-    """Record who decided and when, at the moment the decision is made."""
-    before = old.metadata.annotations if old else {}
-    after = new.metadata.annotations
-    deciding = new.spec.decision is not Decision.PENDING and (
-        old is None or old.spec.decision is Decision.PENDING
-    )
-    if old is None:  # created: nobody has decided anything through this request yet
-        return {key: None for key in (DECIDED_BY_ANNOTATION, DECIDED_AT_ANNOTATION) if key in after}
-    if deciding:
-        return {DECIDED_BY_ANNOTATION: user, DECIDED_AT_ANNOTATION: format_time(now)}
-    return _keep(before, after, (DECIDED_BY_ANNOTATION, DECIDED_AT_ANNOTATION))
+def approver_sets(approval: Approval) -> list[policy_.ApproverSet]:
+    """The approver lists an approval carries (from the policies that applied)."""
+    return [policy_.ApproverSet(s.policy, tuple(s.approvers)) for s in approval.spec.approver_sets]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VoteOutcome:
+    """What the admission webhook does with an update of an Approval: refuse it, or record
+    the annotations (and, for a vote that does not decide yet, put the decision back to
+    Pending: ``spec``)."""
+
+    refusal: str | None = None
+    annotations: Annotations = dataclasses.field(default_factory=dict)
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Fields of spec to set (camelCase), e.g. ``{"decision": "Pending"}``."""
+    warning: str | None = None
+
+
+def record_vote(
+    *,
+    old: Approval | None,
+    new: Approval,
+    user: str,
+    groups: Sequence[str],
+    submitter: str | None,
+    now: datetime,
+) -> VoteOutcome:
+    """N-of-M: every eligible person decides with the same patch of spec.decision.
+
+    A vote (decision set from Pending) is refused when the approval cannot be decided
+    (withdrawn, expired), the voter submitted the recommendation, or is not among the
+    approvers (the message says who may decide). Otherwise it is recorded, with the
+    user and groups of the authenticated request, in the responses annotation; if it
+    completes the approval (``required`` distinct eligible people approved and every
+    approver list has an approving member) or rejects it, the decision stands and the
+    deciders are stamped; if not, the decision is put back to Pending so the next
+    approver can patch it the same way. A second vote by the same person counts once.
+    Any other update keeps the webhook's annotations as they were.
+    """
+    if old is None:
+        stamps = (DECIDED_BY_ANNOTATION, DECIDED_AT_ANNOTATION, policy_.RESPONSES_ANNOTATION)
+        return VoteOutcome(annotations={k: None for k in stamps if k in new.metadata.annotations})
+    keys = (DECIDED_BY_ANNOTATION, DECIDED_AT_ANNOTATION, policy_.RESPONSES_ANNOTATION)
+    kept = _keep(old.metadata.annotations, new.metadata.annotations, keys)
+    deciding = old.spec.decision is Decision.PENDING and new.spec.decision is not Decision.PENDING
+    if not deciding:
+        return VoteOutcome(annotations=kept)
+    refusal = check_decision(old=old, new=new, user=user, submitter=submitter, now=now)
+    if refusal:
+        return VoteOutcome(refusal=refusal)
+    sets = approver_sets(new)
+    name = new.metadata.name
+    if not policy_.eligible(user, groups, sets):
+        return VoteOutcome(
+            refusal=f"{user} may not decide approval {name}: the approvers are "
+            f"{policy_.who_may_decide(sets)}"
+        )
+    votes = policy_.read_votes(old.metadata.annotations.get(policy_.RESPONSES_ANNOTATION))
+    back = _back_to_pending(old, new)
+    required = new.spec.required
+    if any(v.user == user for v in votes):
+        counted = policy_.tally(votes, required=required, sets=sets, submitter=submitter)
+        return VoteOutcome(
+            annotations=kept,
+            spec=back,
+            warning=f"{user} approved approval {name} already; a person counts once "
+            f"(still needed: {counted.missing})",
+        )
+    vote = policy_.Vote(user, tuple(groups), new.spec.decision.value, new.spec.reason, now)
+    votes.append(vote)
+    result = policy_.tally(votes, required=required, sets=sets, submitter=submitter)
+    annotations: Annotations = {**kept, policy_.RESPONSES_ANNOTATION: policy_.write_votes(votes)}
+    if result.outcome == "Pending":
+        return VoteOutcome(
+            annotations=annotations,
+            spec=back,
+            warning=f"approval of {name} by {user} recorded; still needed: {result.missing}",
+        )
+    deciders = user if result.outcome == "Rejected" else ", ".join(result.approvers)
+    annotations[DECIDED_BY_ANNOTATION] = deciders
+    annotations[DECIDED_AT_ANNOTATION] = format_time(now)
+    return VoteOutcome(annotations=annotations)
+
+
+def _back_to_pending(old: Approval, new: Approval) -> dict[str, Any]:
+    """The spec fields that undo a vote that did not decide: decision Pending, and the
+    reason as it was (the vote's reason is in its response)."""
+    back: dict[str, Any] = {"decision": Decision.PENDING.value}
+    if new.spec.reason != old.spec.reason:
+        back["reason"] = old.spec.reason
+    return back
 
 
 def check_decision(

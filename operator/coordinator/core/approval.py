@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -74,6 +74,7 @@ def assess(
     *,
     annotations: Mapping[str, str],
     policy: ApprovalPolicy,
+    auto_approves: Callable[[RiskLevel], bool] | None = None,
 ) -> Assessment:
     """RULES 4 with two guards against an agent that labels a drastic change ``low``:
 
@@ -88,7 +89,8 @@ def assess(
         if level.rank > risk.rank:
             reasons.append(f"risk raised from {risk.value} to {level.value}: {why}")
             risk = level
-    needs_person = not (risk is RiskLevel.LOW and spec.auto_approve)
+    allowed = auto_approves(risk) if auto_approves is not None else risk is RiskLevel.LOW
+    needs_person = not (allowed and spec.auto_approve)
     denied = annotations.get(SUBMITTER_MAY_NOT_ANNOTATION)
     if denied:
         needs_person = True

@@ -450,6 +450,11 @@ def _rank(recommendation: Recommendation) -> _Rank:
     )
 
 
+def rank(recommendation: Recommendation) -> _Rank:
+    """The ranking's sort key, best first (see ``_rank``): budgets start plans in this order."""
+    return _rank(recommendation)
+
+
 def _resolve(
     sharings: Sequence[Sharing], *, rank: Callable[[int], _Rank], executing: AbstractSet[int]
 ) -> dict[int, int]:

@@ -35,18 +35,22 @@ from coordinator.api.approval import (
     ApprovalRecord,
     ApprovalSpec,
     ApprovalStatus,
+    ApproverSet,
     Decision,
+    Response,
 )
 from coordinator.api.common import (
     DECIDED_AT_ANNOTATION,
     DECIDED_BY_ANNOTATION,
     GENERATION_ANNOTATION,
+    SUBMITTED_BY_ANNOTATION,
     Condition,
     ConditionStatus,
     format_time,
 )
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanSpec, PlanPhase
+from coordinator.api.policy import ApprovalPolicy as PolicyObject
 from coordinator.api.recommendation import (
     Conflict,
     Recommendation,
@@ -57,6 +61,7 @@ from coordinator.core import approval as policy_
 from coordinator.core import catalogue, conflicts
 from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
+from coordinator.core import policy as policies_
 
 UNKNOWN_DECIDER: Final = "unknown"
 """decidedBy when no admission webhook recorded who decided."""
@@ -168,6 +173,7 @@ def evaluate(
     namespace: Sequence[Recommendation] = (),
     policy: policy_.ApprovalPolicy,
     now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> dict[str, Desired]:
     """Desired state for every recommendation of one customer in one namespace."""
     effective = {
@@ -182,6 +188,7 @@ def evaluate(
             verdict=evaluation.verdicts.get(o.recommendation.name),
             policy=policy,
             now=now,
+            policies=policies,
         )
         for o in group
     }
@@ -194,6 +201,7 @@ def decide(
     verdict: conflicts.Verdict | None,
     policy: policy_.ApprovalPolicy,
     now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> Desired:
     """The desired state of one recommendation, given its effective phase and verdict."""
     rec = observed.recommendation
@@ -210,7 +218,7 @@ def decide(
     elif verdict.outcome in (conflicts.Outcome.BLOCKED, conflicts.Outcome.SUPERSEDED):
         draft = _sidelined(observed, base, verdict=verdict, now=now)
     else:
-        draft = _kept(observed, base, policy=policy, now=now)
+        draft = _kept(observed, base, policy=policy, now=now, policies=policies)
     has_approval = observed.approval is not None or draft.create_approval is not None
     has_plan = (
         observed.plan is not None and not draft.delete_plan
@@ -241,6 +249,7 @@ class _Draft:
     create_plan: ExecutionPlan | None = None
     delete_plan: bool = False
     approval_events: tuple[Event, ...] = ()
+    policies: tuple[str, ...] = ()
 
 
 _DECISION_ENDS: Final[Mapping[RecommendationPhase, ApprovalPhase]] = {
@@ -299,7 +308,12 @@ def _sidelined(
 
 
 def _kept(
-    observed: Observed, draft: _Draft, *, policy: policy_.ApprovalPolicy, now: datetime
+    observed: Observed,
+    draft: _Draft,
+    *,
+    policy: policy_.ApprovalPolicy,
+    now: datetime,
+    policies: Sequence[PolicyObject] = (),
 ) -> _Draft:
     """Kept: ask for (or take) a decision, and once approved, make the plan."""
     rec = observed.recommendation
@@ -312,15 +326,28 @@ def _kept(
             message=f"No plan can carry it out: {exc}",
             delete_plan=observed.plan is not None and observed.plan.status is None,
         )
+    # --- approval policies (issue 14): the policies that select it, merged ----------------
+    risk = policy_.assess(rec.spec, steps, annotations=rec.metadata.annotations, policy=policy).risk
+    merged = policies_.governing(policies, rec.spec, risk=risk)
     assessment = policy_.assess(
-        rec.spec, steps, annotations=rec.metadata.annotations, policy=policy
+        rec.spec,
+        steps,
+        annotations=rec.metadata.annotations,
+        policy=policy,
+        auto_approves=merged.auto_approves,
     )
+    draft = dataclasses.replace(draft, policies=merged.policies)
     approval = _current(observed)
     if approval is None:
         # A new request replaces the approval of an earlier generation (or a withdrawn
         # one): its record moves into the new one's status.history.
         fresh = new_approval(
-            rec, policy=policy, now=now, previous=observed.approval, assessment=assessment
+            rec,
+            policy=policy,
+            now=now,
+            previous=observed.approval,
+            assessment=assessment,
+            merged=merged,
         )
         return _with_decision(observed, draft, fresh, now=now, created=True, assessment=assessment)
     return _with_decision(observed, draft, approval, now=now, created=False, assessment=assessment)
@@ -339,17 +366,26 @@ def _with_decision(
     plan = observed.plan
     stale_plan = plan is not None and _plan_generation(plan) != rec.metadata.generation
     create = approval if created else None
-    if approval.spec.decision is Decision.PENDING:
+    unbacked = not created and _unbacked(approval, rec)
+    if approval.spec.decision is Decision.PENDING or unbacked:
         status = (
             approval.status
             if created
             else _approval_status(approval, ApprovalPhase.PENDING, now=now)
         )
         until = format_time(approval.spec.expires_at)
+        needs = _still_needed(approval, rec)
+        if unbacked:  # fail closed: never a plan on a decision the webhook did not count
+            needs = (
+                "spec.decision says Approved, but the votes the admission webhook recorded "
+                f"do not approve it ({needs or 'none recorded'}); are the webhooks off? It "
+                "stays pending until it expires"
+            )
         return dataclasses.replace(
             draft,
             phase=RecommendationPhase.AWAITING_APPROVAL,
             message=f"Waiting for a decision on approval {approval.metadata.name} until {until}"
+            + (f" ({needs})" if needs else "")
             + (f" ({assessment.why})" if assessment.reasons else ""),
             create_approval=create,
             approval_status=None if created else status,
@@ -369,7 +405,7 @@ def _with_decision(
         draft,
         phase=RecommendationPhase.APPROVED,
         message=(
-            "Approved by policy (low risk, autoApprove)"
+            f"Approved by policy ({approval.spec.risk_level.value} risk, autoApprove)"
             if decided_by == POLICY_DECIDER
             else f"Approved by {decided_by}"
         )
@@ -380,6 +416,50 @@ def _with_decision(
         delete_plan=stale_plan,
         approval_events=events,
     )
+
+
+def _unbacked(approval: Approval, rec: Recommendation) -> bool:
+    """An N-of-M approval whose spec says Approved without the votes that approve it (set
+    while the admission webhooks were off): it must not count."""
+    if approval.spec.decision is not Decision.APPROVED:
+        return False
+    if approval.spec.required == 1 and not approval.spec.approver_sets:
+        return False
+    return _tally(approval, rec).outcome != "Approved"
+
+
+def _tally(approval: Approval, rec: Recommendation) -> policies_.Tally:
+    votes = policies_.read_votes(approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION))
+    sets = [
+        policies_.ApproverSet(s.policy, tuple(s.approvers)) for s in approval.spec.approver_sets
+    ]
+    submitter = rec.metadata.annotations.get(SUBMITTED_BY_ANNOTATION)
+    return policies_.tally(votes, required=approval.spec.required, sets=sets, submitter=submitter)
+
+
+def _still_needed(approval: Approval, rec: Recommendation) -> str:
+    """What an N-of-M approval still needs, when it needs more than one person."""
+    if approval.spec.required == 1 and not approval.spec.approver_sets:
+        return ""
+    result = _tally(approval, rec)
+    return f"still needed: {result.missing}" if result.missing else ""
+
+
+def _responses(approval: Approval) -> list[Response]:
+    """The votes the admission webhook recorded, for status.responses."""
+    return [
+        Response(
+            user=v.user,
+            groups=list(v.groups),
+            decision=Decision(v.decision),
+            reason=v.reason,
+            at=v.at,
+        )
+        for v in policies_.read_votes(
+            approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION)
+        )
+        if v.decision in (Decision.APPROVED.value, Decision.REJECTED.value)
+    ]
 
 
 def _changed_phase(approval: Approval, phase: ApprovalPhase) -> bool:
@@ -416,6 +496,7 @@ def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime)
             "decided_by": decided_by if decided else None,
             "reason": approval.spec.reason if decided else None,
             "observed_generation": approval.metadata.generation,
+            "responses": _responses(approval),
             "message": _approval_message(approval, phase),
             "conditions": conditions_.merged(
                 old.conditions,
@@ -506,6 +587,7 @@ def new_approval(
     now: datetime,
     previous: Approval | None = None,
     assessment: policy_.Assessment | None = None,
+    merged: policies_.Merged = policies_.DEFAULT,
 ) -> Approval:
     """The Approval to create for a kept recommendation: pending, or decided by policy.
 
@@ -520,7 +602,9 @@ def new_approval(
             policy=policy,
         )
     auto = not assessment.needs_person
-    expires_at = policy_.expires_at(now, assessment.risk, policy=policy)
+    expires_at = now + merged.expiry.get(
+        assessment.risk, policy_.expires_after(assessment.risk, policy=policy)
+    )
     spec = ApprovalSpec(
         recommendation=rec.name,
         recommendation_generation=rec.metadata.generation,
@@ -528,7 +612,14 @@ def new_approval(
         risk_level=assessment.risk,
         expires_at=expires_at,
         decision=Decision.APPROVED if auto else Decision.PENDING,
-        reason="low risk and autoApprove: approved by policy" if auto else None,
+        reason=f"{assessment.risk.value} risk and autoApprove: approved by policy"
+        if auto
+        else None,
+        required=merged.required,
+        approver_sets=[
+            ApproverSet(policy=s.policy, approvers=list(s.approvers)) for s in merged.approver_sets
+        ],
+        policies=list(merged.policies),
     )
     phase = ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING
     status = ApprovalStatus(
@@ -615,6 +706,7 @@ def _status(
             "approval": rec.name if has_approval else None,
             "plan": rec.name if has_plan else None,
             "message": draft.message or None,
+            "policies": list(draft.policies),
             "observed_generation": rec.metadata.generation,
             "conditions": conditions,
         }

@@ -60,6 +60,8 @@ def needs(
             result.append(
                 Need(verb="patch", group=group, resource=f"{plural}/status", namespace=ns)
             )
+        for verb in ("list", "watch"):  # the ApprovalPolicies of the namespace: read only
+            result.append(Need(verb=verb, group=group, resource="approvalpolicies", namespace=ns))
         result.append(Need(verb="create", group="", resource="events", namespace=ns))
     if globs:  # kopf follows the namespaces that match coming and going
         result.append(Need(verb="watch", group="", resource="namespaces", why="--namespace globs"))

@@ -1,0 +1,126 @@
+"""Notifications of ApprovalPolicies: a signed POST to an AgentEndpoint, never in the way.
+
+The body is ``core.policy.notification`` (with a Slack-compatible ``text``), signed
+exactly as the webhook executor signs a step (``X-Optiinfra-Timestamp``,
+``X-Optiinfra-Signature``: HMAC-SHA256 with the endpoint's key). ``Notifier.send`` only
+puts the notification on a bounded queue and returns: a decision or a plan never waits
+for a receiver. A worker sends each one, trying at most ``ATTEMPTS`` times (0.5 s, then
+1 s, 2 s apart) on no answer, a 5xx or an endpoint that cannot be read; any answer
+below 300 counts as delivered, a 4xx fails at once. Every outcome is counted in
+``optiinfra_notifications_total{event, outcome}`` (sent, failed, dropped: the queue was
+full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from coordinator import metrics
+from coordinator.core import webhook as protocol
+from coordinator.executors.webhook import (
+    EndpointError,
+    NoAnswerError,
+    Post,
+    Resolver,
+    aiohttp_post,
+)
+
+logger = logging.getLogger(__name__)
+
+ATTEMPTS: Final = 3
+QUEUE_SIZE: Final = 1000
+REQUEST_TIMEOUT_SECONDS: Final = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Notification:
+    namespace: str
+    endpoint: str
+    event: str
+    body: bytes
+
+
+class Notifier:
+    def __init__(
+        self,
+        resolver: Resolver,
+        *,
+        post: Post = aiohttp_post,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        workers: int = 2,
+    ) -> None:
+        self._resolver = resolver
+        self._post = post
+        self._sleep = sleep
+        self._clock = clock
+        self._workers = workers
+        self._queue: asyncio.Queue[Notification] = asyncio.Queue(QUEUE_SIZE)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._work(), name=f"notify-{i}") for i in range(self._workers)
+            ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def send(self, namespace: str, endpoints: list[str], event: str, body: bytes) -> None:
+        """Queue `body` for each endpoint; never waits (a full queue drops and counts)."""
+        for endpoint in endpoints:
+            try:
+                self._queue.put_nowait(Notification(namespace, endpoint, event, body))
+            except asyncio.QueueFull:
+                metrics.NOTIFICATIONS.labels(event, "dropped").inc()
+                logger.warning("notification %s to %s/%s dropped: queue full", event, namespace,
+                               endpoint)  # fmt: skip
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                outcome = await self.deliver(item)
+            except Exception as exc:  # a notification never stops the worker
+                logger.warning("notification %s to %s failed: %s", item.event, item.endpoint, exc)
+                outcome = "failed"
+            metrics.NOTIFICATIONS.labels(item.event, outcome).inc()
+            self._queue.task_done()
+
+    async def deliver(self, item: Notification) -> str:
+        """Send one notification, retried a bounded number of times: sent or failed."""
+        last = ""
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await self._sleep(0.5 * 2 ** (attempt - 1))
+            try:
+                target = await self._resolver.resolve(item.namespace, item.endpoint)
+                headers = protocol.headers(target.key, int(self._clock()), item.body)
+                status, _ = await self._post(
+                    target, item.body, headers, min(target.timeout_seconds, REQUEST_TIMEOUT_SECONDS)
+                )
+            except (EndpointError, NoAnswerError) as exc:
+                last = str(exc)
+                continue
+            if status < 300:
+                return "sent"
+            last = f"answered {status}"
+            if status < 500:
+                break
+        logger.warning(
+            "notification %s to AgentEndpoint %s/%s not delivered: %s",
+            item.event,
+            item.namespace,
+            item.endpoint,
+            last,
+        )
+        return "failed"

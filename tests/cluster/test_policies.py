@@ -1,0 +1,375 @@
+"""ApprovalPolicies on the real control plane: N-of-M votes recorded from the authenticated
+request (users and groups from client certificates), change windows, budgets, and several
+policies combined. Everything is asserted through the API."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kubernetes
+import localcluster
+import pytest
+
+from coordinator.core import webhook as protocol
+from tests.agent_process import KEY
+from tests.cluster.conftest import AGENT_SECRET, Objects
+from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, recommendation
+from tests.cluster.test_trust import APPROVE, patch_approval
+from tests.operator_process import OperatorProcess, free_port
+from tests.support import Kubectl, wait_for
+
+PEOPLE = {"alice": (), "bob": ("sre",), "carol": ()}
+"""Users minted for these tests: bob is in group sre (his certificate's organisation)."""
+
+
+@pytest.fixture(scope="module")
+def people(cluster: localcluster.Cluster, kubectl: Kubectl) -> Kubectl:
+    """kubectl as admin, agent, approver, viewer, alice, bob (group sre) and carol."""
+    users = {"admin": cluster.kubeconfig}
+    users |= {u: cluster.user_kubeconfig(u) for u in localcluster.USERS}
+    for user, groups in PEOPLE.items():
+        users[user] = localcluster.mint_user(cluster, user, groups)
+    return Kubectl(bin_dir=cluster.bin_dir, kubeconfigs=users)
+
+
+@pytest.fixture
+def deciders(api: kubernetes.client.ApiClient, e2e_namespace: str) -> None:
+    """The approver role for alice, carol and the group sre; alice may also submit."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    bindings = {
+        "policy-approvers": (
+            "optiinfra-approver",
+            [("User", "alice"), ("User", "carol"), ("Group", "sre")],
+        ),
+        "policy-agents": ("optiinfra-agent", [("User", "alice")]),
+    }
+    for name, (role, subjects) in bindings.items():
+        rbac.create_namespaced_role_binding(
+            e2e_namespace,
+            {
+                "metadata": {"name": name},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": who}
+                    for kind, who in subjects
+                ],
+            },
+        )
+
+
+def policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "ApprovalPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+TWO_OF_THREE = policy(
+    "two-of-three",
+    approvals={
+        "required": 2,
+        "approvers": [{"user": "alice"}, {"user": "approver"}, {"group": "sre"}],
+    },
+)
+
+
+def quick_steps(duration_ms: int = 50) -> list[dict[str, Any]]:
+    return [
+        {"name": "one", "action": "do_one", "executor": "simulated",
+         "params": {"durationMs": duration_ms}},
+    ]  # fmt: skip
+
+
+def wait_policies(objects: Objects, name: str, expected: list[str]) -> dict[str, Any]:
+    return wait_for(
+        lambda: (
+            (objects.get(RECS, name) or {}).get("status", {}).get("policies") == expected
+            and objects.get(RECS, name)
+        ),
+        what=f"recommendation {name} to name the policies {expected}",
+    )
+
+
+def test_two_of_three_with_users_and_a_group(
+    people: Kubectl, e2e_namespace: str, objects: Objects, deciders: None
+) -> None:
+    ns = e2e_namespace
+    apply(people, ns, TWO_OF_THREE)
+    apply(people, ns, recommendation("rec-p1"), user="alice")  # alice submits
+    wait_policies(objects, "rec-p1", ["two-of-three"])
+    approval = objects.wait_phase(APPROVALS, "rec-p1", "Pending")
+    assert approval["spec"]["required"] == 2
+    assert approval["spec"]["policies"] == ["two-of-three"]
+
+    # The submitter is refused, although she is an approver.
+    proc = patch_approval(people, ns, "rec-p1", APPROVE, user="alice")
+    assert proc.returncode != 0
+    assert "alice submitted or last changed recommendation rec-p1" in proc.stderr
+
+    # bob, through his group: recorded, not decided yet (the same patch for everyone).
+    proc = patch_approval(people, ns, "rec-p1", APPROVE, user="bob")
+    assert proc.returncode == 0, proc.stderr
+    assert "still needed: 1 more of 2 approvals" in proc.stderr  # a warning
+    wait_for(
+        lambda: (
+            [r["user"] for r in objects.status(APPROVALS, "rec-p1").get("responses", [])] == ["bob"]
+        ),
+        what="bob's vote in status.responses",
+    )
+    (response,) = objects.status(APPROVALS, "rec-p1")["responses"]
+    assert response["groups"] == ["sre", "system:authenticated"]
+    assert response["decision"] == "Approved"
+    assert objects.get(APPROVALS, "rec-p1")["spec"]["decision"] == "Pending"
+    assert objects.phase(RECS, "rec-p1") == "AwaitingApproval"
+
+    # bob again: counted once.
+    proc = patch_approval(people, ns, "rec-p1", APPROVE, user="bob")
+    assert proc.returncode == 0, proc.stderr
+    assert "counts once" in proc.stderr
+    assert objects.get(APPROVALS, "rec-p1")["spec"]["decision"] == "Pending"
+
+    # carol has the approver role but is not among the policy's approvers.
+    proc = patch_approval(people, ns, "rec-p1", APPROVE, user="carol")
+    assert proc.returncode != 0
+    assert (
+        "carol may not decide approval rec-p1: the approvers are user alice or user approver "
+        "or group sre (policy two-of-three)"
+    ) in proc.stderr
+
+    # The second distinct eligible person decides it.
+    reason = {"spec": {"decision": "Approved", "reason": "looks fine"}}
+    proc = patch_approval(people, ns, "rec-p1", reason, user="approver")
+    assert proc.returncode == 0, proc.stderr
+    done = objects.wait_phase(APPROVALS, "rec-p1", "Approved")
+    assert done["status"]["decidedBy"] == "bob, approver"
+    assert [(r["user"], r["decision"]) for r in done["status"]["responses"]] == [
+        ("bob", "Approved"),
+        ("approver", "Approved"),
+    ]
+    assert done["status"]["responses"][1]["reason"] == "looks fine"
+    objects.wait_phase(RECS, "rec-p1", "Approved")
+
+
+def test_the_first_rejection_rejects(
+    people: Kubectl, e2e_namespace: str, objects: Objects, deciders: None
+) -> None:
+    ns = e2e_namespace
+    apply(people, ns, TWO_OF_THREE)
+    apply(people, ns, recommendation("rec-p2"), user="agent")
+    wait_policies(objects, "rec-p2", ["two-of-three"])
+    objects.wait_phase(APPROVALS, "rec-p2", "Pending")
+    no = {"spec": {"decision": "Rejected", "reason": "not this week"}}
+    proc = patch_approval(people, ns, "rec-p2", no, user="bob")
+    assert proc.returncode == 0, proc.stderr
+    rejected = objects.wait_phase(APPROVALS, "rec-p2", "Rejected")
+    assert rejected["status"]["decidedBy"] == "bob"
+    assert rejected["status"]["reason"] == "not this week"
+    objects.wait_phase(RECS, "rec-p2", "Rejected")
+
+
+def test_overlapping_policies_combine_most_restrictively(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    ns = e2e_namespace
+    apply(
+        kubectl,
+        ns,
+        policy("a-team", approvals={"required": 2}, expiry={"low": "2h", "medium": "3h"}),
+        policy(
+            "b-customer",
+            selector={"customerIds": ["customer-1"]},
+            approvals={"required": 1},
+            expiry={"low": "1h"},
+            autoApprove={"maxRisk": "none"},
+        ),
+        policy("c-other", selector={"customerIds": ["someone-else"]}, approvals={"required": 5}),
+    )
+    apply(kubectl, ns, recommendation("rec-p3", riskLevel="low"))
+    rec = wait_policies(objects, "rec-p3", ["a-team", "b-customer"])
+    assert rec["status"]["phase"] == "AwaitingApproval"  # maxRisk none: low needs a person
+    approval = objects.get(APPROVALS, "rec-p3")
+    assert approval is not None
+    assert approval["spec"]["required"] == 2  # the highest N
+    requested = datetime.fromisoformat(approval["status"]["requestedAt"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(approval["spec"]["expiresAt"].replace("Z", "+00:00"))
+    assert expires - requested == timedelta(hours=1)  # the shortest expiry
+
+
+def test_a_deny_window_holds_an_approved_plan_until_it_ends(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    ns = e2e_namespace
+    now = datetime.now(UTC)
+    # A freeze that opened at the start of this minute and ends 12 s from now.
+    seconds = now.second + 12
+    freeze = {
+        "name": "freeze",
+        "kind": "Deny",
+        "schedule": f"{now.minute} {now.hour} * * *",
+        "duration": f"{seconds}s",
+        "timeZone": "UTC",
+    }
+    apply(kubectl, ns, policy("freeze", windows=[freeze]))
+    apply(
+        kubectl,
+        ns,
+        recommendation("rec-p4", riskLevel="low", executeNow=True, steps=quick_steps()),
+    )
+    held = wait_for(
+        lambda: (
+            "Deny window freeze" in (objects.status(PLANS, "rec-p4").get("message") or "")
+            and objects.status(PLANS, "rec-p4")
+        ),
+        what="the plan to wait for the freeze",
+    )
+    assert held["phase"] == "Pending"
+    assert "until" in held["message"]
+    assert "(policy freeze)" in held["message"]
+    done = objects.wait_phase(PLANS, "rec-p4", "Succeeded", timeout=60)
+    started = datetime.fromisoformat(done["status"]["startedAt"].replace("Z", "+00:00"))
+    assert started >= now.replace(microsecond=0) + timedelta(seconds=12 - 1)
+
+
+def test_a_budget_of_one_runs_two_plans_one_after_the_other(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    ns = e2e_namespace
+    apply(kubectl, ns, policy("one-at-a-time", maxConcurrentPlans=1))
+    names = ("rec-p5", "rec-p6")
+    apply(
+        kubectl,
+        ns,
+        *(
+            recommendation(n, riskLevel="low", executeNow=True, steps=quick_steps(3000))
+            for n in names
+        ),
+    )
+
+    def one_runs_one_waits() -> tuple[str, str] | None:
+        statuses = {n: objects.status(PLANS, n) for n in names}
+        running = [n for n, s in statuses.items() if s.get("phase") == "Running"]
+        waiting = [
+            n
+            for n, s in statuses.items()
+            if s.get("phase") == "Pending" and "budget: at most 1 plan(s)" in s.get("message", "")
+        ]
+        return (running[0], waiting[0]) if running and waiting else None
+
+    running, waiting = wait_for(one_runs_one_waits, what="one plan running, the other waiting")
+    assert running != waiting
+    first = objects.wait_phase(PLANS, running, "Succeeded", timeout=60)
+    second = objects.wait_phase(PLANS, waiting, "Succeeded", timeout=60)
+    assert second["status"]["startedAt"] >= first["status"]["finishedAt"]
+
+
+class Receiver:
+    """A notification receiver on a loopback port: records each request's body and whether
+    its signature verifies with the agents' key."""
+
+    def __init__(self) -> None:
+        received = self.received = []  # type: list[tuple[dict[str, Any], bool]]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                problem = protocol.verify(
+                    KEY,
+                    timestamp=self.headers.get(protocol.TIMESTAMP_HEADER),
+                    signature_header=self.headers.get(protocol.SIGNATURE_HEADER),
+                    payload=body,
+                    now=time.time(),
+                )
+                received.append((json.loads(body), problem is None))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[str]:
+        return [body["event"] for body, _ in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+    r.server.server_close()
+
+
+def endpoint(name: str, url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "AgentEndpoint",
+        "metadata": {"name": name},
+        "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
+    }
+
+
+def notifications(operator: OperatorProcess, event: str, outcome: str) -> float:
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    line = f'optiinfra_notifications_total{{event="{event}",outcome="{outcome}"}} '
+    return sum(float(x.split()[-1]) for x in text.splitlines() if x.startswith(line))
+
+
+def test_notifications_are_signed_and_a_receiver_that_is_down_delays_nothing(
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    receiver: Receiver,
+    operator: OperatorProcess,
+) -> None:
+    ns = e2e_namespace
+    down = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    failed_before = notifications(operator, "Approved", "failed")
+    apply(
+        kubectl,
+        ns,
+        endpoint("pager-down", down),
+        endpoint("chat", receiver.url),
+        policy(
+            "tell-people",
+            notify=[
+                {"endpoint": "pager-down"},
+                {"endpoint": "chat", "events": ["ApprovalRequested", "Approved"]},
+            ],
+        ),
+    )
+    apply(kubectl, ns, recommendation("rec-p7"))
+    wait_policies(objects, "rec-p7", ["tell-people"])
+    objects.wait_phase(APPROVALS, "rec-p7", "Pending")
+    proc = patch_approval(kubectl, ns, "rec-p7", APPROVE, user="approver")
+    assert proc.returncode == 0, proc.stderr
+    objects.wait_phase(RECS, "rec-p7", "Approved")
+    assert objects.get(PLANS, "rec-p7") is not None  # the decision went on
+    wait_for(
+        lambda: {"ApprovalRequested", "Approved"} <= set(receiver.events()),
+        what="the chat receiver to be told",
+    )
+    assert all(signed for _, signed in receiver.received)
+    approved = next(body for body, _ in receiver.received if body["event"] == "Approved")
+    assert approved["text"].startswith(f"[Approved] {ns}/rec-p7 (customer-1): Approved by approver")
+    wait_for(
+        lambda: notifications(operator, "Approved", "failed") > failed_before,
+        what="the failed notification to the pager to be counted",
+    )

@@ -1,0 +1,133 @@
+"""Notifications: signed like a webhook step, retried a bounded number of times, counted,
+and never waited for by the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from coordinator import metrics
+from coordinator.api.policy import ApprovalPolicySpec, NotifyEvent
+from coordinator.core import policy
+from coordinator.core import webhook as protocol
+from coordinator.executors.notify import ATTEMPTS, Notification, Notifier
+from coordinator.executors.webhook import NoAnswerError, Target
+
+KEY = b"k" * 32
+Headers = Mapping[str, str]
+TARGET = Target(name="slack", url="http://127.0.0.1:1/", key=KEY, timeout_seconds=5)
+
+
+class Resolver:
+    async def resolve(self, namespace: str, name: str) -> Target:
+        return TARGET
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def count(event: str, outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "optiinfra_notifications_total", {"event": event, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+BODY = policy.notification(
+    NotifyEvent.APPROVED,
+    namespace="team-a",
+    recommendation="rec-1",
+    customer_id="c1",
+    message="Approved by alice, bob",
+    at=datetime(2026, 1, 1, tzinfo=UTC),
+)
+
+
+def test_the_body_is_slack_compatible_and_signed_like_a_step() -> None:
+    document = json.loads(BODY)
+    assert document["text"] == "[Approved] team-a/rec-1 (c1): Approved by alice, bob"
+    sent: list[tuple[bytes, Mapping[str, str]]] = []
+
+    async def post(
+        t: Target, body: bytes, headers: Mapping[str, str], s: float
+    ) -> tuple[int, bytes]:
+        sent.append((body, headers))
+        return 200, b"ok"
+
+    notifier = Notifier(Resolver(), post=post, sleep=no_sleep, clock=lambda: 1_700_000_000)
+    outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
+    assert outcome == "sent"
+    ((body, headers),) = sent
+    assert (
+        protocol.verify(
+            KEY,
+            timestamp=headers[protocol.TIMESTAMP_HEADER],
+            signature_header=headers[protocol.SIGNATURE_HEADER],
+            payload=body,
+            now=1_700_000_000,
+        )
+        is None
+    )
+
+
+def test_a_receiver_that_is_down_is_tried_a_bounded_number_of_times_and_counted() -> None:
+    calls = 0
+
+    async def post(
+        t: Target, body: bytes, headers: Mapping[str, str], s: float
+    ) -> tuple[int, bytes]:
+        nonlocal calls
+        calls += 1
+        raise NoAnswerError("connection refused")
+
+    before = count("Approved", "failed")
+
+    async def main() -> None:
+        notifier = Notifier(Resolver(), post=post, sleep=no_sleep)
+        notifier.start()
+        notifier.send("team-a", ["slack"], "Approved", BODY)  # returns at once
+        await asyncio.wait_for(notifier._queue.join(), 5)
+        await notifier.stop()
+
+    asyncio.run(main())
+    assert calls == ATTEMPTS
+    assert count("Approved", "failed") == before + 1
+
+
+def test_a_4xx_is_not_retried() -> None:
+    calls = 0
+
+    async def post(
+        t: Target, body: bytes, headers: Mapping[str, str], s: float
+    ) -> tuple[int, bytes]:
+        nonlocal calls
+        calls += 1
+        return 404, b""
+
+    notifier = Notifier(Resolver(), post=post, sleep=no_sleep)
+    outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
+    assert (outcome, calls) == ("failed", 1)
+
+
+def test_targets_by_event() -> None:
+    merged = policy.merge(
+        [
+            ("a", ApprovalPolicySpec.model_validate({"notify": [{"endpoint": "slack"}]})),
+            (
+                "b",
+                ApprovalPolicySpec.model_validate(
+                    {
+                        "notify": [
+                            {"endpoint": "pager", "events": ["PlanFailed", "RolledBack"]},
+                            {"endpoint": "slack", "events": ["Approved"]},
+                        ]
+                    }
+                ),
+            ),
+        ]
+    )
+    assert policy.notify_targets(merged, NotifyEvent.APPROVED) == ["slack"]
+    assert policy.notify_targets(merged, NotifyEvent.PLAN_FAILED) == ["slack", "pager"]
