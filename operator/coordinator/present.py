@@ -142,6 +142,14 @@ def why(
             f"until {until}{left}: kubectl optiinfra approve {_name(approval)}"
         )
         responses = appr_status.get("responses") or []
+        required = int(_spec(approval).get("required") or 1)
+        if required > 1:
+            approved = sum(1 for r in responses if r.get("decision") == "Approved")
+            policies = ", ".join(_spec(approval).get("policies") or ()) or "-"
+            lines.append(
+                f"  needs {required} approvals from distinct eligible people, {approved} so "
+                f"far (ApprovalPolicy {policies})"
+            )
         if responses:
             said = ", ".join(f"{r.get('user')}: {r.get('decision')}" for r in responses)
             lines.append(f"  responses so far: {said}")
@@ -162,6 +170,8 @@ def why(
             )
         else:
             lines.append(f"Plan {_name(plan)} is {phase(plan)} {progress}".rstrip() + ".")
+            if phase(plan) == "Pending" and plan_status.get("message"):
+                lines.append(f"  {plan_status['message']}")  # a window, a budget, a dependency
     if status.get("message"):
         lines.append(f"Operator: {status['message']}")
     return lines

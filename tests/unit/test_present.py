@@ -107,6 +107,32 @@ def test_why_an_approval_waits_and_until_when() -> None:
     assert "  responses so far: ann: Approved" in lines
 
 
+def test_why_an_approval_of_a_policy_counts_the_votes_and_a_plan_says_what_holds_it() -> None:
+    waiting = rec("rec-a", "AwaitingApproval", approval="rec-a")
+    two_of_three = {
+        "metadata": {"name": "rec-a"},
+        "spec": {
+            "expiresAt": "2026-01-04T12:00:00Z",
+            "decision": "Pending",
+            "required": 2,
+            "policies": ["prod-critical"],
+        },
+        "status": {"phase": "Pending", "responses": [{"user": "bob", "decision": "Approved"}]},
+    }
+    lines = present.why(waiting, approval=two_of_three, plan=None, others={}, now=NOW)
+    assert (
+        "  needs 2 approvals from distinct eligible people, 1 so far (ApprovalPolicy prod-critical)"
+    ) in lines
+    approved = rec("rec-b", "Approved", plan="rec-b")
+    held = {
+        "metadata": {"name": "rec-b"},
+        "spec": {},
+        "status": {"phase": "Pending", "message": "waiting: Deny window freeze until 18:00"},
+    }
+    lines = present.why(approved, approval=None, plan=held, others={}, now=NOW)
+    assert "  waiting: Deny window freeze until 18:00" in lines
+
+
 def approval(name: str, expires: str, phase: str = "Pending") -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "ns"},
