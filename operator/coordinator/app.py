@@ -33,7 +33,8 @@ import kubernetes
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
-from coordinator.api.common import ENDPOINTS, PLANS, RECOMMENDATIONS, SUBMITTED_BY_ANNOTATION
+from coordinator.api.common import PLANS, RECOMMENDATIONS, SUBMITTED_BY_ANNOTATION
+from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
@@ -174,7 +175,8 @@ class Operator:
             writer=self.writer,
             workers=config.workers,
         )
-        self.notifier = Notifier(ClientResolver(self.client))
+        self.endpoints = ClientResolver(self.client, self._cached_endpoint)
+        self.notifier = Notifier(self.endpoints)
         """The ApprovalPolicies' notifications, sent from their own queue (never waited for)."""
         self.reconciler.notify = self.notifier.send
         self.reconciler.notify_lead = timedelta(seconds=config.notify_expiring_before)
@@ -186,7 +188,7 @@ class Operator:
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
                 Executor.KUBERNETES: KubernetesExecutor(self.client),
-                Executor.WEBHOOK: WebhookExecutor(ClientResolver(self.client)),
+                Executor.WEBHOOK: WebhookExecutor(self.endpoints),
             },
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
@@ -674,13 +676,15 @@ class Operator:
 
     async def endpoint_problem(self, rec: Recommendation) -> str | None:
         """Why the webhook steps of `rec`'s plan cannot run: an AgentEndpoint they name is
-        missing (read through the API, fresh: it may have been applied a moment ago)."""
+        missing (from the Store; one GET for a name it does not hold: the endpoint may
+        have been applied a moment ago and not reached the watch yet)."""
         steps = catalogue.plan_steps(rec.spec)
         names = sorted(admission.webhook_endpoints(steps))
-        namespace = rec.metadata.namespace
-        found = [await self.client.get(ENDPOINTS, namespace, name) for name in names]
-        existing = {name for name, obj in zip(names, found, strict=True) if obj is not None}
+        existing = await self.endpoints.existing(rec.metadata.namespace, names)
         return admission.endpoint_problem(rec, steps, existing=existing)
+
+    def _cached_endpoint(self, namespace: str, name: str) -> AgentEndpoint | None:
+        return self.store.endpoint((namespace, name))
 
     def names_in(self, namespace: str) -> set[str]:
         """The names of the recommendations of `namespace` this process knows of."""

@@ -41,6 +41,7 @@ from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, Ap
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
+    ENDPOINTS,
     PLANS,
     POLICIES,
     RECOMMENDATIONS,
@@ -203,7 +204,9 @@ class Reconciler:
     def changed(self, plural: str, record: store_.Record) -> None:
         """An object of the store changed (or went): queue the groups it concerns — its
         own, and for a recommendation the groups of those that depend on it; for an
-        ApprovalPolicy every group of its namespace."""
+        ApprovalPolicy every group of its namespace; an AgentEndpoint none."""
+        if plural == ENDPOINTS:
+            return
         if plural == POLICIES:
             for key in self.store.groups_in(record.namespace):
                 self.queue.add(key)

@@ -13,7 +13,9 @@ The store is also the resourceVersion tracker of the operator's own writes: a wr
 response is put in it at once (`apply`), and a watch event older than what it holds is
 ignored, so a reconcile never decides from a copy older than its own last write.
 
-ApprovalPolicies are kept the same way (few, looked up by namespace).
+ApprovalPolicies are kept the same way (few, looked up by namespace), and AgentEndpoints
+(looked up by name: the admission of a recommendation whose plan names one, and each
+webhook step, read them here instead of a GET each).
 
 It keeps the dependency maps (who names whom in ``dependsOn``) and the counts the
 metrics read (recommendations by phase, conflicts by type): the metrics thread reads a
@@ -33,7 +35,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from coordinator.api.approval import Approval
-from coordinator.api.common import APPROVALS, OWN_ANNOTATIONS, PLANS, POLICIES, RECOMMENDATIONS
+from coordinator.api.common import (
+    APPROVALS,
+    ENDPOINTS,
+    OWN_ANNOTATIONS,
+    PLANS,
+    POLICIES,
+    RECOMMENDATIONS,
+)
+from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import ExecutionPlan
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
@@ -43,7 +53,7 @@ GroupKey = tuple[str, str]
 ObjectKey = tuple[str, str]
 """(namespace, name)."""
 
-M = TypeVar("M", Recommendation, Approval, ExecutionPlan, ApprovalPolicy)
+M = TypeVar("M", Recommendation, Approval, ExecutionPlan, ApprovalPolicy, AgentEndpoint)
 
 MODEL_CACHE: Final = 2048
 """Models materialised lately, kept by (uid, resourceVersion): a group reconciled again
@@ -137,6 +147,7 @@ KINDS: Final[Mapping[str, Kind[Any]]] = {
     APPROVALS: Kind(APPROVALS, Approval),
     PLANS: Kind(PLANS, ExecutionPlan),
     POLICIES: Kind(POLICIES, ApprovalPolicy),
+    ENDPOINTS: Kind(ENDPOINTS, AgentEndpoint),
 }
 
 Listener = Callable[[str, Record, bool], None]
@@ -268,6 +279,11 @@ class Store:
 
     def plan(self, key: ObjectKey) -> ExecutionPlan | None:
         found: ExecutionPlan | None = self.get(PLANS, key)
+        return found
+
+    def endpoint(self, key: ObjectKey) -> AgentEndpoint | None:
+        """The AgentEndpoint `key`, or None when the store does not hold it (yet)."""
+        found: AgentEndpoint | None = self.get(ENDPOINTS, key)
         return found
 
     def child(self, plural: str, owner: Record) -> Any:

@@ -166,6 +166,12 @@ def test_admission_refuses_a_webhook_step_without_an_existing_endpoint(
     )  # fmt: skip
     assert proc.returncode != 0
     assert "spec.steps[0].params.endpoint: webhook step resize must name" in proc.stderr
+    # Registered a moment before the recommendation (the operator's watch may not have
+    # shown it yet): accepted all the same.
+    manifest = json.dumps(endpoint_manifest("agent", "https://agent.example.com/hook"))
+    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=manifest, user="approver")
+    rec = recommendation("rec-somewhere", "acme")
+    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent")
 
 
 def test_an_agent_cannot_create_an_endpoint_an_approver_can(

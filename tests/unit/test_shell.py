@@ -20,8 +20,9 @@ import pytest
 
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
-from coordinator.api.common import APPROVALS, PLANS, POLICIES, RECOMMENDATIONS
+from coordinator.api.common import APPROVALS, ENDPOINTS, PLANS, POLICIES, RECOMMENDATIONS
 from coordinator.core import approval as policy_
+from coordinator.executors import webhook as webhook_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
@@ -241,6 +242,54 @@ def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
     assert store.names_in(NS) == {"a"}
     assert told[-1] == ("b", True)
     assert dict(store.phases) == {"Pending": 1}
+
+
+def endpoint_body(name: str, url: str = "https://agent.example.com/hook") -> dict[str, Any]:
+    return {
+        "apiVersion": "optiinfra.io/v1alpha1",
+        "kind": "AgentEndpoint",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"url": url, "secretRef": {"name": f"{name}-hmac", "key": "k"}},
+    }
+
+
+class CountingApi(FakeApi):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[tuple[str, str]] = []
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.gets.append((plural, name))
+        return await super().get(plural, namespace, name)
+
+
+@in_loop
+async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_get() -> None:
+    """Admission asks which AgentEndpoints exist: those the Store holds cost no request;
+    one applied a moment ago (not in the Store yet) is still found, with one GET; a
+    missing one is missing. An endpoint queues no group."""
+    api = CountingApi()
+    store, reconciler, _ = shell(api)
+    store.apply(ENDPOINTS, api.put(ENDPOINTS, endpoint_body("watched")))
+    api.put(ENDPOINTS, endpoint_body("just-applied"))  # not seen by the watch yet
+    assert reconciler.queue._queued == set()  # an endpoint queues no group
+    resolver = webhook_.ClientResolver(
+        cast(client_.Client, api), lambda ns, name: store.endpoint((ns, name))
+    )
+    assert await resolver.existing(NS, ["watched"]) == {"watched"}
+    assert api.gets == []
+    assert await resolver.existing(NS, ["watched", "just-applied", "gone"]) == {
+        "watched",
+        "just-applied",
+    }
+    assert api.gets == [(ENDPOINTS, "just-applied"), (ENDPOINTS, "gone")]
+    endpoint = await resolver.endpoint(NS, "watched")
+    assert endpoint is not None
+    assert endpoint.spec.url == "https://agent.example.com/hook"
+    assert len(api.gets) == 2  # the step's read came from the Store too
+    gone = api.objects.pop((ENDPOINTS, NS, "watched"))
+    store.apply(ENDPOINTS, gone, deleted=True)
+    assert await resolver.existing(NS, ["watched"]) == set()
 
 
 # --- the work queue -------------------------------------------------------------------

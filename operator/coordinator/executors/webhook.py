@@ -2,7 +2,8 @@
 
 A ``webhook`` step names an AgentEndpoint of its namespace in ``params.endpoint``; the
 other params go to the agent as they are. For each execute or undo the executor reads
-the endpoint and its HMAC key (a Secret the operator was granted, see
+the endpoint (from the operator's Store, or one GET when the Store does not hold it yet)
+and its HMAC key (a Secret the operator was granted, see
 manifests/endpoint-secrets-role.yaml), then POSTs the signed request of
 ``coordinator.core.webhook`` until the agent gives a final answer:
 
@@ -26,7 +27,7 @@ import dataclasses
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -65,20 +66,46 @@ class Resolver(Protocol):
     async def resolve(self, namespace: str, name: str) -> Target: ...
 
 
+Cached = Callable[[str, str], AgentEndpoint | None]
+"""(namespace, name) -> the AgentEndpoint as the operator's watch holds it, or None."""
+
+
 class ClientResolver:
-    """Reads AgentEndpoints and their Secrets with the operator's client."""
+    """Reads AgentEndpoints (from `cached`, the Store, when given and it holds the name;
+    else one GET: an endpoint applied a moment ago may not have reached the watch yet)
+    and their Secrets (always a GET) with the operator's client."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, cached: Cached | None = None) -> None:
         self._client = client
+        self._cached = cached
 
-    async def resolve(self, namespace: str, name: str) -> Target:
+    async def endpoint(self, namespace: str, name: str) -> AgentEndpoint | None:
+        """AgentEndpoint `name` of `namespace`, or None when it does not exist."""
+        if self._cached is not None:
+            found = self._cached(namespace, name)
+            if found is not None:
+                return found
         raw = await self._client.get(ENDPOINTS, namespace, name)
         if raw is None:
-            raise EndpointError(f"AgentEndpoint {name} does not exist in namespace {namespace}")
+            return None
         try:
-            endpoint = AgentEndpoint.model_validate(raw)
+            return AgentEndpoint.model_validate(raw)
         except pydantic.ValidationError as exc:
             raise EndpointError(f"AgentEndpoint {namespace}/{name} is invalid: {exc}") from None
+
+    async def existing(self, namespace: str, names: Iterable[str]) -> set[str]:
+        """Those of `names` that exist as AgentEndpoints of `namespace`."""
+        found: set[str] = set()
+        for name in names:
+            cached = self._cached is not None and self._cached(namespace, name) is not None
+            if cached or await self._client.get(ENDPOINTS, namespace, name) is not None:
+                found.add(name)
+        return found
+
+    async def resolve(self, namespace: str, name: str) -> Target:
+        endpoint = await self.endpoint(namespace, name)
+        if endpoint is None:
+            raise EndpointError(f"AgentEndpoint {name} does not exist in namespace {namespace}")
         ref = endpoint.spec.secret_ref
         try:
             key = await self._client.read_secret_key(namespace, ref.name, ref.key)

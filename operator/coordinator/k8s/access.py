@@ -62,6 +62,10 @@ def needs(
             )
         for verb in ("list", "watch"):  # the ApprovalPolicies of the namespace: read only
             result.append(Need(verb=verb, group=group, resource="approvalpolicies", namespace=ns))
+        # AgentEndpoints: kept in the Store (admission, webhook steps); a GET for one the
+        # watch has not shown yet.
+        for verb in ("get", "list", "watch"):
+            result.append(Need(verb=verb, group=group, resource="agentendpoints", namespace=ns))
         result.append(Need(verb="create", group="", resource="events", namespace=ns))
     if globs:  # kopf follows the namespaces that match coming and going
         result.append(Need(verb="watch", group="", resource="namespaces", why="--namespace globs"))
