@@ -16,6 +16,7 @@ import yaml
 
 from tests import examples_support
 from tests.agent_process import KEY, AgentProcess
+from tests.gateway_support import GatewayProcess, gateway
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
@@ -290,3 +291,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def served(
+    cluster: localcluster.Cluster, e2e_namespace: str, tmp_path: Path
+) -> Iterator[GatewayProcess]:
+    """A `coordinator gateway` for the test's namespace (the gateway and dashboard tests)."""
+    with gateway(cluster.kubeconfig, e2e_namespace, tmp_path / "gateway.log") as process:
+        yield process

@@ -13,17 +13,15 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import kubernetes
-import localcluster
 import pytest
 
 from tests.cluster.conftest import Objects
 from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, fast_steps, recommendation
-from tests.gateway_support import GatewayProcess, gateway, service_account_tokens
+from tests.gateway_support import GatewayProcess, service_account_tokens
 from tests.support import Kubectl
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -64,14 +62,6 @@ def dump(url: str) -> Elements:
     page = Elements()
     page.feed(proc.stdout)
     return page
-
-
-@pytest.fixture
-def served(
-    cluster: localcluster.Cluster, e2e_namespace: str, tmp_path: Path
-) -> Iterator[GatewayProcess]:
-    with gateway(cluster.kubeconfig, e2e_namespace, tmp_path / "gateway.log") as process:
-        yield process
 
 
 @pytest.mark.skipif(

@@ -5,12 +5,9 @@ decided as the caller; a forged user_id refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kubernetes
-import localcluster
 import pytest
 
 from tests.cluster.conftest import Objects
@@ -18,7 +15,6 @@ from tests.cluster.test_operator import APPROVALS, PLANS, RECS
 from tests.gateway_support import (
     GatewayProcess,
     curl,
-    gateway,
     request,
     service_account_tokens,
 )
@@ -121,14 +117,6 @@ def tokens(
     api: kubernetes.client.ApiClient, kubectl: Kubectl, e2e_namespace: str
 ) -> dict[str, str]:
     return service_account_tokens(api, kubectl, e2e_namespace)
-
-
-@pytest.fixture
-def served(
-    cluster: localcluster.Cluster, e2e_namespace: str, tmp_path: Path
-) -> Iterator[GatewayProcess]:
-    with gateway(cluster.kubeconfig, e2e_namespace, tmp_path / "gateway.log") as process:
-        yield process
 
 
 def coordinate(served: GatewayProcess, token: str, body: dict[str, Any]) -> dict[str, Any]:
