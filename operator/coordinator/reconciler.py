@@ -1,7 +1,8 @@
 """The reconciler: one customer's recommendations at a time, from observation to writes.
 
 Every change of a Recommendation, Approval or ExecutionPlan in the Store puts its group —
-one customer in one namespace — on the work queue. A worker takes the group and runs one
+one customer in one namespace — on the work queue, except the reconciler's own writes to
+the group it is reconciling (see `Reconciler._written`). A worker takes the group and runs one
 reconcile, a short numbered sequence:
 
 1. observe: the group's recommendations, with the Approval and plan each owns, from the
@@ -176,7 +177,6 @@ class Reconciler:
         recorder: events_.Recorder,
         policy: policy_.ApprovalPolicy,
         store: store_.Store,
-        writer: status_.StatusWriter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         workers: int = 4,
     ) -> None:
@@ -184,7 +184,10 @@ class Reconciler:
         self.recorder = recorder
         self.policy = policy
         self.store = store
-        self.writer = writer or status_.StatusWriter(client, store.apply)
+        self.writer = status_.StatusWriter(client, self._written)
+        """The reconciler's own writer: what it writes goes into the Store without queueing
+        its own group again (see `changed`)."""
+        self._writing = False
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
@@ -211,13 +214,27 @@ class Reconciler:
             for key in self.store.groups_in(record.namespace):
                 self.queue.add(key)
             return
-        self.queue.add((record.namespace, record.customer))
+        if not self._writing:
+            self.queue.add((record.namespace, record.customer))
         if plural != RECOMMENDATIONS:
             return
         for dependent in self.store.dependents(record.key):
             customer = self.store.customer_of(dependent)
             if customer is not None:
                 self.queue.add((record.namespace, customer))
+
+    def _written(self, plural: str, raw: Mapping[str, Any]) -> None:
+        """A write of a reconcile, into the Store. Its own group is not queued again: the
+        reconcile that wrote it computed the group's whole desired state from what it
+        observed, so running it again right away would only find nothing to do (it was
+        one extra reconcile of the whole group per write; the profile put reconciles at a
+        third of the operator's CPU). The groups that depend on it are still queued, and
+        anyone else's change (a watch event at another version) queues the group."""
+        self._writing = True
+        try:
+            self.store.apply(plural, raw)
+        finally:
+            self._writing = False
 
     # --- the workers --------------------------------------------------------------------
 

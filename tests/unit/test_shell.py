@@ -25,7 +25,6 @@ from coordinator.core import approval as policy_
 from coordinator.executors import webhook as webhook_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
-from coordinator.k8s import status as status_
 
 NS = "team-a"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -161,7 +160,6 @@ def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecor
         recorder=cast(events_.Recorder, recorder),
         policy=policy_.ApprovalPolicy(),
         store=store,
-        writer=status_.StatusWriter(client, store.apply),
         clock=lambda: NOW,
     )
     store.listeners.append(lambda plural, record, deleted: reconciler.changed(plural, record))

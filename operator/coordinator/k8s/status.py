@@ -57,9 +57,10 @@ class StatusWriter:
         """Create an object and write its first status (the status subresource ignores
         status in a create); the object as written."""
         raw = await self.client.create(plural, namespace, body)
+        self.written(plural, raw)  # before the watch shows it: the create's own event is old
         if status:
             raw = await self.client.patch_status(
                 plural, namespace, body["metadata"]["name"], status
             )
-        self.written(plural, raw)
+            self.written(plural, raw)
         return raw
