@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +44,7 @@ from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.executors.webhook import ClientResolver, WebhookExecutor
 from coordinator.k8s import access as access_
+from coordinator.k8s import admission as admission_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import informer as informer_
@@ -57,7 +58,7 @@ HOOKS: Final = (
     webhooks_.Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
     webhooks_.Hook(id="recommendation-check", plural="recommendations", mutating=False),
 )
-"""The admission webhooks; each id is the id of its kopf handler in coordinator.handlers."""
+"""The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
 FINALIZER: Final = "optiinfra.io/coordinator"
 ANNOTATIONS_PREFIX: Final = "coordinator.optiinfra.io"
 LIST_PAGE: Final = 500
@@ -135,21 +136,6 @@ def _dump_tasks() -> None:
     sys.stderr.flush()
 
 
-class RegisteringServer(kopf.WebhookServer):
-    """kopf's webhook server, which registers the webhook configurations once it listens:
-    the API server is never sent to a port where nobody answers yet (with 10 000 objects
-    to list, kopf starts its server seconds after the operator starts)."""
-
-    def __init__(self, *, register: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._register = register
-
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(fn):
-            await self._register()
-            yield client_config
-
-
 class Operator:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -172,7 +158,6 @@ class Operator:
             recorder=self.recorder,
             policy=config.policy,
             store=self.store,
-            writer=self.writer,
             workers=config.workers,
         )
         self.endpoints = ClientResolver(self.client, self._cached_endpoint)
@@ -202,6 +187,11 @@ class Operator:
         self._webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._webhook_url = ""
         self._webhooks_local = False
+        self.admission_hooks: dict[str, admission_.Hook] = {}
+        """The admission hooks by id (``coordinator.handlers.admission``), served by
+        `_admission` once the operator starts, when the webhooks are on."""
+        self._admission: admission_.Server | None = None
+        self._register_webhooks: Callable[[], Awaitable[None]] | None = None
         self.elector = (
             lease_.Elector(
                 self.api,
@@ -243,7 +233,7 @@ class Operator:
         # an object's kopf worker (its task and last body) go soon after its last event.
         settings.watching.chunk_size = LIST_PAGE
         settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-        self._setup_webhooks(settings)
+        self._setup_webhooks()
 
     def webhooks_mode(self) -> str:
         """auto: local against a control plane on 127.0.0.1, service in a cluster, else off."""
@@ -257,7 +247,7 @@ class Operator:
             return "service"
         return "off"
 
-    def _setup_webhooks(self, settings: kopf.OperatorSettings) -> None:
+    def _setup_webhooks(self) -> None:
         mode = self.webhooks_mode()
         if mode == "off":
             logger.warning(
@@ -309,15 +299,10 @@ class Operator:
             if self._webhooks_local:
                 self._tasks.append(asyncio.create_task(self._keep_webhooks(), name="webhooks"))
 
-        settings.admission.server = RegisteringServer(
-            register=register,
-            addr=addr,
-            port=port,
-            certfile=str(certs.cert),
-            pkeyfile=str(certs.key),
-            cafile=str(certs.ca),
+        self._admission = admission_.Server(
+            self.admission_hooks, addr=addr, port=port, certfile=certs.cert, keyfile=certs.key
         )
-        settings.admission.managed = None  # registered by the server, with a namespace selector
+        self._register_webhooks = register
         self._webhooks_local = mode == "local"
 
     async def start(self) -> None:
@@ -334,6 +319,9 @@ class Operator:
             self._tasks.append(asyncio.create_task(self._follow_lease(), name="leadership"))
         if self.config.readiness_port:
             self._tasks.append(asyncio.create_task(self._serve_readiness(), name="readiness"))
+        if self._admission is not None and self._register_webhooks is not None:
+            await self._admission.start()  # listen first: the API server is sent where we answer
+            await self._register_webhooks()
         self.started = True
 
     async def _take_signals(self) -> None:
@@ -489,6 +477,8 @@ class Operator:
                 await asyncio.wait_for(call, CLEANUP_SECONDS)
             except Exception as exc:  # never block the exit
                 logger.warning("could not %s at exit: %s", what, exc or type(exc).__name__)
+        if self._admission is not None:
+            await self._admission.stop()
         self.informer.close()
         await self.recorder.stop()
         await self.notifier.stop()

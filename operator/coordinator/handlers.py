@@ -2,28 +2,32 @@
 
 They translate what kopf tells into the operator's terms and decide nothing: the
 operator starting and stopping, one daemon per started ExecutionPlan that asks the
-operator to drive it, and the admission webhooks (the decisions are in
-``coordinator.core.admission``). What the operator knows of its kinds comes from its own
-list/watch into the Store (``coordinator.k8s.informer``, ``coordinator.store``), not
-from kopf: kopf watches the plans only for their daemons.
+operator to drive it, and the admission hooks (served by ``coordinator.k8s.admission``,
+not kopf; the decisions are in ``coordinator.core.admission``). What the operator knows of
+its kinds comes from its own list/watch into the Store (``coordinator.k8s.informer``,
+``coordinator.store``), not from kopf: kopf watches the plans only for their daemons.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, TypeVar
 
 import kopf
 import pydantic
 
 from coordinator.api.approval import Approval
-from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
+from coordinator.api.common import GROUP, PLANS, VERSION
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.recommendation import Recommendation
 from coordinator.app import Operator
-from coordinator.core import admission
+from coordinator.core import admission as admission_
+from coordinator.k8s.admission import Hook, RefusedError, Review, Verdict
+
+M = TypeVar("M", bound=pydantic.BaseModel)
 
 STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
 DELETION_GRACE_SECONDS: Final = 120.0
@@ -33,16 +37,13 @@ kopf cancels its daemon (and lets it go)."""
 logger = logging.getLogger(__name__)
 
 
-def _parse(model: type[Any], body: kopf.Body) -> Any:
+def _parse(model: type[M], body: Mapping[str, Any]) -> M | None:
     try:
         return model.model_validate(dict(body))
     except pydantic.ValidationError as exc:
+        meta = body.get("metadata") or {}
         logger.error(
-            "ignoring %s %s/%s: %s",
-            body.get("kind"),
-            body.metadata.namespace,
-            body.metadata.name,
-            exc,
+            "ignoring %s %s/%s: %s", body.get("kind"), meta.get("namespace"), meta.get("name"), exc
         )
         return None
 
@@ -102,139 +103,98 @@ def _deleted(stopped: kopf.DaemonStopped) -> bool:
 
 # --- admission: identities come from the API server, never from the client ----------
 #
-# Registered by `register_admission` only when the webhooks are on: kopf refuses to start
-# with admission handlers and no server to serve them.
+# Served by the operator's own HTTPS server (``coordinator.k8s.admission``), not kopf's.
 
 
-def register_admission(registry: kopf.OperatorRegistry) -> None:
-    """Add the admission handlers (ids as in ``coordinator.app.HOOKS``) to `registry`."""
-    both: list[Literal["CREATE", "UPDATE"]] = ["CREATE", "UPDATE"]
-    on = kopf.on
-    on.mutate(GROUP, VERSION, APPROVALS, id="approval-stamp", operations=both, registry=registry)(
-        approval_stamp
-    )
-    on.validate(
-        GROUP, VERSION, APPROVALS, id="approval-check", operations=["UPDATE"], registry=registry
-    )(approval_check)
-    on.mutate(
-        GROUP,
-        VERSION,
-        RECOMMENDATIONS,
-        id="recommendation-stamp",
-        operations=both,
-        registry=registry,
-    )(recommendation_stamp)
-    on.validate(
-        GROUP,
-        VERSION,
-        RECOMMENDATIONS,
-        id="recommendation-check",
-        operations=both,
-        registry=registry,
-    )(recommendation_check)
+def admission(operator: Operator) -> dict[str, Hook]:
+    """The admission hooks by id (as in ``coordinator.app.HOOKS``), bound to `operator`."""
+    hooks = {
+        "approval-stamp": approval_stamp,
+        "approval-check": approval_check,
+        "recommendation-stamp": recommendation_stamp,
+        "recommendation-check": recommendation_check,
+    }
+    return {id_: functools.partial(hook, operator) for id_, hook in hooks.items()}
 
 
-def _user(userinfo: kopf.UserInfo) -> str:
-    return str(userinfo.get("username") or "")
+def _models(model: type[M], review: Review) -> tuple[M | None, M | None]:
+    new = _parse(model, review.object) if review.object is not None else None
+    old = _parse(model, review.old) if review.old is not None else None
+    return new, old
 
 
-def _set(patch: kopf.Patch, annotations: Mapping[str, str | None]) -> None:
-    for key, value in annotations.items():
-        patch.metadata.annotations[key] = value
-
-
-async def approval_stamp(
-    *,
-    body: kopf.Body,
-    userinfo: kopf.UserInfo,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    warnings: list[str],
-    **kwargs: Any,
-) -> None:
+async def approval_stamp(operator: Operator, review: Review) -> Verdict:
     """Each vote is stamped here, from the authenticated request (user and groups)."""
-    old = kwargs.get("old")
-    new = _parse(Approval, body)
-    before = _parse(Approval, old) if old else None
+    verdict = Verdict()
+    new, before = _models(Approval, review)
     if new is None:
-        return
+        return verdict
     submitter = None
     if before is not None and new.spec.decision != before.spec.decision:
-        operator: Operator = memo.operator
         submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
-    outcome = admission.record_vote(
+    outcome = admission_.record_vote(
         old=before,
         new=new,
-        user=_user(userinfo),
-        groups=[str(g) for g in userinfo.get("groups") or ()],
+        user=review.user,
+        groups=review.groups,
         submitter=submitter,
         now=datetime.now(UTC),
     )
     if outcome.refusal:
-        raise kopf.AdmissionError(outcome.refusal, code=403)
-    _set(patch, outcome.annotations)
-    for field, value in outcome.spec.items():
-        patch.spec[field] = value
+        raise RefusedError(outcome.refusal, code=403)
+    verdict.annotations.update(outcome.annotations)
+    verdict.spec.update(outcome.spec)
     if outcome.warning:
-        warnings.append(outcome.warning)
+        verdict.warnings.append(outcome.warning)
+    return verdict
 
 
-async def approval_check(
-    *, body: kopf.Body, userinfo: kopf.UserInfo, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    old = kwargs.get("old")
-    new = _parse(Approval, body)
-    before = _parse(Approval, old) if old else None
+async def approval_check(operator: Operator, review: Review) -> Verdict:
+    new, before = _models(Approval, review)
     if new is None or before is None:
-        return
-    operator: Operator = memo.operator
+        return Verdict()
     submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
-    reason = admission.check_decision(
-        old=before, new=new, user=_user(userinfo), submitter=submitter, now=datetime.now(UTC)
+    reason = admission_.check_decision(
+        old=before, new=new, user=review.user, submitter=submitter, now=datetime.now(UTC)
     )
     if reason:
-        raise kopf.AdmissionError(reason, code=403)
+        raise RefusedError(reason, code=403)
+    return Verdict()
 
 
-async def recommendation_stamp(
-    *, body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    old = kwargs.get("old")
-    new = _parse(Recommendation, body)
-    before = _parse(Recommendation, old) if old else None
+async def recommendation_stamp(operator: Operator, review: Review) -> Verdict:
+    verdict = Verdict()
+    new, before = _models(Recommendation, review)
     if new is None:
-        return
-    _set(patch, admission.stamp_submitter(old=before, new=new, user=_user(userinfo)))
+        return verdict
+    verdict.annotations.update(admission_.stamp_submitter(old=before, new=new, user=review.user))
     denied = None
     if before is None or before.spec != new.spec:  # who may do what: asked once per spec
-        operator: Operator = memo.operator
-        denied = await operator.submitter_may_not(userinfo, new)
-    _set(patch, admission.stamp_deputy(old=before, new=new, denied=denied))
+        denied = await operator.submitter_may_not(review.userinfo, new)
+    verdict.annotations.update(admission_.stamp_deputy(old=before, new=new, denied=denied))
+    return verdict
 
 
-async def recommendation_check(
-    *, body: kopf.Body, warnings: list[str], memo: kopf.Memo, **kwargs: Any
-) -> None:
-    old = kwargs.get("old")
-    new = _parse(Recommendation, body)
-    before = _parse(Recommendation, old) if old else None
+async def recommendation_check(operator: Operator, review: Review) -> Verdict:
+    verdict = Verdict()
+    new, before = _models(Recommendation, review)
     if new is None:
-        return
+        return verdict
     if before is not None:
-        reason = admission.check_spec_change(old=before, new=new)
+        reason = admission_.check_spec_change(old=before, new=new)
         if reason:
-            raise kopf.AdmissionError(reason, code=403)  # not 409: clients retry conflicts
+            raise RefusedError(reason, code=403)  # not 409: clients retry conflicts
     # --- executors (issue 12): the params of each step, before anything can run ---------
-    problems = admission.step_problems(old=before, new=new)
+    problems = admission_.step_problems(old=before, new=new)
     if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=403)
-    problem = admission.plan_problem(new)
+        raise RefusedError("; ".join(problems), code=403)
+    problem = admission_.plan_problem(new)
     if problem:  # never a fake plan: say what to add
-        raise kopf.AdmissionError(problem, code=422)
-    operator: Operator = memo.operator
+        raise RefusedError(problem, code=422)
     reason = await operator.endpoint_problem(new)
     if reason:
-        raise kopf.AdmissionError(reason, code=403)
+        raise RefusedError(reason, code=403)
     if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
         existing = operator.names_in(new.metadata.namespace)
-        warnings.extend(admission.dependency_warnings(new, existing=existing))
+        verdict.warnings.extend(admission_.dependency_warnings(new, existing=existing))
+    return verdict

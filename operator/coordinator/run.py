@@ -349,7 +349,7 @@ def _run(arguments: argparse.Namespace) -> int:
         # One line per admission request (two per write) is a log of the API server's work.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if mode != "off":
-        handlers.register_admission(kopf.get_default_registry())
+        operator.admission_hooks.update(handlers.admission(operator))
     namespaces = arguments.namespace or []
     try:
         kopf.run(
