@@ -482,7 +482,7 @@ class Operator:
         self.informer.close()
         await self.recorder.stop()
         await self.notifier.stop()
-        self.client.close()
+        await self.client.aclose()
 
     # --- from the Store to the queue and the plans ------------------------------------
 

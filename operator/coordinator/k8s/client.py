@@ -11,14 +11,17 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+import aiohttp
 import kubernetes
 import urllib3
 
 from coordinator.api import common
+from coordinator.k8s.http import Http
 from coordinator.k8s.objects import Objects
 
 MERGE_PATCH: Final = "application/merge-patch+json"
 FIELD_MANAGER: Final = "optiinfra-coordinator"
+_MANAGED: Final = {"fieldManager": FIELD_MANAGER}
 
 ApiException = kubernetes.client.ApiException
 
@@ -36,7 +39,7 @@ def conflict(exc: BaseException) -> bool:
 def transient(exc: BaseException) -> bool:
     """Worth trying again shortly: the API server is restarting, overloaded or unreachable.
 
-    HTTP 5xx and 429, and what urllib3 raises (through the kubernetes client) when the
+    HTTP 5xx and 429, and what aiohttp or urllib3 (through the kubernetes client) raise when the
     connection is refused, reset or times out. Never a 4xx other than 429 — those say the
     request itself is wrong, and trying it again gives the same answer — except the 403 of
     an API server that has just started and not yet loaded its RBAC roles (measured by
@@ -49,7 +52,9 @@ def transient(exc: BaseException) -> bool:
         return exc.status is not None and (exc.status == 429 or exc.status >= 500)
     return isinstance(
         exc,
-        urllib3.exceptions.MaxRetryError
+        aiohttp.ClientConnectionError
+        | aiohttp.ClientPayloadError
+        | urllib3.exceptions.MaxRetryError
         | urllib3.exceptions.ProtocolError
         | urllib3.exceptions.TimeoutError
         | urllib3.exceptions.NewConnectionError
@@ -85,8 +90,8 @@ class Client:
 
     def __init__(self, api: kubernetes.client.ApiClient, *, workers: int = 8) -> None:
         self._api = api
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self._apps = kubernetes.client.AppsV1Api(api)
+        self.http = Http(api.configuration, connections=workers)
+        """The calls made for every recommendation, from the event loop (``k8s.http``)."""
         self._core = kubernetes.client.CoreV1Api(api)
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="kube")
         self.objects = Objects(api, self._call)
@@ -100,36 +105,31 @@ class Client:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.objects.close()
 
+    async def aclose(self) -> None:
+        """`close`, and the connections of the event loop's calls."""
+        await self.http.close()
+        self.close()
+
     # --- optiinfra.io kinds -------------------------------------------------------------
 
+    @staticmethod
+    def _path(plural: str, namespace: str, name: str = "", sub: str = "") -> str:
+        path = f"/apis/{common.GROUP}/{common.VERSION}/namespaces/{namespace}/{plural}"
+        return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
+
     async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        created: dict[str, Any] = await self._call(
-            self._custom.create_namespaced_custom_object,
-            common.GROUP,
-            common.VERSION,
-            namespace,
-            plural,
-            dict(body),
-            field_manager=FIELD_MANAGER,
+        return await self.http.request(
+            "POST", self._path(plural, namespace), body=body, params=_MANAGED
         )
-        return created
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            found: dict[str, Any] = await self._call(
-                self._custom.get_namespaced_custom_object,
-                common.GROUP,
-                common.VERSION,
-                namespace,
-                plural,
-                name,
-            )
+            return await self.http.request("GET", self._path(plural, namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return found
 
     async def patch_status(
         self,
@@ -145,32 +145,19 @@ class Client:
         body: dict[str, Any] = {"status": dict(patch)}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        patched: dict[str, Any] = await self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            common.GROUP,
-            common.VERSION,
-            namespace,
-            plural,
-            name,
-            body,
-            field_manager=FIELD_MANAGER,
-            _content_type=MERGE_PATCH,
+        return await self.http.request(
+            "PATCH",
+            self._path(plural, namespace, name, "status"),
+            body=body,
+            params=_MANAGED,
+            content_type=MERGE_PATCH,
         )
-        return patched
 
     async def delete(self, plural: str, namespace: str, name: str, *, uid: str | None) -> None:
         """Delete `name` if it is still the object with `uid`; gone already is fine."""
         options = {"preconditions": {"uid": uid}} if uid else {}
         try:
-            await self._call(
-                self._custom.delete_namespaced_custom_object,
-                common.GROUP,
-                common.VERSION,
-                namespace,
-                plural,
-                name,
-                body=options,
-            )
+            await self.http.request("DELETE", self._path(plural, namespace, name), body=options)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -188,4 +175,4 @@ class Client:
     # --- events -----------------------------------------------------------------------
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
-        await self._call(self._core.create_namespaced_event, namespace, dict(body))
+        await self.http.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
