@@ -491,7 +491,7 @@ class Operator:
 
     def _changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
         """A change in the Store: the groups to reconcile, the plans to start or wake."""
-        self.reconciler.changed(plural, record)
+        self.reconciler.changed(plural, record, deleted)
         if not self.informer.listed.is_set():  # see _act_once_listed
             return
         key = record.key

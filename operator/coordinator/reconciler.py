@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -64,6 +65,13 @@ GroupKey = store_.GroupKey
 ObjectKey = store_.ObjectKey
 
 C = TypeVar("C", Approval, ExecutionPlan)
+
+Version = tuple[str, ObjectKey, int]
+"""(plural, object, resourceVersion) of a change or a write."""
+_WRITES: contextvars.ContextVar[set[Version] | None] = contextvars.ContextVar(
+    "reconciler_writes", default=None
+)
+"""The writes of the reconcile running in this task (and the tasks it gathers)."""
 
 
 RETRY_FIRST_SECONDS: Final = 0.5
@@ -167,6 +175,30 @@ class Result:
     pending_plans: tuple[ExecutionPlan, ...] = ()
 
 
+def _inputs(
+    observed: lifecycle.Observed,
+    phase: RecommendationPhase,
+    verdict: conflicts.Verdict | None,
+    policies: tuple[tuple[str, str | None], ...],
+) -> tuple[Any, ...]:
+    """What a recommendation's desired state is decided from, as versions: the objects'
+    resourceVersions, its effective phase (expiry included), its verdict, the
+    namespace's ApprovalPolicies. The same inputs that once decided nothing to do decide
+    nothing again: only its time-dependent parts could differ, and each of those (an
+    expiry) changes the effective phase."""
+    rec, approval, plan = observed.recommendation, observed.approval, observed.plan
+    return (
+        rec.metadata.resource_version,
+        approval.metadata.uid if approval else None,
+        approval.metadata.resource_version if approval else None,
+        plan.metadata.uid if plan else None,
+        plan.metadata.resource_version if plan else None,
+        phase,
+        verdict,
+        policies,
+    )
+
+
 class Reconciler:
     """Reconciles customer groups from the Store; writes through the StatusWriter."""
 
@@ -188,6 +220,13 @@ class Reconciler:
         """The reconciler's own writer: what it writes goes into the Store without queueing
         its own group again (see `changed`)."""
         self._writing = False
+        self._settled: dict[str, tuple[Any, ...]] = {}
+        """Recommendations (by uid) whose last evaluation decided nothing to do, and the
+        inputs it was decided from (`_inputs`): with the same inputs they are not decided
+        again (most of a group is settled when one of it changes; deciding was most of a
+        reconcile's CPU)."""
+        self._seen: dict[GroupKey, set[Version]] = {}
+        """The groups being reconciled, and the changes seen meanwhile by the watch."""
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
@@ -204,7 +243,7 @@ class Reconciler:
 
     # --- what triggers a reconcile ------------------------------------------------------
 
-    def changed(self, plural: str, record: store_.Record) -> None:
+    def changed(self, plural: str, record: store_.Record, deleted: bool = False) -> None:
         """An object of the store changed (or went): queue the groups it concerns — its
         own, and for a recommendation the groups of those that depend on it; for an
         ApprovalPolicy every group of its namespace; an AgentEndpoint none."""
@@ -214,8 +253,15 @@ class Reconciler:
             for key in self.store.groups_in(record.namespace):
                 self.queue.add(key)
             return
-        if not self._writing:
-            self.queue.add((record.namespace, record.customer))
+        if deleted and plural == RECOMMENDATIONS:
+            self._settled.pop(record.uid, None)
+        group = (record.namespace, record.customer)
+        seen = self._seen.get(group)
+        if seen is not None:  # being reconciled: known at its end whether it was an echo
+            if not self._writing:
+                seen.add((plural, record.key, -1 if deleted else record.rv))
+        elif not self._writing:
+            self.queue.add(group)
         if plural != RECOMMENDATIONS:
             return
         for dependent in self.store.dependents(record.key):
@@ -230,6 +276,11 @@ class Reconciler:
         one extra reconcile of the whole group per write; the profile put reconciles at a
         third of the operator's CPU). The groups that depend on it are still queued, and
         anyone else's change (a watch event at another version) queues the group."""
+        meta = raw.get("metadata") or {}
+        key = (meta.get("namespace") or "default", meta.get("name") or "")
+        writes = _WRITES.get()
+        if writes is not None:
+            writes.add((plural, key, store_.version(meta.get("resourceVersion"))))
         self._writing = True
         try:
             self.store.apply(plural, raw)
@@ -257,7 +308,7 @@ class Reconciler:
             key = await self.queue.get()
             try:
                 await self.acting.wait()  # a replica that does not lead keeps its queue
-                result = await self.reconcile(key)
+                result = await self._reconcile_seen(key)
                 self.queue.forget(key)
                 if result.requeue_after is not None:
                     self.queue.add_after(key, result.requeue_after)
@@ -291,6 +342,23 @@ class Reconciler:
             )
         return observed
 
+    async def _reconcile_seen(self, key: GroupKey) -> Result:
+        """Reconcile `key`, and again afterwards if the watch showed a change of the group
+        meanwhile that was not one of this reconcile's own writes. The watch often shows
+        a write before its response arrives: that echo is no reason to run again (it was
+        one extra reconcile of the whole group per recommendation, measured)."""
+        seen: set[Version] = set()
+        writes: set[Version] = set()
+        self._seen[key] = seen
+        token = _WRITES.set(writes)
+        try:
+            return await self.reconcile(key)
+        finally:
+            _WRITES.reset(token)
+            del self._seen[key]
+            if seen - writes:
+                self.queue.add(key)  # still active: it runs again once this one is done
+
     async def reconcile(self, key: GroupKey) -> Result:
         metrics.RECONCILES.inc()
         with metrics.RECONCILE_DURATION.time():
@@ -309,18 +377,47 @@ class Reconciler:
         )
         now = self.clock()
         policies = self.store.policies(key[0])
+        context = tuple((p.metadata.name, p.metadata.resource_version) for p in policies)
+        inputs: dict[str, tuple[Any, ...]] = {}
+
+        def known(
+            o: lifecycle.Observed, phase: RecommendationPhase, verdict: conflicts.Verdict | None
+        ) -> lifecycle.Desired | None:
+            rec = o.recommendation
+            seen = inputs[rec.name] = _inputs(o, phase, verdict, context)
+            if rec.status is None or self._settled.get(rec.metadata.uid or "") != seen:
+                return None
+            return lifecycle.Desired(status=rec.status)  # what it decided last time: nothing
+
         desired = lifecycle.evaluate(
-            group, namespace=namespace, policy=self.policy, now=now, policies=policies
+            group,
+            namespace=namespace,
+            policy=self.policy,
+            now=now,
+            policies=policies,
+            known=known,
         )
+        for o in group:  # remember which are settled, and by which inputs
+            uid = o.recommendation.metadata.uid or ""
+            if lifecycle.settled(o, desired[o.recommendation.name]):
+                self._settled[uid] = inputs[o.recommendation.name]
+            else:
+                self._settled.pop(uid, None)
         acted = await asyncio.gather(
             *(self._act(o, desired[o.recommendation.name], policies) for o in group)
         )
-        expiries = [
-            o.approval.spec.expires_at
-            for o in group
-            if o.approval is not None
-            and desired[o.recommendation.name].status.phase is RecommendationPhase.AWAITING_APPROVAL
-        ]
+        expiries = []
+        for o in group:  # when a pending approval expires, or is to be told expiring soon
+            wanted = desired[o.recommendation.name]
+            if wanted.status.phase is not RecommendationPhase.AWAITING_APPROVAL:
+                continue
+            if wanted.create_approval is not None:  # created now: no watch event brings it back
+                expires = wanted.create_approval.spec.expires_at
+                expiries.append(expires)
+                if policies:
+                    expiries.append(max(now, expires - self.notify_lead))
+            elif o.approval is not None:
+                expiries.append(o.approval.spec.expires_at)
         if policies:
             expiries.extend(self._notify_expiring(group, desired, policies, now=now))
         requeue = None

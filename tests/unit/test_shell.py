@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from unittest import mock
 
 import pytest
 
@@ -22,6 +23,7 @@ from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import APPROVALS, ENDPOINTS, PLANS, POLICIES, RECOMMENDATIONS
 from coordinator.core import approval as policy_
+from coordinator.core import lifecycle
 from coordinator.executors import webhook as webhook_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
@@ -162,7 +164,7 @@ def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecor
         store=store,
         clock=lambda: NOW,
     )
-    store.listeners.append(lambda plural, record, deleted: reconciler.changed(plural, record))
+    store.listeners.append(reconciler.changed)
     return store, reconciler, recorder
 
 
@@ -335,7 +337,9 @@ async def test_a_new_recommendation_gets_an_approval_and_its_status_in_one_write
     assert rec is not None
     assert rec.phase.value == "AwaitingApproval"
     assert store.approval((NS, "a")) is not None
-    assert result.requeue_after is None  # no approval was observed yet
+    # Medium risk: 48 h to decide; the group comes back when it expires (no watch event
+    # of the approval it created does: that is the reconcile's own write).
+    assert result.requeue_after == pytest.approx(timedelta(hours=48).total_seconds() + 0.05)
     assert recorder.reasons  # the transition is told in Events
     api.writes.clear()
     again = await reconciler.reconcile((NS, "c1"))
@@ -431,6 +435,123 @@ async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -
     rec = store.recommendation((NS, "a"))
     assert rec is not None
     assert rec.phase.value == "AwaitingApproval"
+
+
+async def _reconciles_until_idle(
+    reconciler: reconciler_.Reconciler, during: Callable[[], None] = lambda: None
+) -> int:
+    """Run the workers until the queue is idle; how many reconciles ran. `during` runs
+    inside the first reconcile (a change the watch shows meanwhile)."""
+    count = 0
+    real = reconciler.reconcile
+
+    async def counted(key: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count == 1:
+            during()
+        return await real(key)
+
+    reconciler.reconcile = counted  # type: ignore[method-assign]
+
+    async def start(_: Any) -> None:
+        pass
+
+    task = asyncio.create_task(reconciler.run(start))
+    try:
+        await asyncio.sleep(0)
+        await asyncio.wait_for(reconciler.queue.idle(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return count
+
+
+def _echoing(api: FakeApi, store: store_.Store) -> None:
+    """The watch shows each status write before its response arrives (as it often does)."""
+    real = api.patch_status
+
+    async def patch_status(plural: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        written = await real(plural, *args, **kwargs)
+        store.apply(plural, copy.deepcopy(written))  # the echo, first
+        return written
+
+    api.patch_status = patch_status  # type: ignore[method-assign]
+
+
+@in_loop
+async def test_the_watch_echo_of_a_reconcile_own_writes_does_not_run_it_again() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    _echoing(api, store)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    assert await _reconciles_until_idle(reconciler) == 1
+    assert [w[:3] for w in api.writes] == [
+        ("create", APPROVALS, "a"),
+        ("status", APPROVALS, "a"),
+        ("status", RECOMMENDATIONS, "a"),
+    ]
+
+
+@in_loop
+async def test_a_change_the_watch_shows_during_a_reconcile_runs_it_again() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    _echoing(api, store)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    late = api.put(RECOMMENDATIONS, rec_body("b", resources=("db",)))
+    assert await _reconciles_until_idle(reconciler, lambda: store.apply(RECOMMENDATIONS, late)) == 2
+    b = store.recommendation((NS, "b"))
+    assert b is not None
+    assert b.phase.value == "AwaitingApproval"
+
+
+@in_loop
+async def test_a_settled_recommendation_is_not_decided_again_until_an_input_changes() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    for name, resource in (("a", "web"), ("b", "db")):
+        store.apply(
+            RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name, resources=(resource,)))
+        )
+    decided: list[str] = []
+    real = lifecycle.decide
+
+    def counting(observed: lifecycle.Observed, **kwargs: Any) -> lifecycle.Desired:
+        decided.append(observed.recommendation.name)
+        return real(observed, **kwargs)
+
+    with mock.patch.object(lifecycle, "decide", counting):
+        await _settle_and_change(api, store, reconciler, decided)
+
+
+async def _settle_and_change(
+    api: FakeApi, store: store_.Store, reconciler: reconciler_.Reconciler, decided: list[str]
+) -> None:
+    await reconciler.reconcile((NS, "c1"))  # both new: decided, written
+    await reconciler.reconcile((NS, "c1"))  # as written: decided once more, nothing to do
+    decided.clear()
+    api.writes.clear()
+    await reconciler.reconcile((NS, "c1"))
+    assert decided == []  # settled, same inputs
+    assert api.writes == []
+    # A person rejects b: only b is decided again.
+    approval = api.objects[(APPROVALS, NS, "b")]
+    approval["spec"]["decision"] = "Rejected"
+    store.apply(APPROVALS, api.put(APPROVALS, approval))
+    await reconciler.reconcile((NS, "c1"))
+    assert decided == ["b"]
+    b = store.recommendation((NS, "b"))
+    assert b is not None
+    assert b.phase.value == "Rejected"
+    # Time passes beyond a's expiry: its effective phase changes, so it is decided again.
+    decided.clear()
+    reconciler.clock = lambda: NOW + timedelta(hours=49)
+    await reconciler.reconcile((NS, "c1"))
+    assert "a" in decided
+    a = store.recommendation((NS, "a"))
+    assert a is not None
+    assert a.phase.value == "Expired"
 
 
 # --- readiness ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -112,6 +112,10 @@ class Desired:
     events: tuple[Event, ...] = ()
 
 
+Known = Callable[[Observed, RecommendationPhase, "conflicts.Verdict | None"], "Desired | None"]
+"""What a caller already knows a recommendation's desired state to be (see `evaluate`)."""
+
+
 def _plan_generation(plan: ExecutionPlan) -> int | None:
     raw = plan.metadata.annotations.get(GENERATION_ANNOTATION)
     return int(raw) if raw and raw.isdigit() else None
@@ -174,24 +178,40 @@ def evaluate(
     policy: policy_.ApprovalPolicy,
     now: datetime,
     policies: Sequence[PolicyObject] = (),
+    known: Known | None = None,
 ) -> dict[str, Desired]:
-    """Desired state for every recommendation of one customer in one namespace."""
+    """Desired state for every recommendation of one customer in one namespace.
+
+    `known`, when given, is asked first for each recommendation with its effective phase
+    and verdict: a Desired it returns is taken as is (the caller knows that the same
+    inputs decided nothing to do), else the recommendation is decided."""
     effective = {
         o.recommendation.name: with_phase(o.recommendation, effective_phase(o, now=now))
         for o in group
     }
     evaluation = conflicts.evaluate(list(effective.values()), namespace=namespace)
-    return {
-        o.recommendation.name: decide(
-            o,
-            phase=effective[o.recommendation.name].phase,
-            verdict=evaluation.verdicts.get(o.recommendation.name),
-            policy=policy,
-            now=now,
-            policies=policies,
+    desired = {}
+    for o in group:
+        name = o.recommendation.name
+        phase = effective[name].phase
+        verdict = evaluation.verdicts.get(name)
+        found = known(o, phase, verdict) if known is not None else None
+        desired[name] = found or decide(
+            o, phase=phase, verdict=verdict, policy=policy, now=now, policies=policies
         )
-        for o in group
-    }
+    return desired
+
+
+def settled(observed: Observed, desired: Desired) -> bool:
+    """`desired` asks nothing of `observed`: no write, no create or delete, no Event."""
+    return (
+        desired.create_approval is None
+        and desired.approval_status is None
+        and desired.create_plan is None
+        and not desired.delete_plan
+        and not desired.events
+        and observed.recommendation.status == desired.status
+    )
 
 
 def decide(
