@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -34,8 +35,10 @@ GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
 """Set on an ExecutionPlan: the recommendation generation it was made from."""
 
 
+@functools.lru_cache(maxsize=4096)
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix and no fractions, as Kubernetes writes times."""
+    """RFC 3339 in UTC with a ``Z`` suffix and no fractions, as Kubernetes writes times.
+    (Cached: the same few times are written again at every status comparison.)"""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
