@@ -517,7 +517,7 @@ class Profiler:
         if pid is None:
             return
         self.proc = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+            ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--gil",
              "--output", str(out), "--nonblocking"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -567,22 +567,17 @@ def control_plane_pids() -> dict[str, int]:
 
 
 class BenchClient(client_.Client):
-    """The operator's client (16 threads under asyncio), plus the writes a person makes."""
+    """The operator's client (its calls from the event loop), plus the writes a person makes."""
 
     async def patch(
         self, plural: str, namespace: str, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        patched: dict[str, Any] = await self._call(
-            self._custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            plural,
-            name,
-            dict(body),
-            _content_type=client_.MERGE_PATCH,
+        return await self.http.request(
+            "PATCH",
+            self._path(plural, namespace, name),
+            body=body,
+            content_type=client_.MERGE_PATCH,
         )
-        return patched
 
 
 def new_api(kubeconfig: Path) -> kubernetes.client.ApiClient:
@@ -1130,6 +1125,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     operator.pid if profile and rate == args.rate else None,
                     logs / "profile-load.txt",
                 )
+                reconciles = operator.metric("optiinfra_reconciles_total")
                 figures = await load(
                     bench, bench.namespace(f"op-load-{rate:g}".replace(".", "-")), rate=rate,
                     duration=duration, customers=args.customers, limit_s=args.timeout,
@@ -1137,6 +1133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 profiler.stop()
                 figures["cpu"] = cpu.used()
                 figures["tail_s"] = await bench.settle()
+                figures["reconciles"] = operator.metric("optiinfra_reconciles_total") - reconciles
                 sweep.append(figures)
                 log(f"load: {rate}/s: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
             result["load"] = sweep[0]
