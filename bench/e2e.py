@@ -567,17 +567,7 @@ def control_plane_pids() -> dict[str, int]:
 
 
 class BenchClient(client_.Client):
-    """The operator's client (its calls from the event loop), plus the writes a person makes."""
-
-    async def patch(
-        self, plural: str, namespace: str, name: str, body: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        return await self.http.request(
-            "PATCH",
-            self._path(plural, namespace, name),
-            body=body,
-            content_type=client_.MERGE_PATCH,
-        )
+    """The operator's client (its calls from the event loop), as the benchmark's writer."""
 
 
 def new_api(kubeconfig: Path) -> kubernetes.client.ApiClient:

@@ -1,11 +1,11 @@
 """The kopf handlers: the least interesting file, by design.
 
-They translate what kopf tells into the operator's terms and decide nothing: the
-operator starting and stopping, one daemon per started ExecutionPlan that asks the
-operator to drive it, and the admission hooks (served by ``coordinator.k8s.admission``,
-not kopf; the decisions are in ``coordinator.core.admission``). What the operator knows of
-its kinds comes from its own list/watch into the Store (``coordinator.k8s.informer``,
-``coordinator.store``), not from kopf: kopf watches the plans only for their daemons.
+They translate into the operator's terms and decide nothing: kopf's start and stop of
+the operator, and the admission hooks (served by ``coordinator.k8s.admission``, not
+kopf; the decisions are in ``coordinator.core.admission``). kopf watches nothing: what
+the operator knows of its kinds comes from its own list/watch into the Store
+(``coordinator.k8s.informer``, ``coordinator.store``), and the daemon of each started
+plan is run from there (``coordinator.app``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import functools
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import kopf
 import pydantic
 
 from coordinator.api.approval import Approval
-from coordinator.api.common import GROUP, PLANS, VERSION
-from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.recommendation import Recommendation
 from coordinator.app import Operator
 from coordinator.core import admission as admission_
@@ -29,10 +27,6 @@ from coordinator.k8s.admission import Hook, RefusedError, Review, Verdict
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
-STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
-DELETION_GRACE_SECONDS: Final = 120.0
-"""How long a plan whose recommendation was deleted mid-run may take to roll back before
-kopf cancels its daemon (and lets it go)."""
 
 logger = logging.getLogger(__name__)
 
@@ -61,44 +55,6 @@ async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def stopping(memo: kopf.Memo, **_: Any) -> None:
     await memo.operator.stop()
-
-
-# --- one daemon per started plan ---------------------------------------------------
-
-
-def _started(status: kopf.Status, **_: Any) -> bool:
-    """Running or rolling back. Only then does a plan carry kopf's finalizer, so that a
-    plan whose recommendation is deleted mid-run is rolled back before it goes, while
-    pending and ended plans never hold up a deletion."""
-    return status.get("phase") in STARTED
-
-
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLANS,
-    when=_started,
-    cancellation_backoff=DELETION_GRACE_SECONDS,
-    cancellation_timeout=10.0,
-)
-async def run_plan(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
-    """Ask the operator to drive the plan while this replica leads, and to roll it back
-    when it is deleted mid-run (kopf holds its deletion until this returns)."""
-    operator: Operator = memo.operator
-    plan = _parse(ExecutionPlan, body)
-    if plan is not None:
-        await operator.drive_plan(
-            plan,
-            stopped=lambda: bool(stopped),
-            deleted=lambda: _deleted(stopped),
-            wait_stopped=stopped.wait,
-        )
-
-
-def _deleted(stopped: kopf.DaemonStopped) -> bool:
-    return stopped.reason is not None and bool(
-        stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
-    )
 
 
 # --- admission: identities come from the API server, never from the client ----------

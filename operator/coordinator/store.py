@@ -104,7 +104,9 @@ class Record:
         "body",
         "conflicts",
         "customer",
+        "deleting",
         "depends_on",
+        "finalizers",
         "name",
         "namespace",
         "owner",
@@ -130,6 +132,10 @@ class Record:
         self.owner: str | None = next((o.get("uid") for o in owners if o.get("controller")), None)
         if self.owner is None and owners:
             self.owner = owners[0].get("uid")
+        self.deleting: bool = bool(meta.get("deletionTimestamp"))
+        self.finalizers: tuple[str, ...] = tuple(
+            sys.intern(str(f)) for f in meta.get("finalizers") or ()
+        )
         self.conflicts: tuple[str, ...] = tuple(
             sys.intern(str(c.get("type"))) for c in status.get("conflicts") or ()
         )

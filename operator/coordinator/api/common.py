@@ -31,6 +31,8 @@ DECIDED_BY_ANNOTATION: Final = "optiinfra.io/decided-by"
 """Set on an Approval by the admission webhook: who decided, from the request's userInfo."""
 DECIDED_AT_ANNOTATION: Final = "optiinfra.io/decided-at"
 """Set on an Approval by the admission webhook: when the decision was made."""
+FINALIZER: Final = "optiinfra.io/coordinator"
+"""On a running ExecutionPlan: its deletion waits until it is rolled back."""
 GENERATION_ANNOTATION: Final = "optiinfra.io/recommendation-generation"
 """Set on an ExecutionPlan: the recommendation generation it was made from."""
 

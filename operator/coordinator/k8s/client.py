@@ -153,6 +153,18 @@ class Client:
             content_type=MERGE_PATCH,
         )
 
+    async def patch(
+        self, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge `patch` into the object (not its status): its finalizers, a person's edit."""
+        return await self.http.request(
+            "PATCH",
+            self._path(plural, namespace, name),
+            body=patch,
+            params=_MANAGED,
+            content_type=MERGE_PATCH,
+        )
+
     async def delete(self, plural: str, namespace: str, name: str, *, uid: str | None) -> None:
         """Delete `name` if it is still the object with `uid`; gone already is fine."""
         options = {"preconditions": {"uid": uid}} if uid else {}
