@@ -24,8 +24,10 @@ from typing import Any, Final
 import aiohttp
 import kubernetes
 
-TIMEOUT: Final = aiohttp.ClientTimeout(total=60, connect=10)
-"""No call the operator makes takes long; one that hangs is a transient error."""
+TIMEOUT: Final = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+"""A connection that cannot be made, or an answer that stops coming, is a transient
+error. No limit on the whole call: under a burst a call may wait its turn for one of the
+`connections` for a long time (aiohttp's `connect` and `total` would count that wait)."""
 
 
 def ssl_context(configuration: kubernetes.client.Configuration) -> ssl.SSLContext:
