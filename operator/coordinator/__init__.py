@@ -23,12 +23,15 @@ top of the repository enforces this with import-linter (``make lint``).
     timeline; pure, over the objects as the API server returns them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
-    owned children), ``status`` (the one StatusWriter of every kind: diff, one merge
-    patch, no-ops skipped, the written version handed to the Store), ``informer`` (the
-    lean list/watch of the coordinator's kinds into the Store), ``objects`` (any kind,
-    for the kubernetes executor), ``events``, ``webhooks`` (admission configurations),
-    ``lease`` (leader election), ``access`` (access reviews: the operator's own rights
-    at start, a submitter's at admission), ``caller`` (reads and writes with a caller's
+    owned children; ``http`` makes its frequent calls from the event loop over aiohttp
+    with the client's configuration), ``status`` (the one StatusWriter of every kind:
+    diff, one merge patch, no-ops skipped, the written version handed to the Store),
+    ``informer`` (the lean list/watch of the coordinator's kinds into the Store),
+    ``objects`` (any kind, for the kubernetes executor), ``events``, ``webhooks``
+    (admission configurations), ``admission`` (the admission webhooks' HTTPS server:
+    AdmissionReview in, verdict and JSON Patch out), ``lease`` (leader election),
+    ``access`` (access reviews: the operator's own rights at start, a submitter's at
+    admission), ``caller`` (reads and writes with a caller's
     own credentials, for the plugin and the gateway) — and what plan steps do
     (``kubernetes``, ``webhook``, ``simulated``); ``notify`` sends the ApprovalPolicies'
     signed notifications from its own queue.
@@ -50,12 +53,14 @@ The shell, from the bottom up:
     One plan: next move (``core.plan``) -> persist -> execute -> persist.
 ``coordinator.app``
     The running operator: wires the Store, the list/watch, the reconciler and the
-    runner; turns Store changes into queue keys and plan starts; drives one plan when
-    its daemon asks; leadership, readiness (green once the initial listing is in the
-    Store), webhooks, clean-up.
+    runner; turns Store changes into queue keys and plan starts; runs one daemon per
+    started plan from the Store (its finalizer on while it runs, so that a deletion
+    waits for the rollback) that drives it; leadership, readiness (green once the
+    initial listing is in the Store), the admission server and its registration,
+    clean-up.
 ``coordinator.handlers``
-    Thin kopf handlers: start and stop the operator, one daemon per started plan that
-    asks the operator to drive it, the admission webhooks. They decide nothing.
+    Thin handlers: kopf's start and stop of the operator, and the four admission hooks
+    (served by ``k8s.admission``). They decide nothing. kopf watches nothing.
 ``coordinator.cli``, ``coordinator.run``, ``coordinator.gateway``
     The ``coordinator`` command: ``run`` (flags, start-up checks, kopf), ``check`` and
     ``gateway`` (the origin document's HTTP API and a read-only dashboard over the

@@ -3,9 +3,9 @@
 ``coordinator run`` builds an ``Operator`` from its flags and hands it to kopf as the
 memo; the handlers reach everything through it. It owns the API client, the Store and
 the list/watch that fills it, the status writer, the event recorder, the reconciler
-(customer groups, on one work queue) and the plan runner, and it drives one plan when a
-plan's daemon asks (`drive_plan`). A change in the Store becomes queue keys and plan
-starts here (`_changed`), nowhere else.
+(customer groups, on one work queue), the plan runner, one daemon per started plan
+(`_supervise`, `drive_plan`) and the admission server. A change in the Store becomes
+queue keys, plan starts and daemons here (`_changed`), nowhere else.
 """
 
 from __future__ import annotations
