@@ -191,6 +191,8 @@ class Operator:
         budget counts the plans its starts wrote), and how many wait."""
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._listing = False
+        """Set while a listing's objects go into the Store (see `_deliver`)."""
         self._daemons: dict[str, _Daemon] = {}
         """One per started plan (by uid): see `_supervise`."""
         self._resources = access_.Resources(self.api)
@@ -406,7 +408,7 @@ class Operator:
         for record in self.store.plans():
             self._supervise(record, False)
         for key in self.store.groups():
-            self.reconciler.queue.add(key)
+            self.reconciler.queue.add(key, backlog=True)
         await self._start_pending()
 
     async def _start_pending(self) -> None:
@@ -488,13 +490,17 @@ class Operator:
 
     # --- from the Store to the queue and the plans ------------------------------------
 
-    def _deliver(self, plural: str, raw: Mapping[str, Any], deleted: bool) -> None:
-        self.store.apply(plural, raw, deleted=deleted)
+    def _deliver(self, plural: str, raw: Mapping[str, Any], deleted: bool, listed: bool) -> None:
+        self._listing = listed  # what a listing shows waits behind what changes now
+        try:
+            self.store.apply(plural, raw, deleted=deleted)
+        finally:
+            self._listing = False
 
     def _changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
         """A change in the Store: the groups to reconcile, the plans to start, wake, hold
         or let go."""
-        self.reconciler.changed(plural, record, deleted)
+        self.reconciler.changed(plural, record, deleted, backlog=self._listing)
         if plural == PLANS:
             self._supervise(record, deleted)
         if not self.informer.listed.is_set():  # see _act_once_listed

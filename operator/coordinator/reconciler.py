@@ -82,13 +82,20 @@ up to a minute; a success resets it."""
 
 class WorkQueue:
     """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile;
-    `add_after` brings one back at a time, `retry` after a per-key exponential backoff."""
+    `add_after` brings one back at a time, `retry` after a per-key exponential backoff.
+
+    Two priorities, as controller-runtime's priority queue has them: what a listing
+    shows (a start-up with 10 000 recommendations queues all 500 groups) is the backlog,
+    taken only when no key of a change happening now waits; a key of the backlog that
+    changes now moves ahead."""
 
     def __init__(
         self, *, first: float = RETRY_FIRST_SECONDS, cap: float = RETRY_CAP_SECONDS
     ) -> None:
         self._queue: collections.deque[GroupKey] = collections.deque()
-        self._queued: set[GroupKey] = set()
+        self._backlog: collections.deque[GroupKey] = collections.deque()
+        self._queued: dict[GroupKey, bool] = {}
+        """Each key waiting, and whether it is (only) in the backlog."""
         self._active: set[GroupKey] = set()
         self._dirty: set[GroupKey] = set()
         self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
@@ -99,13 +106,15 @@ class WorkQueue:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def add(self, key: GroupKey) -> None:
+    def add(self, key: GroupKey, *, backlog: bool = False) -> None:
         self._idle.clear()
         if key in self._active:
             self._dirty.add(key)
-        elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.append(key)
+            return
+        waiting = self._queued.get(key)
+        if waiting is None or (waiting and not backlog):  # new, or out of the backlog
+            self._queued[key] = backlog
+            (self._backlog if backlog else self._queue).append(key)
             self._ready.set()
 
     def add_after(self, key: GroupKey, seconds: float) -> None:
@@ -135,20 +144,25 @@ class WorkQueue:
         self._failures.pop(key, None)
 
     async def get(self) -> GroupKey:
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        key = self._queue.popleft()
-        self._queued.discard(key)
-        self._active.add(key)
-        return key
+        while True:
+            while not self._queue and not self._backlog:
+                self._ready.clear()
+                await self._ready.wait()
+            from_backlog = not self._queue
+            key = (self._backlog if from_backlog else self._queue).popleft()
+            waiting = self._queued.get(key)
+            if waiting is None or waiting != from_backlog:
+                continue  # taken already, or moved ahead (its other entry counts)
+            del self._queued[key]
+            self._active.add(key)
+            return key
 
     def done(self, key: GroupKey) -> None:
         self._active.discard(key)
         if key in self._dirty:
             self._dirty.discard(key)
             self.add(key)
-        elif not self._queue and not self._active:
+        elif not self._queued and not self._active:
             self._idle.set()
 
     async def idle(self) -> None:
@@ -161,7 +175,7 @@ class WorkQueue:
         self._timers.clear()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queued)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,15 +257,18 @@ class Reconciler:
 
     # --- what triggers a reconcile ------------------------------------------------------
 
-    def changed(self, plural: str, record: store_.Record, deleted: bool = False) -> None:
+    def changed(
+        self, plural: str, record: store_.Record, deleted: bool = False, *, backlog: bool = False
+    ) -> None:
         """An object of the store changed (or went): queue the groups it concerns — its
         own, and for a recommendation the groups of those that depend on it; for an
-        ApprovalPolicy every group of its namespace; an AgentEndpoint none."""
+        ApprovalPolicy every group of its namespace; an AgentEndpoint none. `backlog`:
+        shown by a listing (start-up, a relist), not a change now: queued behind those."""
         if plural == ENDPOINTS:
             return
         if plural == POLICIES:
             for key in self.store.groups_in(record.namespace):
-                self.queue.add(key)
+                self.queue.add(key, backlog=backlog)
             return
         if deleted and plural == RECOMMENDATIONS:
             self._settled.pop(record.uid, None)
@@ -261,13 +278,13 @@ class Reconciler:
             if not self._writing:
                 seen.add((plural, record.key, -1 if deleted else record.rv))
         elif not self._writing:
-            self.queue.add(group)
+            self.queue.add(group, backlog=backlog)
         if plural != RECOMMENDATIONS:
             return
         for dependent in self.store.dependents(record.key):
             customer = self.store.customer_of(dependent)
             if customer is not None:
-                self.queue.add((record.namespace, customer))
+                self.queue.add((record.namespace, customer), backlog=backlog)
 
     def _written(self, plural: str, raw: Mapping[str, Any]) -> None:
         """A write of a reconcile, into the Store. Its own group is not queued again: the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import localcluster
 import pytest
 import yaml
 
+from coordinator.api.common import GROUP, PLANS, VERSION
 from tests import examples_support
 from tests.agent_process import KEY, AgentProcess
 from tests.gateway_support import GatewayProcess, gateway
@@ -213,6 +215,16 @@ def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+    # A plan left Running holds the operator's finalizer, and its operator is stopped by
+    # now: let it go, or the namespace stays Terminating for the rest of the cluster's life.
+    custom = kubernetes.client.CustomObjectsApi(api)
+    for plan in custom.list_namespaced_custom_object(GROUP, VERSION, name, PLANS)["items"]:
+        if plan["metadata"].get("finalizers"):
+            with contextlib.suppress(kubernetes.client.ApiException):
+                custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, name, PLANS, plan["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                )  # fmt: skip
 
 
 @pytest.fixture

@@ -272,7 +272,7 @@ async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_
     store, reconciler, _ = shell(api)
     store.apply(ENDPOINTS, api.put(ENDPOINTS, endpoint_body("watched")))
     api.put(ENDPOINTS, endpoint_body("just-applied"))  # not seen by the watch yet
-    assert reconciler.queue._queued == set()  # an endpoint queues no group
+    assert len(reconciler.queue) == 0  # an endpoint queues no group
     resolver = webhook_.ClientResolver(
         cast(client_.Client, api), lambda ns, name: store.endpoint((ns, name))
     )
@@ -293,6 +293,23 @@ async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_
 
 
 # --- the work queue -------------------------------------------------------------------
+
+
+@in_loop
+async def test_what_changes_now_goes_ahead_of_what_a_listing_showed() -> None:
+    queue = reconciler_.WorkQueue()
+    for customer in ("a", "b", "c"):
+        queue.add((NS, customer), backlog=True)  # the start-up listing
+    queue.add((NS, "new"))  # a recommendation created now
+    queue.add((NS, "c"))  # and a change of one in the backlog: it moves ahead
+    queue.add((NS, "b"), backlog=True)  # listed again: stays where it is
+    taken = []
+    while len(queue):
+        key = await queue.get()
+        taken.append(key[1])
+        queue.done(key)
+    assert taken == ["new", "c", "a", "b"]
+    await asyncio.wait_for(queue.idle(), 1)
 
 
 @in_loop

@@ -42,8 +42,8 @@ WATCH_SECONDS: Final = 300
 RETRY_FIRST_SECONDS: Final = 0.2
 RETRY_CAP_SECONDS: Final = 5.0
 
-Deliver = Callable[[str, Mapping[str, Any], bool], None]
-"""(plural, raw object, deleted)."""
+Deliver = Callable[[str, Mapping[str, Any], bool, bool], None]
+"""(plural, raw object, deleted, from a listing rather than a watch event)."""
 Resync = Callable[[str, Callable[[str], bool], set[tuple[str, str]]], None]
 """(plural, which namespaces were listed, the keys listed)."""
 
@@ -230,13 +230,13 @@ class Informer:
 
     def _take(self, plural: str, obj: Mapping[str, Any], deleted: bool) -> None:
         try:
-            self._deliver(plural, obj, deleted)
+            self._deliver(plural, obj, deleted, False)
         finally:
             self._in_flight.release()
 
     def _deliver_page(self, plural: str, items: list[Mapping[str, Any]]) -> None:
         for item in items:
-            self._deliver(plural, item, False)
+            self._deliver(plural, item, False, True)
 
     def _one_listed(self) -> None:
         self._pending -= 1
