@@ -153,9 +153,11 @@ spec:
 
 def main() -> int:
     started = time.monotonic()
-    # kubectl finds its plugin kubectl-optiinfra on PATH: the one installed beside this Python.
+    # `coordinator` and kubectl's plugin kubectl-optiinfra are the ones installed beside
+    # this Python (first: not an older install elsewhere on PATH; it holds no kubectl, so
+    # the pinned kubectl the Makefile put first is still the one found).
     bindir = str(Path(sys.executable).parent)
-    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), bindir])
+    os.environ["PATH"] = os.pathsep.join([bindir, os.environ.get("PATH", "")])
     say("The three kinds, generated from the pydantic models")
     run("kubectl apply -f crds/")
     run("kubectl wait --for=condition=Established crd --all --timeout=60s", show=False)
