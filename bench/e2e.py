@@ -566,10 +566,6 @@ def control_plane_pids() -> dict[str, int]:
 # --- the client and the namespaces ----------------------------------------------------
 
 
-class BenchClient(client_.Client):
-    """The operator's client (its calls from the event loop), as the benchmark's writer."""
-
-
 def new_api(kubeconfig: Path) -> kubernetes.client.ApiClient:
     """A client as the operator makes one: as many connections as its client has threads."""
     return app.api_client(CLIENT_THREADS, config_file=str(kubeconfig))
@@ -684,7 +680,7 @@ def latencies(
 class Bench:
     args: argparse.Namespace
     api: kubernetes.client.ApiClient
-    client: BenchClient
+    client: client_.Client
     run_id: str
     namespaces: list[str] = dataclasses.field(default_factory=list)
     operator: OperatorProcess | None = None
@@ -887,7 +883,7 @@ async def approvals(
     the patch (its response, or the watch showing the decision, whichever came first).
     """
     let_approve(bench.api, namespace, APPROVER)
-    approver = BenchClient(
+    approver = client_.Client(
         new_api(Path(bench.args.kubeconfig).with_name(f"kubeconfig-{APPROVER}")),
         workers=CLIENT_THREADS,
     )
@@ -1046,7 +1042,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(
         args=args,
         api=api,
-        client=BenchClient(new_api(kubeconfig), workers=CLIENT_THREADS),
+        client=client_.Client(new_api(kubeconfig), workers=CLIENT_THREADS),
         run_id=run_id,
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
