@@ -475,6 +475,7 @@ class OperatorProcess:
             if self.healthy() and registered:
                 return self
             time.sleep(0.1)
+        self.stop()  # nobody else holds it yet: it would outlive the benchmark
         raise RuntimeError(f"the operator was not healthy within {timeout:.0f}s; see {self.log}")
 
     def drop_webhooks(self, api: kubernetes.client.ApiClient) -> None:
