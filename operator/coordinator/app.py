@@ -150,7 +150,7 @@ class Operator:
         self.api = api_client(config.workers)
         self.client = client_.Client(self.api, workers=config.workers)
         self.recorder = events_.Recorder(self.client)
-        self.store = store_.Store()
+        self.store = store_.Store(loader=self.client.get)
         """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
         self.store.listeners.append(self._changed)
         self.writer = status_.StatusWriter(self.client, self.store.apply)
@@ -417,7 +417,9 @@ class Operator:
         began, count = time.monotonic(), 0
         for record in self.store.plans():
             if record.phase not in STARTED:
-                await self.start_plan(self.store.model(PLANS, record))
+                plan = await self.store.fetch(PLANS, record)  # read again if evicted
+                if plan is not None:
+                    await self.start_plan(plan)
                 count += 1
                 if count % 50 == 0:
                     await asyncio.sleep(0)  # let the reconciles and the webhooks in
@@ -527,7 +529,8 @@ class Operator:
             logger.error("plan start failed", exc_info=task.exception())
 
     async def _start_recorded(self, key: tuple[str, str]) -> None:
-        plan = self.store.plan(key)
+        record = self.store.record(PLANS, key)
+        plan = None if record is None else await self.store.fetch(PLANS, record)
         if plan is not None:
             await self.start_plan(plan)
 
@@ -571,9 +574,9 @@ class Operator:
         operator stops; then let it go."""
         try:
             while True:
-                plan = self.store.plan(key)
+                plan = self.store.held(PLANS, key)
                 if plan is None or plan.metadata.uid != uid:
-                    return
+                    return  # gone, another object, or ended and evicted
                 try:
                     if not stop.is_set() and await _first(self.leading.wait(), stop.wait()):
                         await self._finalizer(key, uid, present=True)
@@ -664,7 +667,7 @@ class Operator:
         self._starting[group] = (lock, users + 1)
         try:
             async with lock:
-                latest = self.store.plan(key)
+                latest = self.store.held(PLANS, key)
                 if latest is None or latest.metadata.uid != plan.metadata.uid:
                     latest = plan
                 if latest.status_phase is PlanPhase.PENDING:
@@ -682,6 +685,9 @@ class Operator:
     async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
         """Recommendation `succeeded` did: the pending plans that waited for it may start."""
         for key in self.store.dependents(succeeded):
+            record = self.store.record(PLANS, key)
+            if record is None or record.phase not in (None, PlanPhase.PENDING.value):
+                continue
             plan = self.store.plan(key)
             if plan is not None and plan.status_phase is PlanPhase.PENDING:
                 await self.start_plan(plan)
@@ -702,7 +708,7 @@ class Operator:
         waker = self._wakers.setdefault(key, asyncio.Event())
 
         def latest() -> ExecutionPlan:
-            known = self.store.plan(key)
+            known: ExecutionPlan | None = self.store.held(PLANS, key)
             if known is None or known.metadata.uid != plan.metadata.uid:
                 return plan
             return known

@@ -7,7 +7,9 @@ reconcile, a short numbered sequence:
 
 1. observe: the group's recommendations, with the Approval and plan each owns, from the
    Store (no LIST per event), which holds the operator's own writes as soon as they are
-   answered (the watch may lag behind them);
+   answered (the watch may lag behind them); ended recommendations found settled last
+   time, with the same inputs, are left out, and their approval and plan leave memory
+   (`Store.evict`: read again only if one of them, or the recommendation, changes);
 2. compute: ``core.lifecycle.evaluate`` decides every status, approval and plan;
 3. act: write each status that changed in one merge patch (``k8s.status.StatusWriter``),
    create, withdraw or replace approvals, create or delete plans, post Events;
@@ -202,13 +204,40 @@ def _inputs(
     expiry) changes the effective phase."""
     rec, approval, plan = observed.recommendation, observed.approval, observed.plan
     return (
-        rec.metadata.resource_version,
+        store_.version(rec.metadata.resource_version),
         approval.metadata.uid if approval else None,
-        approval.metadata.resource_version if approval else None,
+        store_.version(approval.metadata.resource_version) if approval else None,
         plan.metadata.uid if plan else None,
-        plan.metadata.resource_version if plan else None,
+        store_.version(plan.metadata.resource_version) if plan else None,
         phase,
         verdict,
+        policies,
+    )
+
+
+def _ended_inputs(
+    rec: store_.Record,
+    approval: store_.Record | None,
+    plan: store_.Record | None,
+    policies: tuple[tuple[str, str | None], ...],
+) -> tuple[Any, ...] | None:
+    """`_inputs` of an ended recommendation, from the records alone (no model, nothing
+    evicted read again): an ended one's effective phase is the one it has once settled,
+    and it gets no verdict. None when it has not ended."""
+    try:
+        phase = RecommendationPhase(rec.phase or "")
+    except ValueError:
+        return None
+    if not phase.ended:
+        return None
+    return (
+        rec.rv,
+        approval.uid if approval else None,
+        approval.rv if approval else None,
+        plan.uid if plan else None,
+        plan.rv if plan else None,
+        phase,
+        None,
         policies,
     )
 
@@ -346,15 +375,27 @@ class Reconciler:
 
     # --- one reconcile ------------------------------------------------------------------
 
-    def observe(self, key: GroupKey) -> list[lifecycle.Observed]:
+    async def observe(
+        self, key: GroupKey, policies: tuple[tuple[str, str | None], ...] = ()
+    ) -> list[lifecycle.Observed]:
+        """The group's recommendations with the Approval and plan each owns — but not the
+        ended ones settled from the same inputs as last time (`policies` among them): they
+        take no part in anything (conflicts.evaluate gives them no verdict; a dependency
+        on one is looked up in the namespace), and their approval and plan may have left
+        memory (`Store.evict`). An evicted one that is needed is read again."""
         store = self.store
         observed = []
         for record in store.group(key):
+            approval = store.child_record(APPROVALS, record)
+            plan = store.child_record(PLANS, record)
+            ended = _ended_inputs(record, approval, plan, policies)
+            if ended is not None and self._settled.get(record.uid) == ended:
+                continue
             observed.append(
                 lifecycle.Observed(
                     recommendation=store.model(RECOMMENDATIONS, record),
-                    approval=store.child(APPROVALS, record),
-                    plan=store.child(PLANS, record),
+                    approval=await store.fetch_child(APPROVALS, record),
+                    plan=await store.fetch_child(PLANS, record),
                 )
             )
         return observed
@@ -382,7 +423,9 @@ class Reconciler:
             return await self._reconcile(key)
 
     async def _reconcile(self, key: GroupKey) -> Result:
-        group = self.observe(key)
+        policies = self.store.policies(key[0])
+        context = tuple((p.metadata.name, p.metadata.resource_version) for p in policies)
+        group = await self.observe(key, context)
         if not group:
             return Result()
         # The namespace is where dependsOn names are looked up: only read (all of it, a
@@ -393,8 +436,6 @@ class Reconciler:
             else []
         )
         now = self.clock()
-        policies = self.store.policies(key[0])
-        context = tuple((p.metadata.name, p.metadata.resource_version) for p in policies)
         inputs: dict[str, tuple[Any, ...]] = {}
 
         def known(
@@ -416,8 +457,13 @@ class Reconciler:
         )
         for o in group:  # remember which are settled, and by which inputs
             uid = o.recommendation.metadata.uid or ""
-            if lifecycle.settled(o, desired[o.recommendation.name]):
+            wanted = desired[o.recommendation.name]
+            if lifecycle.settled(o, wanted):
                 self._settled[uid] = inputs[o.recommendation.name]
+                rec_key = (o.recommendation.metadata.namespace or "", o.recommendation.name)
+                record = self.store.record(RECOMMENDATIONS, rec_key)
+                if wanted.status.phase.ended and record is not None and record.uid == uid:
+                    self.store.evict(record)  # its approval and plan: out of memory
             else:
                 self._settled.pop(uid, None)
         acted = await asyncio.gather(
@@ -621,6 +667,9 @@ class Reconciler:
     ) -> bool:
         """Whether plan `key` would start now if the budget let it: pending, not suspended
         or aborted, its dependencies succeeded, no window of its policies holding it."""
+        record = self.store.record(PLANS, key)
+        if record is None or record.phase not in (None, PlanPhase.PENDING.value):
+            return False  # started or ended (an ended one may be evicted: never read it)
         plan = self.store.plan(key)
         rec = self.store.recommendation(key)
         if plan is None or rec is None or plan.status_phase is not PlanPhase.PENDING:

@@ -154,7 +154,7 @@ def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]
 
 
 def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecorder]:
-    store = store_.Store()
+    store = store_.Store(loader=api.get)
     recorder = FakeRecorder()
     client = cast(client_.Client, api)
     reconciler = reconciler_.Reconciler(
@@ -183,9 +183,10 @@ def test_the_store_keeps_records_not_models_and_drops_what_nobody_reads() -> Non
     assert store.apply(RECOMMENDATIONS, raw)
     record = store.record(RECOMMENDATIONS, (NS, "a"))
     assert record is not None
-    assert b"managedFields" not in record.body
-    assert b"last-applied-configuration" not in record.body
-    assert b"optiinfra.io/submitted-by" in record.body
+    text = record.text()
+    assert b"managedFields" not in text
+    assert b"last-applied-configuration" not in text
+    assert b"optiinfra.io/submitted-by" in text
     rec = store.recommendation((NS, "a"))
     assert rec is not None
     assert rec.metadata.annotations == {"optiinfra.io/submitted-by": "agent"}
@@ -682,3 +683,108 @@ async def test_a_policy_change_queues_every_group_of_its_namespace() -> None:
     assert [p.metadata.name for p in store.policies(NS)] == ["p"]
     store.apply(POLICIES, api.objects[(POLICIES, NS, "p")], deleted=True)
     assert store.policies(NS) == []
+
+
+# --- ended recommendations: their approvals and plans out of memory ---------------------
+
+
+def _held(store: store_.Store, plural: str, name: str) -> bool | None:
+    """Whether the Store holds the body of `name` (None: it does not know it at all)."""
+    record = store.record(plural, (NS, name))
+    return None if record is None else record.body is not None
+
+
+@in_loop
+async def test_an_ended_recommendation_lets_its_approval_and_plan_go_and_reads_them_again() -> None:
+    api = CountingApi()
+    store, reconciler, _ = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("rejected")))
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("done", resources=("db",))))
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("live", resources=("x",))))
+    await reconciler.reconcile((NS, "c1"))  # three approvals, all pending
+    # A person rejects one and approves another, whose plan then succeeds.
+    for name, decision in (("rejected", "Rejected"), ("done", "Approved")):
+        approval = api.objects[(APPROVALS, NS, name)]
+        approval["spec"]["decision"] = decision
+        store.apply(APPROVALS, api.put(APPROVALS, approval))
+    await reconciler.reconcile((NS, "c1"))  # rejected; the plan of "done" created
+    plan = api.objects[(PLANS, NS, "done")]
+    plan["status"] = {"phase": "Succeeded", "message": "all steps succeeded"}
+    store.apply(PLANS, api.put(PLANS, plan))
+    await reconciler.reconcile((NS, "c1"))  # "done" Succeeded; approval statuses written
+    await reconciler.reconcile((NS, "c1"))  # settled: nothing to do
+    phases = {r.name: r.phase for r in store.group((NS, "c1"))}
+    assert phases == {"rejected": "Rejected", "done": "Succeeded", "live": "AwaitingApproval"}
+    # The ended ones' approvals and plan are stubs now; the live one's approval is held.
+    assert _held(store, APPROVALS, "rejected") is False
+    assert _held(store, APPROVALS, "done") is False
+    assert _held(store, PLANS, "done") is False
+    assert _held(store, APPROVALS, "live") is True
+    with pytest.raises(store_.EvictedError, match="not held in memory"):
+        store.approval((NS, "done"))
+    assert store.held(APPROVALS, (NS, "done")) is None
+
+    # The group changes elsewhere: the ended ones are neither read again nor decided.
+    decided: list[str] = []
+    real = lifecycle.decide
+
+    def counting(observed: lifecycle.Observed, **kwargs: Any) -> lifecycle.Desired:
+        decided.append(observed.recommendation.name)
+        return real(observed, **kwargs)
+
+    api.gets.clear()
+    api.writes.clear()
+    live = api.objects[(RECOMMENDATIONS, NS, "live")]
+    live["spec"]["priority"] = 5
+    live["metadata"]["generation"] = 2
+    with mock.patch.object(lifecycle, "decide", counting):
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, live))
+        await reconciler.reconcile((NS, "c1"))
+        assert decided == ["live"]
+        assert api.gets == []
+        # The ended one itself changes (its spec, in Git): what it owns is read again
+        # (one GET each), it is decided again from the whole truth, and it still ended.
+        decided.clear()
+        done = api.objects[(RECOMMENDATIONS, NS, "done")]
+        done["metadata"]["labels"] = {"team": "a"}
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, done))
+        await reconciler.reconcile((NS, "c1"))
+    assert sorted(api.gets) == [(APPROVALS, "done"), (PLANS, "done")]
+    assert "done" in decided
+    assert [w for w in api.writes if w[2] == "done"] == []  # nothing to change
+    again = store.recommendation((NS, "done"))
+    assert again is not None
+    assert again.phase.value == "Succeeded"
+    assert _held(store, PLANS, "done") is False  # settled again: let go again
+
+
+def test_a_watch_event_of_an_evicted_object_brings_its_body_back() -> None:
+    api = FakeApi()
+    store, _, _ = shell(api)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    owner = store.record(RECOMMENDATIONS, (NS, "a"))
+    assert owner is not None
+    plan = plan_body("a", phase="Running")
+    plan["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "optiinfra.io/v1alpha1",
+            "kind": "Recommendation",
+            "name": "a",
+            "uid": owner.uid,
+            "controller": True,
+        }
+    ]
+    store.apply(PLANS, api.put(PLANS, plan))
+    assert store.evict(owner) == 0  # a running plan stays: it is being driven
+    plan = api.objects[(PLANS, NS, "a")]
+    plan["status"]["phase"] = "Failed"
+    store.apply(PLANS, api.put(PLANS, plan))
+    assert store.evict(owner) == 1
+    assert _held(store, PLANS, "a") is False
+    store.apply(PLANS, copy.deepcopy(plan))  # the same version again: still a stub
+    assert _held(store, PLANS, "a") is False
+    plan["metadata"]["annotations"] = {"optiinfra.io/note": "x"}
+    store.apply(PLANS, api.put(PLANS, plan))  # a newer one
+    held = store.plan((NS, "a"))
+    assert held is not None
+    assert held.status_phase.value == "Failed"
