@@ -30,6 +30,7 @@ from typing import Any, Final
 import kopf
 import kubernetes
 
+from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
@@ -351,10 +352,12 @@ class Operator:
             target=_exit_after, args=(timeout,), name="shutdown-deadline", daemon=True
         ).start()
 
-    def state(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Recommendations by phase and conflicts by type (for the metrics thread: copies
-        of two small counters of the Store, never a walk over it)."""
-        return dict(self.store.phases), dict(self.store.conflicts)
+    def state(self) -> metrics.Counts:
+        """Recommendations by phase, conflicts by type, objects by kind and whether held
+        (for the metrics thread: copies of small counters of the Store, never a walk
+        over it)."""
+        store = self.store
+        return metrics.Counts(dict(store.phases), dict(store.conflicts), dict(store.counts))
 
     def ready(self) -> tuple[bool, str]:
         """Readiness: started, the initial listing of every kind in the Store, and acting —

@@ -7,7 +7,7 @@ from the counts the Store keeps; durations are observed as things happen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 import prometheus_client
 from prometheus_client.core import GaugeMetricFamily
@@ -65,19 +65,30 @@ RECONCILE_DURATION: Final = prometheus_client.Histogram(
 )
 
 
-State = Callable[[], tuple[Mapping[str, int], Mapping[str, int]]]
-"""Recommendations by phase, conflict entries by type: copies, safe to read in a thread."""
+class Counts(NamedTuple):
+    """What the Store counts: copies, safe to read in a thread."""
+
+    phases: Mapping[str, int]
+    """Recommendations by phase."""
+    conflicts: Mapping[str, int]
+    """Conflict entries by type."""
+    objects: Mapping[tuple[str, bool], int]
+    """Objects by kind (plural) and whether held in memory."""
+
+
+State = Callable[[], Counts]
 
 
 class StateCollector(Collector):
-    """Recommendations by phase and conflicts by type, from counts the Store keeps (this
-    runs in prometheus_client's thread: it reads a copy, never the Store)."""
+    """Recommendations by phase, conflicts by type and objects held, from counts the
+    Store keeps (this runs in prometheus_client's thread: it reads a copy, never the
+    Store)."""
 
     def __init__(self, state: State) -> None:
         self._state = state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        phases, conflicts = self._state()
+        phases, conflicts, objects = self._state()
         by_phase = GaugeMetricFamily(
             "optiinfra_recommendations", "Recommendations by phase.", labels=["phase"]
         )
@@ -93,6 +104,15 @@ class StateCollector(Collector):
             if count > 0:
                 by_type.add_metric([kind], count)
         yield by_type
+        held = GaugeMetricFamily(
+            "optiinfra_store_objects",
+            'Objects the operator knows, by kind; held="false": approvals and plans of '
+            "ended recommendations, kept as stubs (read again from the API server if needed).",
+            labels=["kind", "held"],
+        )
+        for (plural, in_memory), count in sorted(objects.items()):
+            held.add_metric([plural, str(in_memory).lower()], count)
+        yield held
 
 
 def serve(port: int, state: State) -> None:

@@ -455,6 +455,7 @@ class Reconciler:
             policies=policies,
             known=known,
         )
+        ending = False  # one is written ended now: a later reconcile lets its objects go
         for o in group:  # remember which are settled, and by which inputs
             uid = o.recommendation.metadata.uid or ""
             wanted = desired[o.recommendation.name]
@@ -466,6 +467,7 @@ class Reconciler:
                     self.store.evict(record)  # its approval and plan: out of memory
             else:
                 self._settled.pop(uid, None)
+                ending = ending or wanted.status.phase.ended
         acted = await asyncio.gather(
             *(self._act(o, desired[o.recommendation.name], policies) for o in group)
         )
@@ -488,6 +490,8 @@ class Reconciler:
             requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
         if any(again for _, again in acted):
             requeue = min(requeue, CREATE_AGAIN_SECONDS) if requeue else CREATE_AGAIN_SECONDS
+        if ending:
+            requeue = min(requeue, SETTLE_AGAIN_SECONDS) if requeue else SETTLE_AGAIN_SECONDS
         plans = tuple(plan for plan, _ in acted if plan is not None)
         pending: tuple[ExecutionPlan, ...] = ()
         if policies:  # a budget freed or a window opened: the gate is asked again
@@ -747,6 +751,10 @@ class Reconciler:
 
 CREATE_AGAIN_SECONDS: Final = 0.5
 """When a create found the name still taken (the old object is going away)."""
+SETTLE_AGAIN_SECONDS: Final = 1.0
+"""When a recommendation was written ended: the group is reconciled again, finds it
+settled, and lets its approval and plan go (`Store.evict`); nothing else might bring
+the group back."""
 
 
 def _governing(

@@ -26,8 +26,8 @@ occasion it is needed (the recommendation's spec changed, or the object did). A 
 event of an evicted object brings its body back.
 
 It keeps the dependency maps (who names whom in ``dependsOn``) and the counts the
-metrics read (recommendations by phase, conflicts by type): the metrics thread reads a
-copy of two small dicts, never the store.
+metrics read (recommendations by phase, conflicts by type, objects held and evicted):
+the metrics thread reads copies of these small dicts, never the store.
 
 Only the event loop changes it. More kinds fit by adding a ``Kind``: a record is about
 200 bytes plus its packed JSON.
@@ -251,6 +251,8 @@ class Store:
         """Recommendations by phase (Pending when none is written yet)."""
         self.conflicts: collections.Counter[str] = collections.Counter()
         """Conflict entries on recommendations, by type."""
+        self.counts: collections.Counter[tuple[str, bool]] = collections.Counter()
+        """Objects by kind and whether their body is held (False: evicted stubs)."""
         self.listeners: list[Listener] = []
         self.loader = loader
         self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
@@ -276,6 +278,8 @@ class Store:
             if old.rv >= rv:
                 if old.body is None and old.rv == rv:  # read again: not a change
                     old.pack(raw, self._packers[plural])
+                    self.counts[(plural, False)] -= 1
+                    self.counts[(plural, True)] += 1
                 return False
         record = Record(raw, self._packers[plural])
         if old is not None:
@@ -298,6 +302,7 @@ class Store:
 
     def _add(self, plural: str, record: Record) -> None:
         self._objects[plural][record.key] = record
+        self.counts[(plural, record.body is not None)] += 1
         if plural == POLICIES:
             self._policies.setdefault(record.namespace, set()).add(record.name)
         if plural != RECOMMENDATIONS:
@@ -312,6 +317,7 @@ class Store:
 
     def _remove(self, plural: str, record: Record) -> None:
         self._objects[plural].pop(record.key, None)
+        self.counts[(plural, record.body is not None)] -= 1
         if plural == POLICIES:
             _discard(self._policies, record.namespace, record.name)
         if plural != RECOMMENDATIONS:
@@ -339,6 +345,8 @@ class Store:
                 continue
             record.body = None
             self._models.pop((record.uid, record.rv), None)
+            self.counts[(plural, True)] -= 1
+            self.counts[(plural, False)] += 1
             evicted += 1
         return evicted
 

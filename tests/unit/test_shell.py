@@ -711,8 +711,12 @@ async def test_an_ended_recommendation_lets_its_approval_and_plan_go_and_reads_t
     plan = api.objects[(PLANS, NS, "done")]
     plan["status"] = {"phase": "Succeeded", "message": "all steps succeeded"}
     store.apply(PLANS, api.put(PLANS, plan))
-    await reconciler.reconcile((NS, "c1"))  # "done" Succeeded; approval statuses written
-    await reconciler.reconcile((NS, "c1"))  # settled: nothing to do
+    ended = await reconciler.reconcile((NS, "c1"))  # "done" Succeeded; approvals written
+    # Written ended: the group comes back soon (nothing else might), to let go of them.
+    assert ended.requeue_after == reconciler_.SETTLE_AGAIN_SECONDS
+    assert store.counts[(PLANS, False)] == 0
+    again = await reconciler.reconcile((NS, "c1"))  # settled: nothing to do
+    assert again.requeue_after == pytest.approx(timedelta(hours=48).total_seconds() + 0.05)
     phases = {r.name: r.phase for r in store.group((NS, "c1"))}
     assert phases == {"rejected": "Rejected", "done": "Succeeded", "live": "AwaitingApproval"}
     # The ended ones' approvals and plan are stubs now; the live one's approval is held.
@@ -720,6 +724,9 @@ async def test_an_ended_recommendation_lets_its_approval_and_plan_go_and_reads_t
     assert _held(store, APPROVALS, "done") is False
     assert _held(store, PLANS, "done") is False
     assert _held(store, APPROVALS, "live") is True
+    assert store.counts[(APPROVALS, False)] == 2
+    assert store.counts[(APPROVALS, True)] == 1
+    assert store.counts[(PLANS, False)] == 1
     with pytest.raises(store_.EvictedError, match="not held in memory"):
         store.approval((NS, "done"))
     assert store.held(APPROVALS, (NS, "done")) is None
