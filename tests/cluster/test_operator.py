@@ -452,11 +452,11 @@ def test_prometheus_metrics_are_served(
     assert values['optiinfra_step_duration_seconds_count{action="do_one",phase="Succeeded"}'] >= 1
     assert values["optiinfra_reconciles_total"] >= 1
     assert "optiinfra_reconcile_errors_total" in values
-    assert values['optiinfra_store_objects{kind="recommendations",held="true"}'] >= 3
+    assert values['optiinfra_store_objects{held="true",kind="recommendations"}'] >= 3
 
     def evicted() -> dict[str, float] | None:  # rec-m1 ended: its plan leaves memory
         values = scrape()
-        stubs = values.get('optiinfra_store_objects{kind="executionplans",held="false"}', 0)
+        stubs = values.get('optiinfra_store_objects{held="false",kind="executionplans"}', 0)
         return values if stubs >= 1 else None
 
     wait_for(evicted, what="the ended recommendation's plan to leave memory")
