@@ -795,3 +795,20 @@ def test_a_watch_event_of_an_evicted_object_brings_its_body_back() -> None:
     held = store.plan((NS, "a"))
     assert held is not None
     assert held.status_phase.value == "Failed"
+
+
+def test_a_replaced_version_leaves_the_model_cache_at_once() -> None:
+    """The cache holds models by version: an older version is never asked for again, so
+    it must not take the place of a live object's model (it took more than half)."""
+    api = FakeApi()
+    store = store_.Store(cache_size=8)
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
+    for priority in range(1, 5):
+        assert store.recommendation((NS, "a")) is not None
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a", priority=priority)))
+    latest = store.recommendation((NS, "a"))
+    assert latest is not None
+    assert latest.spec.priority == 4
+    assert len(store._models) == 1  # only the live version
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "a")], deleted=True)
+    assert len(store._models) == 0
