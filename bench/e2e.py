@@ -964,7 +964,7 @@ async def approvals(
             if one_by_one:
                 result["single"] = {"n": len(one_by_one), **figures(tracker, one_by_one)}
     finally:
-        approver.close()
+        await approver.aclose()
     return result
 
 
@@ -1205,7 +1205,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for operator in operators:
                 operator.stop()
-            bench.client.close()
+            await bench.client.aclose()
     result["targets"] = targets(result, args)
     return result
 
