@@ -416,13 +416,14 @@ class Operator:
 
     async def _start_pending(self) -> None:
         """Start the pending plans that may start; post again the lost events of plans
-        that ended lately (see `start_plan`)."""
+        that ended lately (see `start_plan`). Evicted plans are passed over: they ended,
+        and their recommendation was found settled since (reading each one again would
+        be a GET per ended plan, thousands after a takeover; a crash's lost Events of one
+        that ended in that short time are not posted again)."""
         began, count = time.monotonic(), 0
         for record in self.store.plans():
-            if record.phase not in STARTED:
-                plan = await self.store.fetch(PLANS, record)  # read again if evicted
-                if plan is not None:
-                    await self.start_plan(plan)
+            if record.phase not in STARTED and record.body is not None:
+                await self.start_plan(self.store.model(PLANS, record))
                 count += 1
                 if count % 50 == 0:
                     await asyncio.sleep(0)  # let the reconciles and the webhooks in

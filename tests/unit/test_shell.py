@@ -812,3 +812,43 @@ def test_a_replaced_version_leaves_the_model_cache_at_once() -> None:
     assert len(store._models) == 1  # only the live version
     store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "a")], deleted=True)
     assert len(store._models) == 0
+
+
+@in_loop
+async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_them_again() -> None:
+    """At start-up or a takeover every plan not started is considered (pending ones may
+    start, lately ended ones have their Events posted again); an evicted one has ended
+    and is passed over without a GET (thousands of them after a takeover)."""
+    from coordinator import app  # noqa: PLC0415 - kopf and the kubernetes client, only here
+
+    api = CountingApi()
+    store, _, _ = shell(api)
+    for name, phase in (("ended", "Succeeded"), ("waiting", "Pending")):
+        store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
+        owner = store.record(RECOMMENDATIONS, (NS, name))
+        assert owner is not None
+        plan = plan_body(name, phase=phase)
+        plan["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "optiinfra.io/v1alpha1",
+                "kind": "Recommendation",
+                "name": name,
+                "uid": owner.uid,
+                "controller": True,
+            }
+        ]
+        store.apply(PLANS, api.put(PLANS, plan))
+    ended = store.record(RECOMMENDATIONS, (NS, "ended"))
+    assert ended is not None
+    assert store.evict(ended) == 1
+    operator = app.Operator.__new__(app.Operator)  # the parts _start_pending reads
+    operator.store = store
+    considered: list[str] = []
+
+    async def start_plan(plan: Any) -> None:
+        considered.append(plan.metadata.name)
+
+    operator.start_plan = start_plan  # type: ignore[method-assign]
+    await operator._start_pending()
+    assert considered == ["waiting"]
+    assert api.gets == []
