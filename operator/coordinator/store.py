@@ -258,8 +258,9 @@ class Store:
         """Objects by kind and whether their body is held (False: evicted stubs)."""
         self.listeners: list[Listener] = []
         self.loader = loader
-        self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
         """How `fetch` reads an evicted object again (the operator's client)."""
+        self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
+        """One per kind: its records share the kind's dictionary."""
 
     # --- changes ------------------------------------------------------------------------
 
