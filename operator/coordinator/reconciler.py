@@ -191,8 +191,17 @@ class Result:
     pending_plans: tuple[ExecutionPlan, ...] = ()
 
 
+_ENDED: Final = frozenset(p.value for p in RecommendationPhase if p.ended)
+
+Ref = tuple[str, int] | None
+"""An approval's or plan's uid and resourceVersion; None: there is none."""
+
+
 def _inputs(
-    observed: lifecycle.Observed,
+    rv: int,
+    approval: Ref,
+    plan: Ref,
+    *,
     phase: RecommendationPhase,
     verdict: conflicts.Verdict | None,
     policies: tuple[tuple[str, str | None], ...],
@@ -202,16 +211,30 @@ def _inputs(
     namespace's ApprovalPolicies. The same inputs that once decided nothing to do decide
     nothing again: only its time-dependent parts could differ, and each of those (an
     expiry) changes the effective phase."""
-    rec, approval, plan = observed.recommendation, observed.approval, observed.plan
-    return (
+    return (rv, approval, plan, phase, verdict, policies)
+
+
+def _observed_inputs(
+    observed: lifecycle.Observed,
+    phase: RecommendationPhase,
+    verdict: conflicts.Verdict | None,
+    policies: tuple[tuple[str, str | None], ...],
+) -> tuple[Any, ...]:
+    """`_inputs` of a recommendation as observed (its models)."""
+
+    def ref(model: Approval | ExecutionPlan | None) -> Ref:
+        if model is None:
+            return None
+        return (model.metadata.uid or "", store_.version(model.metadata.resource_version))
+
+    rec = observed.recommendation
+    return _inputs(
         store_.version(rec.metadata.resource_version),
-        approval.metadata.uid if approval else None,
-        store_.version(approval.metadata.resource_version) if approval else None,
-        plan.metadata.uid if plan else None,
-        store_.version(plan.metadata.resource_version) if plan else None,
-        phase,
-        verdict,
-        policies,
+        ref(observed.approval),
+        ref(observed.plan),
+        phase=phase,
+        verdict=verdict,
+        policies=policies,
     )
 
 
@@ -224,21 +247,15 @@ def _ended_inputs(
     """`_inputs` of an ended recommendation, from the records alone (no model, nothing
     evicted read again): an ended one's effective phase is the one it has once settled,
     and it gets no verdict. None when it has not ended."""
-    try:
-        phase = RecommendationPhase(rec.phase or "")
-    except ValueError:
+    if rec.phase not in _ENDED:
         return None
-    if not phase.ended:
-        return None
-    return (
+    return _inputs(
         rec.rv,
-        approval.uid if approval else None,
-        approval.rv if approval else None,
-        plan.uid if plan else None,
-        plan.rv if plan else None,
-        phase,
-        None,
-        policies,
+        (approval.uid, approval.rv) if approval else None,
+        (plan.uid, plan.rv) if plan else None,
+        phase=RecommendationPhase(rec.phase),
+        verdict=None,
+        policies=policies,
     )
 
 
@@ -394,8 +411,8 @@ class Reconciler:
             observed.append(
                 lifecycle.Observed(
                     recommendation=store.model(RECOMMENDATIONS, record),
-                    approval=await store.fetch_child(APPROVALS, record),
-                    plan=await store.fetch_child(PLANS, record),
+                    approval=await store.fetch(APPROVALS, approval) if approval else None,
+                    plan=await store.fetch(PLANS, plan) if plan else None,
                 )
             )
         return observed
@@ -442,7 +459,7 @@ class Reconciler:
             o: lifecycle.Observed, phase: RecommendationPhase, verdict: conflicts.Verdict | None
         ) -> lifecycle.Desired | None:
             rec = o.recommendation
-            seen = inputs[rec.name] = _inputs(o, phase, verdict, context)
+            seen = inputs[rec.name] = _observed_inputs(o, phase, verdict, context)
             if rec.status is None or self._settled.get(rec.metadata.uid or "") != seen:
                 return None
             return lifecycle.Desired(status=rec.status)  # what it decided last time: nothing

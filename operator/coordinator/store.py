@@ -425,21 +425,12 @@ class Store:
         found: AgentEndpoint | None = self.get(ENDPOINTS, key)
         return found
 
-    def child(self, plural: str, owner: Record) -> Any:
-        """The approval or plan `owner` owns (same name, its uid as owner), or None."""
-        record = self.child_record(plural, owner)
-        return None if record is None else self.model(plural, record)
-
     def child_record(self, plural: str, owner: Record) -> Record | None:
+        """The approval or plan `owner` owns (same name, its uid as owner), or None."""
         record = self._objects[plural].get(owner.key)
         if record is None or record.owner != owner.uid:
             return None
         return record
-
-    async def fetch_child(self, plural: str, owner: Record) -> Any:
-        """`child`, read again from the API server when it was evicted."""
-        record = self.child_record(plural, owner)
-        return None if record is None else await self.fetch(plural, record)
 
     def group(self, key: GroupKey) -> list[Record]:
         """The recommendations of one customer group, by name."""

@@ -9,10 +9,11 @@ reconciler makes is recorded, so a test can say exactly what was written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import itertools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from unittest import mock
@@ -524,14 +525,9 @@ async def test_a_change_the_watch_shows_during_a_reconcile_runs_it_again() -> No
     assert b.phase.value == "AwaitingApproval"
 
 
-@in_loop
-async def test_a_settled_recommendation_is_not_decided_again_until_an_input_changes() -> None:
-    api = FakeApi()
-    store, reconciler, _ = shell(api)
-    for name, resource in (("a", "web"), ("b", "db")):
-        store.apply(
-            RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name, resources=(resource,)))
-        )
+@contextlib.contextmanager
+def counting_decisions() -> Iterator[list[str]]:
+    """The names of the recommendations `lifecycle.decide` is asked about, in order."""
     decided: list[str] = []
     real = lifecycle.decide
 
@@ -540,6 +536,18 @@ async def test_a_settled_recommendation_is_not_decided_again_until_an_input_chan
         return real(observed, **kwargs)
 
     with mock.patch.object(lifecycle, "decide", counting):
+        yield decided
+
+
+@in_loop
+async def test_a_settled_recommendation_is_not_decided_again_until_an_input_changes() -> None:
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    for name, resource in (("a", "web"), ("b", "db")):
+        store.apply(
+            RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name, resources=(resource,)))
+        )
+    with counting_decisions() as decided:
         await _settle_and_change(api, store, reconciler, decided)
 
 
@@ -601,11 +609,27 @@ def policy_body(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def plan_body(name: str, *, phase: str = "Pending", suspend: bool = False) -> dict[str, Any]:
+def plan_body(
+    name: str, *, phase: str = "Pending", suspend: bool = False, owner: str | None = None
+) -> dict[str, Any]:
+    """A plan; `owner`: the uid of the recommendation `name` that owns it."""
+    references = [
+        {
+            "apiVersion": "optiinfra.io/v1alpha1",
+            "kind": "Recommendation",
+            "name": name,
+            "uid": owner,
+            "controller": True,
+        }
+    ]
     return {
         "apiVersion": "optiinfra.io/v1alpha1",
         "kind": "ExecutionPlan",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            **({"ownerReferences": references} if owner else {}),
+        },
         "spec": {
             "recommendation": name,
             "customerId": "c1",
@@ -732,19 +756,12 @@ async def test_an_ended_recommendation_lets_its_approval_and_plan_go_and_reads_t
     assert store.held(APPROVALS, (NS, "done")) is None
 
     # The group changes elsewhere: the ended ones are neither read again nor decided.
-    decided: list[str] = []
-    real = lifecycle.decide
-
-    def counting(observed: lifecycle.Observed, **kwargs: Any) -> lifecycle.Desired:
-        decided.append(observed.recommendation.name)
-        return real(observed, **kwargs)
-
     api.gets.clear()
     api.writes.clear()
     live = api.objects[(RECOMMENDATIONS, NS, "live")]
     live["spec"]["priority"] = 5
     live["metadata"]["generation"] = 2
-    with mock.patch.object(lifecycle, "decide", counting):
+    with counting_decisions() as decided:
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, live))
         await reconciler.reconcile((NS, "c1"))
         assert decided == ["live"]
@@ -771,17 +788,7 @@ def test_a_watch_event_of_an_evicted_object_brings_its_body_back() -> None:
     store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
     owner = store.record(RECOMMENDATIONS, (NS, "a"))
     assert owner is not None
-    plan = plan_body("a", phase="Running")
-    plan["metadata"]["ownerReferences"] = [
-        {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "Recommendation",
-            "name": "a",
-            "uid": owner.uid,
-            "controller": True,
-        }
-    ]
-    store.apply(PLANS, api.put(PLANS, plan))
+    store.apply(PLANS, api.put(PLANS, plan_body("a", phase="Running", owner=owner.uid)))
     assert store.evict(owner) == 0  # a running plan stays: it is being driven
     plan = api.objects[(PLANS, NS, "a")]
     plan["status"]["phase"] = "Failed"
@@ -827,17 +834,7 @@ async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_the
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
         owner = store.record(RECOMMENDATIONS, (NS, name))
         assert owner is not None
-        plan = plan_body(name, phase=phase)
-        plan["metadata"]["ownerReferences"] = [
-            {
-                "apiVersion": "optiinfra.io/v1alpha1",
-                "kind": "Recommendation",
-                "name": name,
-                "uid": owner.uid,
-                "controller": True,
-            }
-        ]
-        store.apply(PLANS, api.put(PLANS, plan))
+        store.apply(PLANS, api.put(PLANS, plan_body(name, phase=phase, owner=owner.uid)))
     ended = store.record(RECOMMENDATIONS, (NS, "ended"))
     assert ended is not None
     assert store.evict(ended) == 1
