@@ -346,3 +346,14 @@ def test_another_policy_never_makes_it_less_restrictive(
     assert after.required == max(
         [1, *(s.approvals.required for _, s in [*policies, ("zz", extra)] if s.approvals)]
     )
+
+
+def test_a_window_that_opens_in_the_hour_the_clock_turns_back_stays_open_its_duration() -> None:
+    """02:00 Berlin on 25 October 2026 happens twice; the window opens at the first (00:00
+    UTC) and is open until 01:00 UTC, including its last second."""
+    w = window("Allow", "0 2 * * *", "1h", "Europe/Berlin")
+    opened = datetime(2026, 10, 25, 0, 0, tzinfo=UTC)
+    end = opened + timedelta(hours=1)
+    assert policy.open_until(w, opened) == end
+    assert policy.open_until(w, end - timedelta(seconds=1)) == end
+    assert policy.open_until(w, end) is None

@@ -320,15 +320,26 @@ def _duration(window: Window) -> timedelta:
 
 
 def _last_start(window: Window, now: datetime) -> datetime | None:
-    """The latest time the window opened at or before `now` (UTC)."""
+    """The latest time the window opened at or before `now` (UTC).
+
+    cronsim's backward search passes over a start in the hour a clock turns back (02:00
+    on the night CEST ends, searched back from the second 02:00); its forward search, as
+    `_next_start` uses, does not. So the forward search from the backward one's answer
+    has the last word (one step, unless that start was passed over)."""
     zone = _zone(window)
+    latest = None
     for start in cronsim.CronSim(
         window.schedule, (now + timedelta(seconds=1)).astimezone(zone), reverse=True
     ):
-        start_utc = start.astimezone(UTC)
-        if start_utc <= now:
-            return start_utc
-    return None  # pragma: no cover - cronsim iterates without end
+        if (start_utc := start.astimezone(UTC)) <= now:
+            latest = start_utc
+            break
+    since = latest if latest is not None else now - _duration(window)
+    for start in cronsim.CronSim(window.schedule, since.astimezone(zone)):
+        if (start_utc := start.astimezone(UTC)) > now:
+            break
+        latest = start_utc if latest is None else max(latest, start_utc)
+    return latest
 
 
 def _next_start(window: Window, now: datetime) -> datetime:
