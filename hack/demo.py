@@ -142,7 +142,8 @@ metadata:
 spec:
   url: {url}
   secretRef: {{name: agent-hmac, key: hmac}}
-  timeoutSeconds: 10"""
+  timeoutSeconds: 10
+  submitters: [{{user: admin}}]   # the demo applies the agents' examples as the admin"""
         for agent in AGENTS
     )
     path = REPO / ".cluster" / "demo-agents.yaml"

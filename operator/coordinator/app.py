@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -34,16 +34,25 @@ from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
-from coordinator.api.common import FINALIZER, PLANS, RECOMMENDATIONS, SUBMITTED_BY_ANNOTATION
-from coordinator.api.endpoint import AgentEndpoint
-from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
+from coordinator.api.common import (
+    API_VERSION,
+    APPROVALS,
+    DECIDED_BY_ANNOTATION,
+    ENDPOINTS,
+    FINALIZER,
+    PLANS,
+    RECOMMENDATIONS,
+    SUBMITTED_BY_ANNOTATION,
+)
+from coordinator.api.endpoint import AgentEndpoint, AgentEndpointSpec
+from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase, Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, WebhookExecutor
+from coordinator.executors.webhook import ClientResolver, EndpointError, WebhookExecutor
 from coordinator.k8s import access as access_
 from coordinator.k8s import admission as admission_
 from coordinator.k8s import client as client_
@@ -72,6 +81,8 @@ DAEMON_RETRY_SECONDS: Final = 5.0
 CLEANUP_SECONDS: Final = 3.0
 """The longest the clean-up at exit waits for the API server (webhooks, Lease)."""
 WEBHOOK_CHECK_SECONDS: Final = 10.0
+ADMISSION_PROBE_SECONDS: Final = 60.0
+"""How long the start waits for the API server to apply the webhooks it registered."""
 """How often a local operator checks that its webhooks are still registered."""
 
 logger = logging.getLogger(__name__)
@@ -165,7 +176,9 @@ class Operator:
         self.reconciler = reconciler_.Reconciler(
             client=self.client,
             recorder=self.recorder,
-            policy=config.policy,
+            # Unstamped recommendations are not trusted with the webhooks on; with them
+            # off, plans that act need a person (core.approval.unchecked_reason).
+            policy=dataclasses.replace(config.policy, admission=self.webhooks_mode() != "off"),
             store=self.store,
             workers=config.workers,
         )
@@ -252,8 +265,9 @@ class Operator:
         mode = self.webhooks_mode()
         if mode == "off":
             logger.warning(
-                "admission webhooks are off: decisions are recorded as decided by 'unknown' "
-                "and self-approval is not prevented (see --webhooks)"
+                "admission webhooks are off: decisions are recorded as decided by 'unknown', "
+                "self-approval is not prevented, and every plan with kubernetes or webhook "
+                "steps needs a person's approval (see --webhooks)"
             )
             return
         config = self.config
@@ -291,11 +305,13 @@ class Operator:
 
         async def register() -> None:
             await asyncio.to_thread(webhooks_.Registrar(self.api).apply, validating, mutating)
+            in_force = await self._admission_in_force()
             logger.info(
-                "admission webhooks registered in %s (%s%s)",
+                "admission webhooks registered in %s (%s%s)%s",
                 webhooks_.NAME,
                 mode,
                 f", scope {scope}" if scope else "",
+                in_force,
             )
             if self._webhooks_local:
                 self._tasks.append(asyncio.create_task(self._keep_webhooks(), name="webhooks"))
@@ -305,6 +321,44 @@ class Operator:
         )
         self._register_webhooks = register
         self._webhooks_local = mode == "local"
+
+    async def _admission_in_force(self) -> str:
+        """Wait until the API server applies the webhooks just registered: it reads webhook
+        configurations through its own watch, so for a moment after the write it may admit
+        objects without them (unstamped recommendations were seen for seconds after a
+        start). A server-side dry-run create of an Approval that claims a decider must come
+        back without the claim (the mutating webhook strips it). Returns how long it took,
+        for the log; raises WebhooksNotInForceError after ADMISSION_PROBE_SECONDS."""
+        namespaces = [ns for ns in self.config.namespaces if not set(ns) & set("*?[")]
+        if self.config.webhook_namespace_labels:
+            return " (not probed: the webhooks select namespaces by label)"
+        probe = _admission_probe()
+        began = time.monotonic()
+        delay, attempts, last = 0.05, 0, ""
+        while time.monotonic() - began < ADMISSION_PROBE_SECONDS:
+            missing = 0
+            for namespace in namespaces or ["default"]:
+                attempts += 1
+                try:
+                    answer = await self.client.create(APPROVALS, namespace, probe, dry_run=True)
+                except client_.ApiException as exc:
+                    last = f"({exc.status}) {exc.reason}"
+                    missing += exc.status == 404  # the namespace does not exist (yet)
+                    continue
+                annotations = (answer.get("metadata") or {}).get("annotations") or {}
+                if DECIDED_BY_ANNOTATION not in annotations:
+                    took = time.monotonic() - began
+                    return f"; in force after {took * 1000:.0f} ms ({attempts} dry-run probes)"
+                last = "a dry-run create came back unstamped"
+            if missing == len(namespaces or ["default"]):
+                return " (not probed: no watched namespace exists yet)"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise WebhooksNotInForceError(
+            f"the API server did not apply the admission webhooks within "
+            f"{ADMISSION_PROBE_SECONDS:.0f} s (probed with dry-run creates of an Approval in "
+            f"{', '.join(namespaces or ['default'])}; last: {last})"
+        )
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._take_signals(), name="signals"))
@@ -515,6 +569,9 @@ class Operator:
         if plural == RECOMMENDATIONS:
             if record.phase == "Succeeded" and not deleted:  # plans may wait for it
                 self._spawn(self.start_waiting_plans(key))
+        elif plural == ENDPOINTS:
+            if not deleted:  # registered or changed: the plans that waited for it may start
+                self._spawn(self.start_pending_plans(record.namespace))
         elif plural == PLANS:
             waker = self._wakers.get(key)
             if waker is not None:
@@ -696,6 +753,16 @@ class Operator:
             if plan is not None and plan.status_phase is PlanPhase.PENDING:
                 await self.start_plan(plan)
 
+    async def start_pending_plans(self, namespace: str) -> None:
+        """An AgentEndpoint of `namespace` was registered or changed: its pending plans may
+        start (those that do not wait for it decide the same again: no write)."""
+        for record in list(self.store.plans()):
+            if record.namespace != namespace or record.phase not in (None, PlanPhase.PENDING.value):
+                continue
+            plan = self.store.plan(record.key)
+            if plan is not None and plan.status_phase is PlanPhase.PENDING:
+                await self.start_plan(plan)
+
     async def drive_plan(
         self,
         plan: ExecutionPlan,
@@ -805,14 +872,20 @@ class Operator:
             accesses=accesses,
         )
 
-    async def endpoint_problem(self, rec: Recommendation) -> str | None:
-        """Why the webhook steps of `rec`'s plan cannot run: an AgentEndpoint they name is
-        missing (from the Store; one GET for a name it does not hold: the endpoint may
-        have been applied a moment ago and not reached the watch yet)."""
-        steps = catalogue.plan_steps(rec.spec)
-        names = sorted(admission.webhook_endpoints(steps))
-        existing = await self.endpoints.existing(rec.metadata.namespace, names)
-        return admission.endpoint_problem(rec, steps, existing=existing)
+    async def endpoints_of(
+        self, namespace: str, steps: Sequence[Step]
+    ) -> dict[str, AgentEndpointSpec | None]:
+        """The AgentEndpoints the webhook steps of `steps` name, None for those missing
+        (from the Store; one GET for a name it does not hold: the endpoint may have been
+        applied a moment ago and not reached the watch yet)."""
+        found: dict[str, AgentEndpointSpec | None] = {}
+        for name in sorted(admission.webhook_endpoints(steps)):
+            try:
+                endpoint = await self.endpoints.endpoint(namespace, name)
+            except EndpointError:  # stored before a rule existed: as good as missing
+                endpoint = None
+            found[name] = endpoint.spec if endpoint is not None else None
+        return found
 
     def _cached_endpoint(self, namespace: str, name: str) -> AgentEndpoint | None:
         return self.store.endpoint((namespace, name))
@@ -823,6 +896,29 @@ class Operator:
 
 
 STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
+
+
+class WebhooksNotInForceError(Exception):
+    """The API server did not apply the registered webhooks: the message says what was tried."""
+
+
+def _admission_probe() -> dict[str, Any]:
+    """A valid Approval that claims a decider: the mutating webhook strips the claim."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Approval",
+        "metadata": {
+            "name": "optiinfra-admission-probe",
+            "annotations": {DECIDED_BY_ANNOTATION: "admission-probe"},
+        },
+        "spec": {
+            "recommendation": "optiinfra-admission-probe",
+            "recommendationGeneration": 1,
+            "customerId": "admission-probe",
+            "riskLevel": "low",
+            "expiresAt": "2099-01-01T00:00:00Z",
+        },
+    }
 
 
 async def _first(*waits: Any) -> bool:

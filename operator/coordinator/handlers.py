@@ -20,9 +20,12 @@ import kopf
 import pydantic
 
 from coordinator.api.approval import Approval
+from coordinator.api.common import SUBMITTER_MAY_NOT_ANNOTATION
+from coordinator.api.plan import Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.app import Operator
 from coordinator.core import admission as admission_
+from coordinator.core import catalogue
 from coordinator.k8s.admission import Hook, RefusedError, Review, Verdict
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -95,6 +98,9 @@ async def approval_stamp(operator: Operator, review: Review) -> Verdict:
         groups=review.groups,
         submitter=submitter,
         now=datetime.now(UTC),
+        stamped=submitter is not None
+        or before is None
+        or new.spec.decision == before.spec.decision,
     )
     if outcome.refusal:
         raise RefusedError(outcome.refusal, code=403)
@@ -111,7 +117,12 @@ async def approval_check(operator: Operator, review: Review) -> Verdict:
         return Verdict()
     submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
     reason = admission_.check_decision(
-        old=before, new=new, user=review.user, submitter=submitter, now=datetime.now(UTC)
+        old=before,
+        new=new,
+        user=review.user,
+        submitter=submitter,
+        now=datetime.now(UTC),
+        stamped=submitter is not None,
     )
     if reason:
         raise RefusedError(reason, code=403)
@@ -119,16 +130,58 @@ async def approval_check(operator: Operator, review: Review) -> Verdict:
 
 
 async def recommendation_stamp(operator: Operator, review: Review) -> Verdict:
+    """Who submitted the spec, and what of its plan they may not do themselves: stamped on
+    every create and spec change, from the authenticated request. An object the models
+    cannot read is stamped all the same, as needing a person (its validation refuses what
+    is invalid; nothing that passed here goes unstamped)."""
     verdict = Verdict()
+    if review.object is None:
+        return verdict
+    raw_new, raw_old = review.object, review.old
+    old_annotations = _annotations(raw_old) if raw_old is not None else None
+    resubmitted = admission_.resubmitted(_spec(raw_old), _spec(raw_new), old_annotations)
+    verdict.annotations.update(
+        admission_.stamp_submitter(
+            old_spec=_spec(raw_old),
+            new_spec=_spec(raw_new),
+            old_annotations=old_annotations,
+            new_annotations=_annotations(raw_new),
+            user=review.user,
+            groups=review.groups,
+        )
+    )
     new, before = _models(Recommendation, review)
     if new is None:
+        if resubmitted:
+            verdict.annotations[SUBMITTER_MAY_NOT_ANNOTATION] = "could not be checked"
         return verdict
-    verdict.annotations.update(admission_.stamp_submitter(old=before, new=new, user=review.user))
     denied = None
-    if before is None or before.spec != new.spec:  # who may do what: asked once per spec
+    if resubmitted:  # who may do what: asked once per spec
         denied = await operator.submitter_may_not(review.userinfo, new)
+        steps = _plan_steps(new)
+        if steps is not None:
+            endpoints = await operator.endpoints_of(new.metadata.namespace, steps)
+            endpoint = admission_.endpoint_deputy(steps, endpoints=endpoints)
+            denied = "; ".join(d for d in (denied, endpoint) if d) or None
     verdict.annotations.update(admission_.stamp_deputy(old=before, new=new, denied=denied))
     return verdict
+
+
+def _spec(raw: Mapping[str, Any] | None) -> Any:
+    return (raw or {}).get("spec") if isinstance(raw, Mapping) else None
+
+
+def _annotations(raw: Mapping[str, Any] | None) -> Mapping[str, str]:
+    meta = (raw or {}).get("metadata") if isinstance(raw, Mapping) else None
+    found = meta.get("annotations") if isinstance(meta, Mapping) else None
+    return found if isinstance(found, Mapping) else {}
+
+
+def _plan_steps(rec: Recommendation) -> list[Step] | None:
+    try:
+        return catalogue.plan_steps(rec.spec)
+    except catalogue.NoDefaultPlanError:
+        return None  # refused by the validating webhook
 
 
 async def recommendation_check(operator: Operator, review: Review) -> Verdict:
@@ -147,9 +200,14 @@ async def recommendation_check(operator: Operator, review: Review) -> Verdict:
     problem = admission_.plan_problem(new)
     if problem:  # never a fake plan: say what to add
         raise RefusedError(problem, code=422)
-    reason = await operator.endpoint_problem(new)
-    if reason:
-        raise RefusedError(reason, code=403)
+    if before is None or before.spec != new.spec:  # whose steps an endpoint takes
+        steps = catalogue.plan_steps(new.spec)
+        endpoints = await operator.endpoints_of(new.metadata.namespace, steps)
+        reason = admission_.endpoint_problem(
+            new, steps, endpoints=endpoints, user=review.user, groups=review.groups
+        )
+        if reason:
+            raise RefusedError(reason, code=403)
     if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
         existing = operator.names_in(new.metadata.namespace)
         verdict.warnings.extend(admission_.dependency_warnings(new, existing=existing))

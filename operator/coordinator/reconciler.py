@@ -49,13 +49,14 @@ from coordinator.api.common import (
     PLANS,
     POLICIES,
     RECOMMENDATIONS,
+    SUBMITTED_BY_ANNOTATION,
     format_time,
 )
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.policy import ApprovalPolicy, NotifyEvent
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.core import admission, conflicts, lifecycle
 from coordinator.core import approval as policy_
-from coordinator.core import conflicts, lifecycle
 from coordinator.core import policy as policies_
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
@@ -650,6 +651,9 @@ class Reconciler:
         ready, why = self.store.dependencies_succeeded(key)
         if not ready:
             return False, why, None
+        waits = self.endpoint_wait(key)
+        if waits is not None:  # an AgentEndpoint created or changed starts it (app.py)
+            return False, waits, None
         policies = self.store.policies(key[0])
         rec = self.store.recommendation(key) if policies else None
         if rec is None:
@@ -682,6 +686,30 @@ class Reconciler:
             names = ", ".join(merged.policies)
             return False, f"waiting: {verdict.reason} (policy {names})", verdict.until
         return True, "", None
+
+    def endpoint_wait(self, key: ObjectKey) -> str | None:
+        """Why plan `key` waits for the AgentEndpoints its webhook steps name, or None
+        (``core.admission.endpoint_wait``, with the submitter stamped at admission and
+        whether a person approved)."""
+        plan = self.store.plan(key)
+        names = admission.webhook_endpoints(plan.spec.steps) if plan is not None else set()
+        if plan is None or not names:
+            return None
+        rec = self.store.recommendation(key)
+        annotations = rec.metadata.annotations if rec is not None else {}
+        approval = self.store.approval(key)
+        decided_by = approval.status.decided_by if approval and approval.status else None
+        return admission.endpoint_wait(
+            plan.spec.steps,
+            namespace=key[0],
+            endpoints={
+                name: endpoint.spec if (endpoint := self.store.endpoint((key[0], name))) else None
+                for name in names
+            },
+            submitter=annotations.get(SUBMITTED_BY_ANNOTATION),
+            groups=admission.submitter_groups(annotations),
+            person_approved=decided_by not in (None, POLICY_DECIDER),
+        )
 
     def _ready_but_for_budget(
         self, key: ObjectKey, policies: list[ApprovalPolicy], *, now: datetime

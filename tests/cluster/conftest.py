@@ -157,9 +157,20 @@ def reference_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentP
     process.stop()
 
 
-def register_agents(kubectl: Kubectl, namespace: str, url: str) -> None:
-    """An admin's part, in one apply: the HMAC Secret, one AgentEndpoint per agent, and
-    the Role that lets the operator read exactly that Secret."""
+SUBMITTERS: list[dict[str, Any]] = [{"group": "system:authenticated"}]
+"""Whose recommendations the tests' AgentEndpoints take: any authenticated user (the tests
+submit as agent, admin, alice, ...); the tests of `submitters` register their own."""
+
+
+def register_agents(
+    kubectl: Kubectl,
+    namespace: str,
+    url: str,
+    submitters: list[dict[str, Any]] | None = None,
+) -> None:
+    """An admin's part, in one apply: the HMAC Secret, the Role that lets the operator read
+    exactly that Secret, and one AgentEndpoint per agent (taking the steps of
+    `submitters`, by default SUBMITTERS)."""
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -171,7 +182,11 @@ def register_agents(kubectl: Kubectl, namespace: str, url: str) -> None:
             "apiVersion": "optiinfra.io/v1alpha1",
             "kind": "AgentEndpoint",
             "metadata": {"name": agent, "namespace": namespace},
-            "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
+            "spec": {
+                "url": url,
+                "secretRef": {"name": AGENT_SECRET, "key": "hmac"},
+                "submitters": SUBMITTERS if submitters is None else submitters,
+            },
         }
         for agent in AGENTS
     ]
@@ -180,7 +195,8 @@ def register_agents(kubectl: Kubectl, namespace: str, url: str) -> None:
     for doc in role:
         if doc["kind"] == "Role":
             doc["rules"][0]["resourceNames"] = [AGENT_SECRET]
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *endpoints, *role]))
+    # The endpoints last: a plan waiting for one starts as soon as it exists.
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *role, *endpoints]))
 
 
 @pytest.fixture
@@ -193,13 +209,15 @@ def e2e_namespace(  # noqa: PLR0917 - fixtures are positional
     user_roles: None,
 ) -> Iterator[str]:
     """A fresh namespace that the shared operator watches, users bound to their roles, the
-    agents' endpoints registered (the session's reference agent behind them)."""
+    agents' endpoints registered (the session's reference agent behind them), unless the
+    test is marked no_endpoints."""
     stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
     name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
     core = kubernetes.client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
     bind_users(api, name)
-    register_agents(kubectl, name, reference_agent.url)
+    if request.node.get_closest_marker("no_endpoints") is None:
+        register_agents(kubectl, name, reference_agent.url)
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

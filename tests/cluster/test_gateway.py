@@ -10,7 +10,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.cluster.conftest import Objects
+from tests.agent_process import AgentProcess
+from tests.cluster.conftest import Objects, register_agents
 from tests.cluster.test_operator import APPROVALS, PLANS, RECS
 from tests.gateway_support import (
     GatewayProcess,
@@ -18,7 +19,7 @@ from tests.gateway_support import (
     request,
     service_account_tokens,
 )
-from tests.support import Kubectl
+from tests.support import Kubectl, wait_for
 
 
 def origin_rec(rec_id: str, agent: str, agent_type: str, **fields: Any) -> dict[str, Any]:
@@ -128,9 +129,18 @@ def coordinate(served: GatewayProcess, token: str, body: dict[str, Any]) -> dict
     return answer
 
 
-def test_the_origin_documents_validation_steps(
-    served: GatewayProcess, tokens: dict[str, str], e2e_namespace: str, objects: Objects
+@pytest.mark.no_endpoints
+def test_the_origin_documents_validation_steps(  # noqa: PLR0917 - fixtures are positional
+    served: GatewayProcess,
+    tokens: dict[str, str],
+    e2e_namespace: str,
+    objects: Objects,
+    kubectl: Kubectl,
+    reference_agent: AgentProcess,
 ) -> None:
+    """Against a namespace where no AgentEndpoint exists (yet): conflicts, decisions and
+    approvals as the origin document says; the executed plan waits for its endpoint and
+    runs once an admin registers it."""
     agent, approver = tokens["gw-agent"], tokens["gw-approver"]
     approver_name = f"system:serviceaccount:{e2e_namespace}:gw-approver"
 
@@ -237,6 +247,18 @@ def test_the_origin_documents_validation_steps(
         ("migrate_workload", True, True),
         ("validate_quality", True, False),
     ]
+    # It waits for the AgentEndpoint of its agent; an admin registers it (taking the
+    # gateway agent's steps), and it runs.
+    wait_for(
+        lambda: (
+            "waiting for AgentEndpoint cost-agent-1 to be registered"
+            in (objects.status(PLANS, plan["id"]).get("message") or "")
+        ),
+        what="the plan to wait for AgentEndpoint cost-agent-1",
+    )
+    assert objects.phase(PLANS, plan["id"]) == "Pending"
+    gateway_agent = {"serviceAccount": {"name": "gw-agent", "namespace": e2e_namespace}}
+    register_agents(kubectl, e2e_namespace, reference_agent.url, submitters=[gateway_agent])
     # Test 2: the plan's status, once it has run.
     objects.wait_phase(PLANS, plan["id"], "Succeeded", timeout=60)
     status, shown = curl("GET", f"{served.url}/coordination/plans/{plan['id']}", token=agent)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -373,3 +377,63 @@ def test_notifications_are_signed_and_a_receiver_that_is_down_delays_nothing(
         lambda: notifications(operator, "Approved", "failed") > failed_before,
         what="the failed notification to the pager to be counted",
     )
+
+
+def test_two_of_three_with_reasons_by_kubectl_patch_and_by_the_plugin(
+    people: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    deciders: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A vote that does not decide yet keeps its reason (in status.responses) and leaves the
+    spec valid: never a null reason, which the schema refuses. The plugin's vote on an
+    approval already decided prints no "still needed" warning: nothing was recorded."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    ns = e2e_namespace
+    apply(people, ns, TWO_OF_THREE)
+    for name in ("rec-r1", "rec-r2"):
+        apply(people, ns, recommendation(name), user="agent")
+        wait_policies(objects, name, ["two-of-three"])
+        objects.wait_phase(APPROVALS, name, "Pending")
+
+    # By kubectl patch: the first vote, with a reason, is recorded and not yet decisive.
+    first = {"spec": {"decision": "Approved", "reason": "capacity checked"}}
+    proc = patch_approval(people, ns, "rec-r1", first, user="bob")
+    assert proc.returncode == 0, proc.stderr
+    assert "still needed: 1 more of 2 approvals" in proc.stderr
+    spec = objects.get(APPROVALS, "rec-r1")["spec"]
+    assert spec["decision"] == "Pending"
+    assert "reason" not in spec
+    second = {"spec": {"decision": "Approved", "reason": "ok"}}
+    proc = patch_approval(people, ns, "rec-r1", second, user="alice")
+    assert proc.returncode == 0, proc.stderr
+    done = objects.wait_phase(APPROVALS, "rec-r1", "Approved")
+    reasons = [(r["user"], r.get("reason")) for r in done["status"]["responses"]]
+    assert reasons == [("bob", "capacity checked"), ("alice", "ok")]
+
+    # By the plugin: the same, for approve and reject, each with a reason.
+    def plugin(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return people("optiinfra", *args, "-n", ns, user=user, check=False)
+
+    proc = plugin("bob", "approve", "rec-r2", "--reason", "load is low")
+    assert proc.returncode == 0, proc.stderr
+    assert "your decision is recorded (1 so far; still pending)" in proc.stdout
+    assert objects.get(APPROVALS, "rec-r2")["spec"]["decision"] == "Pending"
+    proc = plugin("approver", "approve", "rec-r2", "--reason", "agreed")
+    assert proc.returncode == 0, proc.stderr
+    done = objects.wait_phase(APPROVALS, "rec-r2", "Approved")
+    reasons = [(r["user"], r.get("reason")) for r in done["status"]["responses"]]
+    assert reasons == [("bob", "load is low"), ("approver", "agreed")]
+    proc = plugin("alice", "approve", "rec-r2", "--reason", "late")
+    assert proc.returncode != 0
+    assert "already Approved" in proc.stderr
+    assert "still needed" not in proc.stdout + proc.stderr
+
+    # A rejection with a reason decides at once.
+    apply(people, ns, recommendation("rec-r3"), user="agent")
+    objects.wait_phase(APPROVALS, "rec-r3", "Pending")
+    proc = plugin("bob", "reject", "rec-r3", "--reason", "not during the freeze")
+    assert proc.returncode == 0, proc.stderr
+    rejected = objects.wait_phase(APPROVALS, "rec-r3", "Rejected")
+    assert rejected["status"]["reason"] == "not during the freeze"

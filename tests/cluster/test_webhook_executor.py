@@ -16,7 +16,7 @@ import yaml
 
 from coordinator.core import webhook as protocol
 from tests.agent_process import KEY, AgentProcess
-from tests.cluster.conftest import Objects, grant_endpoint_secrets
+from tests.cluster.conftest import SUBMITTERS, Objects, grant_endpoint_secrets
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
@@ -31,12 +31,19 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
     process.stop()
 
 
-def endpoint_manifest(name: str, url: str) -> dict[str, Any]:
+def endpoint_manifest(
+    name: str, url: str, submitters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "apiVersion": "optiinfra.io/v1alpha1",
         "kind": "AgentEndpoint",
         "metadata": {"name": name},
-        "spec": {"url": url, "secretRef": {"name": SECRET, "key": "hmac"}, "timeoutSeconds": 10},
+        "spec": {
+            "url": url,
+            "secretRef": {"name": SECRET, "key": "hmac"},
+            "timeoutSeconds": 10,
+            "submitters": submitters if submitters is not None else SUBMITTERS,
+        },
     }
 
 
@@ -56,10 +63,10 @@ def set_up_endpoint(
         "data": {"hmac": base64.b64encode(KEY).decode()},
     }
     kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(secret))
+    if grant:  # before the endpoint: a plan waiting for it starts as soon as it exists
+        grant_endpoint_secrets(kubectl, api, namespace, [SECRET])
     manifest = json.dumps(endpoint_manifest("agent", url))
     kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
-    if grant:
-        grant_endpoint_secrets(kubectl, api, namespace, [SECRET])
 
 
 @pytest.fixture
@@ -148,17 +155,40 @@ def test_without_the_secret_role_the_step_names_the_secret_and_the_role(
     assert agent.requests() == {}
 
 
-def test_admission_refuses_a_webhook_step_without_an_existing_endpoint(
+def test_a_missing_endpoint_never_refuses_its_plan_waits_and_starts_once_registered(
+    kubectl: Kubectl,
+    api: kubernetes.client.ApiClient,
+    e2e_namespace: str,
+    objects: Objects,
+    agent: AgentProcess,
+) -> None:
+    """The endpoint does not exist yet: the recommendation is admitted and approved by
+    policy (low risk); its plan waits, Pending, naming the endpoint; registered by an
+    admin (taking the agent's steps), the plan starts, from the watch."""
+    submit(kubectl, e2e_namespace, recommendation("rec-early", "acme"))
+
+    def waiting() -> dict[str, Any] | None:
+        status = objects.get(PLANS, "rec-early") or {}
+        message = (status.get("status") or {}).get("message") or ""
+        return status if "waiting for AgentEndpoint agent to be registered" in message else None
+
+    plan = wait_for(waiting, timeout=30, what="the plan to wait for its endpoint")
+    assert plan["status"]["phase"] == "Pending"
+    [ready] = [c for c in plan["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready["status"] == "Unknown"
+    assert f"AgentEndpoint agent to be registered in namespace {e2e_namespace}" in ready["message"]
+    assert agent.requests() == {}
+    set_up_endpoint(kubectl, api, e2e_namespace, agent.url)
+    plan = objects.wait_phase(PLANS, "rec-early", "Succeeded", timeout=60)
+    assert len(agent.applied()) == 1
+
+
+def test_admission_refuses_what_it_can_know_of_endpoints(
     kubectl: Kubectl, e2e_namespace: str, operator: OperatorProcess
 ) -> None:
+    """A webhook step without params.endpoint, and an endpoint whose submitters exclude
+    the submitter, are refused; a missing endpoint is not."""
     rec = recommendation("rec-nowhere", "acme")
-    proc = kubectl(
-        "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
-        check=False,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "spec.steps[0].params.endpoint" in proc.stderr, proc.stderr
-    assert "webhook step resize names AgentEndpoint agent, which does not exist" in proc.stderr
     del rec["spec"]["steps"][0]["params"]["endpoint"]
     proc = kubectl(
         "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
@@ -166,12 +196,18 @@ def test_admission_refuses_a_webhook_step_without_an_existing_endpoint(
     )  # fmt: skip
     assert proc.returncode != 0
     assert "spec.steps[0].params.endpoint: webhook step resize must name" in proc.stderr
-    # Registered a moment before the recommendation (the operator's watch may not have
-    # shown it yet): accepted all the same.
-    manifest = json.dumps(endpoint_manifest("agent", "https://agent.example.com/hook"))
-    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=manifest, user="approver")
-    rec = recommendation("rec-somewhere", "acme")
-    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent")
+    # Another agent's endpoint: registered a moment before the recommendation (the
+    # operator's watch may not have shown it yet), refused all the same.
+    infra = endpoint_manifest("agent", "https://agent.example.com/hook", [{"user": "infra"}])
+    kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=json.dumps(infra), user="approver")
+    rec = recommendation("rec-elsewhere", "acme")
+    proc = kubectl(
+        "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "agent may not send steps to AgentEndpoint agent" in proc.stderr, proc.stderr
+    assert "its submitters are user infra" in proc.stderr
 
 
 def test_an_agent_cannot_create_an_endpoint_an_approver_can(

@@ -6,13 +6,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from coordinator.api.approval import Approval
+from coordinator.api.endpoint import AgentEndpointSpec
+from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation
-from coordinator.core import admission, policy
+from coordinator.core import admission, catalogue, policy
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BY = admission.DECIDED_BY_ANNOTATION
 AT = admission.DECIDED_AT_ANNOTATION
 SUBMITTED = admission.SUBMITTED_BY_ANNOTATION
+GROUPS = admission.SUBMITTED_GROUPS_ANNOTATION
 
 
 def approval(
@@ -160,12 +163,163 @@ def test_a_withdrawn_approval_cannot_be_decided() -> None:
     assert "withdrawn" in reason
 
 
+def submit(old: Recommendation | None, new: Recommendation, user: str) -> admission.Annotations:
+    return admission.stamp_submitter(
+        old_spec=old.spec.to_wire() if old else None,
+        new_spec=new.spec.to_wire(),
+        old_annotations=old.metadata.annotations if old else None,
+        new_annotations=new.metadata.annotations,
+        user=user,
+        groups=["agents", "system:authenticated"],
+    )
+
+
 def test_submitter_is_recorded_on_spec_changes_only() -> None:
-    assert admission.stamp_submitter(old=None, new=rec(), user="agent") == {SUBMITTED: "agent"}
-    old = rec(annotations={SUBMITTED: "agent"})
-    assert admission.stamp_submitter(old=old, new=rec(priority=5), user="bob") == {SUBMITTED: "bob"}
-    same = rec(annotations={SUBMITTED: "forged"})
-    assert admission.stamp_submitter(old=old, new=same, user="bob") == {SUBMITTED: "agent"}
+    groups = '["agents", "system:authenticated"]'
+    assert submit(None, rec(), "agent") == {SUBMITTED: "agent", GROUPS: groups}
+    old = rec(annotations={SUBMITTED: "agent", GROUPS: "[]"})
+    assert submit(old, rec(priority=5), "bob") == {SUBMITTED: "bob", GROUPS: groups}
+    same = rec(annotations={SUBMITTED: "forged", GROUPS: '["system:masters"]'})
+    assert submit(old, same, "bob") == {SUBMITTED: "agent", GROUPS: "[]"}
+
+
+def test_an_unstamped_recommendation_is_stamped_by_any_update() -> None:
+    """Stored without the stamps (webhooks not in force then): whoever updates it next,
+    even without a spec change, is stamped as its submitter (and checked as one)."""
+    unstamped = rec()
+    assert submit(unstamped, rec(), "agent")[SUBMITTED] == "agent"
+    assert admission.resubmitted(unstamped.spec, unstamped.spec, {})
+    assert not admission.resubmitted(unstamped.spec, unstamped.spec, {SUBMITTED: "agent"})
+    assert admission.submitter_groups({GROUPS: '["a", "b"]'}) == ["a", "b"]
+    assert admission.submitter_groups({GROUPS: "not json"}) == []
+
+
+def test_no_decision_on_an_unstamped_recommendation() -> None:
+    reason = admission.check_decision(
+        old=approval(), new=approval("Approved"), user="b", submitter=None, now=NOW, stamped=False
+    )
+    assert reason is not None
+    assert "not stamped by the admission webhooks" in reason
+    assert "re-applies it" in reason
+    outcome = admission.record_vote(
+        old=approval(),
+        new=approval("Approved"),
+        user="b",
+        groups=(),
+        submitter=None,
+        now=NOW,
+        stamped=False,
+    )
+    assert outcome.refusal == reason
+
+
+# --- AgentEndpoint submitters -------------------------------------------------------------
+
+
+def endpoint(submitters: list[dict[str, Any]] | None) -> AgentEndpointSpec:
+    spec: dict[str, Any] = {
+        "url": "https://agent.example.com/",
+        "secretRef": {"name": "s", "key": "k"},
+    }
+    if submitters is not None:
+        spec["submitters"] = submitters
+    return AgentEndpointSpec.model_validate(spec)
+
+
+def webhook_rec(agent: str = "infra-agent") -> Recommendation:
+    body = rec().model_dump(by_alias=True, exclude_none=True)
+    body["metadata"]["namespace"] = "team-a"
+    body["spec"] |= {"agentId": agent, "action": "resize_database", "riskLevel": "low"}
+    return Recommendation.model_validate(body)
+
+
+def test_a_missing_endpoint_never_refuses_a_recommendation() -> None:
+    r = webhook_rec()
+    steps = catalogue.plan_steps(r.spec)
+    assert admission.webhook_endpoints(steps) == {"infra-agent"}
+    assert (
+        admission.endpoint_problem(
+            r, steps, endpoints={"infra-agent": None}, user="cost-agent", groups=[]
+        )
+        is None
+    )
+
+
+def test_an_endpoint_takes_steps_only_of_its_submitters() -> None:
+    """cost-agent may not have the operator call infra-agent's endpoint for it."""
+    r = webhook_rec()
+    steps = catalogue.plan_steps(r.spec)
+    infra = endpoint(
+        [
+            {"user": "infra-agent"},
+            {"group": "infra-team"},
+            {"serviceAccount": {"name": "infra", "namespace": "agents"}},
+        ]
+    )
+
+    def problem(user: str, groups: list[str]) -> str | None:
+        endpoints = {"infra-agent": infra}
+        return admission.endpoint_problem(r, steps, endpoints=endpoints, user=user, groups=groups)
+
+    refused = problem("cost-agent", ["agents"])
+    assert refused is not None
+    assert "cost-agent may not send steps to AgentEndpoint infra-agent of namespace team-a" in (
+        refused
+    )
+    assert "user infra-agent, group infra-team, serviceAccount agents/infra" in refused
+    assert problem("infra-agent", []) is None
+    assert problem("someone", ["infra-team"]) is None
+    assert problem("system:serviceaccount:agents:infra", []) is None
+    assert problem("system:serviceaccount:other:infra", []) is not None
+
+
+def test_a_webhook_step_without_an_endpoint_is_refused() -> None:
+    steps = [
+        Step(name="snap", action="take_snapshot", executor=Executor.SIMULATED),
+        Step(name="resize", action="x", executor=Executor.WEBHOOK, params={"endpoint": "a"}),
+        Step(name="bare", action="x", executor=Executor.WEBHOOK, params={}),
+    ]
+    reason = admission.check_webhook_steps(steps, namespace="team-a") or ""
+    assert "spec.steps[2].params.endpoint: webhook step bare must name" in reason
+    assert "steps[1]" not in reason
+    assert admission.check_webhook_steps(steps[:2], namespace="team-a") is None
+
+
+def test_an_endpoint_without_submitters_needs_a_person() -> None:
+    """One not there yet is judged when the plan would start (it waits for it)."""
+    steps = catalogue.plan_steps(webhook_rec().spec)
+    assert admission.endpoint_deputy(steps, endpoints={"infra-agent": None}) is None
+    open_ = admission.endpoint_deputy(steps, endpoints={"infra-agent": endpoint(None)})
+    assert open_ is not None
+    assert "only with a person's approval (it lists no submitters)" in open_
+    listed = endpoint([{"user": "infra-agent"}])
+    assert admission.endpoint_deputy(steps, endpoints={"infra-agent": listed}) is None
+
+
+def test_a_plan_waits_for_its_endpoint_and_for_whom_it_takes() -> None:
+    steps = catalogue.plan_steps(webhook_rec().spec)
+
+    def wait(spec: AgentEndpointSpec | None, *, person: bool, user: str = "cost") -> str | None:
+        return admission.endpoint_wait(
+            steps,
+            namespace="team-a",
+            endpoints={"infra-agent": spec},
+            submitter=user,
+            groups=[],
+            person_approved=person,
+        )
+
+    missing = wait(None, person=True)
+    assert missing is not None
+    assert "waiting for AgentEndpoint infra-agent to be registered in namespace team-a" in missing
+    assert wait(endpoint(None), person=True) is None
+    by_policy = wait(endpoint(None), person=False)
+    assert by_policy is not None
+    assert "takes only plans a person approved" in by_policy
+    excluded = wait(endpoint([{"user": "infra"}]), person=True)
+    assert excluded is not None
+    assert "does not take steps of cost" in excluded
+    assert wait(endpoint([{"user": "cost"}]), person=False) is None
 
 
 def test_the_spec_is_frozen_while_executing() -> None:

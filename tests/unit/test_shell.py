@@ -267,9 +267,9 @@ class CountingApi(FakeApi):
 
 @in_loop
 async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_get() -> None:
-    """Admission asks which AgentEndpoints exist: those the Store holds cost no request;
-    one applied a moment ago (not in the Store yet) is still found, with one GET; a
-    missing one is missing. An endpoint queues no group."""
+    """Admission reads the AgentEndpoints a plan names: those the Store holds cost no
+    request; one applied a moment ago (not in the Store yet) is still found, with one GET;
+    a missing one is missing. An endpoint queues no group."""
     api = CountingApi()
     store, reconciler, _ = shell(api)
     store.apply(ENDPOINTS, api.put(ENDPOINTS, endpoint_body("watched")))
@@ -278,12 +278,10 @@ async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_
     resolver = webhook_.ClientResolver(
         cast(client_.Client, api), lambda ns, name: store.endpoint((ns, name))
     )
-    assert await resolver.existing(NS, ["watched"]) == {"watched"}
+    assert await resolver.endpoint(NS, "watched") is not None
     assert api.gets == []
-    assert await resolver.existing(NS, ["watched", "just-applied", "gone"]) == {
-        "watched",
-        "just-applied",
-    }
+    assert await resolver.endpoint(NS, "just-applied") is not None
+    assert await resolver.endpoint(NS, "gone") is None
     assert api.gets == [(ENDPOINTS, "just-applied"), (ENDPOINTS, "gone")]
     endpoint = await resolver.endpoint(NS, "watched")
     assert endpoint is not None
@@ -291,7 +289,7 @@ async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_
     assert len(api.gets) == 2  # the step's read came from the Store too
     gone = api.objects.pop((ENDPOINTS, NS, "watched"))
     store.apply(ENDPOINTS, gone, deleted=True)
-    assert await resolver.existing(NS, ["watched"]) == set()
+    assert await resolver.endpoint(NS, "watched") is None
 
 
 # --- the work queue -------------------------------------------------------------------

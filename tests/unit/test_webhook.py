@@ -26,7 +26,6 @@ from aiohttp import web
 from coordinator.agent import Agent
 from coordinator.api.endpoint import AgentEndpointSpec, url_problem
 from coordinator.api.plan import Executor, Step
-from coordinator.core import admission
 from coordinator.core import webhook as protocol
 from coordinator.executors import StepContext
 from coordinator.executors.webhook import (
@@ -189,27 +188,6 @@ def test_endpoint_defaults_and_ca_bundle() -> None:
                 "timeoutSeconds": 0,
             }
         )
-
-
-# --- admission ----------------------------------------------------------------------------
-
-
-def test_admission_names_the_step_the_field_and_the_missing_endpoint() -> None:
-    steps = [
-        Step(name="snap", action="take_snapshot", executor=Executor.SIMULATED),
-        step(),
-        Step(name="bare", action="x", executor=Executor.WEBHOOK, params={}),
-    ]
-    assert admission.webhook_endpoints(steps) == {"agent"}
-    reason = admission.check_webhook_steps(steps, namespace="team-a", existing=set()) or ""
-    assert "spec.steps[1].params.endpoint" in reason
-    assert "webhook step resize names AgentEndpoint agent" in reason
-    assert "does not exist in namespace team-a" in reason
-    assert "spec.steps[2].params.endpoint: webhook step bare must name" in reason
-    only_bare = admission.check_webhook_steps(steps, namespace="team-a", existing={"agent"})
-    assert only_bare is not None
-    assert "steps[1]" not in only_bare
-    assert admission.check_webhook_steps(steps[:2], namespace="n", existing={"agent"}) is None
 
 
 # --- the executor with a fake transport ---------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from typing import Final, Literal
 
 import pydantic
@@ -63,6 +64,65 @@ class SecretKeyRef(Model):
     )
 
 
+class ServiceAccountRef(Model):
+    """A ServiceAccount, as the API server authenticates it
+    (``system:serviceaccount:<namespace>:<name>``)."""
+
+    name: str = pydantic.Field(min_length=1, max_length=253, description="Its name.")
+    namespace: str = pydantic.Field(min_length=1, max_length=63, description="Its namespace.")
+
+
+class Submitter(Model):
+    """Whose recommendations may send steps to an endpoint: a user, a group or a
+    ServiceAccount, exactly one."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=rules(
+            (
+                "(has(self.user) ? 1 : 0) + (has(self.group) ? 1 : 0) + "
+                "(has(self.serviceAccount) ? 1 : 0) == 1",
+                "a submitter is exactly one of user, group or serviceAccount",
+            )
+        )
+    )
+
+    user: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=253, description="A user name."
+    )
+    group: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=253, description="A group name."
+    )
+    service_account: ServiceAccountRef | None = pydantic.Field(
+        default=None, description="A ServiceAccount (the agent's identity in the cluster)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> Submitter:
+        given = [self.user, self.group, self.service_account]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("a submitter is exactly one of user, group or serviceAccount")
+        return self
+
+    def admits(self, user: str, groups: Sequence[str]) -> bool:
+        """Whether a request by `user` in `groups` is this submitter."""
+        if self.user is not None:
+            return user == self.user
+        if self.group is not None:
+            return self.group in groups
+        sa = self.service_account
+        assert sa is not None
+        return user == f"system:serviceaccount:{sa.namespace}:{sa.name}"
+
+    def text(self) -> str:
+        if self.user is not None:
+            return f"user {self.user}"
+        if self.group is not None:
+            return f"group {self.group}"
+        sa = self.service_account
+        assert sa is not None
+        return f"serviceAccount {sa.namespace}/{sa.name}"
+
+
 class AgentEndpointSpec(Model):
     """How to reach an agent and how to sign the requests sent to it."""
 
@@ -91,6 +151,26 @@ class AgentEndpointSpec(Model):
         description="How long one request may take before it counts as unanswered (and is "
         "sent again, within the step's timeout).",
     )
+    submitters: list[Submitter] | None = pydantic.Field(
+        default=None,
+        max_length=256,
+        description="Whose recommendations may send steps to this endpoint (users, groups, "
+        "ServiceAccounts, as the API server authenticated the submitter). A recommendation "
+        "whose submitter is none of them is refused at admission, naming the endpoint. "
+        "Without submitters the endpoint takes only plans a person approved, never ones "
+        "approved by policy.",
+    )
+
+    def admits(self, user: str | None, groups: Sequence[str]) -> bool | None:
+        """Whether the endpoint takes steps of recommendations submitted by `user` (in
+        `groups`): True or False by its submitters; None when it lists none (a person
+        must approve)."""
+        if self.submitters is None:
+            return None
+        return user is not None and any(s.admits(user, groups) for s in self.submitters)
+
+    def submitters_text(self) -> str:
+        return ", ".join(s.text() for s in self.submitters or ()) or "nobody"
 
     @pydantic.field_validator("url")
     @classmethod

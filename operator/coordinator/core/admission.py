@@ -6,7 +6,7 @@ before and after. Mutations return the annotations to set; validations return th
 reason to refuse, or None. A decision is stamped with the deciding user and time in
 annotations that no client can write, and the operator copies them into the
 Approval's status (which approvers cannot write at all). A webhook step must name an
-AgentEndpoint that exists in the recommendation's namespace.
+AgentEndpoint; one that exists must list the submitter among its ``submitters``.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -14,6 +14,7 @@ Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,9 +24,11 @@ from coordinator.api.common import (
     DECIDED_AT_ANNOTATION,
     DECIDED_BY_ANNOTATION,
     SUBMITTED_BY_ANNOTATION,
+    SUBMITTED_GROUPS_ANNOTATION,
     SUBMITTER_MAY_NOT_ANNOTATION,
     format_time,
 )
+from coordinator.api.endpoint import AgentEndpointSpec
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import catalogue, steps
@@ -70,6 +73,7 @@ def record_vote(
     groups: Sequence[str],
     submitter: str | None,
     now: datetime,
+    stamped: bool = True,
 ) -> VoteOutcome:
     """N-of-M: every eligible person decides with the same patch of spec.decision.
 
@@ -91,7 +95,9 @@ def record_vote(
     deciding = old.spec.decision is Decision.PENDING and new.spec.decision is not Decision.PENDING
     if not deciding:
         return VoteOutcome(annotations=kept)
-    refusal = check_decision(old=old, new=new, user=user, submitter=submitter, now=now)
+    refusal = check_decision(
+        old=old, new=new, user=user, submitter=submitter, now=now, stamped=stamped
+    )
     if refusal:
         return VoteOutcome(refusal=refusal)
     sets = approver_sets(new)
@@ -144,8 +150,12 @@ def check_decision(
     user: str,
     submitter: str | None,
     now: datetime,
+    stamped: bool = True,
 ) -> str | None:
-    """Why this update of an Approval must be refused, or None."""
+    """Why this update of an Approval must be refused, or None. `stamped`: whether the
+    recommendation carries the admission webhooks' stamps (an unstamped one is never
+    decided: nobody knows who submitted it, so nobody can be kept from approving their
+    own)."""
     if old.spec.decision is not Decision.PENDING or new.spec.decision is Decision.PENDING:
         return None  # not a decision (a decided one cannot change: the CRD's rule says so)
     name = new.metadata.name
@@ -161,6 +171,15 @@ def check_decision(
             f"approval {name} expired at {format_time(new.spec.expires_at)} and can no "
             "longer be decided"
         )
+    if not stamped:
+        rec = new.spec.recommendation
+        return (
+            f"recommendation {rec} was not stamped by the admission webhooks (who submitted it "
+            f"is unknown), so approval {name} cannot be decided: its submitter re-applies it "
+            "(kubectl apply with any change, or kubectl annotate recommendation "
+            f"{rec} optiinfra.io/resubmitted=1 --overwrite), which stamps it; then another "
+            "person decides"
+        )
     if submitter is not None and submitter == user:
         return (
             f"{user} submitted or last changed recommendation {new.spec.recommendation} and "
@@ -169,13 +188,48 @@ def check_decision(
     return None
 
 
-def stamp_submitter(*, old: Recommendation | None, new: Recommendation, user: str) -> Annotations:
-    """Record who submitted the spec: on create and on every spec change, else keep it."""
-    if old is None or old.spec != new.spec:
-        if new.metadata.annotations.get(SUBMITTED_BY_ANNOTATION) == user:
-            return {}
-        return {SUBMITTED_BY_ANNOTATION: user}
-    return _keep(old.metadata.annotations, new.metadata.annotations, (SUBMITTED_BY_ANNOTATION,))
+def stamp_submitter(
+    *,
+    old_spec: Any,
+    new_spec: Any,
+    old_annotations: Mapping[str, str] | None,
+    new_annotations: Mapping[str, str],
+    user: str,
+    groups: Sequence[str],
+) -> Annotations:
+    """Record who submitted the spec (user and groups, as the API server authenticated
+    them): on create, on every spec change, and on any update of an object stored without
+    the stamp (whoever updates it answers for it now); else keep what was recorded. On the
+    wire form of the spec, so that an object the models cannot read is stamped all the
+    same."""
+    keys = (SUBMITTED_BY_ANNOTATION, SUBMITTED_GROUPS_ANNOTATION)
+    if resubmitted(old_spec, new_spec, old_annotations):
+        stamps = {
+            SUBMITTED_BY_ANNOTATION: user,
+            SUBMITTED_GROUPS_ANNOTATION: json.dumps(list(groups)),
+        }
+        return {k: v for k, v in stamps.items() if new_annotations.get(k) != v}
+    assert old_annotations is not None
+    return _keep(old_annotations, new_annotations, keys)
+
+
+def resubmitted(old_spec: Any, new_spec: Any, old_annotations: Mapping[str, str] | None) -> bool:
+    """Whether an admission request submits the spec anew (and is stamped and checked as a
+    submission): a create, a spec change, or an update of an unstamped object."""
+    return (
+        old_annotations is None
+        or old_spec != new_spec
+        or not old_annotations.get(SUBMITTED_BY_ANNOTATION)
+    )
+
+
+def submitter_groups(annotations: Mapping[str, str]) -> list[str]:
+    """The submitter's groups as stamped (empty when not stamped or unreadable)."""
+    try:
+        groups = json.loads(annotations.get(SUBMITTED_GROUPS_ANNOTATION) or "[]")
+    except ValueError:
+        return []
+    return [str(g) for g in groups] if isinstance(groups, list) else []
 
 
 def check_spec_change(*, old: Recommendation, new: Recommendation) -> str | None:
@@ -275,15 +329,22 @@ def stamp_deputy(
 ) -> Annotations:
     """On create and on every spec change: record what the submitter may not do themselves
     (`denied`, from the access reviews), or clear it; otherwise keep what was recorded."""
-    if old is None or old.spec != new.spec:
+    old_annotations = old.metadata.annotations if old is not None else None
+    if resubmitted(old.spec if old else None, new.spec, old_annotations):
         if new.metadata.annotations.get(SUBMITTER_MAY_NOT_ANNOTATION) == denied:
             return {}
         return {SUBMITTER_MAY_NOT_ANNOTATION: denied}
     keys = (SUBMITTER_MAY_NOT_ANNOTATION,)
+    assert old is not None
     return _keep(old.metadata.annotations, new.metadata.annotations, keys)
 
 
-# --- webhook steps: the AgentEndpoint they name must exist -----------------------------
+# --- webhook steps: whose steps an AgentEndpoint takes ------------------------------------
+#
+# A missing endpoint never refuses a recommendation (conflicts, decisions and approvals do
+# not need it; its plan waits for it). What admission can know it refuses: a webhook step
+# of spec.steps without params.endpoint, and an existing endpoint whose submitters exclude
+# the submitter.
 
 
 def webhook_endpoints(steps: Sequence[Step]) -> set[str]:
@@ -297,55 +358,104 @@ def webhook_endpoints(steps: Sequence[Step]) -> set[str]:
     }
 
 
-def check_webhook_steps(
-    steps: Sequence[Step], *, namespace: str, existing: Collection[str]
-) -> str | None:
+def check_webhook_steps(steps: Sequence[Step], *, namespace: str) -> str | None:
     """Why the webhook steps of `steps` (``spec.steps``) must be refused, or None: each one
-    names, in params.endpoint, an AgentEndpoint that exists in `namespace`."""
-    problems = []
-    for index, step in enumerate(steps):
-        if step.executor is not Executor.WEBHOOK:
-            continue
-        field = f"spec.steps[{index}].params.endpoint"
-        name = step.params.get("endpoint")
-        if not isinstance(name, str) or not name:
-            problems.append(
-                f"{field}: webhook step {step.name} must name an AgentEndpoint of namespace "
-                f"{namespace} (a recommendation never carries a URL)"
-            )
-        elif name not in existing:
-            problems.append(
-                f"{field}: webhook step {step.name} names AgentEndpoint {name}, which does not "
-                f"exist in namespace {namespace} (an approver or admin creates it)"
-            )
+    names, in params.endpoint, an AgentEndpoint of `namespace`."""
+    problems = [
+        f"spec.steps[{index}].params.endpoint: webhook step {step.name} must name an "
+        f"AgentEndpoint of namespace {namespace} (a recommendation never carries a URL)"
+        for index, step in enumerate(steps)
+        if step.executor is Executor.WEBHOOK
+        and not (isinstance(name := step.params.get("endpoint"), str) and name)
+    ]
     return "; ".join(problems) or None
 
 
 def endpoint_problem(
-    rec: Recommendation, steps: Sequence[Step], *, existing: Collection[str]
+    rec: Recommendation,
+    steps: Sequence[Step],
+    *,
+    endpoints: Mapping[str, AgentEndpointSpec | None],
+    user: str,
+    groups: Sequence[str],
 ) -> str | None:
-    """Why the webhook steps of `rec`'s plan (`steps`) must be refused, given the
-    AgentEndpoints that exist among those they name: a step of ``spec.steps`` names the
-    field, a default plan names the agent."""
+    """Why `rec` (submitted by `user` in `groups`) must be refused for the webhook steps of
+    its plan (`steps`), or None. `endpoints`: the AgentEndpoints those steps name, None for
+    one that does not exist (yet: never a refusal)."""
     if rec.spec.steps:
-        return check_webhook_steps(steps, namespace=rec.metadata.namespace, existing=existing)
-    return check_agent_endpoint(rec, names=webhook_endpoints(steps), existing=existing)
-
-
-def check_agent_endpoint(
-    rec: Recommendation, *, names: Collection[str], existing: Collection[str]
-) -> str | None:
-    """Why a recommendation whose default plan asks its agent must be refused, or None: the
-    agent's AgentEndpoint (named after spec.agentId) must be registered in the namespace."""
-    missing = sorted(set(names) - set(existing))
-    if not missing:
+        problem = check_webhook_steps(steps, namespace=rec.metadata.namespace)
+        if problem:
+            return problem
+    refused = [
+        name
+        for name in sorted(webhook_endpoints(steps))
+        if (endpoint := endpoints.get(name)) is not None and endpoint.admits(user, groups) is False
+    ]
+    if not refused:
         return None
+    name = refused[0]
+    endpoint = endpoints[name]
+    assert endpoint is not None
     return (
-        f"spec.agentId: the default plan of {rec.spec.action} is carried out by agent "
-        f"{rec.spec.agent_id} through the AgentEndpoint {missing[0]}, which does not exist in "
-        f"namespace {rec.metadata.namespace} (an approver or admin registers it), or give "
-        "spec.steps (or spec.target, for a cluster action)"
+        f"{user} may not send steps to AgentEndpoint {name} of namespace "
+        f"{rec.metadata.namespace}: its submitters are {endpoint.submitters_text()} "
+        f"(spec.agentId {rec.spec.agent_id}"
+        + (", spec.steps" if rec.spec.steps else ", the default plan of " + rec.spec.action)
+        + ")"
     )
+
+
+def endpoint_deputy(
+    steps: Sequence[Step], *, endpoints: Mapping[str, AgentEndpointSpec | None]
+) -> str | None:
+    """What makes a person's approval necessary for the webhook steps of a plan, in the
+    words of the submitter-may-not stamp, or None: an endpoint that lists no submitters
+    takes only plans a person approved. (One that does not exist yet is judged when the
+    plan would start: `endpoint_wait`.)"""
+    problems = [
+        f"may send steps to AgentEndpoint {name} only with a person's approval "
+        "(it lists no submitters)"
+        for name in sorted(webhook_endpoints(steps))
+        if (endpoint := endpoints.get(name)) is not None and endpoint.admits(None, ()) is None
+    ]
+    return "; ".join(problems) or None
+
+
+def endpoint_wait(
+    steps: Sequence[Step],
+    *,
+    namespace: str,
+    endpoints: Mapping[str, AgentEndpointSpec | None],
+    submitter: str | None,
+    groups: Sequence[str],
+    person_approved: bool,
+) -> str | None:
+    """Why an approved plan with these `steps` may not start yet for its webhook steps, or
+    None: each AgentEndpoint they name must exist (an admin registers it: the plan starts
+    then) and take the submitter's steps; one without submitters only a person's approval.
+    Checked again at the start because an endpoint may be created or changed after the
+    recommendation was admitted."""
+    for name in sorted(webhook_endpoints(steps)):
+        endpoint = endpoints.get(name)
+        if endpoint is None:
+            return (
+                f"waiting for AgentEndpoint {name} to be registered in namespace {namespace} "
+                "(an approver or admin creates it; the plan starts then)"
+            )
+        admits = endpoint.admits(submitter, groups)
+        if admits is None and not person_approved:
+            return (
+                f"waiting: AgentEndpoint {name} lists no submitters, so it takes only plans a "
+                "person approved, and this one was approved by policy (an admin adds the "
+                "submitter to its submitters)"
+            )
+        if admits is False:
+            return (
+                f"waiting: AgentEndpoint {name} does not take steps of "
+                f"{submitter or 'an unknown submitter'} (its submitters are "
+                f"{endpoint.submitters_text()})"
+            )
+    return None
 
 
 def step_problems(*, old: Recommendation | None, new: Recommendation) -> list[str]:

@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from coordinator.api.common import (
+    SUBMITTED_BY_ANNOTATION,
     SUBMITTER_MAY_NOT_ANNOTATION,
     RiskLevel,
 )
-from coordinator.api.plan import Step
+from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import RecommendationSpec
 
 DRASTIC_ACTION: Final = re.compile(r"^(delete|remove|terminate|destroy|drop|purge)(_|$)")
@@ -38,6 +39,11 @@ class ApprovalPolicy:
     low: timedelta = timedelta(hours=72)
     min_risk: tuple[tuple[str, RiskLevel], ...] = ()
     """(action, level) pairs: `coordinator run --min-risk ACTION=LEVEL`."""
+    admission: bool | None = None
+    """Whether the admission webhooks stamp every recommendation (the operator's): True,
+    an unstamped one is not trusted (no decision by policy); False (webhooks off), a plan
+    that changes the cluster or calls an agent needs a person; None (``coordinator
+    check``, tests of the rules): no stamps are expected."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -95,7 +101,43 @@ def assess(
     if denied:
         needs_person = True
         reasons.append(f"a person must approve: the submitter {denied}")
+    unchecked = unchecked_reason(annotations, steps, admission=policy.admission)
+    if unchecked:  # fail closed: what admission did not check is not approved by policy
+        needs_person = True
+        reasons.append(unchecked)
     return Assessment(risk=risk, needs_person=needs_person, reasons=tuple(reasons))
+
+
+NOT_ADMITTED: Final = (
+    "the admission webhooks did not stamp it (who submitted it is unknown): re-apply it "
+    "(kubectl apply), which stamps it; until then no policy decides it and no person's "
+    "decision on it is accepted"
+)
+
+
+def stamped(annotations: Mapping[str, str]) -> bool:
+    """Whether the admission webhooks stamped the recommendation with its submitter."""
+    return bool(annotations.get(SUBMITTED_BY_ANNOTATION))
+
+
+def unchecked_reason(
+    annotations: Mapping[str, str], steps: Sequence[Step], *, admission: bool | None
+) -> str | None:
+    """Why a person must approve because admission did not check the recommendation, or
+    None: with the webhooks on, an unstamped one is not trusted at all; with them off,
+    nothing was checked, so a plan that changes the cluster or calls an agent (with the
+    operator's rights) needs a person."""
+    if admission is None or stamped(annotations):
+        return None
+    if admission:
+        return f"a person must approve: {NOT_ADMITTED}"
+    acting = sorted({s.executor.value for s in steps if s.executor is not Executor.SIMULATED})
+    if not acting:
+        return None
+    return (
+        "a person must approve: the admission webhooks are off, so nobody checked what the "
+        f"submitter may do, and the plan has {' and '.join(acting)} steps"
+    )
 
 
 def _floors(

@@ -243,7 +243,10 @@ def decide(
     has_plan = (
         observed.plan is not None and not draft.delete_plan
     ) or draft.create_plan is not None
-    status = _status(rec, draft, has_approval=has_approval, has_plan=has_plan, now=now)
+    admitted = policy_.stamped(rec.metadata.annotations) if policy.admission else None
+    status = _status(
+        rec, draft, has_approval=has_approval, has_plan=has_plan, admitted=admitted, now=now
+    )
     events = _events(rec, status, draft)
     approval_status = draft.approval_status
     if approval is not None and approval_status is not None and approval.status == approval_status:
@@ -690,8 +693,17 @@ def _phase_message(observed: Observed, phase: RecommendationPhase) -> str:
 
 
 def _status(
-    rec: Recommendation, draft: _Draft, *, has_approval: bool, has_plan: bool, now: datetime
+    rec: Recommendation,
+    draft: _Draft,
+    *,
+    has_approval: bool,
+    has_plan: bool,
+    admitted: bool | None = None,
+    now: datetime,
 ) -> RecommendationStatus:
+    """The status: phase, conflicts, names, message, and the conditions Conflicting, Ready
+    and (with the admission webhooks on: `admitted` not None) Admitted, False for a
+    recommendation the webhooks did not stamp."""
     old = rec.status or RecommendationStatus()
     conflicts_ = list(draft.conflicts)
     conditions = [
@@ -716,6 +728,20 @@ def _status(
             now=now,
         ),
     ]
+    if admitted is not None:
+        conditions.append(
+            conditions_.condition(
+                old.conditions,
+                "Admitted",
+                admitted,
+                reason="Stamped" if admitted else "NotStamped",
+                message="The admission webhooks stamped its submitter"
+                if admitted
+                else policy_.NOT_ADMITTED,
+                generation=rec.metadata.generation,
+                now=now,
+            )
+        )
     return RecommendationStatus.model_validate(
         {
             "phase": draft.phase,

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
 import aiohttp
@@ -92,15 +92,6 @@ class ClientResolver:
             return AgentEndpoint.model_validate(raw)
         except pydantic.ValidationError as exc:
             raise EndpointError(f"AgentEndpoint {namespace}/{name} is invalid: {exc}") from None
-
-    async def existing(self, namespace: str, names: Iterable[str]) -> set[str]:
-        """Those of `names` that exist as AgentEndpoints of `namespace`."""
-        found: set[str] = set()
-        for name in names:
-            cached = self._cached is not None and self._cached(namespace, name) is not None
-            if cached or await self._client.get(ENDPOINTS, namespace, name) is not None:
-                found.add(name)
-        return found
 
     async def resolve(self, namespace: str, name: str) -> Target:
         endpoint = await self.endpoint(namespace, name)

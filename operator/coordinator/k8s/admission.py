@@ -65,7 +65,7 @@ class Verdict:
     annotations: dict[str, str | None] = dataclasses.field(default_factory=dict)
     """Annotations to set (None: remove)."""
     spec: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Top-level spec fields to set."""
+    """Top-level spec fields to set (None: remove the field)."""
     warnings: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -98,8 +98,12 @@ def json_patch(obj: Mapping[str, Any], verdict: Verdict) -> list[dict[str, Any]]
             ops.append({"op": "add", "path": "/spec", "value": {}})
             spec = {}
         for field, value in verdict.spec.items():
-            if field not in spec or spec[field] != value:
-                ops.append({"op": "add", "path": f"/spec/{_escape(field)}", "value": value})
+            path = f"/spec/{_escape(field)}"
+            if value is None:  # unset: never a null, which the schema refuses
+                if field in spec:
+                    ops.append({"op": "remove", "path": path})
+            elif field not in spec or spec[field] != value:
+                ops.append({"op": "add", "path": path, "value": value})
     return ops
 
 

@@ -117,9 +117,14 @@ class Client:
         path = f"/apis/{common.GROUP}/{common.VERSION}/namespaces/{namespace}/{plural}"
         return path + (f"/{name}" if name else "") + (f"/{sub}" if sub else "")
 
-    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(
+        self, plural: str, namespace: str, body: Mapping[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Create the object; with `dry_run`, the API server admits it (webhooks included)
+        and answers what it would store, storing nothing."""
+        params = {**_MANAGED, "dryRun": "All"} if dry_run else _MANAGED
         return await self.http.request(
-            "POST", self._path(plural, namespace), body=body, params=_MANAGED
+            "POST", self._path(plural, namespace), body=body, params=params
         )
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
