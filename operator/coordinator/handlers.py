@@ -76,8 +76,18 @@ def admission(operator: Operator) -> dict[str, Hook]:
     return {id_: functools.partial(hook, operator) for id_, hook in hooks.items()}
 
 
+def _named(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`body`, with a name when it has only metadata.generateName: the API server names it
+    after the mutating webhooks ran, so they see it nameless (and must check it all the
+    same: created that way, it went unstamped)."""
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping) or meta.get("name") or not meta.get("generateName"):
+        return body
+    return {**body, "metadata": {**meta, "name": f"{meta['generateName']}x"}}
+
+
 def _models(model: type[M], review: Review) -> tuple[M | None, M | None]:
-    new = _parse(model, review.object) if review.object is not None else None
+    new = _parse(model, _named(review.object)) if review.object is not None else None
     old = _parse(model, review.old) if review.old is not None else None
     return new, old
 

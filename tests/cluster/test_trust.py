@@ -227,3 +227,50 @@ def test_a_missing_dependency_is_accepted_with_a_warning(
     warnings = submit(kubectl, e2e_namespace, recommendation("rec-t10", dependsOn=["rec-later"]))
     assert "recommendation rec-later does not exist" in warnings
     objects.wait_phase(RECS, "rec-t10", "Blocked")
+
+
+def test_a_recommendation_created_with_generate_name_is_stamped_and_checked(
+    kubectl: Kubectl, api: kubernetes.client.ApiClient, e2e_namespace: str, objects: Objects
+) -> None:
+    """Without a name (metadata.generateName), the mutating webhook sees the object before
+    the API server names it: it is stamped all the same, so its submitter still cannot
+    approve it."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role_binding(
+        e2e_namespace,
+        {
+            "metadata": {"name": "approver-also-agent"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "optiinfra-agent",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "approver"}
+            ],
+        },
+    )
+    wait_for(
+        lambda: kubectl(
+            "auth", "can-i", "create", "recommendations.optiinfra.io", "-n", e2e_namespace,
+            user="approver", check=False,
+        ).stdout.strip() == "yes",
+        what="the extra binding to take effect",
+    )  # fmt: skip
+    rec = recommendation("unused")
+    rec["metadata"] = {"generateName": "rec-gen-"}
+    proc = kubectl(
+        "create", "-n", e2e_namespace, "-f", "-", "-o", "json", stdin=json.dumps(rec),
+        user="approver",
+    )  # fmt: skip
+    created = json.loads(proc.stdout)
+    name = created["metadata"]["name"]
+    assert name.startswith("rec-gen-")
+    annotations = created["metadata"]["annotations"]
+    assert annotations["optiinfra.io/submitted-by"] == "approver"
+    assert json.loads(annotations["optiinfra.io/submitted-by-groups"]) == ["system:authenticated"]
+    pending(objects, name)
+    proc = patch_approval(kubectl, e2e_namespace, name, APPROVE, user="approver")
+    assert proc.returncode != 0
+    assert f"approver submitted or last changed recommendation {name}" in proc.stderr
+    assert objects.phase(APPROVALS, name) == "Pending"

@@ -561,3 +561,52 @@ def test_a_policy_sets_the_approval_and_an_unbacked_decision_never_counts() -> N
     final = w.approvals["rec-001"].status
     assert final is not None
     assert [r.user for r in final.responses] == ["alice", "bob"]
+
+
+def decided(r: Recommendation, **policy: Any) -> lifecycle.Desired:
+    observed = [lifecycle.Observed(recommendation=r, approval=None, plan=None)]
+    desired = lifecycle.evaluate(observed, policy=policy_.ApprovalPolicy(**policy), now=NOW)
+    return desired[r.name]
+
+
+def stamped(r: Recommendation) -> Recommendation:
+    annotations = {policy_.SUBMITTED_BY_ANNOTATION: "agent"}
+    return r.model_copy(
+        update={"metadata": r.metadata.model_copy(update={"annotations": annotations})}
+    )
+
+
+def test_an_unstamped_recommendation_is_never_approved_by_policy() -> None:
+    """With the admission webhooks on, one they did not stamp (written while they were not
+    in force) waits for a person, says why, and carries Admitted=False."""
+    low = rec("rec-u1", riskLevel="low", executeNow=True)
+    d = decided(low, admission=True)
+    assert d.status.phase is RecommendationPhase.AWAITING_APPROVAL
+    assert d.create_approval is not None
+    assert d.create_approval.spec.decision is Decision.PENDING
+    assert "the admission webhooks did not stamp it" in (d.status.message or "")
+    [admitted] = [c for c in d.status.conditions if c.type == "Admitted"]
+    assert (admitted.status.value, admitted.reason) == ("False", "NotStamped")
+    d = decided(stamped(low), admission=True)
+    assert d.status.phase is RecommendationPhase.APPROVED
+    [admitted] = [c for c in d.status.conditions if c.type == "Admitted"]
+    assert admitted.status.value == "True"
+
+
+def test_with_the_webhooks_off_a_plan_that_acts_needs_a_person() -> None:
+    """Nothing checked what its submitter may do: kubernetes and webhook steps (the
+    default plan of migrate_to_spot asks its agent) need a person; simulated ones do not."""
+    acting = rec("rec-u2", riskLevel="low")
+    d = decided(acting, admission=False)
+    assert d.status.phase is RecommendationPhase.AWAITING_APPROVAL
+    assert "the admission webhooks are off" in (d.status.message or "")
+    assert "webhook steps" in (d.status.message or "")
+    simulated = rec(
+        "rec-u3",
+        riskLevel="low",
+        steps=[{"name": "one", "action": "do_one", "executor": "simulated"}],
+    )
+    assert decided(simulated, admission=False).status.phase is RecommendationPhase.APPROVED
+    assert not [
+        c for c in decided(simulated, admission=False).status.conditions if c.type == "Admitted"
+    ]
