@@ -59,10 +59,10 @@ manifests: build/.installed ## generate crds/ from the pydantic models (commit t
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
 	@echo $(KUBE_BIN)
 
-cluster: ## start the local control plane (or, with CLUSTER=kind, a kind cluster); safe to repeat
+cluster: build/.installed ## start the local control plane (or, with CLUSTER=kind, a kind cluster); safe to repeat
 	@$(LOCALCLUSTER) up $(if $(filter kind,$(CLUSTER)),--kind,)
 
-cluster-down: ## stop the local control plane and remove .cluster/
+cluster-down: build/.installed ## stop the local control plane and remove .cluster/
 	@$(LOCALCLUSTER) down
 
 demo: build/.installed cluster ## the story on the local control plane

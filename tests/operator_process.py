@@ -67,11 +67,27 @@ class OperatorProcess:
         except OSError as exc:
             return 0, str(exc)
 
+    def environment(self) -> dict[str, str]:
+        """The COORDINATOR_* variables that give a `coordinator run` typed by hand (no
+        flags) this object's ports, so that `healthy` and `readiness` ask it."""
+        return {
+            "COORDINATOR_LIVENESS": f"http://127.0.0.1:{self.health_port}/healthz",
+            "COORDINATOR_READINESS": f"http://127.0.0.1:{self.ready_port}/readyz",
+            "COORDINATOR_METRICS_PORT": str(self.metrics_port),
+        }
+
     def start(self) -> OperatorProcess:
-        self._out = self.log.open("ab")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        return self.start_command(self.command, env=env)
+
+    def start_command(
+        self, command: list[str], *, env: dict[str, str], cwd: Path | None = None
+    ) -> OperatorProcess:
+        """Start `command` (this operator, however it is spelled) and wait until it is
+        healthy and its webhooks are registered."""
+        self._out = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.command, stdout=self._out, stderr=subprocess.STDOUT, env=env
+            command, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd
         )
 
         def up() -> bool:

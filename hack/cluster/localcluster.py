@@ -641,7 +641,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"control plane {how} at {cluster.server}", file=sys.stderr)
             print(f"export KUBECONFIG={cluster.kubeconfig}")
-            print(f'export PATH="{cluster.bin_dir}:$PATH"')
+            # The pinned kubectl first; then, when run from a virtual environment (the
+            # Makefile's .venv), its commands: coordinator and kubectl's plugin.
+            venv = [str(Path(sys.executable).parent)] if sys.prefix != sys.base_prefix else []
+            print(f'export PATH="{os.pathsep.join([str(cluster.bin_dir), *venv])}:$PATH"')
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

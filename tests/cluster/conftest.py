@@ -233,14 +233,18 @@ def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
-    # A plan left Running holds the operator's finalizer, and its operator is stopped by
-    # now: let it go, or the namespace stays Terminating for the rest of the cluster's life.
+    release_plans(api, name)
+
+
+def release_plans(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """A plan left Running holds the operator's finalizer, and its operator is stopped by
+    now: let it go, or it (and its namespace) stays Terminating for the cluster's life."""
     custom = kubernetes.client.CustomObjectsApi(api)
-    for plan in custom.list_namespaced_custom_object(GROUP, VERSION, name, PLANS)["items"]:
+    for plan in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLANS)["items"]:
         if plan["metadata"].get("finalizers"):
             with contextlib.suppress(kubernetes.client.ApiException):
                 custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, name, PLANS, plan["metadata"]["name"],
+                    GROUP, VERSION, namespace, PLANS, plan["metadata"]["name"],
                     {"metadata": {"finalizers": None}},
                 )  # fmt: skip
 
