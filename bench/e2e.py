@@ -430,6 +430,7 @@ class OperatorProcess:
             "--readiness=",
             f"--metrics-port={self.metrics_port}",
             f"--webhook-namespace-labels={SCOPE_LABEL}={scope}",
+            "--allow-loopback-endpoints",  # the reference agent listens on 127.0.0.1
             *args,
         ]
         self.kubeconfig = kubeconfig

@@ -328,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable, "-m", "coordinator", "run", f"--namespace={namespace}",
             f"--liveness=http://127.0.0.1:{health}/healthz", "--readiness=",
             f"--metrics-port={free_port()}", f"--webhook-namespace-labels={SCOPE_LABEL}=true",
+            "--allow-loopback-endpoints",  # agents on 127.0.0.1
         ]  # fmt: skip
         port = free_port()
         url = f"http://127.0.0.1:{port}"

@@ -75,6 +75,7 @@ def start_operator(log: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable, "-m", "coordinator", "run", f"--namespace={NAMESPACE}",
         f"--liveness=http://127.0.0.1:{port}/healthz", "--readiness=", "--metrics-port=0",
+        "--allow-loopback-endpoints",  # the demo's agent listens on 127.0.0.1
     ]  # fmt: skip
     print(f"$ coordinator run --namespace={NAMESPACE} ...   (log: {log.relative_to(REPO)})")
     proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)

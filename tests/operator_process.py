@@ -45,6 +45,7 @@ class OperatorProcess:
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
             f"--readiness=http://127.0.0.1:{self.ready_port}/readyz",
             f"--metrics-port={self.metrics_port}",
+            "--allow-loopback-endpoints",  # the reference agents listen on 127.0.0.1
             *self.args,
         ]
 

@@ -47,12 +47,17 @@ from coordinator.api.common import (
 from coordinator.api.endpoint import AgentEndpoint, AgentEndpointSpec
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase, Step
 from coordinator.api.recommendation import Recommendation
-from coordinator.core import admission, catalogue
+from coordinator.core import addresses, admission, catalogue
 from coordinator.core import approval as policy_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, EndpointError, WebhookExecutor
+from coordinator.executors.webhook import (
+    ClientResolver,
+    EndpointError,
+    WebhookExecutor,
+    checked_post,
+)
 from coordinator.k8s import access as access_
 from coordinator.k8s import admission as admission_
 from coordinator.k8s import client as client_
@@ -107,6 +112,7 @@ class Config:
     readiness_host: str = "0.0.0.0"
     shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
     notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
+    endpoint_addresses: addresses.Policy = addresses.STRICT  # what AgentEndpoints may reach
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -183,7 +189,8 @@ class Operator:
             workers=config.workers,
         )
         self.endpoints = ClientResolver(self.client, self._cached_endpoint)
-        self.notifier = Notifier(self.endpoints)
+        post = checked_post(config.endpoint_addresses)
+        self.notifier = Notifier(self.endpoints, post=post)
         """The ApprovalPolicies' notifications, sent from their own queue (never waited for)."""
         self.reconciler.notify = self.notifier.send
         self.reconciler.notify_lead = timedelta(seconds=config.notify_expiring_before)
@@ -195,7 +202,7 @@ class Operator:
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
                 Executor.KUBERNETES: KubernetesExecutor(self.client),
-                Executor.WEBHOOK: WebhookExecutor(self.endpoints),
+                Executor.WEBHOOK: WebhookExecutor(self.endpoints, post=post),
             },
         )
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}

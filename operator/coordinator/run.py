@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import ipaddress
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import check
+from coordinator.core import addresses
 
 LEASE_DURATION = 12.0
 
@@ -154,6 +156,24 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="apply the webhooks only in namespaces with these labels (default: the "
         "namespaces watched, or all)",
     )
+    # Not in an argument group: only the parser's own flags take COORDINATOR_* defaults.
+    parser.add_argument(
+        "--allow-loopback-endpoints",
+        action="store_true",
+        help="let AgentEndpoints reach loopback (127.0.0.0/8, ::1, localhost): for local "
+        "testing only, an agent on the operator's own machine (the tests, the demo); "
+        "never in a cluster, where loopback is the operator's own pod",
+    )
+    parser.add_argument(
+        "--deny-cidr",
+        dest="deny_cidr",
+        action="append",
+        metavar="CIDR",
+        help="never call an AgentEndpoint whose address lies in this range (repeatable): "
+        "the cluster's service and pod ranges, e.g. 10.96.0.0/12, when agents run outside "
+        "the cluster (default: none; link-local, metadata, unspecified and multicast "
+        "addresses are always refused)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
 
 
@@ -240,6 +260,17 @@ def _check_free(flag: str, host: str, port: int) -> None:
             raise StartupError(f"{flag}: cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def _address_policy(arguments: argparse.Namespace) -> addresses.Policy:
+    """--allow-loopback-endpoints and --deny-cidr as the executors' address policy."""
+    deny = []
+    for text in arguments.deny_cidr or ():
+        try:
+            deny.append(ipaddress.ip_network(text, strict=False))
+        except ValueError as exc:
+            raise StartupError(f"--deny-cidr={text}: {exc}") from None
+    return addresses.Policy(allow_loopback=arguments.allow_loopback_endpoints, deny=tuple(deny))
+
+
 def _lease_namespace(arguments: argparse.Namespace) -> str:
     if arguments.lease_namespace:
         return str(arguments.lease_namespace)
@@ -297,6 +328,11 @@ def _run(arguments: argparse.Namespace) -> int:
         raise StartupError(f"--readiness={arguments.readiness}: the path must be /readyz")
 
     duration = arguments.lease_duration
+    endpoint_addresses = _address_policy(arguments)
+    if endpoint_addresses.allow_loopback:
+        logging.getLogger(__name__).warning(
+            "--allow-loopback-endpoints: AgentEndpoints may reach loopback (local testing only)"
+        )
     try:
         operator = app.Operator(
             app.Config(
@@ -317,6 +353,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 readiness_port=readiness[2] if readiness else 0,
                 shutdown_timeout=arguments.shutdown_timeout,
                 notify_expiring_before=arguments.notify_expiring_before,
+                endpoint_addresses=endpoint_addresses,
             )
         )
     except kubernetes.config.ConfigException as exc:

@@ -256,3 +256,29 @@ def test_sigkill_during_a_call_then_restart_applies_the_change_once(
         assert plan["status"]["steps"][0]["result"]["change"] == key[:12]
     finally:
         agent.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/",
+        "http://169.254.169.254/",
+        "https://[fe80::1]:8443/",
+        "https://[::ffff:169.254.169.254]/",
+        "https://[fd00:ec2::254]/",
+        "https://0.0.0.0/",
+        "https://224.0.0.1/",
+    ],
+)
+def test_an_endpoint_at_a_metadata_or_link_local_address_is_refused_at_creation(
+    kubectl: Kubectl, own_namespace: str, url: str
+) -> None:
+    """The CRD's CEL address rule: the API server refuses the object, naming spec.url; an
+    endpoint at a private address (where real agents live) is created."""
+    manifest = json.dumps(endpoint_manifest("metadata", url))
+    proc = kubectl("create", "-n", own_namespace, "-f", "-", stdin=manifest, check=False)
+    assert proc.returncode != 0
+    assert "spec.url" in proc.stderr, proc.stderr
+    assert "url must not name a link-local (169.254.0.0/16, fe80::/10" in proc.stderr
+    private = json.dumps(endpoint_manifest("private", "https://10.0.0.7:8443/hook"))
+    kubectl("create", "-n", own_namespace, "-f", "-", stdin=private)

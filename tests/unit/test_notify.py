@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+
+import pytest
 
 from coordinator import metrics
 from coordinator.api.policy import ApprovalPolicySpec, NotifyEvent
@@ -131,3 +134,20 @@ def test_targets_by_event() -> None:
     )
     assert policy.notify_targets(merged, NotifyEvent.APPROVED) == ["slack"]
     assert policy.notify_targets(merged, NotifyEvent.PLAN_FAILED) == ["slack", "pager"]
+
+
+def test_an_address_the_operator_may_not_call_is_not_asked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The default transport judges the address first: loopback (without
+    --allow-loopback-endpoints) fails the notification at once, nothing sent, no retry."""
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    notifier = Notifier(Resolver(), sleep=sleep)
+    with caplog.at_level(logging.WARNING, logger="coordinator.executors.notify"):
+        outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
+    assert (outcome, sleeps) == ("failed", [])
+    assert "AgentEndpoint slack: host 127.0.0.1 (loopback address): refused" in caplog.text

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -26,14 +27,18 @@ from aiohttp import web
 from coordinator.agent import Agent
 from coordinator.api.endpoint import AgentEndpointSpec, url_problem
 from coordinator.api.plan import Executor, Step
+from coordinator.core import addresses
 from coordinator.core import webhook as protocol
+from coordinator.core.addresses import Policy
 from coordinator.executors import StepContext
 from coordinator.executors.webhook import (
+    AddressRefused,
     EndpointError,
     NoAnswerError,
     Target,
     WebhookExecutor,
     aiohttp_post,
+    checked_post,
 )
 from coordinator.k8s import webhooks as certs_
 
@@ -346,6 +351,14 @@ def fast(executor: WebhookExecutor) -> WebhookExecutor:
     return executor
 
 
+LOCAL_POST = checked_post(addresses.LOCAL_TESTING)
+"""What `coordinator run --allow-loopback-endpoints` sends with: the agent is on 127.0.0.1."""
+
+
+def local(resolver: FakeResolver) -> WebhookExecutor:
+    return WebhookExecutor(resolver, post=LOCAL_POST)
+
+
 def with_agent(
     tmp_path: Path, test: Callable[[str, Agent], Awaitable[None]], ssl_context: Any = None
 ) -> None:
@@ -364,7 +377,7 @@ def test_the_agent_applies_once_whatever_the_path(
     tmp_path: Path, behaviour: str, requests: int
 ) -> None:
     async def test(url: str, agent: Agent) -> None:
-        executor = fast(WebhookExecutor(FakeResolver(Target("agent", url + "/", KEY))))
+        executor = fast(local(FakeResolver(Target("agent", url + "/", KEY))))
         outcome = await executor.execute(step(agentBehaviour=behaviour), context=CONTEXT)
         assert outcome.ok, outcome.error
         key = protocol.idempotency_key("uid-123", "resize", "execute")
@@ -380,7 +393,7 @@ def test_the_agent_applies_once_whatever_the_path(
 
 def test_the_agent_refuses_and_the_step_fails(tmp_path: Path) -> None:
     async def test(url: str, agent: Agent) -> None:
-        executor = WebhookExecutor(FakeResolver(Target("agent", url, KEY)))
+        executor = local(FakeResolver(Target("agent", url, KEY)))
         params = {"agentBehaviour": "fail", "agentError": "no capacity in eu-west-1"}
         outcome = await executor.execute(step(**params), context=CONTEXT)
         assert outcome.error == "agent endpoint agent refused (422): no capacity in eu-west-1"
@@ -391,7 +404,7 @@ def test_the_agent_refuses_and_the_step_fails(tmp_path: Path) -> None:
 
 def test_the_agent_refuses_a_bad_signature(tmp_path: Path) -> None:
     async def test(url: str, agent: Agent) -> None:
-        wrong = WebhookExecutor(FakeResolver(Target("agent", url, b"not-the-key")))
+        wrong = local(FakeResolver(Target("agent", url, b"not-the-key")))
         outcome = await wrong.execute(step(), context=CONTEXT)
         assert outcome.error == "agent endpoint agent refused (401): bad signature"
         payload = b'{"operation":"execute"}'
@@ -411,14 +424,14 @@ def test_the_agent_remembers_applied_keys_across_its_restart(tmp_path: Path) -> 
     key = protocol.idempotency_key("uid-123", "resize", "execute")
 
     async def first(url: str, agent: Agent) -> None:
-        outcome = await WebhookExecutor(FakeResolver(Target("agent", url, KEY))).execute(
+        outcome = await local(FakeResolver(Target("agent", url, KEY))).execute(
             step(), context=CONTEXT
         )
         assert outcome.ok
 
     async def second(url: str, agent: Agent) -> None:
         assert await get_json(url + "/applied") == {key: 1}
-        outcome = await WebhookExecutor(FakeResolver(Target("agent", url, KEY))).execute(
+        outcome = await local(FakeResolver(Target("agent", url, KEY))).execute(
             step(), context=CONTEXT
         )
         assert outcome.ok
@@ -438,13 +451,13 @@ def test_tls_with_the_ca_bundle(tmp_path: Path) -> None:
     ca_pem = certs.ca.read_text()
 
     async def test(url: str, agent: Agent) -> None:
-        trusted = WebhookExecutor(FakeResolver(Target("agent", url, KEY, ca_pem=ca_pem)))
+        trusted = local(FakeResolver(Target("agent", url, KEY, ca_pem=ca_pem)))
         outcome = await trusted.execute(step(), context=CONTEXT)
         assert outcome.ok, outcome.error
         # Without the bundle the agent's certificate is not trusted: no answer (asked again).
         payload = b"{}"
         with pytest.raises(NoAnswerError, match=r"(?i)certificate"):
-            await aiohttp_post(Target("agent", url, KEY), payload, {}, 30)
+            await LOCAL_POST(Target("agent", url, KEY), payload, {}, 30)
 
     with_agent(tmp_path, test, ssl_context=server)
     spec = AgentEndpointSpec.model_validate(
@@ -455,3 +468,102 @@ def test_tls_with_the_ca_bundle(tmp_path: Path) -> None:
         }
     )
     assert spec.ca_pem() == ca_pem
+
+
+# --- the addresses the executor may call (server-side request forgery) ---------------------
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """A real agent on 127.0.0.1, reached as `localhost`: the operator's default transport
+    (no --allow-loopback-endpoints) refuses after resolving, before connecting; the step
+    fails at once (no second request, no wait) naming the endpoint, host, address and
+    class. With the local-testing allowance the same call goes through."""
+
+    async def test(url: str, agent: Agent) -> None:
+        by_name = url.replace("127.0.0.1", "localhost") + "/"
+        sleeps: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+
+        strict = WebhookExecutor(FakeResolver(Target("agent", by_name, KEY)), sleep=sleep)
+        outcome = await strict.execute(step(), context=CONTEXT)
+        assert not outcome.ok
+        error = outcome.error or ""
+        assert error.startswith("AgentEndpoint agent: host localhost resolves to ")
+        assert "(loopback address): refused" in error
+        assert sleeps == []
+        assert await get_json(url + "/requests") == {}
+        with pytest.raises(AddressRefused, match="host localhost resolves to"):
+            await aiohttp_post(Target("agent", by_name, KEY), b"{}", {}, 5)
+        allowed = await local(FakeResolver(Target("agent", by_name, KEY))).execute(
+            step(), context=CONTEXT
+        )
+        assert allowed.ok, allowed.error
+        assert len(await get_json(url + "/requests")) == 1
+
+    with_agent(tmp_path, test)
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "kind"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "host 169.254.169.254", "link-local"),
+        ("https://[::ffff:169.254.169.254]/", "host ::ffff:a9fe:a9fe", "link-local"),
+        ("https://2852039166/", "host 2852039166 resolves to 169.254.169.254", "IPv4 address"),
+        ("https://[fd00:ec2::254]/", "host fd00:ec2::254", "cloud metadata"),
+        ("https://0.0.0.0:8443/", "host 0.0.0.0", "unspecified"),
+        ("http://[::1]:1/", "host ::1", "loopback"),
+    ],
+)
+def test_literal_addresses_are_refused_before_any_connection(
+    url: str, address: str, kind: str
+) -> None:
+    """aiohttp connects to a literal address without asking the resolver: the executor
+    judges it first, even with the local-testing allowance for everything but loopback."""
+    policy = addresses.STRICT if kind == "loopback" else addresses.LOCAL_TESTING
+    script = Script()
+    outcome = run(
+        WebhookExecutor(
+            FakeResolver(Target("metadata", url, KEY)),
+            post=checked_post(policy),
+            sleep=script.sleep,
+        ).execute(step(), context=CONTEXT)
+    )
+    assert not outcome.ok
+    assert (outcome.error or "").startswith(f"AgentEndpoint metadata: {address} ({kind}")
+    assert script.sleeps == []
+
+
+def test_the_address_checked_is_the_address_connected_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One lookup per request: a name whose DNS answer changes after the check (rebinding:
+    a harmless address, then a denied one) is connected to at the address checked."""
+    denied = Policy(allow_loopback=True, deny=(ipaddress.ip_network("127.0.0.2/32"),))
+    looked_up: list[str] = []
+
+    async def test(url: str, agent: Agent) -> None:
+        loop = asyncio.get_running_loop()
+        real = loop.getaddrinfo
+
+        async def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            looked_up.append(host)
+            answer = "127.0.0.1" if len(looked_up) == 1 else "127.0.0.2"
+            return await real(answer, port, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+        target = Target("agent", url.replace("127.0.0.1", "agent.test") + "/", KEY)
+        outcome = await WebhookExecutor(FakeResolver(target), post=checked_post(denied)).execute(
+            step(), context=CONTEXT
+        )
+        assert outcome.ok, outcome.error
+        assert looked_up == ["agent.test"]
+        again = await WebhookExecutor(FakeResolver(target), post=checked_post(denied)).execute(
+            step(), context=CONTEXT
+        )
+        assert "resolves to 127.0.0.2 (address in a denied range (127.0.0.2/32" in (
+            again.error or ""
+        )
+
+    with_agent(tmp_path, test)

@@ -9,6 +9,15 @@ The URL rule is enforced twice, the same way: by a CEL rule in the CRD (the API 
 refuses the object) and by the model (the executor refuses an endpoint stored before the
 rule existed), with the same two regular expressions. https anywhere; plain http only to
 loopback (127.0.0.0/8, [::1], localhost).
+
+A second rule, the same way (one regular expression, in the CRD and in the model),
+refuses a host that is an IP address, written plainly, that nobody's agent has:
+link-local (169.254.0.0/16, fe80::/10: cloud metadata), unspecified, multicast,
+broadcast, the cloud metadata addresses, IPv4-mapped IPv6 and IPv6 zones. Loopback
+passes here (the API server does not know how the operator was started). When it calls,
+the operator resolves the host and judges every address (``coordinator.core.addresses``):
+the same classes whatever the spelling or the name, loopback unless started with
+``--allow-loopback-endpoints``, and its ``--deny-cidr`` ranges.
 """
 
 from __future__ import annotations
@@ -43,11 +52,40 @@ URL_MESSAGE: Final = (
 )
 
 
+_N = "[0-9]{1,3}"
+_V4_REFUSED = (
+    rf"169\.254\.{_N}\.{_N}|0\.{_N}\.{_N}\.{_N}|(22[4-9]|2[3-5][0-9])\.{_N}\.{_N}\.{_N}"
+    r"|100\.100\.100\.200"
+)
+"""Link-local (cloud metadata), "this network", multicast/reserved/broadcast, Alibaba's
+metadata address."""
+_V6_REFUSED = (
+    r"(?i:fe[89ab][0-9a-f]:[^\]]*|ff[0-9a-f]{2}:[^\]]*|[0:]*:ffff:[^\]]*|[0:]*"
+    r"|fd00:ec2::254|[^\]]*%[^\]]*)"
+)
+"""Link-local, multicast, IPv4-mapped, unspecified, AWS's metadata address, any zone."""
+ADDRESS_PATTERN: Final = rf"^https?://({_V4_REFUSED}|\[{_V6_REFUSED}\])(:[0-9]*)?" + _REST + "$"
+ADDRESS_RULE: Final = f"!self.matches('{ADDRESS_PATTERN}')".replace("\\", "\\\\")
+"""The CEL rule (RE2; the same in Python's re), backslashes escaped: the host must not
+be an IP address written as one of the refused classes."""
+ADDRESS_MESSAGE: Final = (
+    "url must not name a link-local (169.254.0.0/16, fe80::/10: cloud metadata), "
+    "unspecified, multicast, broadcast or cloud metadata address, an IPv4-mapped IPv6 "
+    "address or an IPv6 zone"
+)
+
+
 def url_problem(url: str) -> str | None:
-    """Why `url` is not an allowed endpoint URL (the CRD's CEL rule, in Python), or None."""
-    if re.fullmatch(HTTPS_PATTERN, url) or re.fullmatch(LOOPBACK_HTTP_PATTERN, url):
-        return None
-    return URL_MESSAGE
+    """Why `url` is not an allowed endpoint URL (the CRD's CEL rules, in Python), or None."""
+    if not (re.fullmatch(HTTPS_PATTERN, url) or re.fullmatch(LOOPBACK_HTTP_PATTERN, url)):
+        return URL_MESSAGE
+    return address_problem(url)
+
+
+def address_problem(url: str) -> str | None:
+    """Why the host of `url` is an IP address the operator never calls (the CRD's
+    address rule, in Python), or None."""
+    return ADDRESS_MESSAGE if re.fullmatch(ADDRESS_PATTERN, url) else None
 
 
 class SecretKeyRef(Model):
@@ -131,7 +169,7 @@ class AgentEndpointSpec(Model):
         max_length=2048,
         description="Where the operator POSTs each webhook step: https://..., or http:// "
         "only to loopback (127.0.0.0/8, ::1, localhost).",
-        json_schema_extra=rules((URL_RULE, URL_MESSAGE)),
+        json_schema_extra=rules((URL_RULE, URL_MESSAGE), (ADDRESS_RULE, ADDRESS_MESSAGE)),
     )
     ca_bundle: str | None = pydantic.Field(
         default=None,

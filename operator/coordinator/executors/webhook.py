@@ -14,6 +14,13 @@ manifests/endpoint-secrets-role.yaml), then POSTs the signed request of
 - 4xx ``{"error": "..."}``: the step failed with the agent's message (and any other
   status: redirects are not followed).
 
+Before anything is sent, the URL's host is resolved (the event loop's getaddrinfo) and
+every address judged by ``core.addresses.Policy`` (link-local, metadata, loopback unless
+allowed, ``--deny-cidr``, ...); the connection goes only to the addresses judged, so a
+DNS answer that changes between the check and the connect is not followed. A refused
+address fails the step at once, naming the endpoint, the host, the address and its
+class (``AddressRefused``), never asked again.
+
 The whole step is limited by ``params.timeoutSeconds`` (default 300 s). The key is
 derived from the plan's uid, the step and the operation, so a step re-run after an
 operator restart sends the key the agent has seen: an agent that applies each key once
@@ -24,18 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
 import aiohttp
+import aiohttp.abc
 import pydantic
+import yarl
 
 from coordinator.api.common import ENDPOINTS
 from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import Step
+from coordinator.core import addresses
 from coordinator.core import webhook as protocol
 from coordinator.core.plan import Outcome
 from coordinator.executors import StepContext
@@ -133,8 +145,67 @@ class NoAnswerError(Exception):
     """The request got no HTTP answer (refused, reset, timed out)."""
 
 
+class AddressRefused(Exception):  # noqa: N818 - a refusal, not a failure to retry
+    """The endpoint's host is, or resolves to, an address the operator may not call."""
+
+    def __init__(self, endpoint: str, host: str, address: str, why: str) -> None:
+        where = f"host {host}" if host == address else f"host {host} resolves to {address}"
+        super().__init__(
+            f"AgentEndpoint {endpoint}: {where} ({why}): refused, the operator does not call "
+            "such addresses (see coordinator run --allow-loopback-endpoints, --deny-cidr)"
+        )
+        self.endpoint, self.host, self.address, self.why = endpoint, host, address, why
+
+
+class CheckingResolver(aiohttp.abc.AbstractResolver):
+    """The event loop's getaddrinfo (aiohttp's ThreadedResolver), then every address
+    judged by `policy`: one refused address refuses the host. aiohttp connects to the
+    addresses returned here, never resolving again."""
+
+    def __init__(self, endpoint: str, policy: addresses.Policy) -> None:
+        self._endpoint = endpoint
+        self._policy = policy
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for entry in found:
+            why = self._policy.refusal(entry["host"])
+            if why is not None:
+                raise AddressRefused(self._endpoint, host, entry["host"], why)
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def check_literal(target: Target, policy: addresses.Policy) -> None:
+    """Refuse a URL whose host is an IP address `policy` refuses (aiohttp connects to an
+    IP address without asking the resolver), or an IPv4 address in a legacy numeric form."""
+    try:
+        host = yarl.URL(target.url).host or ""
+    except ValueError:
+        return  # not a URL: aiohttp says so (no answer)
+    address = addresses.parse(host)
+    if address is not None:
+        why = policy.refusal(address)
+        if why is not None:
+            raise AddressRefused(target.name, host, host, why)
+        return
+    try:  # 2130706433, 127.1, 0x7f.1: what getaddrinfo would take for an address
+        meant = socket.inet_aton(host)
+    except OSError:
+        return
+    raise AddressRefused(
+        target.name, host, socket.inet_ntoa(meant), "IPv4 address not written as a.b.c.d"
+    )
+
+
 Post = Callable[[Target, bytes, Mapping[str, str], float], Awaitable[tuple[int, bytes]]]
-"""Send one request: (target, body, headers, timeout) -> (status, body); NoAnswerError."""
+"""Send one request: (target, body, headers, timeout) -> (status, body); NoAnswerError,
+AddressRefused."""
 
 
 def ssl_context(target: Target) -> ssl.SSLContext | None:
@@ -146,11 +217,22 @@ def ssl_context(target: Target) -> ssl.SSLContext | None:
 
 
 async def aiohttp_post(
-    target: Target, payload: bytes, headers: Mapping[str, str], seconds: float
+    target: Target,
+    payload: bytes,
+    headers: Mapping[str, str],
+    seconds: float,
+    *,
+    policy: addresses.Policy = addresses.STRICT,
 ) -> tuple[int, bytes]:
-    """One POST with aiohttp; redirects are not followed (a 3xx is an answer, not done)."""
+    """One POST with aiohttp, only to addresses `policy` allows (`AddressRefused`);
+    redirects are not followed (a 3xx is an answer, not done)."""
+    check_literal(target, policy)
     try:
-        connector = aiohttp.TCPConnector(ssl=ssl_context(target) or False)
+        connector = aiohttp.TCPConnector(
+            ssl=ssl_context(target) or False,
+            resolver=CheckingResolver(target.name, policy),
+            use_dns_cache=False,
+        )
         async with (
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=seconds)
@@ -161,7 +243,14 @@ async def aiohttp_post(
         ):
             return response.status, await response.read()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        if isinstance(exc.__cause__, AddressRefused):
+            raise exc.__cause__ from None
         raise NoAnswerError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+def checked_post(policy: addresses.Policy) -> Post:
+    """`aiohttp_post` with the operator's address policy (``coordinator run`` flags)."""
+    return functools.partial(aiohttp_post, policy=policy)
 
 
 class WebhookExecutor:
@@ -247,6 +336,8 @@ class WebhookExecutor:
                 except NoAnswerError as exc:
                     status, answer = None, b""
                     last = f"no answer ({exc})"
+                except AddressRefused as exc:
+                    return self._outcome(began, error=str(exc))
                 verdict = protocol.classify(status)
                 if verdict is protocol.Answer.DONE:
                     result = protocol.result_of(answer)
