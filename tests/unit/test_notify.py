@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+
+import pytest
 
 from coordinator import metrics
 from coordinator.api.policy import ApprovalPolicySpec, NotifyEvent
@@ -14,6 +17,7 @@ from coordinator.core import policy
 from coordinator.core import webhook as protocol
 from coordinator.executors.notify import ATTEMPTS, Notification, Notifier
 from coordinator.executors.webhook import NoAnswerError, Target
+from tests.unit.answer_support import CHUNK, HUGE, Huge, with_huge
 
 KEY = b"k" * 32
 Headers = Mapping[str, str]
@@ -110,6 +114,31 @@ def test_a_4xx_is_not_retried() -> None:
     notifier = Notifier(Resolver(), post=post, sleep=no_sleep)
     outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
     assert (outcome, calls) == ("failed", 1)
+
+
+@pytest.mark.parametrize("path", ["/stream", "/announced"])
+def test_an_answer_over_64_kib_fails_the_notification_unread(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(url: str, huge: Huge) -> None:
+        target = Target(name="slack", url=url + path, key=KEY, timeout_seconds=5)
+
+        class Here:
+            async def resolve(self, namespace: str, name: str) -> Target:
+                return target
+
+        notifier = Notifier(Here(), sleep=no_sleep)
+        outcome = await notifier.deliver(Notification("team-a", "slack", "Approved", BODY))
+        assert outcome == "failed"
+        assert huge.requests == 1  # not sent again
+        assert huge.sent < HUGE * len(CHUNK) // 4, huge.sent
+
+    with caplog.at_level(logging.WARNING, "coordinator.executors.notify"):
+        with_huge(200, test)
+    assert (
+        "notification Approved to AgentEndpoint team-a/slack not delivered: answered 200 with a "
+        "body larger than 65536 bytes (the most the operator reads of an answer: 64 KiB)"
+    ) in caplog.text
 
 
 def test_targets_by_event() -> None:

@@ -1,8 +1,9 @@
 """The webhook executor and the reference agent, without a cluster.
 
 The protocol helpers (signing, keys, classification, backoff) directly; the executor
-against a fake transport (what it sends, how it waits) and against the reference agent
-served in-process on 127.0.0.1 (plain and TLS with a caBundle).
+against a fake transport (what it sends, how it waits), against the reference agent
+served in-process on 127.0.0.1 (plain and TLS with a caBundle), and against a server
+whose answers are too large to read.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from coordinator.executors.webhook import (
     aiohttp_post,
 )
 from coordinator.k8s import webhooks as certs_
+from tests.unit.answer_support import CHUNK, HUGE, Huge, serving, with_huge
 
 KEY = b"s3cret-hmac-key"
 CONTEXT = StepContext(
@@ -340,19 +341,6 @@ def test_a_200_without_a_json_result_fails() -> None:
 # --- the executor against the reference agent on 127.0.0.1 --------------------------------
 
 
-@asynccontextmanager
-async def serving(agent: Agent, ssl_context: Any = None) -> AsyncIterator[str]:  # the base URL
-    runner = web.AppRunner(agent.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def get_json(url: str) -> Any:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return await response.json()
@@ -477,3 +465,65 @@ def test_tls_with_the_ca_bundle(tmp_path: Path) -> None:
         }
     )
     assert spec.ca_pem() == ca_pem
+
+
+# --- answers too large to read -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 202, 503])
+@pytest.mark.parametrize("path", ["/stream", "/announced"])
+def test_an_answer_over_64_kib_fails_the_step_unread(status: int, path: str) -> None:
+    async def test(url: str, huge: Huge) -> None:
+        executor = fast(WebhookExecutor(FakeResolver(Target("agent", url + path, KEY))))
+        began = time.monotonic()
+        outcome = await executor.execute(step(timeoutSeconds=20), context=CONTEXT)
+        assert not outcome.ok
+        assert outcome.error == (
+            f"agent endpoint agent answered {status} with a body larger than 65536 bytes "
+            "(the most the operator reads of an answer: 64 KiB); not asked again"
+        )
+        assert huge.requests == 1  # failed at once, not sent again
+        assert time.monotonic() - began < 10
+        # It stopped reading: the agent could not send it all (socket buffers took some).
+        assert huge.sent < HUGE * len(CHUNK) // 4, huge.sent
+
+    with_huge(status, test)
+
+
+def test_an_answer_of_exactly_64_kib_is_read() -> None:
+    async def test(url: str, huge: Huge) -> None:
+        executor = WebhookExecutor(FakeResolver(Target("agent", url + "/at-limit", KEY)))
+        outcome = await executor.execute(step(), context=CONTEXT)
+        assert outcome.ok, outcome.error
+        assert len(outcome.result["pad"]) > 65000
+
+    with_huge(200, test)
+
+
+def test_a_compressed_answer_is_not_inflated() -> None:
+    import gzip  # noqa: PLC0415
+
+    bomb = gzip.compress(b'{"result": {"pad": "' + b"0" * (8 << 20) + b'"}}')
+    assert len(bomb) < protocol.MAX_ANSWER_BYTES  # 8 MiB that fit in 64 KiB compressed
+
+    async def answer(request: web.Request) -> web.Response:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/", answer)
+        async with serving(app) as url:
+            status, body = await aiohttp_post(Target("agent", url + "/", KEY), b"{}", {}, 10)
+        assert (status, body) == (200, bomb)  # as sent: the executor finds no JSON in it
+
+    asyncio.run(main())
+
+
+def test_a_result_nested_too_deep_fails_the_step_without_a_crash() -> None:
+    deep = b'{"result": ' + b"[" * 60000 + b"]" * 60000 + b"}"
+    outcome = run(Script((200, deep)).executor().execute(step(), context=CONTEXT))
+    assert not outcome.ok
+    assert "without a JSON" in (outcome.error or "")
+    refused = run(Script((422, b"[" * 60000)).executor().execute(step(), context=CONTEXT))
+    assert (refused.error or "").startswith("agent endpoint agent refused (422): [[[")

@@ -13,7 +13,9 @@ signs and sends requests and classifies the answers; the reference agent
   ``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``.
 - The idempotency key is sha256 of ``"<plan uid>|<step name>|<operation>"`` in hex: the
   same across retries and operator restarts, different for execute and undo.
-- Answers: 200 done, 202 accepted (ask again), 4xx failed, 5xx or none: ask again.
+- Answers: 200 done, 202 accepted (ask again), 4xx failed, 5xx or none: ask again. An
+  answer's body is read up to ``MAX_ANSWER_BYTES`` (64 KiB) and no further: a longer one
+  (or a ``Content-Length`` saying so) fails the step at once, whatever its status.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -32,6 +34,8 @@ SIGNATURE_HEADER: Final = "X-Optiinfra-Signature"
 SIGNATURE_PREFIX: Final = "sha256="
 MAX_SKEW_SECONDS: Final = 300
 """How far a request's timestamp may be from the receiver's clock (either way)."""
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""The most the operator reads of an agent's answer (a step's or a notification's)."""
 STEP_TIMEOUT_SECONDS: Final = 300
 """The whole step (every request and wait) unless params.timeoutSeconds says otherwise."""
 BACKOFF_FIRST_SECONDS: Final = 0.5
@@ -147,7 +151,7 @@ def error_text(status: int, payload: bytes, *, limit: int = 500) -> str:
     """The agent's message of a refusal: ``{"error": ...}``, else the start of the body."""
     try:
         document = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         document = None
     if isinstance(document, dict) and isinstance(document.get("error"), str):
         message: str = document["error"]
@@ -161,7 +165,7 @@ def result_of(payload: bytes) -> dict[str, Any] | None:
     the body is not such a JSON object."""
     try:
         document = json.loads(payload) if payload.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     if not isinstance(document, dict):
         return None

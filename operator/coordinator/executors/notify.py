@@ -6,7 +6,8 @@ exactly as the webhook executor signs a step (``X-Optiinfra-Timestamp``,
 puts the notification on a bounded queue and returns: a decision or a plan never waits
 for a receiver. A worker sends each one, trying at most ``ATTEMPTS`` times (0.5 s, then
 1 s, 2 s apart) on no answer, a 5xx or an endpoint that cannot be read; any answer
-below 300 counts as delivered, a 4xx fails at once. Every outcome is counted in
+below 300 counts as delivered, a 4xx fails at once, and so does an answer longer than
+``MAX_ANSWER_BYTES`` (64 KiB: the rest is not read). Every outcome is counted in
 ``optiinfra_notifications_total{event, outcome}`` (sent, failed, dropped: the queue was
 full).
 """
@@ -23,6 +24,7 @@ from typing import Final
 from coordinator import metrics
 from coordinator.core import webhook as protocol
 from coordinator.executors.webhook import (
+    AnswerTooLargeError,
     EndpointError,
     NoAnswerError,
     Post,
@@ -111,6 +113,9 @@ class Notifier:
             except (EndpointError, NoAnswerError) as exc:
                 last = str(exc)
                 continue
+            except AnswerTooLargeError as exc:
+                last = f"{exc} (the most the operator reads of an answer: {exc.limit // 1024} KiB)"
+                break
             if status < 300:
                 return "sent"
             last = f"answered {status}"
