@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from coordinator.core import webhook as protocol
 from tests.operator_process import free_port
 from tests.support import wait_for
 
@@ -33,7 +35,10 @@ class AgentProcess:
         wait_for(self._healthy, what="the reference agent to listen", timeout=30)
 
     def _get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=2) as response:
+        """GET `path`, signed (the agent's read-only endpoints want it; /healthz does not)."""
+        signed = protocol.read_headers(KEY, int(time.time()), path)
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers=signed)
+        with urllib.request.urlopen(request, timeout=2) as response:
             return json.loads(response.read()) if path != "/healthz" else response.status
 
     def _healthy(self) -> bool:

@@ -13,9 +13,11 @@ top of the repository enforces this with import-linter (``make lint``).
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
     windows in IANA zones, the per-customer budget, notification bodies), admission
     rules, the plan catalogue (default plans that do real work), the plan state machine,
-    step params (``steps``) and the webhook protocol (``webhook``: signing, idempotency
-    keys). Plain functions over the api models. No I/O, no clock
-    (``now`` is always passed in), no kopf, no kubernetes client.
+    step params (``steps``), the webhook protocol (``webhook``: signing,
+    idempotency keys, bounded answers) and ``text`` (agents' text cleaned of control
+    characters before it reaches status, Events or a terminal). Plain functions over the
+    api models. No I/O, no clock (``now`` is always passed in), no kopf, no kubernetes
+    client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
     for a set of manifests, no cluster), the CRD generator (``make manifests``), and

@@ -8,7 +8,9 @@ tests and the demo use it:
 
 - every request is verified: ``X-Optiinfra-Signature`` is the HMAC-SHA256 of
   ``"<timestamp>.<body>"`` with the key, and ``X-Optiinfra-Timestamp`` is within 5
-  minutes of the agent's clock; otherwise 401 ``{"error": ...}``;
+  minutes of the agent's clock; otherwise 401 ``{"error": ...}`` (the signature is
+  compared as bytes: a header that is not ASCII is a 401 too). A notification's
+  signature (``"notify.<timestamp>.<body>"``) is not a step's: replayed here, it is a 401;
 - each ``idempotencyKey`` is applied at most once: the agent records the key and the
   result in a JSON file (``--state``, written before it answers, so the record survives
   a restart of the agent) and answers a repeated key with the same result;
@@ -22,7 +24,9 @@ tests and the demo use it:
   ``hold-then-accept`` the same, but the held answer is 202.
   Undo requests follow ``params.agentUndoBehaviour`` (default ``ok``).
 - ``GET /applied``: ``{key: applications}`` (1 at most, if the agent is right);
-  ``GET /requests``: ``{key: requests received}``; ``GET /healthz``.
+  ``GET /requests``: ``{key: requests received}``. They tell who asked for what, so
+  they are signed too: the signature of ``"read.<timestamp>.<path>"``
+  (``core.webhook.read_headers``), else 401. ``GET /healthz`` answers anyone (``ok``).
 
 Not part of the operator: it imports only the pure protocol (``coordinator.core.webhook``).
 """
@@ -83,22 +87,29 @@ class Agent:
     async def healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def show_applied(self, _: web.Request) -> web.Response:
-        return _json(200, {key: record["count"] for key, record in self.applied.items()})
-
-    async def show_requests(self, _: web.Request) -> web.Response:
-        return _json(200, self.requests)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        payload = await request.read()
-        problem = protocol.verify(
+    def _refusal(self, request: web.Request, payload: bytes, purpose: str) -> str | None:
+        return protocol.verify(
             self.key,
             timestamp=request.headers.get(protocol.TIMESTAMP_HEADER),
             signature_header=request.headers.get(protocol.SIGNATURE_HEADER),
             payload=payload,
             now=time.time(),
+            purpose=purpose,
         )
-        if problem:
+
+    async def show_applied(self, request: web.Request) -> web.Response:
+        if problem := self._refusal(request, protocol.read_payload(request.path), protocol.READ):
+            return _json(401, {"error": problem})
+        return _json(200, {key: record["count"] for key, record in self.applied.items()})
+
+    async def show_requests(self, request: web.Request) -> web.Response:
+        if problem := self._refusal(request, protocol.read_payload(request.path), protocol.READ):
+            return _json(401, {"error": problem})
+        return _json(200, self.requests)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        payload = await request.read()
+        if problem := self._refusal(request, payload, protocol.STEP):
             return _json(401, {"error": problem})
         try:
             document = json.loads(payload)

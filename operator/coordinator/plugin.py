@@ -13,7 +13,9 @@ the user's own kubeconfig: RBAC decides, and the admission webhooks record who d
   kubectl optiinfra plan NAME                      a plan's steps as a timeline
 
 ``-n/--namespace``, ``--kubeconfig`` and ``--context`` work as in kubectl. Errors are one
-line on stderr and exit status 1.
+line on stderr and exit status 1. What is printed comes partly from agents (titles, step
+errors, results): it is cleaned of control characters and escape sequences first
+(``core.text``), so nothing an agent wrote can drive the terminal or forge a line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import kubernetes
 
 from coordinator import present
+from coordinator.core import text as text_
 from coordinator.k8s import caller
 
 RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
@@ -248,9 +251,9 @@ def run(argv: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        print(run(sys.argv[1:] if argv is None else argv))
+        print(text_.clean(run(sys.argv[1:] if argv is None else argv), keep="\n"))
     except (FailureError, caller.CallerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {text_.clean(str(exc))}", file=sys.stderr)
         return 1
     except kubernetes.config.ConfigException as exc:
         print(f"error: kubeconfig: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -597,6 +597,7 @@ class Reconciler:
                 customer_id=rec.spec.customer_id,
                 message=message,
                 at=self.clock(),
+                uid=rec.metadata.uid or "",
             )
             self.notify(rec.metadata.namespace, targets, event.value, body)
 

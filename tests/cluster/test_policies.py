@@ -295,6 +295,7 @@ class Receiver:
                     signature_header=self.headers.get(protocol.SIGNATURE_HEADER),
                     payload=body,
                     now=time.time(),
+                    purpose=protocol.NOTIFY,
                 )
                 received.append((json.loads(body), problem is None))
                 self.send_response(200)

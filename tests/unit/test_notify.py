@@ -4,6 +4,8 @@ and never waited for by the caller."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Mapping
@@ -13,10 +15,11 @@ import pytest
 
 from coordinator import metrics
 from coordinator.api.policy import ApprovalPolicySpec, NotifyEvent
-from coordinator.core import policy
+from coordinator.core import addresses, policy
 from coordinator.core import webhook as protocol
 from coordinator.executors.notify import ATTEMPTS, Notification, Notifier
-from coordinator.executors.webhook import NoAnswerError, Target
+from coordinator.executors.webhook import NoAnswerError, Target, checked_post
+from tests.unit.answer_support import CHUNK, HUGE, Huge, with_huge
 
 KEY = b"k" * 32
 Headers = Mapping[str, str]
@@ -49,7 +52,7 @@ BODY = policy.notification(
 )
 
 
-def test_the_body_is_slack_compatible_and_signed_like_a_step() -> None:
+def test_the_body_is_slack_compatible_and_signed_for_notification_only() -> None:
     document = json.loads(BODY)
     assert document["text"] == "[Approved] team-a/rec-1 (c1): Approved by alice, bob"
     sent: list[tuple[bytes, Mapping[str, str]]] = []
@@ -58,22 +61,53 @@ def test_the_body_is_slack_compatible_and_signed_like_a_step() -> None:
         t: Target, body: bytes, headers: Mapping[str, str], s: float
     ) -> tuple[int, bytes]:
         sent.append((body, headers))
-        return 200, b"ok"
+        return (503, b"") if len(sent) < 3 else (200, b"ok")
 
     notifier = Notifier(Resolver(), post=post, sleep=no_sleep, clock=lambda: 1_700_000_000)
     outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
     assert outcome == "sent"
-    ((body, headers),) = sent
-    assert (
-        protocol.verify(
+    assert len(sent) == 3
+    assert {body for body, _ in sent} == {BODY}  # retries carry the same event id
+    body, headers = sent[-1]
+
+    def problem(purpose: str) -> str | None:
+        return protocol.verify(
             KEY,
             timestamp=headers[protocol.TIMESTAMP_HEADER],
             signature_header=headers[protocol.SIGNATURE_HEADER],
             payload=body,
             now=1_700_000_000,
+            purpose=purpose,
         )
-        is None
-    )
+
+    assert problem(protocol.NOTIFY) is None
+    assert problem(protocol.STEP) == "bad signature"  # never good as a step request
+    mac = hmac.new(KEY, b"notify.1700000000." + body, hashlib.sha256).hexdigest()
+    assert headers[protocol.SIGNATURE_HEADER] == f"sha256={mac}"
+
+
+def test_the_event_id_names_one_notification_of_one_recommendation() -> None:
+    def event_id(uid: str, event: NotifyEvent, at: datetime, message: str = "m") -> str:
+        body = policy.notification(
+            event,
+            namespace="team-a",
+            recommendation="rec-1",
+            customer_id="c1",
+            message=message,
+            at=at,
+            uid=uid,
+        )
+        found: str = json.loads(body)["eventId"]
+        return found
+
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    later = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    one = event_id("uid-1", NotifyEvent.APPROVED, first)
+    assert len(one) == 32
+    assert event_id("uid-1", NotifyEvent.APPROVED, later) == one  # sent again after a restart
+    assert event_id("uid-2", NotifyEvent.APPROVED, first) != one  # a new recommendation
+    assert event_id("uid-1", NotifyEvent.REJECTED, first) != one
+    assert event_id("uid-1", NotifyEvent.APPROVED, first, "other") != one
 
 
 def test_a_receiver_that_is_down_is_tried_a_bounded_number_of_times_and_counted() -> None:
@@ -113,6 +147,32 @@ def test_a_4xx_is_not_retried() -> None:
     notifier = Notifier(Resolver(), post=post, sleep=no_sleep)
     outcome = asyncio.run(notifier.deliver(Notification("team-a", "slack", "Approved", BODY)))
     assert (outcome, calls) == ("failed", 1)
+
+
+@pytest.mark.parametrize("path", ["/stream", "/announced"])
+def test_an_answer_over_64_kib_fails_the_notification_unread(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(url: str, huge: Huge) -> None:
+        target = Target(name="slack", url=url + path, key=KEY, timeout_seconds=5)
+
+        class Here:
+            async def resolve(self, namespace: str, name: str) -> Target:
+                return target
+
+        local = checked_post(addresses.LOCAL_TESTING)  # the answering server is on 127.0.0.1
+        notifier = Notifier(Here(), post=local, sleep=no_sleep)
+        outcome = await notifier.deliver(Notification("team-a", "slack", "Approved", BODY))
+        assert outcome == "failed"
+        assert huge.requests == 1  # not sent again
+        assert huge.sent < HUGE * len(CHUNK) // 4, huge.sent
+
+    with caplog.at_level(logging.WARNING, "coordinator.executors.notify"):
+        with_huge(200, test)
+    assert (
+        "notification Approved to AgentEndpoint team-a/slack not delivered: answered 200 with a "
+        "body larger than 65536 bytes (the most the operator reads of an answer: 64 KiB)"
+    ) in caplog.text
 
 
 def test_targets_by_event() -> None:

@@ -1,8 +1,9 @@
 """The webhook executor and the reference agent, without a cluster.
 
 The protocol helpers (signing, keys, classification, backoff) directly; the executor
-against a fake transport (what it sends, how it waits) and against the reference agent
-served in-process on 127.0.0.1 (plain and TLS with a caBundle).
+against a fake transport (what it sends, how it waits), against the reference agent
+served in-process on 127.0.0.1 (plain and TLS with a caBundle), and against a server
+whose answers are too large to read.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import hmac
 import ipaddress
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pydantic
@@ -41,6 +42,7 @@ from coordinator.executors.webhook import (
     checked_post,
 )
 from coordinator.k8s import webhooks as certs_
+from tests.unit.answer_support import CHUNK, HUGE, Huge, serving, with_huge
 
 KEY = b"s3cret-hmac-key"
 CONTEXT = StepContext(
@@ -84,6 +86,42 @@ def test_verify_accepts_a_good_request_and_refuses_the_rest() -> None:
     assert "more than 300 s" in (late or "")
     assert check(timestamp=None) is not None
     assert check(timestamp="soon") is not None
+
+
+def test_verify_compares_bytes_and_refuses_any_header_with_a_reason() -> None:
+    body = b'{"a":1}'
+    good = protocol.signature(KEY, 1000, body)
+
+    def check(timestamp: str | bytes, signature_header: str | bytes) -> str | None:
+        return protocol.verify(
+            KEY, timestamp=timestamp, signature_header=signature_header, payload=body, now=1000
+        )
+
+    assert check("1000", good) is None
+    assert check(b"1000", good.encode()) is None
+    for bad in ("sha256=é" + good[8:], good[:-1] + "\u00ff", b"sha256=\xff\xfe", "\udcff"):
+        assert check("1000", bad) == "bad signature"
+    for stamp in ("\uff11\uff10\uff10\uff10", "1e3", "-1000", "1_000", "9" * 5000, b"\xff"):
+        assert check(stamp, good) == "X-Optiinfra-Timestamp is not Unix seconds"
+
+
+def test_each_purpose_signs_its_own_bytes() -> None:
+    body = b'{"a":1}'
+    for purpose, signed in [
+        (protocol.STEP, b"1000." + body),
+        (protocol.NOTIFY, b"notify.1000." + body),
+        (protocol.READ, b"read.1000." + body),
+    ]:
+        mac = hmac.new(KEY, signed, hashlib.sha256).hexdigest()
+        assert protocol.signature(KEY, 1000, body, purpose=purpose) == f"sha256={mac}"
+    notification = protocol.signature(KEY, 1000, body, purpose=protocol.NOTIFY)
+    as_step = protocol.verify(
+        KEY, timestamp="1000", signature_header=notification, payload=body, now=1000
+    )
+    assert as_step == "bad signature"
+    assert protocol.read_headers(KEY, 1000, "/applied")[protocol.SIGNATURE_HEADER] == (
+        protocol.signature(KEY, 1000, b"/applied", purpose=protocol.READ)
+    )
 
 
 def test_the_idempotency_key_depends_on_plan_step_and_operation_only() -> None:
@@ -323,21 +361,10 @@ def test_a_200_without_a_json_result_fails() -> None:
 # --- the executor against the reference agent on 127.0.0.1 --------------------------------
 
 
-@asynccontextmanager
-async def serving(agent: Agent, ssl_context: Any = None) -> AsyncIterator[str]:  # the base URL
-    runner = web.AppRunner(agent.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-async def get_json(url: str) -> Any:
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+async def get_json(url: str, *, key: bytes = KEY) -> Any:
+    """GET one of the agent's read-only endpoints, signed with `key`."""
+    signed = protocol.read_headers(key, int(time.time()), urlsplit(url).path)
+    async with aiohttp.ClientSession() as session, session.get(url, headers=signed) as response:
         return await response.json()
 
 
@@ -416,6 +443,95 @@ def test_the_agent_refuses_a_bad_signature(tmp_path: Path) -> None:
             assert response.status == 401
             assert "more than 300 s" in (await response.json())["error"]
         assert await get_json(url + "/applied") == {}
+
+    with_agent(tmp_path, test)
+
+
+async def raw_post(url: str, headers: bytes, body: bytes) -> int:
+    """POST with header bytes as they are (aiohttp's client would not send these): the
+    status code of the answer."""
+    split = urlsplit(url)
+    reader, writer = await asyncio.open_connection(split.hostname, split.port)
+    writer.write(
+        b"POST / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n"
+        + headers
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    await writer.wait_closed()
+    return status
+
+
+def test_the_agent_answers_401_to_a_signature_that_is_not_ascii(tmp_path: Path) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        payload = protocol.body(
+            operation="execute",
+            key="k1",
+            namespace="n",
+            recommendation="r",
+            customer_id="c",
+            plan="p",
+            step={"name": "s", "action": "a", "params": {}},
+        )
+        stamp = f"X-Optiinfra-Timestamp: {int(time.time())}\r\n".encode()
+        for signature in ("sha256=é".encode(), "sha256=☃".encode() * 10, b"sha256=\xff"):
+            sent = stamp + b"X-Optiinfra-Signature: " + signature + b"\r\n"
+            assert await raw_post(url, sent, payload) in (400, 401)  # never a 500
+        utf8 = stamp + "X-Optiinfra-Signature: sha256=é\r\n".encode()
+        assert await raw_post(url, utf8, payload) == 401
+        assert await get_json(url + "/applied") == {}
+
+    with_agent(tmp_path, test)
+
+
+def test_a_notification_replayed_to_an_agent_is_refused(tmp_path: Path) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        payload = protocol.body(
+            operation="execute",
+            key="k1",
+            namespace="n",
+            recommendation="r",
+            customer_id="c",
+            plan="p",
+            step={"name": "s", "action": "a", "params": {}},
+        )
+        captured = protocol.headers(KEY, int(time.time()), payload, purpose=protocol.NOTIFY)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=payload, headers=captured) as response,
+        ):
+            assert response.status == 401
+            assert (await response.json())["error"] == "bad signature"
+        assert await get_json(url + "/applied") == {}
+
+    with_agent(tmp_path, test)
+
+
+def test_the_agent_shows_what_it_applied_only_to_a_signed_read(tmp_path: Path) -> None:
+    async def test(url: str, agent: Agent) -> None:
+        await WebhookExecutor(FakeResolver(Target("agent", url, KEY)), post=LOCAL_POST).execute(
+            step(), context=CONTEXT
+        )
+        key = protocol.idempotency_key("uid-123", "resize", "execute")
+        assert await get_json(url + "/applied") == {key: 1}
+        assert await get_json(url + "/requests") == {key: 1}
+        as_step = protocol.headers(KEY, int(time.time()), b"/applied")  # not signed to read
+        async with aiohttp.ClientSession() as session:
+            for path, headers in [
+                ("/applied", {}),
+                ("/requests", {}),
+                ("/applied", protocol.read_headers(b"not-the-key", int(time.time()), "/applied")),
+                ("/requests", protocol.read_headers(KEY, int(time.time()), "/applied")),
+                ("/applied", as_step),
+            ]:
+                async with session.get(url + path, headers=headers) as response:
+                    assert response.status == 401, (path, headers)
+                    assert key not in await response.text()
+            async with session.get(url + "/healthz") as response:
+                assert (response.status, await response.text()) == (200, "ok\n")
 
     with_agent(tmp_path, test)
 
@@ -567,3 +683,69 @@ def test_the_address_checked_is_the_address_connected_to(
         )
 
     with_agent(tmp_path, test)
+
+
+# --- answers too large to read -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 202, 503])
+@pytest.mark.parametrize("path", ["/stream", "/announced"])
+def test_an_answer_over_64_kib_fails_the_step_unread(status: int, path: str) -> None:
+    async def test(url: str, huge: Huge) -> None:
+        executor = fast(
+            WebhookExecutor(FakeResolver(Target("agent", url + path, KEY)), post=LOCAL_POST)
+        )
+        began = time.monotonic()
+        outcome = await executor.execute(step(timeoutSeconds=20), context=CONTEXT)
+        assert not outcome.ok
+        assert outcome.error == (
+            f"agent endpoint agent answered {status} with a body larger than 65536 bytes "
+            "(the most the operator reads of an answer: 64 KiB); not asked again"
+        )
+        assert huge.requests == 1  # failed at once, not sent again
+        assert time.monotonic() - began < 10
+        # It stopped reading: the agent could not send it all (socket buffers took some).
+        assert huge.sent < HUGE * len(CHUNK) // 4, huge.sent
+
+    with_huge(status, test)
+
+
+def test_an_answer_of_exactly_64_kib_is_read() -> None:
+    async def test(url: str, huge: Huge) -> None:
+        executor = WebhookExecutor(
+            FakeResolver(Target("agent", url + "/at-limit", KEY)), post=LOCAL_POST
+        )
+        outcome = await executor.execute(step(), context=CONTEXT)
+        assert outcome.ok, outcome.error
+        assert len(outcome.result["pad"]) > 65000
+
+    with_huge(200, test)
+
+
+def test_a_compressed_answer_is_not_inflated() -> None:
+    import gzip  # noqa: PLC0415
+
+    bomb = gzip.compress(b'{"result": {"pad": "' + b"0" * (8 << 20) + b'"}}')
+    assert len(bomb) < protocol.MAX_ANSWER_BYTES  # 8 MiB that fit in 64 KiB compressed
+
+    async def answer(request: web.Request) -> web.Response:
+        assert request.headers["Accept-Encoding"] == "identity"
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip"})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/", answer)
+        async with serving(app) as url:
+            status, body = await LOCAL_POST(Target("agent", url + "/", KEY), b"{}", {}, 10)
+        assert (status, body) == (200, bomb)  # as sent: the executor finds no JSON in it
+
+    asyncio.run(main())
+
+
+def test_a_result_nested_too_deep_fails_the_step_without_a_crash() -> None:
+    deep = b'{"result": ' + b"[" * 60000 + b"]" * 60000 + b"}"
+    outcome = run(Script((200, deep)).executor().execute(step(), context=CONTEXT))
+    assert not outcome.ok
+    assert "without a JSON" in (outcome.error or "")
+    refused = run(Script((422, b"[" * 60000)).executor().execute(step(), context=CONTEXT))
+    assert (refused.error or "").startswith("agent endpoint agent refused (422): [[[")

@@ -72,6 +72,7 @@ from coordinator.api.plan import (
 )
 from coordinator.api.recommendation import RecommendationPhase
 from coordinator.core import conditions as conditions_
+from coordinator.core import text
 
 NOT_REVERSIBLE: Final = "not reversible: left as is"
 NOT_STARTED: Final = "not started: skipped"
@@ -137,7 +138,9 @@ Move: TypeAlias = Wait | Done | Advance | Execute | Undo
 
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
-    """What an executor reports for one execute or undo call."""
+    """What an executor reports for one execute or undo call. Its error and result come
+    from outside (an agent, an object): ``record_outcome`` and ``record_rollback`` store
+    them cleaned (``core.text``)."""
 
     ok: bool
     result: Mapping[str, Any] | None = None
@@ -189,13 +192,13 @@ def record_outcome(
         raise PlanError(f"step {index} is not running in a running plan")
     now = _utc(now)
     entry = current.steps[index]
-    error = None if outcome.ok else outcome.error or "failed"
+    error = None if outcome.ok else text.clean(outcome.error or "") or "failed"
     done = entry.model_copy(
         update={
             "phase": StepPhase.SUCCEEDED if outcome.ok else StepPhase.FAILED,
             "finished_at": now,
             "duration_ms": _duration(outcome, entry.started_at, now),
-            "result": None if outcome.result is None else dict(outcome.result),
+            "result": None if outcome.result is None else text.clean_value(dict(outcome.result)),
             "error": error,
         }
     )
@@ -233,7 +236,7 @@ def record_rollback(
         )
         message = f"{label} rolled back"
     else:
-        error = f"rollback failed: {outcome.error or 'no reason given'}"
+        error = f"rollback failed: {text.clean(outcome.error or '') or 'no reason given'}"
         undone = entry.model_copy(update={"phase": StepPhase.ROLLBACK_FAILED, "error": error})
         message = f"{label}: {error}; going on with the others"
     return _counted(_with_step(current, index, undone, message=message))

@@ -24,6 +24,7 @@ so a window that spans a daylight-saving change lasts exactly its duration.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -448,9 +449,14 @@ def notification(
     customer_id: str,
     message: str,
     at: datetime,
+    uid: str = "",
 ) -> bytes:
-    """The body of a notification (compact JSON, keys sorted): what is signed is sent.
-    ``text`` makes it a Slack-compatible incoming-webhook message."""
+    """The body of a notification (compact JSON, keys sorted): what is signed is sent
+    (with the purpose ``notify``, see ``core.webhook``). ``text`` makes it a
+    Slack-compatible incoming-webhook message. ``eventId`` (32 hex digits of a sha256 of
+    the recommendation's `uid` and the rest but ``at``) names this notification: every
+    retry sends the same, and so does an operator (a restart, the other replica) that
+    sends it again, so a receiver that records the ids it handled handles each once."""
     document = {
         "text": f"[{event.value}] {namespace}/{recommendation} ({customer_id}): {message}",
         "event": event.value,
@@ -460,6 +466,9 @@ def notification(
         "message": message,
         "at": format_time(at),
     }
+    named = {"uid": uid, **{k: v for k, v in document.items() if k != "at"}}
+    canonical = json.dumps(named, sort_keys=True, separators=(",", ":")).encode()
+    document["eventId"] = hashlib.sha256(canonical).hexdigest()[:32]
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -10,10 +10,18 @@ signs and sends requests and classifies the answers; the reference agent
   signed; the same request is sent again byte for byte, only the timestamp and
   signature headers change.
 - ``X-Optiinfra-Timestamp``: Unix seconds. ``X-Optiinfra-Signature``:
-  ``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``.
+  ``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`` for a step request. What else is
+  signed with the same key says what it is for, before the timestamp, so that no
+  signature is good for anything but its purpose: ``"notify.<timestamp>.<body>"`` for a
+  notification (``NOTIFY``: a captured notification cannot be replayed as a step), and
+  ``"read.<timestamp>.<path>"`` for a GET of an agent's read-only endpoints (``READ``).
+  The receiver compares bytes in constant time; a header that is not ASCII is a bad
+  signature, never an error.
 - The idempotency key is sha256 of ``"<plan uid>|<step name>|<operation>"`` in hex: the
   same across retries and operator restarts, different for execute and undo.
-- Answers: 200 done, 202 accepted (ask again), 4xx failed, 5xx or none: ask again.
+- Answers: 200 done, 202 accepted (ask again), 4xx failed, 5xx or none: ask again. An
+  answer's body is read up to ``MAX_ANSWER_BYTES`` (64 KiB) and no further: a longer one
+  (or a ``Content-Length`` saying so) fails the step at once, whatever its status.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -32,10 +40,18 @@ SIGNATURE_HEADER: Final = "X-Optiinfra-Signature"
 SIGNATURE_PREFIX: Final = "sha256="
 MAX_SKEW_SECONDS: Final = 300
 """How far a request's timestamp may be from the receiver's clock (either way)."""
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""The most the operator reads of an agent's answer (a step's or a notification's)."""
 STEP_TIMEOUT_SECONDS: Final = 300
 """The whole step (every request and wait) unless params.timeoutSeconds says otherwise."""
 BACKOFF_FIRST_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 5.0
+STEP: Final = ""
+"""The purpose of a step request: none, ``"<timestamp>.<body>"`` (as agents verify it)."""
+NOTIFY: Final = "notify"
+"""The purpose of a notification: ``"notify.<timestamp>.<body>"``."""
+READ: Final = "read"
+"""The purpose of a GET of an agent's read-only endpoints: ``"read.<timestamp>.<path>"``."""
 EXECUTE: Final = "execute"
 UNDO: Final = "undo"
 RESERVED_PARAMS: Final = ("endpoint", "timeoutSeconds")
@@ -73,39 +89,60 @@ def body(
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def signature(key: bytes, timestamp: int | str, payload: bytes) -> str:
-    """The X-Optiinfra-Signature value of `payload` sent at `timestamp`."""
-    mac = hmac.new(key, f"{timestamp}.".encode() + payload, hashlib.sha256)
+def signature(key: bytes, timestamp: int | str, payload: bytes, *, purpose: str = STEP) -> str:
+    """The X-Optiinfra-Signature value of `payload` sent at `timestamp` for `purpose`."""
+    prefix = f"{purpose}.{timestamp}." if purpose else f"{timestamp}."
+    mac = hmac.new(key, prefix.encode() + payload, hashlib.sha256)
     return SIGNATURE_PREFIX + mac.hexdigest()
 
 
-def headers(key: bytes, timestamp: int, payload: bytes) -> dict[str, str]:
+def headers(key: bytes, timestamp: int, payload: bytes, *, purpose: str = STEP) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         TIMESTAMP_HEADER: str(timestamp),
-        SIGNATURE_HEADER: signature(key, timestamp, payload),
+        SIGNATURE_HEADER: signature(key, timestamp, payload, purpose=purpose),
     }
+
+
+def read_payload(path: str) -> bytes:
+    """What a GET of an agent's read-only `path` signs (with purpose ``READ``)."""
+    return path.encode()
+
+
+def read_headers(key: bytes, timestamp: int, path: str) -> dict[str, str]:
+    """The headers of a signed GET of an agent's read-only `path` (``/applied``)."""
+    return headers(key, timestamp, read_payload(path), purpose=READ)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    # A header as bytes; whatever is not ASCII cannot match a signature anyway.
+    return value if isinstance(value, bytes) else value.encode("utf-8", "replace")
 
 
 def verify(
     key: bytes,
     *,
-    timestamp: str | None,
-    signature_header: str | None,
+    timestamp: str | bytes | None,
+    signature_header: str | bytes | None,
     payload: bytes,
     now: float,
+    purpose: str = STEP,
     max_skew: float = MAX_SKEW_SECONDS,
 ) -> str | None:
-    """Why a received request must be refused (signature or timestamp), or None."""
+    """Why a received request must be refused (signature or timestamp), or None.
+
+    The headers are compared as bytes: any value (not ASCII, not UTF-8) is refused with a
+    reason, never an exception."""
     if not timestamp or not signature_header:
         return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}"
-    try:
-        sent = int(timestamp)
-    except ValueError:
+    stamp = _bytes(timestamp).strip()
+    if not stamp.isdigit() or len(stamp) > 12:  # bytes.isdigit: ASCII digits only
         return f"{TIMESTAMP_HEADER} is not Unix seconds"
+    sent = int(stamp)
     if abs(now - sent) > max_skew:
         return f"{TIMESTAMP_HEADER} is more than {int(max_skew)} s from now"
-    if not hmac.compare_digest(signature(key, sent, payload), signature_header.strip()):
+    expected = signature(key, sent, payload, purpose=purpose).encode()
+    if not hmac.compare_digest(expected, _bytes(signature_header).strip()):
         return "bad signature"
     return None
 
@@ -147,7 +184,7 @@ def error_text(status: int, payload: bytes, *, limit: int = 500) -> str:
     """The agent's message of a refusal: ``{"error": ...}``, else the start of the body."""
     try:
         document = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         document = None
     if isinstance(document, dict) and isinstance(document.get("error"), str):
         message: str = document["error"]
@@ -161,7 +198,7 @@ def result_of(payload: bytes) -> dict[str, Any] | None:
     the body is not such a JSON object."""
     try:
         document = json.loads(payload) if payload.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return None
     if not isinstance(document, dict):
         return None

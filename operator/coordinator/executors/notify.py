@@ -1,13 +1,17 @@
 """Notifications of ApprovalPolicies: a signed POST to an AgentEndpoint, never in the way.
 
-The body is ``core.policy.notification`` (with a Slack-compatible ``text``), signed
-exactly as the webhook executor signs a step (``X-Optiinfra-Timestamp``,
-``X-Optiinfra-Signature``: HMAC-SHA256 with the endpoint's key). ``Notifier.send`` only
+The body is ``core.policy.notification`` (with a Slack-compatible ``text`` and an
+``eventId`` that is the same for every retry: receivers de-duplicate by it), signed
+with the endpoint's key as a step is (``X-Optiinfra-Timestamp``,
+``X-Optiinfra-Signature``: HMAC-SHA256) but for its own purpose: the signed bytes are
+``"notify.<timestamp>.<body>"`` (a step's are ``"<timestamp>.<body>"``), so a captured
+notification can never be replayed to an agent as a step request. ``Notifier.send`` only
 puts the notification on a bounded queue and returns: a decision or a plan never waits
 for a receiver. A worker sends each one, trying at most ``ATTEMPTS`` times (0.5 s, then
 1 s, 2 s apart) on no answer, a 5xx or an endpoint that cannot be read; any answer
-below 300 counts as delivered, a 4xx or an address the operator may not call
-(``executors.webhook.AddressRefused``) fails at once. Every outcome is counted in
+below 300 counts as delivered; a 4xx, an address the operator may not call
+(``executors.webhook.AddressRefused``) and an answer longer than ``MAX_ANSWER_BYTES``
+(64 KiB: the rest is not read) fail at once. Every outcome is counted in
 ``optiinfra_notifications_total{event, outcome}`` (sent, failed, dropped: the queue was
 full).
 """
@@ -25,6 +29,7 @@ from coordinator import metrics
 from coordinator.core import webhook as protocol
 from coordinator.executors.webhook import (
     AddressRefused,
+    AnswerTooLargeError,
     EndpointError,
     NoAnswerError,
     Post,
@@ -106,7 +111,9 @@ class Notifier:
                 await self._sleep(0.5 * 2 ** (attempt - 1))
             try:
                 target = await self._resolver.resolve(item.namespace, item.endpoint)
-                headers = protocol.headers(target.key, int(self._clock()), item.body)
+                headers = protocol.headers(
+                    target.key, int(self._clock()), item.body, purpose=protocol.NOTIFY
+                )
                 status, _ = await self._post(
                     target, item.body, headers, min(target.timeout_seconds, REQUEST_TIMEOUT_SECONDS)
                 )
@@ -115,6 +122,9 @@ class Notifier:
                 continue
             except AddressRefused as exc:  # asking again reaches the same address
                 last = str(exc)
+                break
+            except AnswerTooLargeError as exc:
+                last = f"{exc} (the most the operator reads of an answer: {exc.limit // 1024} KiB)"
                 break
             if status < 300:
                 return "sent"

@@ -12,7 +12,11 @@ manifests/endpoint-secrets-role.yaml), then POSTs the signed request of
   ``timeoutSeconds``): the same request (same idempotency key, fresh timestamp and
   signature) again after 0.5 s, doubling up to 5 s;
 - 4xx ``{"error": "..."}``: the step failed with the agent's message (and any other
-  status: redirects are not followed).
+  status: redirects are not followed);
+- a body longer than ``MAX_ANSWER_BYTES`` (64 KiB; a ``Content-Length`` above it, or
+  more bytes than that arriving): the step failed, naming the endpoint and the limit. The
+  rest is never read, so an agent cannot exhaust the operator's memory, and the step is
+  not sent again.
 
 Before anything is sent, the URL's host is resolved (the event loop's getaddrinfo) and
 every address judged by ``core.addresses.Policy`` (link-local, metadata, loopback unless
@@ -203,9 +207,18 @@ def check_literal(target: Target, policy: addresses.Policy) -> None:
     )
 
 
+class AnswerTooLargeError(Exception):
+    """The answer's body is longer than the limit: it was not read (beyond the limit)."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"answered {status} with a body larger than {limit} bytes")
+        self.status = status
+        self.limit = limit
+
+
 Post = Callable[[Target, bytes, Mapping[str, str], float], Awaitable[tuple[int, bytes]]]
 """Send one request: (target, body, headers, timeout) -> (status, body); NoAnswerError,
-AddressRefused."""
+AddressRefused, AnswerTooLargeError."""
 
 
 def ssl_context(target: Target) -> ssl.SSLContext | None:
@@ -214,6 +227,21 @@ def ssl_context(target: Target) -> ssl.SSLContext | None:
     if target.ca_pem:
         return ssl.create_default_context(cadata=target.ca_pem)
     return ssl.create_default_context()
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of `response`, or AnswerTooLargeError as soon as it is known to be longer
+    than `limit` bytes (its Content-Length, or the bytes received): at most `limit` + 1
+    bytes are ever held."""
+    if response.content_length is not None and response.content_length > limit:
+        raise AnswerTooLargeError(response.status, limit)
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    raise AnswerTooLargeError(response.status, limit)
 
 
 async def aiohttp_post(
@@ -225,7 +253,9 @@ async def aiohttp_post(
     policy: addresses.Policy = addresses.STRICT,
 ) -> tuple[int, bytes]:
     """One POST with aiohttp, only to addresses `policy` allows (`AddressRefused`);
-    redirects are not followed (a 3xx is an answer, not done)."""
+    redirects are not followed (a 3xx is an answer, not done). The answer is read up to
+    ``MAX_ANSWER_BYTES``, uncompressed (asked for as identity, and never inflated here: a
+    small compressed body cannot become a large one)."""
     check_literal(target, policy)
     try:
         connector = aiohttp.TCPConnector(
@@ -235,13 +265,22 @@ async def aiohttp_post(
         )
         async with (
             aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=seconds)
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+                auto_decompress=False,
             ) as session,
             session.post(
-                target.url, data=payload, headers=dict(headers), allow_redirects=False
+                target.url,
+                data=payload,
+                headers={"Accept-Encoding": "identity", **headers},
+                allow_redirects=False,
             ) as response,
         ):
-            return response.status, await response.read()
+            try:
+                return response.status, await read_bounded(response, protocol.MAX_ANSWER_BYTES)
+            except AnswerTooLargeError:
+                response.close()  # the connection goes, with whatever is left unread
+                raise
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         if isinstance(exc.__cause__, AddressRefused):
             raise exc.__cause__ from None
@@ -338,6 +377,12 @@ class WebhookExecutor:
                     last = f"no answer ({exc})"
                 except AddressRefused as exc:
                     return self._outcome(began, error=str(exc))
+                except AnswerTooLargeError as exc:
+                    return self._outcome(
+                        began,
+                        error=f"agent endpoint {name} {exc} (the most the operator reads "
+                        f"of an answer: {exc.limit // 1024} KiB); not asked again",
+                    )
                 verdict = protocol.classify(status)
                 if verdict is protocol.Answer.DONE:
                     result = protocol.result_of(answer)

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from coordinator.core import text
 from coordinator.k8s.client import ApiException, Client, conflict, namespace_gone
 
 COMPONENT: Final = "optiinfra-coordinator"
@@ -114,14 +115,16 @@ class Recorder:
     ) -> None:
         """Post (soon) the event of one transition; `key` names it (see `event_name`).
 
-        An event this recorder already queued or posted (or found there) is skipped.
+        An event this recorder already queued or posted (or found there) is skipped. The
+        message is shown on terminals (``kubectl describe``, ``get events``): it is cleaned
+        of control characters and escape sequences (``core.text``), one line.
         """
         name = event_name(ref.name, ref.uid, reason, key)
         if (ref.namespace, name) in self._known:
             return
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         # Queued compact (a tuple of strings), made into a body when posted: thousands may wait.
-        pending = (name, ref, reason, message[:1024], type_, now)
+        pending = (name, ref, reason, text.clean(message)[:1024], type_, now)
         self._known[(ref.namespace, name)] = None
         if len(self._known) > KNOWN_MEMORY:
             self._known.popitem(last=False)
