@@ -55,6 +55,11 @@ class AgentProcess:
         found: dict[str, int] = self._get("/requests")
         return found
 
+    def submitters(self) -> dict[str, Any]:
+        """On whose behalf each change was applied (the request body's submitter)."""
+        found: dict[str, Any] = self._get("/submitters")
+        return found
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)

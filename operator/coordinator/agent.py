@@ -81,6 +81,7 @@ class Agent:
         app.router.add_post("/{tail:.*}", self.handle)
         app.router.add_get("/applied", self.show_applied)
         app.router.add_get("/requests", self.show_requests)
+        app.router.add_get("/submitters", self.show_submitters)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -101,6 +102,12 @@ class Agent:
         if problem := self._refusal(request, protocol.read_payload(request.path), protocol.READ):
             return _json(401, {"error": problem})
         return _json(200, {key: record["count"] for key, record in self.applied.items()})
+
+    async def show_submitters(self, request: web.Request) -> web.Response:
+        """On whose behalf each change was applied (the body's submitter)."""
+        if problem := self._refusal(request, protocol.read_payload(request.path), protocol.READ):
+            return _json(401, {"error": problem})
+        return _json(200, {key: record.get("submitter") for key, record in self.applied.items()})
 
     async def show_requests(self, request: web.Request) -> web.Response:
         if problem := self._refusal(request, protocol.read_payload(request.path), protocol.READ):
@@ -152,7 +159,7 @@ class Agent:
             else:
                 previous = document.get("previousResult") or {}
                 result = {"undone": True, "change": previous.get("change")}
-            record = {"count": 1, "result": result}
+            record = {"count": 1, "result": result, "submitter": document.get("submitter")}
             self.applied[key] = record
             self._save()  # recorded before the answer: a restart does not apply it again
         return dict(record["result"])

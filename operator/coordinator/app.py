@@ -197,6 +197,7 @@ class Operator:
         self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
+            submitter=self._submitter_of,
             writer=self.writer,
             recorder=self.recorder,
             executors={
@@ -893,6 +894,16 @@ class Operator:
                 endpoint = None
             found[name] = endpoint.spec if endpoint is not None else None
         return found
+
+    def _submitter_of(self, namespace: str, name: str) -> tuple[str | None, tuple[str, ...]]:
+        """Who submitted recommendation `name`, and their groups, as stamped at admission
+        (from the Store: a plan runs while its recommendation is held)."""
+        rec = self.store.recommendation((namespace, name))
+        if rec is None:
+            return None, ()
+        annotations = rec.metadata.annotations
+        user = annotations.get(SUBMITTED_BY_ANNOTATION)
+        return user, tuple(admission.submitter_groups(annotations))
 
     def _cached_endpoint(self, namespace: str, name: str) -> AgentEndpoint | None:
         return self.store.endpoint((namespace, name))

@@ -197,8 +197,11 @@ class PlanRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         writer: status_.StatusWriter | None = None,
+        submitter: Callable[[str, str], tuple[str | None, tuple[str, ...]]] | None = None,
     ) -> None:
         self.client = client
+        self.submitter = submitter or (lambda namespace, name: (None, ()))
+        """(namespace, recommendation) -> who submitted it and their groups (the stamps)."""
         self.writer = writer or status_.StatusWriter(client)
         """Writes every status (and tells the Store what it wrote)."""
         self.recorder = recorder
@@ -339,12 +342,15 @@ class PlanRunner:
         status = current.status or plan_.initial_status(current.spec)
         ready, why = dependencies
         move = plan_.next_move(spec=spec, status=status, now=self.clock(), dependencies_ready=ready)
+        submitter, groups = self.submitter(current.metadata.namespace, current.spec.recommendation)
         context = StepContext(
             namespace=current.metadata.namespace,
             plan=current.metadata.name,
             uid=current.metadata.uid or "",
             recommendation=current.spec.recommendation,
             customer_id=current.spec.customer_id,
+            submitter=submitter,
+            groups=groups,
         )
         record: Callable[[ExecutionPlanSpec, ExecutionPlanStatus], ExecutionPlanStatus] | None
         record = None

@@ -124,6 +124,9 @@ def test_webhook_step_succeeds_with_the_agents_result(
     assert step["result"] == {"applied": True, "action": "resize_pool", "change": key[:12]}
     assert agent.applied() == {key: 1}
     assert agent.requests() == {key: requests}
+    # On whose behalf: the submitter as the API server authenticated it at admission.
+    submitter = {"user": "agent", "groups": ["system:authenticated"]}
+    assert agent.submitters() == {key: submitter}
 
 
 def test_a_4xx_fails_the_step_with_the_agents_message(

@@ -171,7 +171,11 @@ def test_body_carries_previous_result_for_undo_only() -> None:
     assert undo["previousResult"] == {"x": 1}
     assert set(execute) == {
         "operation", "idempotencyKey", "namespace", "recommendation", "customerId", "plan", "step",
+        "submitter",
     }  # fmt: skip
+    assert execute["submitter"] == {"user": None, "groups": []}  # not stamped: nobody known
+    signed = protocol.body(operation="execute", submitter="agent", groups=["agents"], **common)
+    assert json.loads(signed)["submitter"] == {"user": "agent", "groups": ["agents"]}
 
 
 # --- AgentEndpoint ------------------------------------------------------------------------

@@ -6,7 +6,9 @@ signs and sends requests and classifies the answers; the reference agent
 
 - The body is JSON: ``{"operation": "execute"|"undo", "idempotencyKey", "namespace",
   "recommendation", "customerId", "plan", "step": {"name", "action", "params"},
-  "previousResult"}`` (``previousResult`` for undo only). The bytes sent are the bytes
+  "previousResult", "submitter": {"user", "groups"}}`` (``previousResult`` for undo only;
+  ``submitter``: who submitted the recommendation, as the API server authenticated them
+  at admission, so the agent knows on whose behalf it acts). The bytes sent are the bytes
   signed; the same request is sent again byte for byte, only the timestamp and
   signature headers change.
 - ``X-Optiinfra-Timestamp``: Unix seconds. ``X-Optiinfra-Signature``:
@@ -32,7 +34,7 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 TIMESTAMP_HEADER: Final = "X-Optiinfra-Timestamp"
@@ -73,6 +75,8 @@ def body(
     plan: str,
     step: Mapping[str, Any],
     previous_result: Mapping[str, Any] | None = None,
+    submitter: str | None = None,
+    groups: Sequence[str] = (),
 ) -> bytes:
     """The request body, serialised once (compact, keys sorted): what is signed is sent."""
     document: dict[str, Any] = {
@@ -83,6 +87,7 @@ def body(
         "customerId": customer_id,
         "plan": plan,
         "step": dict(step),
+        "submitter": {"user": submitter, "groups": list(groups)},
     }
     if operation == UNDO:
         document["previousResult"] = dict(previous_result or {})

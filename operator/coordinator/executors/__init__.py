@@ -33,6 +33,9 @@ class StepContext:
     uid: str
     recommendation: str = ""
     customer_id: str = ""
+    submitter: str | None = None
+    """Who submitted the recommendation (stamped at admission), and their groups."""
+    groups: tuple[str, ...] = ()
 
 
 class Executor(Protocol):

@@ -342,6 +342,8 @@ class WebhookExecutor:
             plan=context.plan,
             step={"name": step.name, "action": step.action, "params": step.params},
             previous_result=previous,
+            submitter=context.submitter,
+            groups=context.groups,
         )
         pauses = protocol.backoff()
         attempts = 0
