@@ -21,6 +21,10 @@ from tests.gateway_support import (
 )
 from tests.support import Kubectl, wait_for
 
+# The origin document's clients know nothing of AgentEndpoints: every request here is
+# sent against a namespace where none exists (the executed plan's test registers one).
+pytestmark = pytest.mark.no_endpoints
+
 
 def origin_rec(rec_id: str, agent: str, agent_type: str, **fields: Any) -> dict[str, Any]:
     return {
@@ -129,7 +133,6 @@ def coordinate(served: GatewayProcess, token: str, body: dict[str, Any]) -> dict
     return answer
 
 
-@pytest.mark.no_endpoints
 def test_the_origin_documents_validation_steps(  # noqa: PLR0917 - fixtures are positional
     served: GatewayProcess,
     tokens: dict[str, str],
