@@ -40,6 +40,7 @@ from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
 from coordinator.core import approval as policy_
+from coordinator.core import steps as steps_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
@@ -96,6 +97,7 @@ class Config:
     readiness_host: str = "0.0.0.0"
     shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
     notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
+    executor_kinds: frozenset[str] = steps_.DEFAULT_KINDS  # what kubernetes steps may touch
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -181,7 +183,7 @@ class Operator:
             recorder=self.recorder,
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
-                Executor.KUBERNETES: KubernetesExecutor(self.client),
+                Executor.KUBERNETES: KubernetesExecutor(self.client, kinds=config.executor_kinds),
                 Executor.WEBHOOK: WebhookExecutor(self.endpoints),
             },
         )

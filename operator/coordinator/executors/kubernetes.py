@@ -24,16 +24,22 @@ naming the field and both values, and writes nothing (the plan then ends Failed)
     server-side apply (field manager ``optiinfra-coordinator``), labelled
     ``optiinfra.io/plan=<plan>`` and annotated ``optiinfra.io/created-by=<plan>/<step>/<uid>``.
     An object of that name that this step did not create fails the step up front and is
-    left alone. Undo deletes it only if the annotation says this step created it, with a
-    uid precondition. (Between the existence check and the apply there is a window of one
-    request in which another writer could create the object; the apply then adds to it.)
+    left alone. Undo deletes it only if the annotation says this step created it and the
+    object's uid is the one the step recorded, with a uid precondition (no step may set the
+    ``optiinfra.io/`` marks: admission refuses it). (Between the existence check and the
+    apply there is a window of one request in which another writer could create the object;
+    the apply then adds to it.)
 ``wait``: params ``target`` and ``condition: {type, status}`` or ``jsonPath`` + ``value``
     (compared as ``kubectl get -o jsonpath`` prints it); ``timeoutSeconds`` (params, else
     the step's, else 300). Polls with backoff (0.5 s, growing to 5 s). A timeout fails the
-    step naming the target, the condition and the last value seen. Undo does nothing.
+    step naming the target, the condition and the last value seen (a scalar, cut short; of
+    an object or list only its size: status is readable by the view role). Undo does nothing.
 
-Kinds the operator's ClusterRole does not grant fail the step with the API server's 403
-message, which names the user, verb and resource.
+Only the kinds of the allowlist (``coordinator.core.steps.DEFAULT_KINDS``, ``--executor-kinds``)
+are touched: admission refuses a step on any other, and so does the executor (a plan written
+while admission was off, or under another allowlist). Kinds the operator is not granted in
+the namespace fail the step with the API server's 403 message, which names the user, verb
+and resource.
 """
 
 from __future__ import annotations
@@ -84,10 +90,12 @@ class KubernetesExecutor:
         self,
         client: Client,
         *,
+        kinds: frozenset[str] = steps.DEFAULT_KINDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._objects = client.objects
+        self._kinds = kinds
         self._sleep = sleep
         self._clock = clock
 
@@ -103,7 +111,9 @@ class KubernetesExecutor:
         self, step: Step, context: StepContext, *, undo: bool, result: Mapping[str, Any] | None
     ) -> Outcome:
         # Admission checks the params; plans written while it was off are checked here.
-        problems = steps.problems(step, where=f"step {step.name}", namespace=context.namespace)
+        problems = steps.problems(
+            step, where=f"step {step.name}", namespace=context.namespace, kinds=self._kinds
+        )
         if problems:
             return Outcome(ok=False, error="; ".join(problems))
         action = "scale" if step.action in steps.SCALE_ACTIONS else step.action
@@ -355,13 +365,16 @@ class KubernetesExecutor:
         existing = await self._objects.get(target, context.namespace)
         if existing is None:
             return {"target": target.to_wire(), "deleted": False, "note": "already gone"}
-        if _annotations(existing).get(CREATED_BY) != marker:
+        uid = str(existing["metadata"]["uid"])
+        recorded = result.get("uid")
+        if _annotations(existing).get(CREATED_BY) != marker or (
+            recorded is not None and recorded != uid
+        ):
             return {
                 "target": target.to_wire(),
                 "deleted": False,
                 "note": "the object of that name was not created by this step; left alone",
             }
-        uid = str(existing["metadata"]["uid"])
         deleted = await self._objects.delete(target, context.namespace, uid=uid)
         return {"target": target.to_wire(), "deleted": deleted, "uid": uid}
 
@@ -394,13 +407,13 @@ class KubernetesExecutor:
                     seen = (
                         f"no condition {condition['type']}"
                         if status is None
-                        else f"{condition['type']}={status}"
+                        else f"{condition['type']}={steps.seen(status)}"
                     )
                     if status == condition["status"]:
                         return {"target": target.to_wire(), "seen": seen}
                 else:
                     value = steps.lookup(obj, path)
-                    seen = f"{params['jsonPath']}={steps.text(value)}"
+                    seen = f"{params['jsonPath']}={steps.seen(value)}"
                     if value is not steps.ABSENT and steps.text(value) == steps.text(
                         params["value"]
                     ):
