@@ -54,12 +54,7 @@ from coordinator.k8s import lease as lease_
 from coordinator.k8s import status as status_
 from coordinator.k8s import webhooks as webhooks_
 
-HOOKS: Final = (
-    webhooks_.Hook(id="approval-stamp", plural="approvals", mutating=True),
-    webhooks_.Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
-    webhooks_.Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
-    webhooks_.Hook(id="recommendation-check", plural="recommendations", mutating=False),
-)
+HOOKS: Final = webhooks_.HOOKS
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
 STEP_GRACE_SECONDS: Final = 3.0
 """How long a step in flight may take to finish when the operator stops or stops leading;
@@ -292,7 +287,8 @@ class Operator:
         self._webhooks = (validating, mutating)
 
         async def register() -> None:
-            await asyncio.to_thread(webhooks_.Registrar(self.api).apply, validating, mutating)
+            registrar = webhooks_.Registrar(self.api, create=mode == "local")
+            await asyncio.to_thread(registrar.apply, validating, mutating)
             logger.info(
                 "admission webhooks registered in %s (%s%s)",
                 webhooks_.NAME,

@@ -350,6 +350,7 @@ def _run(arguments: argparse.Namespace) -> int:
         operator.api,
         namespaces=tuple(arguments.namespace or ()),
         webhooks=mode != "off",
+        local_webhooks=mode == "local",
         lease=(operator.config.lease_namespace, lease) if lease else None,
     )
     if problem:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from coordinator import crdgen
+from coordinator.k8s import webhooks
 
 CRDS = Path(__file__).parents[2] / "crds"
 
@@ -70,3 +71,15 @@ def test_recommendation_schema_carries_the_api_rules() -> None:
     assert names["categories"] == ["optiinfra"]
     columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
     assert columns == ["Customer", "Action", "Risk", "Priority", "Savings", "Phase", "Age"]
+
+
+def test_committed_webhook_configurations_are_up_to_date() -> None:
+    """manifests/webhooks.yaml is what an in-cluster operator registers (issue 22, item 5)."""
+    committed = (CRDS.parent / "manifests" / "webhooks.yaml").read_text()
+    assert committed == webhooks.manifest(), "stale: run `make manifests` and commit"
+    validating, mutating = yaml.safe_load_all(committed)
+    hooks = {w["name"] for w in validating["webhooks"] + mutating["webhooks"]}
+    assert hooks == {webhooks.hook_name(hook, "") for hook in webhooks.HOOKS}
+    for hook in validating["webhooks"] + mutating["webhooks"]:
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["clientConfig"]["service"]["name"] == "optiinfra-coordinator"

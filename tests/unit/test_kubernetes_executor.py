@@ -1,9 +1,11 @@
 """The kubernetes executor against a fake of its objects: what it refuses to touch, what its
-messages say of what it read, and what its undo deletes (issue 22, items 3 and 11)."""
+messages say of what it read, what its undo deletes, and what a namespace that did not opt in
+is told (issue 22, items 3, 11 and 5)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +14,7 @@ from coordinator.core.plan import Outcome
 from coordinator.core.steps import Target
 from coordinator.executors import StepContext
 from coordinator.executors.kubernetes import CREATED_BY, KubernetesExecutor
+from coordinator.k8s.client import ApiException
 
 CONTEXT = StepContext(namespace="team-a", plan="p", uid="plan-uid")
 
@@ -150,3 +153,41 @@ def test_undo_of_apply_leaves_an_object_whose_uid_is_not_the_one_created() -> No
     )
     assert objects.deleted
     assert objects.deleted[0][1] == "someone-else"
+
+
+def forbidden(user: str) -> ApiException:
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = json.dumps(
+        {
+            "message": f'deployments.apps "web" is forbidden: User "{user}" cannot get resource '
+            '"deployments" in API group "apps" in the namespace "team-a"'
+        }
+    )
+    return exc
+
+
+class ForbiddenObjects(FakeObjects):
+    def __init__(self, user: str) -> None:
+        super().__init__()
+        self.user = user
+
+    async def get(self, target: Target, namespace: str) -> dict[str, Any] | None:
+        raise forbidden(self.user)
+
+
+def test_a_namespace_that_did_not_opt_in_is_told_what_to_bind() -> None:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    s = step("scale", target=target, replicas=1)
+    user = "system:serviceaccount:optiinfra-system:optiinfra-coordinator"
+    outcome = run(executor(ForbiddenObjects(user)), s)
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.endswith(
+        "namespace team-a has not opted in to the kubernetes executor; to let plans change "
+        "workloads there: kubectl create rolebinding optiinfra-executor -n team-a "
+        "--clusterrole=optiinfra-executor "
+        "--serviceaccount=optiinfra-system:optiinfra-coordinator"
+    ), outcome.error
+    assert f'User "{user}" cannot get resource "deployments"' in outcome.error
+    outcome = run(executor(ForbiddenObjects("ops")), s)
+    assert (outcome.error or "").endswith("--clusterrole=optiinfra-executor --user=ops")

@@ -37,9 +37,10 @@ naming the field and both values, and writes nothing (the plan then ends Failed)
 
 Only the kinds of the allowlist (``coordinator.core.steps.DEFAULT_KINDS``, ``--executor-kinds``)
 are touched: admission refuses a step on any other, and so does the executor (a plan written
-while admission was off, or under another allowlist). Kinds the operator is not granted in
-the namespace fail the step with the API server's 403 message, which names the user, verb
-and resource.
+while admission was off, or under another allowlist). The operator holds no rights on
+workloads cluster-wide: a namespace opts in by binding the ClusterRole ``optiinfra-executor``
+(manifests/executor-role.yaml) to it. In a namespace that did not, the first kubernetes step
+fails with the API server's 403 message (user, verb, resource) and the command that binds it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -70,6 +72,24 @@ resourceVersion; controllers update the status of a busy workload several times 
 CONFLICT_PAUSE: Final = 0.05
 POLL_FIRST: Final = 0.5
 POLL_CAP: Final = 5.0
+EXECUTOR_ROLE: Final = "optiinfra-executor"
+"""The ClusterRole a namespace binds to the operator to let its plans change workloads."""
+OPERATOR_ACCOUNT: Final = "optiinfra-system:optiinfra-coordinator"
+_FORBIDDEN_USER: Final = re.compile(r'User "(?:system:serviceaccount:([^:"]+:[^:"]+)|([^"]+))"')
+
+
+def opt_in(message: str, namespace: str) -> str:
+    """What to run so that the operator (the user of a 403 `message`) may act in `namespace`."""
+    found = _FORBIDDEN_USER.search(message)
+    if found is None or found[1]:
+        who = f"--serviceaccount={found[1] if found else OPERATOR_ACCOUNT}"
+    else:
+        who = f"--user={found[2]}"
+    return (
+        f"namespace {namespace} has not opted in to the kubernetes executor; to let plans "
+        f"change workloads there: kubectl create rolebinding {EXECUTOR_ROLE} -n {namespace} "
+        f"--clusterrole={EXECUTOR_ROLE} {who}"
+    )
 
 
 class StepError(Exception):
@@ -138,10 +158,10 @@ class KubernetesExecutor:
             return Outcome(ok=False, error=f"{target}: {exc}", duration_ms=self._ms(started))
         except ApiException as exc:
             what = f"undo {action} of" if undo else action
-            return Outcome(
-                ok=False, error=f"cannot {what} {target}: {describe(exc)}",
-                duration_ms=self._ms(started),
-            )  # fmt: skip
+            error = f"cannot {what} {target}: {describe(exc)}"
+            if exc.status == 403:
+                error += f"; {opt_in(describe(exc), context.namespace)}"
+            return Outcome(ok=False, error=error, duration_ms=self._ms(started))
         return Outcome(ok=True, result=done, duration_ms=self._ms(started))
 
     def _ms(self, started: float) -> int:
