@@ -53,8 +53,9 @@ test-unit: build/.installed ## the pure tests only (no cluster, seconds)
 test-cluster: build/.installed ## the tests that use the real local control plane
 	$(PYTEST) tests -m cluster
 
-manifests: build/.installed ## generate crds/ from the pydantic models (commit the result)
+manifests: build/.installed ## generate crds/ and manifests/webhooks.yaml from the code (commit the result)
 	$(PYTHON) -m coordinator.crdgen crds
+	$(PYTHON) -m coordinator.k8s.webhooks manifests/webhooks.yaml
 
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
 	@echo $(KUBE_BIN)

@@ -183,6 +183,13 @@ def main() -> int:
             f"kubectl -n {NAMESPACE} create rolebinding approver "
             "--clusterrole=optiinfra-approver --user=approver"
         )
+        say("Workloads: the namespace lets plans change them (manifests/executor-role.yaml)")
+        run("kubectl apply -f manifests/executor-role.yaml")
+        run(
+            f"kubectl -n {NAMESPACE} create rolebinding optiinfra-executor "
+            "--clusterrole=optiinfra-executor "
+            "--serviceaccount=optiinfra-system:optiinfra-coordinator"
+        )
         say("Agents: an admin registers where each agent is reached (never a URL in a rec)")
         register_agents(agent_url, logs / "agent-hmac.key")
         story(agent_url)

@@ -49,6 +49,7 @@ from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase, Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import addresses, admission, catalogue
 from coordinator.core import approval as policy_
+from coordinator.core import steps as steps_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
 from coordinator.executors.simulated import SimulatedExecutor
@@ -67,12 +68,7 @@ from coordinator.k8s import lease as lease_
 from coordinator.k8s import status as status_
 from coordinator.k8s import webhooks as webhooks_
 
-HOOKS: Final = (
-    webhooks_.Hook(id="approval-stamp", plural="approvals", mutating=True),
-    webhooks_.Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
-    webhooks_.Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
-    webhooks_.Hook(id="recommendation-check", plural="recommendations", mutating=False),
-)
+HOOKS: Final = webhooks_.HOOKS
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
 STEP_GRACE_SECONDS: Final = 3.0
 """How long a step in flight may take to finish when the operator stops or stops leading;
@@ -113,6 +109,7 @@ class Config:
     shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
     notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
     endpoint_addresses: addresses.Policy = addresses.STRICT  # what AgentEndpoints may reach
+    executor_kinds: frozenset[str] = steps_.DEFAULT_KINDS  # what kubernetes steps may touch
 
 
 def api_client(connections: int, *, config_file: str | None = None) -> kubernetes.client.ApiClient:
@@ -202,7 +199,7 @@ class Operator:
             recorder=self.recorder,
             executors={
                 Executor.SIMULATED: SimulatedExecutor(),
-                Executor.KUBERNETES: KubernetesExecutor(self.client),
+                Executor.KUBERNETES: KubernetesExecutor(self.client, kinds=config.executor_kinds),
                 Executor.WEBHOOK: WebhookExecutor(self.endpoints, post=post),
             },
         )
@@ -312,7 +309,8 @@ class Operator:
         self._webhooks = (validating, mutating)
 
         async def register() -> None:
-            await asyncio.to_thread(webhooks_.Registrar(self.api).apply, validating, mutating)
+            registrar = webhooks_.Registrar(self.api, create=mode == "local")
+            await asyncio.to_thread(registrar.apply, validating, mutating)
             in_force = await self._admission_in_force()
             logger.info(
                 "admission webhooks registered in %s (%s%s)%s",

@@ -204,7 +204,7 @@ async def recommendation_check(operator: Operator, review: Review) -> Verdict:
         if reason:
             raise RefusedError(reason, code=403)  # not 409: clients retry conflicts
     # --- executors (issue 12): the params of each step, before anything can run ---------
-    problems = admission_.step_problems(old=before, new=new)
+    problems = admission_.step_problems(old=before, new=new, kinds=operator.config.executor_kinds)
     if problems:
         raise RefusedError("; ".join(problems), code=403)
     problem = admission_.plan_problem(new)

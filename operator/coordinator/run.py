@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import check
-from coordinator.core import addresses
+from coordinator.core import addresses, steps
 
 LEASE_DURATION = 12.0
 
@@ -123,6 +123,16 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=16,
         help="customer groups reconciled at once, and API calls in flight (default %(default)s)",
     )
+    parser.add_argument(
+        "--executor-kinds",
+        type=_kinds,
+        default=steps.DEFAULT_KINDS,
+        metavar="KIND.GROUP,...",
+        help="the only kinds the kubernetes executor may touch; a step on any other is refused "
+        "at admission and when it runs (default: "
+        + ",".join(sorted(steps.DEFAULT_KINDS))
+        + "; never add Secret: a wait or patch would copy it into a plan's status)",
+    )
     webhooks = parser.add_argument_group("admission webhooks")
     webhooks.add_argument(
         "--webhooks",
@@ -175,6 +185,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "addresses are always refused)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler call")
+
+
+def _kinds(text: str) -> frozenset[str]:
+    try:
+        return steps.parse_kinds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
@@ -354,6 +371,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 shutdown_timeout=arguments.shutdown_timeout,
                 notify_expiring_before=arguments.notify_expiring_before,
                 endpoint_addresses=endpoint_addresses,
+                executor_kinds=arguments.executor_kinds,
             )
         )
     except kubernetes.config.ConfigException as exc:
@@ -368,6 +386,7 @@ def _run(arguments: argparse.Namespace) -> int:
         operator.api,
         namespaces=tuple(arguments.namespace or ()),
         webhooks=mode != "off",
+        local_webhooks=mode == "local",
         lease=(operator.config.lease_namespace, lease) if lease else None,
     )
     if problem:

@@ -54,7 +54,10 @@ def operator_kubeconfig(
     `kubectl create token`), with exactly the rights manifests/ gives it: the tests prove
     the ClusterRole by running the operator under it, not by reading it."""
     manifests = REPO / "manifests"
-    for name in ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml"):
+    # The operators of the tests run outside the cluster (local webhooks): they are also
+    # granted local-webhooks-role.yaml. The executor's rights are per namespace (opt_in).
+    names = ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml", "executor-role.yaml")
+    for name in (*names, "local-webhooks-role.yaml"):
         kubectl("apply", "-f", str(manifests / name))
     namespace, account = OPERATOR_SA
     token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
@@ -142,6 +145,24 @@ def grant_endpoint_secrets(
         )
 
 
+def opt_in(kubectl: Kubectl, namespace: str) -> None:
+    """What a namespace does to let plans change its workloads: bind optiinfra-executor
+    (manifests/executor-role.yaml) to the operator there; waits until it may."""
+    account = "{}:{}".format(*OPERATOR_SA)
+    kubectl(
+        "create", "rolebinding", "optiinfra-executor", "-n", namespace,
+        "--clusterrole=optiinfra-executor", f"--serviceaccount={account}",
+    )  # fmt: skip
+    ask = ("auth", "can-i", "patch", "deployments.apps", "-n", namespace)
+    wait_for(
+        lambda: (
+            kubectl(*ask, f"--as=system:serviceaccount:{account}", check=False).stdout.strip()
+            == "yes"
+        ),
+        what=f"the operator to be allowed to change workloads in {namespace}",
+    )
+
+
 AGENTS = examples_support.agents()
 """The agents of the examples (the tests' own recommendations use them too): each e2e
 namespace registers an AgentEndpoint for each, so that their default plans (webhook steps)
@@ -199,6 +220,32 @@ def register_agents(
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *role, *endpoints]))
 
 
+@contextlib.contextmanager
+def _e2e_namespace(
+    request: pytest.FixtureRequest,
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    agent: AgentProcess,
+    *,
+    executor: bool,
+) -> Iterator[str]:
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
+    name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
+    bind_users(api, name)
+    if request.node.get_closest_marker("no_endpoints") is None:
+        register_agents(kubectl, name, agent.url)
+    if executor:
+        opt_in(kubectl, name)
+    yield name
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- the operator's log ---\n{operator.tail(80)}")
+    core.delete_namespace(name)
+
+
 @pytest.fixture
 def e2e_namespace(  # noqa: PLR0917 - fixtures are positional
     request: pytest.FixtureRequest,
@@ -209,20 +256,24 @@ def e2e_namespace(  # noqa: PLR0917 - fixtures are positional
     user_roles: None,
 ) -> Iterator[str]:
     """A fresh namespace that the shared operator watches, users bound to their roles, the
-    agents' endpoints registered (the session's reference agent behind them), unless the
-    test is marked no_endpoints."""
-    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:36].strip("-")
-    name = f"{E2E_PREFIX}{stem}-{uuid.uuid4().hex[:5]}"
-    core = kubernetes.client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": name, "labels": {E2E_LABEL: "true"}}})
-    bind_users(api, name)
-    if request.node.get_closest_marker("no_endpoints") is None:
-        register_agents(kubectl, name, reference_agent.url)
-    yield name
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(f"--- the operator's log ---\n{operator.tail(80)}")
-    core.delete_namespace(name)
+    agents' endpoints registered (the session's reference agent behind them) unless the
+    test is marked no_endpoints, opted in to the kubernetes executor."""
+    with _e2e_namespace(request, api, kubectl, operator, reference_agent, executor=True) as name:
+        yield name
+
+
+@pytest.fixture
+def e2e_namespace_without_executor(  # noqa: PLR0917 - fixtures are positional
+    request: pytest.FixtureRequest,
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    reference_agent: AgentProcess,
+    user_roles: None,
+) -> Iterator[str]:
+    """As e2e_namespace, but the namespace did not opt in to the kubernetes executor."""
+    with _e2e_namespace(request, api, kubectl, operator, reference_agent, executor=False) as name:
+        yield name
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kubernetes
 import pytest
 
 from tests.cluster.conftest import Objects
@@ -309,3 +310,56 @@ def test_bad_params_are_refused_at_admission_naming_the_field(
     assert "spec.steps[2].action: the kubernetes executor has no action 'explode'" in proc.stderr
     assert "Forbidden" in proc.stderr or "denied the request" in proc.stderr
     assert objects.get("recommendations", "rec-bad") is None
+
+
+def test_a_step_on_a_secret_or_on_the_operators_marks_is_refused_at_admission(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+) -> None:
+    """A harmless-looking wait must not copy a Secret (an HMAC key) into plan status, and no
+    patch may forge the mark that apply's undo deletes by (issue 22, items 3 and 11)."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "name": "agents-hmac"}
+    forged = {"metadata": {"annotations": {"optiinfra.io/created-by": "p/s/u"}}}
+    steps = [
+        k8s("peek", "wait", target=secret, jsonPath=".data.hmac", value="x", timeoutSeconds=1),
+        k8s("forge", "patch", target={**DEPLOYMENT, "name": "web"}, patch=forged),
+    ]
+    rec = recommendation("rec-peek", riskLevel="low", executeNow=True, steps=steps)
+    proc = kubectl(
+        "apply", "-n", e2e_namespace, "-f", "-", stdin=json.dumps(rec), user="agent", check=False
+    )
+    assert proc.returncode != 0
+    assert (
+        "spec.steps[0].params.target.kind: the kubernetes executor may not act on Secret"
+        in proc.stderr
+    ), proc.stderr
+    assert (
+        "spec.steps[1].params.patch.metadata.annotations['optiinfra.io/created-by']: cannot be "
+        "set by a step" in proc.stderr
+    ), proc.stderr
+    assert objects.get("recommendations", "rec-peek") is None
+
+
+def test_a_namespace_that_did_not_opt_in_fails_the_first_kubernetes_step_saying_what_to_bind(
+    kubectl: Kubectl, api: kubernetes.client.ApiClient, e2e_namespace_without_executor: str
+) -> None:
+    """The operator holds no rights on workloads cluster-wide: a namespace binds
+    optiinfra-executor to it, or its plans' kubernetes steps fail, saying how (item 5)."""
+    namespace = e2e_namespace_without_executor
+    apply(kubectl, namespace, deployment("web", 2))
+    run(
+        kubectl,
+        namespace,
+        "rec-scale",
+        k8s("scale", "scale", target={**DEPLOYMENT, "name": "web"}, replicas=3),
+    )
+    plan = Objects(api, namespace).wait_phase(PLANS, "rec-scale", "RolledBack")
+    step = plan["status"]["steps"][0]
+    assert step["phase"] == "Failed"
+    assert (
+        f"namespace {namespace} has not opted in to the kubernetes executor; to let plans change "
+        f"workloads there: kubectl create rolebinding optiinfra-executor -n {namespace} "
+        "--clusterrole=optiinfra-executor --serviceaccount=optiinfra-system:optiinfra-coordinator"
+    ) in step["error"], step["error"]
+    web = get(kubectl, namespace, "deployment", "web")
+    assert web is not None
+    assert web["spec"]["replicas"] == 2

@@ -408,27 +408,28 @@ OPERATOR_PERMISSIONS = {
     },
     *{("", "namespaces", v, ()) for v in ("get", "list", "watch")},
     ("authorization.k8s.io", "subjectaccessreviews", "create", ()),
+    # The shipped webhook configurations (webhooks.yaml), by name; never `create` in a cluster
+    # (local-webhooks-role.yaml grants that to an operator run outside it).
     *{
-        ("admissionregistration.k8s.io", r, v, names)
+        ("admissionregistration.k8s.io", r, v, ("optiinfra-coordinator",))
         for r in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
-        for v, names in [
-            ("create", ()),
-            ("get", ("optiinfra-coordinator",)),
-            ("update", ("optiinfra-coordinator",)),
-        ]
+        for v in ("get", "update")
     },
+    # No workloads, no ConfigMaps: a namespace grants them (optiinfra-executor).
+}
+EXECUTOR_PERMISSIONS = {
+    # scale, patch and wait on the workloads (the object itself and /scale)
     *{
         ("apps", r, v, ())
-        for r in ("deployments", "statefulsets")
-        for v in ("get", "list", "watch", "patch")
+        for r in ("deployments", "statefulsets", "replicasets")
+        for v in ("get", "patch")
     },
     *{
         ("apps", f"{r}/scale", v, ())
-        for r in ("deployments", "statefulsets")
+        for r in ("deployments", "statefulsets", "replicasets")
         for v in ("get", "patch", "update")
     },
-    # the kubernetes executor's patch/scale/wait on ReplicaSets, apply of an HPA, ConfigMaps
-    *{("apps", r, v, ()) for r in ("replicasets", "replicasets/scale") for v in ("get", "patch")},
+    # apply of an HPA (server-side apply: create + patch; get first), its undo deletes it
     *{
         ("autoscaling", "horizontalpodautoscalers", v, ())
         for v in ("create", "get", "patch", "delete")
@@ -465,7 +466,9 @@ def roles(kubectl: Kubectl) -> dict[str, Doc]:
 
 
 def test_no_role_has_wildcards_or_secrets(roles: dict[str, Doc]) -> None:
-    assert set(roles) == {"optiinfra-coordinator", *ROLE_OF.values(), POLICY_ADMIN}
+    assert set(roles) == {
+        "optiinfra-coordinator", "optiinfra-executor", *ROLE_OF.values(), POLICY_ADMIN
+    }  # fmt: skip
     for name, role in roles.items():
         texts = list(strings(role["rules"]))
         assert not [t for t in texts if "*" in t], f"{name} has a wildcard"
@@ -479,6 +482,31 @@ def test_operator_role_grants_exactly_what_the_operator_uses(roles: dict[str, Do
     granted = permissions(roles["optiinfra-coordinator"])
     assert granted - OPERATOR_PERMISSIONS == set(), "more than the operator uses"
     assert OPERATOR_PERMISSIONS - granted == set(), "less than the operator uses"
+
+
+def test_the_executor_role_grants_the_workloads_only_and_is_bound_nowhere(
+    kubectl: Kubectl, roles: dict[str, Doc]
+) -> None:
+    """Changing workloads is a namespace's choice: optiinfra-executor is shipped, and bound
+    only by a RoleBinding a namespace makes (tests/cluster/conftest.py opt_in)."""
+    assert permissions(roles["optiinfra-executor"]) == EXECUTOR_PERMISSIONS
+    bindings = [d for d in render_manifests(kubectl) if d["kind"].endswith("Binding")]
+    assert not [b for b in bindings if b["roleRef"]["name"] == "optiinfra-executor"]
+
+
+def test_the_local_webhooks_role_is_a_separate_role_outside_the_install() -> None:
+    """`create` on webhook configurations: only for an operator run outside the cluster."""
+    text = (MANIFESTS / "local-webhooks-role.yaml").read_text()
+    role, binding = [d for d in yaml.safe_load_all(text) if d]
+    assert (role["kind"], binding["kind"]) == ("ClusterRole", "ClusterRoleBinding")
+    assert permissions(role) == {
+        ("admissionregistration.k8s.io", r, "create", ())
+        for r in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
+    }
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    assert "local-webhooks-role.yaml" not in kustomization["resources"]
+    assert "webhooks.yaml" in kustomization["resources"]
 
 
 def test_operator_role_is_bound_to_the_operator(kubectl: Kubectl) -> None:

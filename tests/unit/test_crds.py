@@ -1,14 +1,17 @@
-"""The committed CRDs are exactly what the models generate, and they say what users need."""
+"""The committed CRDs and webhook configurations are exactly what the code generates, and they
+say what users need."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
 from coordinator import crdgen
+from coordinator.k8s import access, webhooks
 
 CRDS = Path(__file__).parents[2] / "crds"
 
@@ -70,3 +73,49 @@ def test_recommendation_schema_carries_the_api_rules() -> None:
     assert names["categories"] == ["optiinfra"]
     columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
     assert columns == ["Customer", "Action", "Risk", "Priority", "Savings", "Phase", "Age"]
+
+
+def test_committed_webhook_configurations_are_up_to_date() -> None:
+    """manifests/webhooks.yaml is what an in-cluster operator registers (issue 22, item 5)."""
+    committed = (CRDS.parent / "manifests" / "webhooks.yaml").read_text()
+    assert committed == webhooks.manifest(), "stale: run `make manifests` and commit"
+    validating, mutating = yaml.safe_load_all(committed)
+    hooks = {w["name"] for w in validating["webhooks"] + mutating["webhooks"]}
+    assert hooks == {webhooks.hook_name(hook, "") for hook in webhooks.HOOKS}
+    for hook in validating["webhooks"] + mutating["webhooks"]:
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["clientConfig"]["service"]["name"] == "optiinfra-coordinator"
+
+
+def test_an_in_cluster_operator_needs_no_create_on_webhook_configurations() -> None:
+    """The preflight asks for `create` only in local mode (local-webhooks-role.yaml)."""
+
+    def creates(**mode: bool) -> set[str]:
+        wanted = access.needs(namespaces=(), webhooks=True, lease=None, **mode)
+        return {n.resource for n in wanted if n.verb == "create" and "webhook" in n.resource}
+
+    assert creates() == set()
+    assert creates(local_webhooks=True) == {
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    }
+
+
+class _NoConfigurations:
+    def read_validating_webhook_configuration(self, name: str, **_: Any) -> None:
+        raise kubernetes.client.ApiException(status=404, reason="Not Found")
+
+    def create_validating_webhook_configuration(self, body: Any, **_: Any) -> None:
+        raise AssertionError("an in-cluster operator must not create a configuration")
+
+    replace_validating_webhook_configuration = create_validating_webhook_configuration
+
+
+def test_an_in_cluster_operator_says_to_apply_the_manifest_when_a_configuration_is_missing() -> (
+    None
+):
+    registrar = webhooks.Registrar(kubernetes.client.ApiClient(), create=False)
+    registrar._api = _NoConfigurations()  # the API calls, faked
+    validating, mutating = yaml.safe_load_all(webhooks.manifest())
+    with pytest.raises(webhooks.MissingConfigurationError, match=r"apply manifests/webhooks\.yaml"):
+        registrar.apply(validating, mutating)

@@ -302,3 +302,151 @@ def test_wait_reads_conditions_and_values() -> None:
     assert steps.text(steps.lookup(obj, ("status", "n"))) == steps.text("3")
     assert steps.text(True) == "true"
     assert steps.lookup(obj, ("status", "missing")) is ABSENT
+
+
+# -- what a step may touch (issue 22, items 3 and 11) ----------------------------------------
+
+SECRET = {"apiVersion": "v1", "kind": "Secret", "name": "agent-hmac"}
+
+
+@pytest.mark.parametrize(
+    ("s", "field"),
+    [
+        (
+            step("wait", target=SECRET, jsonPath=".data.key", value="x"),
+            "spec.steps[2].params.target.kind",
+        ),
+        (
+            step("patch", target=SECRET, patch={"data": {"k": "eA=="}}),
+            "spec.steps[2].params.target.kind",
+        ),
+        (
+            step(
+                "apply", manifest={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+            ),
+            "spec.steps[2].params.manifest.kind",
+        ),
+        (
+            step(
+                "scale",
+                target={"apiVersion": "v1", "kind": "ReplicationController", "name": "r"},
+                replicas=1,
+            ),
+            "spec.steps[2].params.target.kind",
+        ),
+    ],
+)
+def test_a_kind_outside_the_allowlist_is_refused_naming_the_field(s: Step, field: str) -> None:
+    found = problems(s)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{field}: the kubernetes executor may not act on "), found
+    assert "--executor-kinds" in found[0]
+    assert "Secret" not in ", ".join(sorted(steps.DEFAULT_KINDS))
+
+
+def test_the_allowlist_is_configurable() -> None:
+    kinds = steps.parse_kinds(" Deployment.apps, ConfigMap ,")
+    assert kinds == {"Deployment.apps", "ConfigMap"}
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "h"}
+    wait = step("wait", target=hpa, jsonPath=".a", value=1)
+    assert steps.problems(wait, where="w", namespace="n") == []  # in the default
+    assert steps.problems(wait, where="w", namespace="n", kinds=kinds) == [
+        "w.params.target.kind: the kubernetes executor may not act on "
+        "HorizontalPodAutoscaler.autoscaling (autoscaling/v2 HorizontalPodAutoscaler); it acts "
+        "only on ConfigMap, Deployment.apps (coordinator run --executor-kinds)"
+    ]
+    with pytest.raises(ValueError, match="'deployments' is not a kind"):
+        steps.parse_kinds("deployments")
+
+
+def test_a_default_plan_on_a_kind_outside_the_allowlist_names_spec_target() -> None:
+    rec = Recommendation.model_validate(
+        {
+            "apiVersion": "optiinfra.io/v1alpha1",
+            "kind": "Recommendation",
+            "metadata": {"name": "r", "namespace": "team-a"},
+            "spec": {
+                "customerId": "c",
+                "agentId": "a",
+                "agentType": "cost",
+                "title": "t",
+                "action": "scale_down",
+                "riskLevel": "low",
+                "target": {"apiVersion": "v1", "kind": "Secret", "name": "agent-hmac"},
+                "parameters": {"replicas": 1},
+            },
+        }
+    )
+    found = admission.step_problems(old=None, new=rec)
+    assert len(found) == 1, found
+    assert found[0].startswith(
+        "spec.target.kind: the default plan of scale_down would act on Secret"
+    ), found
+    assert rec.spec.target is not None
+    target = rec.spec.target.model_copy(update={"api_version": "apps/v1", "kind": "Deployment"})
+    deployment = rec.model_copy(update={"spec": rec.spec.model_copy(update={"target": target})})
+    assert admission.step_problems(old=None, new=deployment) == []
+
+
+@pytest.mark.parametrize(
+    ("s", "field"),
+    [
+        (
+            step(
+                "patch",
+                target=TARGET,
+                patch={"metadata": {"annotations": {"optiinfra.io/created-by": "p/s/u"}}},
+            ),
+            "spec.steps[2].params.patch.metadata.annotations['optiinfra.io/created-by']",
+        ),
+        (
+            step(
+                "patch", target=TARGET, patch={"metadata": {"labels": {"optiinfra.io/plan": "p"}}}
+            ),
+            "spec.steps[2].params.patch.metadata.labels['optiinfra.io/plan']",
+        ),
+        (
+            step(
+                "apply",
+                manifest={
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "c", "annotations": {"x.optiinfra.io/y": "1"}},
+                },
+            ),
+            "spec.steps[2].params.manifest.metadata.annotations['x.optiinfra.io/y']",
+        ),
+    ],
+)
+def test_no_step_may_set_the_operators_own_marks(s: Step, field: str) -> None:
+    found = problems(s)
+    assert [p.partition(":")[0] for p in found] == [field], found
+
+
+def test_other_labels_and_annotations_may_be_patched() -> None:
+    patch = {"metadata": {"annotations": {"example.com/owner": "a", "optiinfra.iox/y": "b"}}}
+    assert problems(step("patch", target=TARGET, patch=patch)) == []
+
+
+def test_apply_is_reviewed_for_create_and_delete() -> None:
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}
+    accesses = admission.cluster_accesses([step("apply", manifest=manifest)])
+    assert [(a.verb, a.kind, a.name) for a in accesses] == [
+        ("create", "ConfigMap", "c"),
+        ("delete", "ConfigMap", "c"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("3", "3"),
+        (True, "true"),
+        (None, "null"),
+        ({"key": "c2VjcmV0"}, "an object of 1 field"),
+        (["a", "b"], "a list of 2 items"),
+        ("x" * 100, "x" * 64 + "... (100 characters)"),
+    ],
+)
+def test_what_a_wait_saw_is_shown_without_content(value: Any, shown: str) -> None:
+    assert steps.seen(value) == shown

@@ -293,18 +293,19 @@ def cluster_accesses(steps: Sequence[Step]) -> list[Access]:
                 accesses.append(Access(step.name, "patch", api_version, kind, name, "scale"))
             case "patch":
                 accesses.append(Access(step.name, "patch", api_version, kind, name))
-            case "apply":
+            case "apply":  # its undo deletes what it created: both are the submitter's acts
                 manifest = _object(params.get("manifest"))
                 meta = _object(manifest.get("metadata"))
-                accesses.append(
-                    Access(
-                        step.name,
-                        "create",
-                        str(manifest.get("apiVersion") or ""),
-                        str(manifest.get("kind") or ""),
-                        str(meta.get("name") or ""),
+                for verb in ("create", "delete"):
+                    accesses.append(
+                        Access(
+                            step.name,
+                            verb,
+                            str(manifest.get("apiVersion") or ""),
+                            str(manifest.get("kind") or ""),
+                            str(meta.get("name") or ""),
+                        )
                     )
-                )
             case "wait":
                 accesses.append(Access(step.name, "get", api_version, kind, name))
     return [a for a in accesses if a.api_version and a.kind]
@@ -458,11 +459,41 @@ def endpoint_wait(
     return None
 
 
-def step_problems(*, old: Recommendation | None, new: Recommendation) -> list[str]:
+def step_problems(
+    *,
+    old: Recommendation | None,
+    new: Recommendation,
+    kinds: frozenset[str] = steps.DEFAULT_KINDS,
+) -> list[str]:
     """Why the steps of `new` cannot run (the params of each executor and action, naming the
-    field: ``spec.steps[2].params.target.kind: required``). Checked when the spec is created
-    or changed only, so that an object stored before a rule existed can still be updated
-    (finalizers, labels) and deleted."""
-    if new.spec.steps is None or (old is not None and old.spec == new.spec):
+    field: ``spec.steps[2].params.target.kind: required``), and a kind outside `kinds` (the
+    executor's allowlist) in them or, for a default plan, in ``spec.target.kind``. Checked
+    when the spec is created or changed only, so that an object stored before a rule existed
+    can still be updated (finalizers, labels) and deleted."""
+    if old is not None and old.spec == new.spec:
         return []
-    return steps.steps_problems(new.spec.steps, namespace=new.metadata.namespace)
+    namespace = new.metadata.namespace
+    if new.spec.steps is not None:
+        return steps.steps_problems(new.spec.steps, namespace=namespace, kinds=kinds)
+    target = new.spec.target
+    if target is None:
+        return []
+    try:
+        planned = catalogue.plan_steps(new.spec)
+    except catalogue.NoDefaultPlanError:
+        return []  # plan_problem says so
+    found = steps.steps_problems(planned, namespace=namespace, kinds=kinds)
+    if not found:
+        return []
+    name = steps.kind_name(target.api_version, target.kind)
+    if name not in kinds:
+        allowed = ", ".join(sorted(kinds)) or "none"
+        return [
+            f"spec.target.kind: the default plan of {new.spec.action} would act on {name} "
+            f"({target.api_version} {target.kind}), and the kubernetes executor acts only on "
+            f"{allowed} (coordinator run --executor-kinds); or give spec.steps"
+        ]
+    return [
+        f"spec.action: the default plan of {new.spec.action} on {target.text()}: {problem}"
+        for problem in found
+    ]

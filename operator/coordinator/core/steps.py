@@ -16,7 +16,16 @@ The rest is what the executor (``coordinator.executors.kubernetes``) computes wi
 - ``drift``: which recorded fields no longer hold what the step wrote (undo refuses then).
 - ``restore_patch``: the JSON merge patch that puts the recorded fields back (``null`` for
   fields that did not exist).
-- ``json_path``/``lookup``/``condition_seen``: what a ``wait`` step looks at.
+- ``json_path``/``lookup``/``condition_seen``: what a ``wait`` step looks at; ``seen``: how
+  a value it read is shown in a message (scalars only, cut short: never an object's content).
+
+The kinds the executor may touch are an allowlist (``DEFAULT_KINDS``, ``coordinator run
+--executor-kinds``), written ``Kind.group`` as kubectl does (``Deployment.apps``; a core kind
+alone: ``ConfigMap``). A step on any other kind is refused at admission, naming the field,
+and again when it runs. Secrets are never in the default: a ``wait`` or ``patch`` of a
+Secret would copy what it holds into a plan's status, which the view role reads. Nor may a
+step set or change the operator's own marks (labels and annotations of ``optiinfra.io/``):
+undo trusts them (``optiinfra.io/created-by`` says what an ``apply`` created, and deletes it).
 
 Pure: no I/O, no clock, no kopf, no kubernetes client.
 """
@@ -39,6 +48,21 @@ PATCH_TYPES: Final = ("merge", "strategic")
 DEFAULT_WAIT_SECONDS: Final = 300
 DEFAULT_SCALE_KIND: Final = "Deployment"
 ANNOTATION_PREFIX: Final = "optiinfra.io/"
+DEFAULT_KINDS: Final = frozenset(
+    {
+        "Deployment.apps",
+        "StatefulSet.apps",
+        "ReplicaSet.apps",
+        "HorizontalPodAutoscaler.autoscaling",
+        "ConfigMap",
+    }
+)
+"""The kinds the kubernetes executor may touch unless told otherwise: the workloads it scales
+and patches, the autoscalers it applies, and the settings (ConfigMaps) plans change; the
+same kinds manifests/ grant it. Never Secrets (nor RBAC, webhooks, pods: a plan changes
+workloads, not who may do what)."""
+SEEN_MAX: Final = 64
+"""At most this many characters of a value read from an object go into a message."""
 _NAME_MAX: Final = 63  # the name part of an annotation key, and a label value
 _DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE: Final = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61}[A-Za-z0-9]|[A-Za-z0-9])$")
@@ -99,6 +123,63 @@ def target(params: Mapping[str, Any]) -> Target:
     return Target(str(api_version), str(kind), str(name))
 
 
+def kind_name(api_version: str, kind: str) -> str:
+    """How an allowlist names a kind: ``Deployment.apps``; ``ConfigMap`` for the core group."""
+    group = api_version.rpartition("/")[0]
+    return f"{kind}.{group}" if group else kind
+
+
+def parse_kinds(text: str) -> frozenset[str]:
+    """The allowlist of ``--executor-kinds``: ``Deployment.apps,ConfigMap`` (empty: none).
+    Raises ValueError naming an entry that is not ``Kind`` or ``Kind.group``."""
+    kinds = set()
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        kind, _, group = entry.partition(".")
+        bad_group = bool(group) and not _DNS_SUBDOMAIN.match(group)
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", kind) or bad_group:
+            raise ValueError(
+                f"{entry!r} is not a kind: write Kind.group as kubectl does (Deployment.apps, "
+                "HorizontalPodAutoscaler.autoscaling) or Kind alone for the core group (ConfigMap)"
+            )
+        kinds.add(entry)
+    return frozenset(kinds)
+
+
+def _kind_problems(api_version: Any, kind: Any, at: str, kinds: frozenset[str]) -> list[str]:
+    if not (_text(api_version) and _text(kind)):
+        return []  # reported as required
+    name = kind_name(str(api_version), str(kind))
+    if name in kinds:
+        return []
+    allowed = ", ".join(sorted(kinds)) or "none"
+    return [
+        f"{at}: the kubernetes executor may not act on {name} ({api_version} {kind}); it acts "
+        f"only on {allowed} (coordinator run --executor-kinds)"
+    ]
+
+
+def _mark_problems(metadata: Any, at: str) -> list[str]:
+    """Labels and annotations of the operator's own domain: undo trusts them."""
+    if not isinstance(metadata, Mapping):
+        return []
+    found = []
+    for part in ("labels", "annotations"):
+        keys = metadata.get(part)
+        if not isinstance(keys, Mapping):
+            continue
+        for key in sorted(str(k) for k in keys):
+            domain = key.partition("/")[0] if "/" in key else ""
+            if domain == ANNOTATION_PREFIX[:-1] or domain.endswith("." + ANNOTATION_PREFIX[:-1]):
+                found.append(
+                    f"{at}.{part}[{key!r}]: cannot be set by a step: the operator's own marks "
+                    f"({ANNOTATION_PREFIX}) are what undo trusts"
+                )
+    return found
+
+
 def timeout_seconds(step: Step) -> int:
     """How long a ``wait`` step waits: params.timeoutSeconds, else the step's, else 300."""
     value = step.params.get("timeoutSeconds")
@@ -119,19 +200,25 @@ def _text(value: Any) -> bool:
 
 
 def steps_problems(
-    steps: Sequence[Step], *, namespace: str, prefix: str = "spec.steps"
+    steps: Sequence[Step],
+    *,
+    namespace: str,
+    prefix: str = "spec.steps",
+    kinds: frozenset[str] = DEFAULT_KINDS,
 ) -> list[str]:
     """``problems`` of every step of a list."""
     found: list[str] = []
     for index, step in enumerate(steps):
-        found.extend(problems(step, where=f"{prefix}[{index}]", namespace=namespace))
+        found.extend(problems(step, where=f"{prefix}[{index}]", namespace=namespace, kinds=kinds))
     return found
 
 
-def problems(step: Step, *, where: str, namespace: str) -> list[str]:
+def problems(
+    step: Step, *, where: str, namespace: str, kinds: frozenset[str] = DEFAULT_KINDS
+) -> list[str]:
     """What is wrong with `step` (at `where`, e.g. ``spec.steps[2]``) for its executor, one
     message per problem naming the field; empty when it can run. Only kubernetes steps are
-    checked here (simulated params are free form)."""
+    checked here (simulated params are free form). A kind outside `kinds` is a problem."""
     if step.executor is not Executor.KUBERNETES:
         return []
     params = step.params
@@ -148,7 +235,7 @@ def problems(step: Step, *, where: str, namespace: str) -> list[str]:
         found.append(f"{at}.timeoutSeconds: must be a whole number > 0")
     if step.action in SCALE_ACTIONS:
         if "target" in params:
-            found.extend(_target_problems(params["target"], f"{at}.target"))
+            found.extend(_target_problems(params["target"], f"{at}.target", kinds))
         else:
             kind = params.get("kind", DEFAULT_SCALE_KIND)
             if kind not in _SCALE_GROUPS:
@@ -156,6 +243,8 @@ def problems(step: Step, *, where: str, namespace: str) -> list[str]:
                     f"{at}.kind: must be one of {', '.join(_SCALE_GROUPS)} (or use params.target "
                     "with apiVersion, kind and name for any kind with a /scale subresource)"
                 )
+            else:
+                found.extend(_kind_problems(_SCALE_GROUPS[kind], kind, f"{at}.kind", kinds))
             if not _text(params.get("name")):
                 found.append(f"{at}.name: required (or params.target)")
         replicas = params.get("replicas")
@@ -164,20 +253,20 @@ def problems(step: Step, *, where: str, namespace: str) -> list[str]:
         elif not (_whole(replicas) and replicas >= 0):
             found.append(f"{at}.replicas: must be a whole number >= 0, not {replicas!r}")
     elif step.action == "patch":
-        found.extend(_target_problems(params.get("target"), f"{at}.target"))
+        found.extend(_target_problems(params.get("target"), f"{at}.target", kinds))
         kind = params.get("type", "merge")
         if kind not in PATCH_TYPES:
             found.append(f"{at}.type: must be merge or strategic, not {kind!r}")
         found.extend(_patch_problems(params.get("patch"), f"{at}.patch", kind == "strategic"))
     elif step.action == "apply":
-        found.extend(_manifest_problems(params.get("manifest"), f"{at}.manifest", namespace))
+        found.extend(_manifest_problems(params.get("manifest"), f"{at}.manifest", namespace, kinds))
     else:  # wait
-        found.extend(_target_problems(params.get("target"), f"{at}.target"))
+        found.extend(_target_problems(params.get("target"), f"{at}.target", kinds))
         found.extend(_wait_problems(params, at))
     return found
 
 
-def _target_problems(raw: Any, at: str) -> list[str]:
+def _target_problems(raw: Any, at: str, kinds: frozenset[str]) -> list[str]:
     if raw is None:
         return [f"{at}: required ({{apiVersion, kind, name}} of an object in the namespace)"]
     if not isinstance(raw, Mapping):
@@ -195,6 +284,7 @@ def _target_problems(raw: Any, at: str) -> list[str]:
         for key in sorted(raw)
         if key not in ("apiVersion", "kind", "name", "namespace")
     ]
+    found += _kind_problems(raw.get("apiVersion"), raw.get("kind"), f"{at}.kind", kinds)
     return found
 
 
@@ -216,6 +306,7 @@ def _patch_problems(raw: Any, at: str, strategic: bool) -> list[str]:
                 for key in sorted(metadata)
                 if key not in ("labels", "annotations")
             ]
+            found += _mark_problems(metadata, f"{at}.metadata")
     if strategic:
         found += [
             f"{at}{format_path(path)}: strategic-merge directives are not supported"
@@ -236,7 +327,7 @@ def _directive_paths(node: Any, path: Path) -> Iterator[Path]:
             yield from _directive_paths(item, (*path, index))
 
 
-def _manifest_problems(raw: Any, at: str, namespace: str) -> list[str]:
+def _manifest_problems(raw: Any, at: str, namespace: str, kinds: frozenset[str]) -> list[str]:
     if raw is None:
         return [f"{at}: required (one object)"]
     if not isinstance(raw, Mapping):
@@ -244,9 +335,12 @@ def _manifest_problems(raw: Any, at: str, namespace: str) -> list[str]:
     found = [f"{at}.{key}: required" for key in ("apiVersion", "kind") if not _text(raw.get(key))]
     if _text(raw.get("kind")) and str(raw["kind"]).endswith("List"):
         found.append(f"{at}.kind: must be one object, not a {raw['kind']}")
+    else:
+        found += _kind_problems(raw.get("apiVersion"), raw.get("kind"), f"{at}.kind", kinds)
     metadata = raw.get("metadata")
     if not isinstance(metadata, Mapping):
         return [*found, f"{at}.metadata.name: required"]
+    found += _mark_problems(metadata, f"{at}.metadata")
     name = metadata.get("name")
     if not _text(name):
         found.append(f"{at}.metadata.name: required")
@@ -514,6 +608,20 @@ def text(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     return json.dumps(value, sort_keys=True)
+
+
+def seen(value: Any) -> str:
+    """A value a ``wait`` read, for a message that status keeps (and the view role reads): a
+    scalar as ``text`` prints it, cut to ``SEEN_MAX`` characters; of an object or a list only
+    what it is and its size, never its content."""
+    if isinstance(value, Mapping):
+        return f"an object of {len(value)} field{'s' if len(value) != 1 else ''}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    shown = text(value) if value is not None else "null"
+    if len(shown) > SEEN_MAX:
+        return f"{shown[:SEEN_MAX]}... ({len(shown)} characters)"
+    return shown
 
 
 def condition_seen(obj: Mapping[str, Any], kind: str) -> str | None:

@@ -24,16 +24,23 @@ naming the field and both values, and writes nothing (the plan then ends Failed)
     server-side apply (field manager ``optiinfra-coordinator``), labelled
     ``optiinfra.io/plan=<plan>`` and annotated ``optiinfra.io/created-by=<plan>/<step>/<uid>``.
     An object of that name that this step did not create fails the step up front and is
-    left alone. Undo deletes it only if the annotation says this step created it, with a
-    uid precondition. (Between the existence check and the apply there is a window of one
-    request in which another writer could create the object; the apply then adds to it.)
+    left alone. Undo deletes it only if the annotation says this step created it and the
+    object's uid is the one the step recorded, with a uid precondition (no step may set the
+    ``optiinfra.io/`` marks: admission refuses it). (Between the existence check and the
+    apply there is a window of one request in which another writer could create the object;
+    the apply then adds to it.)
 ``wait``: params ``target`` and ``condition: {type, status}`` or ``jsonPath`` + ``value``
     (compared as ``kubectl get -o jsonpath`` prints it); ``timeoutSeconds`` (params, else
     the step's, else 300). Polls with backoff (0.5 s, growing to 5 s). A timeout fails the
-    step naming the target, the condition and the last value seen. Undo does nothing.
+    step naming the target, the condition and the last value seen (a scalar, cut short; of
+    an object or list only its size: status is readable by the view role). Undo does nothing.
 
-Kinds the operator's ClusterRole does not grant fail the step with the API server's 403
-message, which names the user, verb and resource.
+Only the kinds of the allowlist (``coordinator.core.steps.DEFAULT_KINDS``, ``--executor-kinds``)
+are touched: admission refuses a step on any other, and so does the executor (a plan written
+while admission was off, or under another allowlist). The operator holds no rights on
+workloads cluster-wide: a namespace opts in by binding the ClusterRole ``optiinfra-executor``
+(manifests/executor-role.yaml) to it. In a namespace that did not, the first kubernetes step
+fails with the API server's 403 message (user, verb, resource) and the command that binds it.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
@@ -64,6 +72,24 @@ resourceVersion; controllers update the status of a busy workload several times 
 CONFLICT_PAUSE: Final = 0.05
 POLL_FIRST: Final = 0.5
 POLL_CAP: Final = 5.0
+EXECUTOR_ROLE: Final = "optiinfra-executor"
+"""The ClusterRole a namespace binds to the operator to let its plans change workloads."""
+OPERATOR_ACCOUNT: Final = "optiinfra-system:optiinfra-coordinator"
+_FORBIDDEN_USER: Final = re.compile(r'User "(?:system:serviceaccount:([^:"]+:[^:"]+)|([^"]+))"')
+
+
+def opt_in(message: str, namespace: str) -> str:
+    """What to run so that the operator (the user of a 403 `message`) may act in `namespace`."""
+    found = _FORBIDDEN_USER.search(message)
+    if found is None or found[1]:
+        who = f"--serviceaccount={found[1] if found else OPERATOR_ACCOUNT}"
+    else:
+        who = f"--user={found[2]}"
+    return (
+        f"namespace {namespace} has not opted in to the kubernetes executor; to let plans "
+        f"change workloads there: kubectl create rolebinding {EXECUTOR_ROLE} -n {namespace} "
+        f"--clusterrole={EXECUTOR_ROLE} {who}"
+    )
 
 
 class StepError(Exception):
@@ -84,10 +110,12 @@ class KubernetesExecutor:
         self,
         client: Client,
         *,
+        kinds: frozenset[str] = steps.DEFAULT_KINDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._objects = client.objects
+        self._kinds = kinds
         self._sleep = sleep
         self._clock = clock
 
@@ -103,7 +131,9 @@ class KubernetesExecutor:
         self, step: Step, context: StepContext, *, undo: bool, result: Mapping[str, Any] | None
     ) -> Outcome:
         # Admission checks the params; plans written while it was off are checked here.
-        problems = steps.problems(step, where=f"step {step.name}", namespace=context.namespace)
+        problems = steps.problems(
+            step, where=f"step {step.name}", namespace=context.namespace, kinds=self._kinds
+        )
         if problems:
             return Outcome(ok=False, error="; ".join(problems))
         action = "scale" if step.action in steps.SCALE_ACTIONS else step.action
@@ -128,10 +158,10 @@ class KubernetesExecutor:
             return Outcome(ok=False, error=f"{target}: {exc}", duration_ms=self._ms(started))
         except ApiException as exc:
             what = f"undo {action} of" if undo else action
-            return Outcome(
-                ok=False, error=f"cannot {what} {target}: {describe(exc)}",
-                duration_ms=self._ms(started),
-            )  # fmt: skip
+            error = f"cannot {what} {target}: {describe(exc)}"
+            if exc.status == 403:
+                error += f"; {opt_in(describe(exc), context.namespace)}"
+            return Outcome(ok=False, error=error, duration_ms=self._ms(started))
         return Outcome(ok=True, result=done, duration_ms=self._ms(started))
 
     def _ms(self, started: float) -> int:
@@ -355,13 +385,16 @@ class KubernetesExecutor:
         existing = await self._objects.get(target, context.namespace)
         if existing is None:
             return {"target": target.to_wire(), "deleted": False, "note": "already gone"}
-        if _annotations(existing).get(CREATED_BY) != marker:
+        uid = str(existing["metadata"]["uid"])
+        recorded = result.get("uid")
+        if _annotations(existing).get(CREATED_BY) != marker or (
+            recorded is not None and recorded != uid
+        ):
             return {
                 "target": target.to_wire(),
                 "deleted": False,
                 "note": "the object of that name was not created by this step; left alone",
             }
-        uid = str(existing["metadata"]["uid"])
         deleted = await self._objects.delete(target, context.namespace, uid=uid)
         return {"target": target.to_wire(), "deleted": deleted, "uid": uid}
 
@@ -394,13 +427,13 @@ class KubernetesExecutor:
                     seen = (
                         f"no condition {condition['type']}"
                         if status is None
-                        else f"{condition['type']}={status}"
+                        else f"{condition['type']}={steps.seen(status)}"
                     )
                     if status == condition["status"]:
                         return {"target": target.to_wire(), "seen": seen}
                 else:
                     value = steps.lookup(obj, path)
-                    seen = f"{params['jsonPath']}={steps.text(value)}"
+                    seen = f"{params['jsonPath']}={steps.seen(value)}"
                     if value is not steps.ABSENT and steps.text(value) == steps.text(
                         params["value"]
                     ):

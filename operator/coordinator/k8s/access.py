@@ -41,9 +41,15 @@ class Need:
 
 
 def needs(
-    *, namespaces: Sequence[str], webhooks: bool, lease: tuple[str, str] | None
+    *,
+    namespaces: Sequence[str],
+    webhooks: bool,
+    lease: tuple[str, str] | None,
+    local_webhooks: bool = False,
 ) -> list[Need]:
-    """The rights the operator uses, for the namespaces it watches and its mode."""
+    """The rights the operator uses, for the namespaces it watches and its mode. (The
+    kubernetes executor's rights are granted per namespace, optiinfra-executor: a plan in a
+    namespace without them fails its first kubernetes step saying what to bind.)"""
     globs = any(ch in ns for ns in namespaces for ch in "*?[")
     scopes = list(namespaces) if namespaces and not globs else [""]
     group = common.GROUP
@@ -78,19 +84,25 @@ def needs(
                 why="the admission webhooks' check of the submitter's rights",
             )
         )
+        # In a cluster the configurations are shipped (manifests/webhooks.yaml); a local
+        # operator creates them (manifests/local-webhooks-role.yaml).
+        verbs = (("create", ""),) if local_webhooks else ()
         for plural in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
             for verb, name in (
-                ("create", ""),
+                *verbs,
                 ("get", "optiinfra-coordinator"),
                 ("update", "optiinfra-coordinator"),
             ):
+                why = "admission webhooks (--webhooks=off to run without)"
+                if verb == "create":
+                    why = "local admission webhooks (manifests/local-webhooks-role.yaml grants it)"
                 result.append(
                     Need(
                         verb=verb,
                         group="admissionregistration.k8s.io",
                         resource=plural,
                         name=name,
-                        why="admission webhooks (--webhooks=off to run without)",
+                        why=why,
                     )
                 )
     if lease is not None:
@@ -155,10 +167,14 @@ def preflight(
     namespaces: Sequence[str],
     webhooks: bool,
     lease: tuple[str, str] | None,
+    local_webhooks: bool = False,
 ) -> str | None:
     """None when the operator may do all it needs, else one line saying what it lacks."""
+    wanted = needs(
+        namespaces=namespaces, webhooks=webhooks, lease=lease, local_webhooks=local_webhooks
+    )
     try:
-        missing = denied(api, needs(namespaces=namespaces, webhooks=webhooks, lease=lease))
+        missing = denied(api, wanted)
     except kubernetes.client.ApiException as exc:
         return f"cannot ask the API server what this operator may do: {exc.status} {exc.reason}"
     except Exception as exc:

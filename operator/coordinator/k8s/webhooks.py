@@ -14,7 +14,11 @@ Two ways to be reached:
   ``ca.crt``). The webhooks are shared by the replicas and stay in place.
 
 Both live in the two configurations named ``optiinfra-coordinator`` (validating and
-mutating): the only names the operator's ClusterRole lets it read and update.
+mutating): the only names the operator's ClusterRole lets it read and update. In a cluster
+they are shipped in manifests/webhooks.yaml (``manifest()``; ``make manifests`` writes it
+and a test checks it is current): the operator only fills in its CA, and has no right to
+create a webhook configuration. A local operator creates them when they are missing
+(manifests/local-webhooks-role.yaml grants that, outside a cluster only).
 
 Webhooks fail closed: while the operator is unreachable no Approval can be decided,
 and no Recommendation written, unchecked.
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -54,6 +59,19 @@ class Hook:
     operations: tuple[str, ...] = ("CREATE", "UPDATE")
 
 
+HOOKS: Final = (
+    Hook(id="approval-stamp", plural="approvals", mutating=True),
+    Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
+    Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
+    Hook(id="recommendation-check", plural="recommendations", mutating=False),
+)
+"""The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
+SERVICE: Final = ("optiinfra-system", NAME, 443)
+"""The Service of manifests/service.yaml (``coordinator run --webhook-service``'s default)."""
+CERTIFICATE: Final = "optiinfra-system/optiinfra-coordinator-webhook"
+"""The cert-manager Certificate of manifests/cert-manager/ (its CA is injected, if installed)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Endpoint:
     """Where the API server reaches this process, and the CA it trusts for it."""
@@ -63,7 +81,9 @@ class Endpoint:
     service: tuple[str, str, int] | None = None  # (namespace, name, port)
 
     def client_config(self, hook_id: str) -> dict[str, Any]:
-        config: dict[str, Any] = {"caBundle": base64.b64encode(self.ca_pem).decode()}
+        config: dict[str, Any] = {}
+        if self.ca_pem:  # none in the shipped manifest: the operator fills it in at start
+            config["caBundle"] = base64.b64encode(self.ca_pem).decode()
         if self.url is not None:
             config["url"] = f"{self.url}/{hook_id}"
         else:
@@ -234,6 +254,25 @@ def configurations(
     )
 
 
+MANIFEST_HEADER: Final = (
+    "# The admission webhooks of the operator in a cluster (--webhooks=service): the API server\n"
+    "# calls the Service of service.yaml. Generated from coordinator/k8s/webhooks.py by\n"
+    "# `make manifests`. Each replica fills in caBundle (the ca.crt of its certificate) at start;\n"
+    "# it may read and update these two configurations only, never create one.\n"
+)
+
+
+def manifest() -> str:
+    """manifests/webhooks.yaml: the two configurations as an in-cluster operator registers
+    them (the default Service, all namespaces), without the CA."""
+    validating, mutating = configurations(
+        hooks=HOOKS, endpoint=Endpoint(ca_pem=b"", service=SERVICE), selector=None
+    )
+    for body in (validating, mutating):  # with cert-manager the CA is there before we start
+        body["metadata"]["annotations"] = {"cert-manager.io/inject-ca-from": CERTIFICATE}
+    return MANIFEST_HEADER + yaml.safe_dump_all([validating, mutating], sort_keys=False, width=100)
+
+
 def _url(entry: Mapping[str, Any]) -> str | None:
     url: str | None = (entry.get("clientConfig") or {}).get("url")
     return url
@@ -249,6 +288,10 @@ def answers(url: str, *, timeout: float = 1.0) -> bool:
         return False
 
 
+class MissingConfigurationError(RuntimeError):
+    """A webhook configuration that must be installed with the manifests is not there."""
+
+
 class Registrar:
     """Keeps this process's webhooks in the two shared configurations named ``NAME``.
 
@@ -260,9 +303,14 @@ class Registrar:
 
     KINDS: Final = ("validating", "mutating")
 
-    def __init__(self, api: kubernetes.client.ApiClient, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, api: kubernetes.client.ApiClient, *, timeout: float = 5.0, create: bool = True
+    ) -> None:
         self._api: Any = kubernetes.client.AdmissionregistrationV1Api(api)
         self._timeout = timeout
+        self._create = create
+        """Whether a missing configuration is created (local) or an error (in a cluster:
+        manifests/webhooks.yaml ships them and the operator may not create one)."""
 
     def _calls(self, kind: str) -> tuple[Any, Any, Any]:
         api = self._api
@@ -285,6 +333,12 @@ class Registrar:
                     raise
                 if create is None:
                     return
+                if not self._create:
+                    raise MissingConfigurationError(
+                        f"the {kind} webhook configuration {NAME} does not exist: apply "
+                        "manifests/webhooks.yaml (kubectl apply -k manifests/), or run with "
+                        "--webhooks=off"
+                    ) from None
                 try:
                     create_(create, _request_timeout=timeout)
                     return
@@ -358,3 +412,19 @@ class Registrar:
 def names(validating: Mapping[str, Any], mutating: Mapping[str, Any]) -> set[str]:
     """The names of the webhooks in the two configuration bodies."""
     return {w["name"] for body in (validating, mutating) for w in body["webhooks"]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m coordinator.k8s.webhooks PATH``: write manifests/webhooks.yaml."""
+    import sys  # noqa: PLC0415
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m coordinator.k8s.webhooks PATH", file=sys.stderr)
+        return 2
+    Path(args[0]).write_text(manifest())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
