@@ -386,6 +386,12 @@ def test_transitions_are_recorded_as_events(
 def test_every_example_reaches_the_outcome_its_comment_states(
     kubectl: Kubectl, e2e_namespace: str, objects: Objects
 ) -> None:
+    reach_example_outcomes(kubectl, e2e_namespace, objects)
+
+
+def reach_example_outcomes(kubectl: Kubectl, e2e_namespace: str, objects: Objects) -> None:
+    """Apply examples/, run each one's `then` commands as the approver, and wait until
+    every outcome its comments state is reached."""
     examples = load()
     kubectl("apply", "-n", e2e_namespace, "-f", str(EXAMPLES))
     for example in examples:

@@ -529,7 +529,7 @@ def test_ready_says_whether_the_plan_succeeded(phase: PlanPhase, ready: str) -> 
     status = plan.with_conditions(
         ExecutionPlanStatus(phase=phase, message="what happened"), generation=3, now=START
     )
-    (condition,) = status.conditions
+    (condition,) = [c for c in status.conditions if c.type == "Ready"]
     assert (condition.type, condition.status.value, condition.reason) == ("Ready", ready, phase)
     assert (condition.message, condition.observed_generation) == ("what happened", 3)
     assert condition.last_transition_time == START
@@ -567,12 +567,12 @@ def test_a_finished_plan_is_ready_since_it_succeeded() -> None:
 def test_a_rolled_back_plan_is_not_ready() -> None:
     h, _ = _ready_history(ORIGIN, executor=RecordingExecutor(failing=frozenset({1})))
     assert h.saved.phase is PlanPhase.ROLLED_BACK
-    (ready,) = h.saved.conditions
+    (ready,) = [c for c in h.saved.conditions if c.type == "Ready"]
     assert (ready.status.value, ready.reason) == ("False", "RolledBack")
 
 
 def test_ready_leaves_other_conditions_alone() -> None:
     other = Condition(type="Other", status=ConditionStatus.TRUE, reason="Because")
     status = plan.with_conditions(ExecutionPlanStatus(conditions=[other]), generation=1, now=START)
-    assert [c.type for c in status.conditions] == ["Other", "Ready"]
+    assert [c.type for c in status.conditions] == ["Other", "Ready", "Reconciling"]
     assert status.conditions[0] == other

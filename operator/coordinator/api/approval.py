@@ -183,7 +183,9 @@ class ApprovalStatus(Model):
     conditions: list[Condition] = pydantic.Field(
         default_factory=list,
         description="Standard conditions. Ready: True once approved, Unknown while pending, "
-        "False when rejected, expired or withdrawn; the reason is the phase.",
+        "False when rejected, expired or withdrawn; the reason is the phase. Reconciling "
+        "(True while pending) and Stalled (True once rejected, expired or withdrawn), the "
+        "kstatus conditions that Flux reads, are present only while True.",
         json_schema_extra=CONDITIONS,
     )
     responses: list[Response] = pydantic.Field(

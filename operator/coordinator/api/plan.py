@@ -202,7 +202,10 @@ class ExecutionPlanStatus(Model):
     conditions: list[Condition] = pydantic.Field(
         default_factory=list,
         description="Standard conditions. Ready: True once Succeeded, Unknown while Pending "
-        "or Running, False when RollingBack, RolledBack or Failed; the reason is the phase.",
+        "or Running, False when RollingBack, RolledBack or Failed; the reason is the phase. "
+        "Reconciling (True while Pending, Running or RollingBack) and Stalled (True once "
+        "Failed or RolledBack), the kstatus conditions that Flux reads, are present only "
+        "while True.",
         json_schema_extra=CONDITIONS,
     )
 

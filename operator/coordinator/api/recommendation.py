@@ -224,7 +224,13 @@ class RecommendationStatus(Model):
         default=None, description="The .metadata.generation this status was computed for."
     )
     conditions: list[Condition] = pydantic.Field(
-        default_factory=list, description="Standard conditions.", json_schema_extra=CONDITIONS
+        default_factory=list,
+        description="Standard conditions: Conflicting, Ready (True once Succeeded; the reason "
+        "is the phase), Admitted (with the admission webhooks on), and the kstatus conditions "
+        "that Flux reads, present only while True: Reconciling while Pending, "
+        "AwaitingApproval, Approved, Executing or Superseded, Stalled once Blocked, "
+        "Rejected, Expired, Failed or RolledBack.",
+        json_schema_extra=CONDITIONS,
     )
 
 

@@ -521,9 +521,12 @@ def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime)
             "observed_generation": approval.metadata.generation,
             "responses": _responses(approval),
             "message": _approval_message(approval, phase),
-            "conditions": conditions_.merged(
+            "conditions": _approval_conditions(
                 old.conditions,
-                _approval_ready(old.conditions, phase, approval.metadata.generation, now=now),
+                phase,
+                approval.metadata.generation,
+                expires_at=approval.spec.expires_at,
+                now=now,
             ),
         }
     )
@@ -538,17 +541,45 @@ _APPROVAL_READY: Final[Mapping[ApprovalPhase, ConditionStatus]] = {
 }
 
 
-def _approval_ready(
-    old: Sequence[Condition], phase: ApprovalPhase, generation: int | None, *, now: datetime
-) -> Condition:
-    """An approval's Ready condition: True once approved, Unknown while pending, False
-    when it ended otherwise; the reason is the phase."""
-    return conditions_.condition(
+_APPROVAL_PROGRESS: Final[Mapping[ApprovalPhase, conditions_.Progress]] = {
+    ApprovalPhase.PENDING: conditions_.Progress.IN_PROGRESS,
+    ApprovalPhase.APPROVED: conditions_.Progress.CURRENT,
+    ApprovalPhase.REJECTED: conditions_.Progress.FAILED,
+    ApprovalPhase.EXPIRED: conditions_.Progress.FAILED,
+    ApprovalPhase.WITHDRAWN: conditions_.Progress.FAILED,
+}
+
+
+def _approval_conditions(
+    old: Sequence[Condition],
+    phase: ApprovalPhase,
+    generation: int | None,
+    *,
+    expires_at: datetime,
+    now: datetime,
+) -> list[Condition]:
+    """An approval's conditions, the reason of each the phase. Ready: True once approved,
+    Unknown while pending, False when it ended otherwise. Reconciling while pending
+    (waiting for people, until `expires_at`); Stalled once rejected, expired or withdrawn:
+    it can never be decided again (a new Approval replaces a withdrawn one)."""
+    ready = conditions_.condition(
         old,
         conditions_.READY,
         _APPROVAL_READY[phase],
         reason=phase.value,
         message=_APPROVAL_MESSAGES[phase],
+        generation=generation,
+        now=now,
+    )
+    message = _APPROVAL_MESSAGES[phase]
+    if phase is ApprovalPhase.PENDING:
+        message += f" (it expires at {format_time(expires_at)})"
+    return conditions_.progressed(
+        conditions_.merged(old, ready),
+        _APPROVAL_PROGRESS[phase],
+        old=old,
+        reason=phase.value,
+        message=message,
         generation=generation,
         now=now,
     )
@@ -654,7 +685,7 @@ def new_approval(
         reason=spec.reason,
         observed_generation=1,
         message=_APPROVAL_MESSAGES[phase] + (f" ({assessment.why})" if assessment.reasons else ""),
-        conditions=[_approval_ready((), phase, 1, now=now)],
+        conditions=_approval_conditions((), phase, 1, expires_at=expires_at, now=now),
         history=_history(previous, now=now),
     )
     return Approval(
@@ -690,6 +721,36 @@ def _phase_message(observed: Observed, phase: RecommendationPhase) -> str:
         return plan.status.message
     existing = observed.recommendation.status
     return existing.message if existing and existing.message else ""
+
+
+PROGRESS: Final[Mapping[RecommendationPhase, conditions_.Progress]] = {
+    RecommendationPhase.PENDING: conditions_.Progress.IN_PROGRESS,
+    RecommendationPhase.AWAITING_APPROVAL: conditions_.Progress.IN_PROGRESS,
+    RecommendationPhase.APPROVED: conditions_.Progress.IN_PROGRESS,
+    RecommendationPhase.EXECUTING: conditions_.Progress.IN_PROGRESS,
+    RecommendationPhase.SUPERSEDED: conditions_.Progress.IN_PROGRESS,
+    RecommendationPhase.SUCCEEDED: conditions_.Progress.CURRENT,
+    RecommendationPhase.BLOCKED: conditions_.Progress.FAILED,
+    RecommendationPhase.REJECTED: conditions_.Progress.FAILED,
+    RecommendationPhase.EXPIRED: conditions_.Progress.FAILED,
+    RecommendationPhase.FAILED: conditions_.Progress.FAILED,
+    RecommendationPhase.ROLLED_BACK: conditions_.Progress.FAILED,
+}
+"""Where a recommendation of each phase stands for kstatus (and so Flux): Reconciling
+while it is on its way or waits for someone, a decision, a start, or a winner to leave
+(Superseded: it is judged again when the one that won ends or goes); Stalled once it ended
+short of being carried out, or is Blocked (a dependency cycle, a missing or failed
+dependency, no plan to carry it out: nothing moves until something is changed);
+current (Ready) once Succeeded."""
+
+
+def _progress_message(draft: _Draft) -> str:
+    """The message of Reconciling or Stalled: what it waits for, or why it stopped."""
+    if draft.phase is RecommendationPhase.SUPERSEDED and draft.superseded_by:
+        return f"Superseded by {draft.superseded_by}; judged again once it has ended or gone" + (
+            f" ({draft.message})" if draft.message else ""
+        )
+    return draft.message or draft.phase.value
 
 
 def _status(
@@ -728,6 +789,15 @@ def _status(
             now=now,
         ),
     ]
+    conditions = conditions_.progressed(
+        conditions,
+        PROGRESS[draft.phase],
+        old=old.conditions,
+        reason=draft.phase.value,
+        message=_progress_message(draft),
+        generation=rec.metadata.generation,
+        now=now,
+    )
     if admitted is not None:
         conditions.append(
             conditions_.condition(

@@ -266,31 +266,48 @@ _READY: Final[Mapping[PlanPhase, ConditionStatus]] = {
 }
 
 
+_PROGRESS: Final[Mapping[PlanPhase, conditions_.Progress]] = {
+    PlanPhase.PENDING: conditions_.Progress.IN_PROGRESS,
+    PlanPhase.RUNNING: conditions_.Progress.IN_PROGRESS,
+    PlanPhase.ROLLING_BACK: conditions_.Progress.IN_PROGRESS,
+    PlanPhase.SUCCEEDED: conditions_.Progress.CURRENT,
+    PlanPhase.ROLLED_BACK: conditions_.Progress.FAILED,
+    PlanPhase.FAILED: conditions_.Progress.FAILED,
+}
+
+
 def with_conditions(
     status: ExecutionPlanStatus, *, generation: int | None, now: datetime
 ) -> ExecutionPlanStatus:
-    """The status as it is written: ``observedGeneration`` and the ``Ready`` condition.
+    """The status as it is written: ``observedGeneration`` and the conditions.
 
     Ready is True once the plan Succeeded, Unknown while it is Pending or Running,
-    False once it is rolling back or ended otherwise; its reason is the phase and its
-    message the status message. The runner applies this to every status it writes; the
-    machine itself never reads the conditions.
+    False once it is rolling back or ended otherwise. Reconciling is True while it is
+    Pending (suspended, or waiting for its dependencies), Running or RollingBack;
+    Stalled once it ended Failed or RolledBack (see ``conditions.progressed``). Their
+    reason is the phase and their message the status message. The runner applies this
+    to every status it writes; the machine itself never reads the conditions.
     """
+    message = status.message or status.phase.value
     ready = conditions_.condition(
         status.conditions,
         conditions_.READY,
         _READY[status.phase],
         reason=status.phase.value,
-        message=status.message or status.phase.value,
+        message=message,
         generation=generation,
         now=_utc(now),
     )
-    return status.model_copy(
-        update={
-            "observed_generation": generation,
-            "conditions": conditions_.merged(status.conditions, ready),
-        }
+    conditions = conditions_.progressed(
+        conditions_.merged(status.conditions, ready),
+        _PROGRESS[status.phase],
+        old=status.conditions,
+        reason=status.phase.value,
+        message=message,
+        generation=generation,
+        now=_utc(now),
     )
+    return status.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
 # --- the moves of each plan phase ------------------------------------------------------
