@@ -23,7 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from coordinator.api import approval, common, endpoint, plan, policy, recommendation
+from coordinator.api import approval, common, endpoint, plan, policy, recommendation, verification
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,13 @@ KINDS = (
             Column("Phase", "string", ".status.phase", "Where it stands."),
             Column("Step", "string", ".status.progress", "Steps finished / all steps."),
             Column("Suspended", "boolean", ".spec.suspend", "Waiting to be started."),
+            Column(
+                "Verification",
+                "string",
+                ".status.verification.phase",
+                "The check against the metrics.",
+                priority=1,
+            ),
             AGE,
         ),
     ),
@@ -148,6 +155,26 @@ KINDS = (
             Column("Max-Plans", "integer", ".spec.maxConcurrentPlans", "Plans at once."),
             Column("Auto-Max-Risk", "string", ".spec.autoApprove.maxRisk", "Auto-approved."),
             Column("Windows", "string", ".spec.windows[*].name", "Change windows.", priority=1),
+            AGE,
+        ),
+    ),
+    Kind(
+        kind="VerificationTemplate",
+        plural="verificationtemplates",
+        short_names=("vtpl",),
+        description="How the outcome of a change is checked after its plan's last step: "
+        "PromQL queries measured every interval, count times, judged by CEL conditions over "
+        "result and baseline (the value before the change). A failure rolls the change back; "
+        "an inconclusive result asks a person. Written by admins, never by agents: every "
+        "template that selects a recommendation applies, and a recommendation can only add "
+        "more (spec.verification.templates).",
+        spec=verification.VerificationTemplateSpec,
+        status=None,
+        columns=(
+            Column("Prometheus", "string", ".spec.provider.prometheus.address", "Metrics source."),
+            Column("Metrics", "string", ".spec.metrics[*].name", "What is measured."),
+            Column("Baseline", "string", ".spec.baseline.window", "Baseline window."),
+            Column("Savings", "string", ".spec.savings.query", "Cost query.", priority=1),
             AGE,
         ),
     ),

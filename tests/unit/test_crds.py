@@ -119,3 +119,74 @@ def test_an_in_cluster_operator_says_to_apply_the_manifest_when_a_configuration_
     validating, mutating = yaml.safe_load_all(webhooks.manifest())
     with pytest.raises(webhooks.MissingConfigurationError, match=r"apply manifests/webhooks\.yaml"):
         registrar.apply(validating, mutating)
+
+
+def test_verification_template_schema_teaches_and_bounds_every_field() -> None:
+    crd = yaml.safe_load((CRDS / "optiinfra.io_verificationtemplates.yaml").read_text())
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "VerificationTemplate",
+        ["vtpl"],
+        ["optiinfra"],
+    )
+    version = crd["spec"]["versions"][0]
+    assert "subresources" not in version  # written by admins, no status
+    columns = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
+    assert columns == ["Prometheus", "Metrics", "Baseline", "Age"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["provider", "metrics"]
+    prometheus = spec["properties"]["provider"]["properties"]["prometheus"]
+    assert prometheus["properties"]["timeoutSeconds"]["default"] == 10
+    assert prometheus["properties"]["secretRef"]["required"] == ["name", "key"]
+    metrics = spec["properties"]["metrics"]
+    assert (metrics["minItems"], metrics["maxItems"]) == (1, 16)
+    assert metrics["x-kubernetes-list-map-keys"] == ["name"]
+    metric = metrics["items"]["properties"]
+    defaults = {name: metric[name].get("default") for name in metric}
+    assert defaults == {
+        "name": None,
+        "query": None,
+        "successCondition": None,
+        "failureCondition": None,
+        "interval": "1m",
+        "count": 5,
+        "initialDelay": "0",
+        "failureLimit": 0,
+        "inconclusiveLimit": 0,
+        "consecutiveErrorLimit": 4,
+        "dryRun": False,
+    }
+    assert metric["successCondition"]["maxLength"] == 1024
+    assert metric["query"]["maxLength"] == 4096
+    assert "{{namespace}}" in metric["query"]["x-kubernetes-validations"][0]["rule"]
+    rules = [r["rule"] for r in metrics["items"]["x-kubernetes-validations"]]
+    assert rules == ["has(self.successCondition) || has(self.failureCondition)"]
+    assert spec["properties"]["baseline"]["properties"]["window"]["default"] == "30m"
+    # the selector is the ApprovalPolicy's
+    policy = yaml.safe_load((CRDS / "optiinfra.io_approvalpolicies.yaml").read_text())
+    policy_spec = policy["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert (
+        spec["properties"]["selector"]["properties"]
+        == policy_spec["properties"]["selector"]["properties"]
+    )
+
+
+def test_plan_and_recommendation_schemas_carry_verification() -> None:
+    plan = yaml.safe_load((CRDS / "optiinfra.io_executionplans.yaml").read_text())
+    status = plan["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert "Verifying" in status["properties"]["phase"]["enum"]
+    verification = status["properties"]["verification"]["properties"]
+    assert verification["phase"]["enum"] == ["Running", "Successful", "Failed", "Inconclusive"]
+    assert verification["baseline"]["additionalProperties"] == {"type": "number"}
+    metric = verification["metrics"]["items"]["properties"]
+    assert {"name", "phase", "successful", "failed", "inconclusive", "errors"} <= set(metric)
+    assert metric["measurements"]["maxItems"] == 10
+    assert set(metric["measurements"]["items"]["properties"]) == {"at", "value", "phase", "message"}
+    assert {"estimatedMonthly", "realisedMonthly", "ratio", "measuredAt"} <= set(
+        verification["savings"]["properties"]
+    )
+    rec = yaml.safe_load((CRDS / "optiinfra.io_recommendations.yaml").read_text())
+    schema = rec["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    templates = schema["spec"]["properties"]["verification"]["properties"]["templates"]
+    assert (templates["x-kubernetes-list-type"], templates["maxItems"]) == ("set", 16)
+    assert "realisedMonthly" in schema["status"]["properties"]["realisedSavings"]["properties"]

@@ -20,6 +20,7 @@ APPROVALS: Final = "approvals"
 PLANS: Final = "executionplans"
 ENDPOINTS: Final = "agentendpoints"
 POLICIES: Final = "approvalpolicies"
+TEMPLATES: Final = "verificationtemplates"
 OWN_ANNOTATIONS: Final = "optiinfra.io/"
 """In every annotation key the coordinator reads or writes (also kopf's, under
 coordinator.optiinfra.io/): the annotations it keeps of a watched object."""

@@ -17,6 +17,7 @@ from coordinator.api.common import (
     rules,
 )
 from coordinator.api.meta import ObjectMeta
+from coordinator.api.verification import VerificationStatus
 
 STEP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$"
 ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -102,6 +103,7 @@ class Step(Model):
 class PlanPhase(enum.StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
+    VERIFYING = "Verifying"  # the steps are done; the metrics are being measured
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ROLLING_BACK = "RollingBack"
@@ -199,13 +201,19 @@ class ExecutionPlanStatus(Model):
     observed_generation: int | None = pydantic.Field(
         default=None, description="The .metadata.generation this status was computed for."
     )
+    verification: VerificationStatus | None = pydantic.Field(
+        default=None,
+        description="The check of the change against its metrics (VerificationTemplates): "
+        "the baseline, recorded before the first step, then the measurements after the last "
+        "one, and the savings realised.",
+    )
     conditions: list[Condition] = pydantic.Field(
         default_factory=list,
-        description="Standard conditions. Ready: True once Succeeded, Unknown while Pending "
-        "or Running, False when RollingBack, RolledBack or Failed; the reason is the phase. "
-        "Reconciling (True while Pending, Running or RollingBack) and Stalled (True once "
-        "Failed or RolledBack), the kstatus conditions that Flux reads, are present only "
-        "while True.",
+        description="Standard conditions. Ready: True once Succeeded, Unknown while Pending, "
+        "Running or Verifying, False when RollingBack, RolledBack or Failed; the reason is the "
+        "phase. Reconciling (True while Pending, Running, Verifying or RollingBack) and Stalled "
+        "(True once Failed or RolledBack), the kstatus conditions that Flux reads, are present "
+        "only while True.",
         json_schema_extra=CONDITIONS,
     )
 

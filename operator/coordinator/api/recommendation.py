@@ -10,6 +10,7 @@ import pydantic
 from coordinator.api.common import API_VERSION, CONDITIONS, Condition, Model, RiskLevel
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import ACTION_PATTERN, Step, step_list_schema
+from coordinator.api.verification import RecommendationVerification, SavingsStatus
 
 # An entry of affectedResources: any identifier of the customer's infrastructure.
 Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
@@ -162,6 +163,11 @@ class RecommendationSpec(Model):
         json_schema_extra=step_list_schema(),
         description="Steps of the plan. When omitted, the default plan of the action is used.",
     )
+    verification: RecommendationVerification | None = pydantic.Field(
+        default=None,
+        description="More VerificationTemplates to check the change with, besides those that "
+        "select it (it can add, never remove).",
+    )
 
     @pydantic.field_validator("affected_resources", "depends_on")
     @classmethod
@@ -219,6 +225,11 @@ class RecommendationStatus(Model):
         default_factory=list,
         description="The ApprovalPolicies that select it, combined most-restrictively (the "
         "approvals required, who may decide, expiry, autoApprove, windows, budget).",
+    )
+    realised_savings: SavingsStatus | None = pydantic.Field(
+        default=None,
+        description="Estimated against realised monthly savings, copied from the plan's "
+        "verification once measured.",
     )
     observed_generation: int | None = pydantic.Field(
         default=None, description="The .metadata.generation this status was computed for."
