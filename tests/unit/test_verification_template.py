@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 
 from coordinator.api.recommendation import RecommendationSpec
 from coordinator.api.verification import VerificationTemplateSpec
+from coordinator.core import cel, verification
 
 ROLES = Path(__file__).parents[2] / "manifests" / "user-roles.yaml"
 
@@ -109,3 +111,88 @@ def test_admins_write_templates() -> None:
         "patch",
         "delete",
     }
+
+
+# --- CEL conditions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "result <= baseline * 1.10",
+        "result < 0.01",
+        "result > baseline ? result - baseline < 0.5 : true",
+        "true",
+    ],
+)
+def test_good_conditions_have_no_problem(source: str) -> None:
+    assert cel.problem(source) is None
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("result <=", "does not compile: .*Syntax error"),
+        ("latency < 1.0", "reads latency: a condition may read only result and baseline"),
+        ("request.auth.claims.x == 1", "reads request"),
+        ("baseline * 2 > result", "does not evaluate with numbers: Unsupported operation"),
+        ("result", "yields float, not a bool"),
+        ("1/0 > 0", "does not evaluate with numbers: division by zero"),
+        ("(" * 600 + "result" + ")" * 600 + " > 1.0", "does not compile"),
+    ],
+)
+def test_bad_conditions_are_named(source: str, says: str) -> None:
+    problem = cel.problem(source)
+    assert problem is not None
+    assert re.search(says, problem), problem
+
+
+def test_evaluation_needs_the_baseline_it_reads() -> None:
+    assert cel.evaluate("result <= baseline * 1.10", result=1.0, baseline=1.0) is True
+    assert cel.evaluate("result <= baseline * 1.10", result=1.2, baseline=1.0) is False
+    assert cel.evaluate("result < 0.5", result=0.1, baseline=None) is True
+    with pytest.raises(cel.CelError, match="no baseline was recorded"):
+        cel.evaluate("result <= baseline", result=1.0, baseline=None)
+    with pytest.raises(cel.CelError, match="NaN"):
+        cel.evaluate("result < 0.5", result=float("nan"), baseline=None)
+
+
+# --- admission: the problems of a template, by field --------------------------------------------
+
+
+def test_a_valid_template_has_no_problems() -> None:
+    spec = VerificationTemplateSpec.model_validate(
+        template(
+            metric(
+                query='histogram_quantile(0.99, rate(latency_bucket{namespace="{{namespace}}",'
+                'deployment="{{target.name}}",kind="{{target.kind}}",c="{{customerId}}"}[5m]))',
+                successCondition="result <= baseline * 1.10",
+                failureCondition="result > baseline * 1.25",
+            ),
+            savings={"query": 'cost{c="{{customerId}}"}'},
+        )
+    )
+    assert verification.template_problems(spec) == []
+
+
+def test_template_problems_name_the_field() -> None:
+    spec = VerificationTemplateSpec.model_validate(
+        template(
+            metric("a", query='up{pod="{{pod}}"}', successCondition="result > 0.0"),
+            metric("b", successCondition="result >", failureCondition="cost > 1.0"),
+            metric("c", query="up{x='{{namespace'}", failureCondition="result > 1.0"),
+            savings={"query": "cost{c='{{ customerId }}'}"},
+        )
+    )
+    assert verification.template_problems(spec) == [
+        "spec.metrics[0].query: unknown placeholder {{pod}}: use {{namespace}}, "
+        "{{target.kind}}, {{target.name}}, {{customerId}}",
+        "spec.metrics[1].successCondition: does not compile: <input>:1:9: Syntax error: "
+        "mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', "
+        "'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}",
+        "spec.metrics[1].failureCondition: reads cost: a condition may read only result and "
+        "baseline (both doubles)",
+        "spec.metrics[2].query: unclosed placeholder: {{ without }}",
+        "spec.savings.query: unknown placeholder {{ customerId }}: use {{namespace}}, "
+        "{{target.kind}}, {{target.name}}, {{customerId}}",
+    ]

@@ -433,6 +433,8 @@ def _shortest_cycle(graph: Mapping[str, Sequence[str]], members: Sequence[str]) 
 
 _Rank = tuple[float, float, float, int, datetime, str]
 _NEWEST = datetime.max.replace(tzinfo=UTC)
+Rank = _Rank
+"""The ranking's sort key (``rank``), for helpers that rank with other figures."""
 
 
 def _rank(recommendation: Recommendation) -> _Rank:

@@ -41,6 +41,7 @@ from coordinator.api.policy import (
     MaxRisk,
     Notify,
     NotifyEvent,
+    PolicySelector,
     Window,
     WindowKind,
 )
@@ -68,7 +69,12 @@ _MAX_RISK_RANK: Final[Mapping[MaxRisk, int]] = {
 
 def selects(spec: ApprovalPolicySpec, rec: RecommendationSpec, *, risk: RiskLevel) -> bool:
     """Whether the policy's selector matches: every list given contains the value."""
-    sel = spec.selector
+    return selector_matches(spec.selector, rec, risk=risk)
+
+
+def selector_matches(sel: PolicySelector, rec: RecommendationSpec, *, risk: RiskLevel) -> bool:
+    """Whether a selector (of an ApprovalPolicy or a VerificationTemplate) matches: every
+    list given contains the recommendation's value."""
     return (
         (not sel.customer_ids or rec.customer_id in sel.customer_ids)
         and (not sel.actions or rec.action in sel.actions)
