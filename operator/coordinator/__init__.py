@@ -6,13 +6,16 @@ top of the repository enforces this with import-linter (``make lint``).
 
 ``coordinator.api``
     pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint,
-    ApprovalPolicy).
+    ApprovalPolicy, VerificationTemplate).
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
     windows in IANA zones, the per-customer budget, notification bodies), admission
-    rules, the plan catalogue (default plans that do real work), the plan state machine,
+    rules, the plan catalogue (default plans that do real work), the plan state machine
+    (with its ``Verifying`` phase), ``verification`` (which VerificationTemplates apply,
+    the measurements' state machine and schedule, realised savings, calibrated ranking)
+    and ``cel`` (its conditions, checked and evaluated),
     step params (``steps``), the webhook protocol (``webhook``: signing,
     idempotency keys, bounded answers) and ``text`` (agents' text cleaned of control
     characters before it reaches status, Events or a terminal). Plain functions over the

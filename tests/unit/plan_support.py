@@ -8,6 +8,7 @@ status is written before the next move. A crash can be injected into any one wri
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +20,8 @@ from coordinator.api.plan import (
     Step,
     StepPhase,
 )
-from coordinator.core import plan
+from coordinator.api.verification import VerificationDecision, VerificationStatus
+from coordinator.core import plan, verification
 
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -90,6 +92,11 @@ class Harness:
     now: datetime = START
     tick: timedelta = timedelta(seconds=1)
     writes: int = 0
+    # Verification: the metrics, what Prometheus answers for (metric, measurement number),
+    # and a person's decision on an Inconclusive verification.
+    checks: tuple[verification.Check, ...] = ()
+    readings: Callable[[str, int], verification.Reading] | None = None
+    decision: VerificationDecision | None = None
 
     @property
     def status(self) -> ExecutionPlanStatus | None:
@@ -118,10 +125,16 @@ class Harness:
             status=status,
             now=self.clock(),
             dependencies_ready=self.dependencies_ready,
+            verification_decision=self.decision,
         )
         match move:
             case plan.Advance(status=new):
                 pass
+            case plan.Verify(verification=current):
+                assert status is not None, "verified before anything was persisted"
+                new = plan.record_verification(
+                    spec=self.spec, status=status, verification=self.measure(current)
+                )
             case plan.Execute(index=index) | plan.Undo(index=index):
                 assert status is not None, "ran a step before anything was persisted"
                 kind = "execute" if isinstance(move, plan.Execute) else "undo"
@@ -138,6 +151,21 @@ class Harness:
             new = drop_pending_tail(new)
         self.persist(new)
         return move
+
+    def measure(self, current: VerificationStatus) -> VerificationStatus:
+        """Begin the verification and take the measurements due; if none is, wait (move the
+        clock) until one is."""
+        assert self.readings is not None, "a verified plan needs readings"
+        status = verification.begin(self.checks, current, now=self.clock())
+        due = verification.due(self.checks, status, now=self.now)
+        if not due and (at := verification.next_due(self.checks, status)) is not None:
+            self.now = max(self.now, at)
+            due = verification.due(self.checks, status, now=self.now)
+        for check in due:
+            taken = next(m.taken for m in status.metrics if m.name == check.name)
+            reading = self.readings(check.name, taken)
+            status = verification.record(self.checks, status, check.name, reading, now=self.now)
+        return status
 
     def run(self, *, max_moves: int = 200) -> plan.Wait | plan.Done:
         """Move until the machine waits or is done."""

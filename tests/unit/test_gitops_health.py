@@ -228,6 +228,7 @@ PLANS: list[tuple[PlanPhase, bool, str, str | None, str]] = [
     (PlanPhase.PENDING, True, "InProgress", "Reconciling", "Suspended"),
     (PlanPhase.PENDING, False, "InProgress", "Reconciling", "Progressing"),
     (PlanPhase.RUNNING, False, "InProgress", "Reconciling", "Progressing"),
+    (PlanPhase.VERIFYING, False, "InProgress", "Reconciling", "Progressing"),
     (PlanPhase.ROLLING_BACK, False, "InProgress", "Reconciling", "Progressing"),
     (PlanPhase.SUCCEEDED, False, "Current", None, "Healthy"),
     (PlanPhase.FAILED, False, "Failed", "Stalled", "Degraded"),

@@ -24,7 +24,7 @@ elseif phase == "Pending" then
   else
     hs.status = "Progressing"
   end
-elseif phase == "Running" or phase == "RollingBack" then
+elseif phase == "Running" or phase == "Verifying" or phase == "RollingBack" then
   hs.status = "Progressing"
 elseif phase == "Failed" or phase == "RolledBack" then
   hs.status = "Degraded"

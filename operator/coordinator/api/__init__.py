@@ -5,5 +5,7 @@ computes over them; the operator parses what the API server sends into them.
 
 Modules: ``common`` (base model, time, risk, conditions), ``meta`` (object
 metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step),
-``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent).
+``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent),
+``policy`` (ApprovalPolicy), ``verification`` (VerificationTemplate, and the
+verification's progress in a plan's status).
 """

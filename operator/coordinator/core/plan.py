@@ -23,6 +23,11 @@ anything else::
                 outcome = executor.undo(step)
                 status = persist(plan.record_rollback(spec=spec, status=status, index=i,
                                                       outcome=outcome, now=now()))
+            case plan.Verify(verification=v):          # measure what is due
+                v = measure_due(v)                     # core.verification: begin, due, record
+                status = persist(plan.record_verification(spec=spec, status=status,
+                                                          verification=v))
+                # nothing changed: come back at verification.next_due
 
 ``Execute`` is only returned for a step whose persisted phase is ``Running`` and ``Undo``
 only for the step the persisted ``RollingBack`` status names in ``currentStep``: after a
@@ -51,6 +56,21 @@ Decisions where the rules are silent:
   the second). ``totalDurationMs`` is always ``finishedAt - startedAt``.
 - Step entries are matched to ``spec.steps`` by position and name; missing ones (or
   ones naming another step) start as ``Pending``, extra ones are dropped.
+
+Verification (``core.verification``): a plan whose status has ``verification`` (the
+baseline, recorded before its first step) is verified against its metrics after the last
+step instead of succeeding at once:
+
+- After the last step the plan is ``Verifying`` and ``next_move`` returns ``Verify``
+  while the verification has not ended; the shell measures and hands the new
+  verification status to ``record_verification``.
+- Successful -> ``Succeeded``. Failed -> a rollback of the reversible steps in reverse
+  order, ending ``RolledBack``, the message naming the metric, its value, the baseline and
+  the condition. Inconclusive -> ``Wait`` for a person's decision (``verification_decision``
+  of ``next_move``, recorded in status): Keep -> ``Succeeded``, RollBack -> rolled back.
+- ``abort`` during verification rolls back; ``suspend`` does not pause a verification.
+- A plan without ``status.verification`` never enters ``Verifying``: it behaves as it
+  always did.
 """
 
 from __future__ import annotations
@@ -71,6 +91,11 @@ from coordinator.api.plan import (
     StepStatus,
 )
 from coordinator.api.recommendation import RecommendationPhase
+from coordinator.api.verification import (
+    VerificationDecision,
+    VerificationPhase,
+    VerificationStatus,
+)
 from coordinator.core import conditions as conditions_
 from coordinator.core import text
 
@@ -93,6 +118,7 @@ class WaitReason(enum.StrEnum):
 
     SUSPENDED = "Suspended"
     WAITING_FOR_DEPENDENCIES = "WaitingForDependencies"
+    AWAITING_VERIFICATION_DECISION = "AwaitingVerificationDecision"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +159,15 @@ class Undo:
     step: Step
 
 
-Move: TypeAlias = Wait | Done | Advance | Execute | Undo
+@dataclass(frozen=True, kw_only=True)
+class Verify:
+    """The plan is Verifying: begin the verification if it has not begun, take the
+    measurements that are due (``core.verification``), then ``record_verification``."""
+
+    verification: VerificationStatus
+
+
+Move: TypeAlias = Wait | Done | Advance | Execute | Undo | Verify
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,8 +197,13 @@ def next_move(
     status: ExecutionPlanStatus | None,
     now: datetime,
     dependencies_ready: bool,
+    verification_decision: VerificationDecision | None = None,
 ) -> Move:
-    """What to do now, from the spec and the persisted status alone."""
+    """What to do now, from the spec and the persisted status alone.
+
+    ``verification_decision``: a person's answer to an Inconclusive verification (the
+    ``<plan>-verify`` approval: Approved keeps, Rejected or Expired rolls back); it is
+    read only while the plan waits for it."""
     current = _aligned(spec, status)
     if current.phase.ended:
         return Done(phase=current.phase)
@@ -173,6 +212,8 @@ def next_move(
         move = _pending_move(spec, current, now, dependencies_ready=dependencies_ready)
     elif current.phase is PlanPhase.RUNNING:
         move = _running_move(spec, current, now)
+    elif current.phase is PlanPhase.VERIFYING:
+        move = _verifying_move(spec, current, now, decision=verification_decision)
     else:
         move = _rolling_back_move(spec, current, now)
     return Advance(status=_counted(move.status)) if isinstance(move, Advance) else move
@@ -242,8 +283,23 @@ def record_rollback(
     return _counted(_with_step(current, index, undone, message=message))
 
 
+def record_verification(
+    *,
+    spec: ExecutionPlanSpec,
+    status: ExecutionPlanStatus,
+    verification: VerificationStatus,
+) -> ExecutionPlanStatus:
+    """The status with the verification's progress (the answer to ``Verify``); persist it.
+    The plan's own phase changes on the next ``next_move``."""
+    current = _aligned(spec, status)
+    if current.phase is not PlanPhase.VERIFYING:
+        raise PlanError("the plan is not verifying")
+    return current.model_copy(update={"verification": verification})
+
+
 _RECOMMENDATION_PHASES: Final[Mapping[PlanPhase, RecommendationPhase]] = {
     PlanPhase.RUNNING: RecommendationPhase.EXECUTING,
+    PlanPhase.VERIFYING: RecommendationPhase.EXECUTING,
     PlanPhase.ROLLING_BACK: RecommendationPhase.EXECUTING,
     PlanPhase.SUCCEEDED: RecommendationPhase.SUCCEEDED,
     PlanPhase.FAILED: RecommendationPhase.FAILED,
@@ -259,6 +315,7 @@ def recommendation_phase(plan_phase: PlanPhase) -> RecommendationPhase | None:
 _READY: Final[Mapping[PlanPhase, ConditionStatus]] = {
     PlanPhase.PENDING: ConditionStatus.UNKNOWN,
     PlanPhase.RUNNING: ConditionStatus.UNKNOWN,
+    PlanPhase.VERIFYING: ConditionStatus.UNKNOWN,
     PlanPhase.SUCCEEDED: ConditionStatus.TRUE,
     PlanPhase.ROLLING_BACK: ConditionStatus.FALSE,
     PlanPhase.ROLLED_BACK: ConditionStatus.FALSE,
@@ -269,6 +326,7 @@ _READY: Final[Mapping[PlanPhase, ConditionStatus]] = {
 _PROGRESS: Final[Mapping[PlanPhase, conditions_.Progress]] = {
     PlanPhase.PENDING: conditions_.Progress.IN_PROGRESS,
     PlanPhase.RUNNING: conditions_.Progress.IN_PROGRESS,
+    PlanPhase.VERIFYING: conditions_.Progress.IN_PROGRESS,
     PlanPhase.ROLLING_BACK: conditions_.Progress.IN_PROGRESS,
     PlanPhase.SUCCEEDED: conditions_.Progress.CURRENT,
     PlanPhase.ROLLED_BACK: conditions_.Progress.FAILED,
@@ -281,12 +339,12 @@ def with_conditions(
 ) -> ExecutionPlanStatus:
     """The status as it is written: ``observedGeneration`` and the conditions.
 
-    Ready is True once the plan Succeeded, Unknown while it is Pending or Running,
-    False once it is rolling back or ended otherwise. Reconciling is True while it is
-    Pending (suspended, or waiting for its dependencies), Running or RollingBack;
-    Stalled once it ended Failed or RolledBack (see ``conditions.progressed``). Their
-    reason is the phase and their message the status message. The runner applies this
-    to every status it writes; the machine itself never reads the conditions.
+    Ready is True once the plan Succeeded, Unknown while it is Pending, Running or
+    Verifying, False once it is rolling back or ended otherwise. Reconciling is True while
+    it is Pending (suspended, or waiting for its dependencies), Running, Verifying or
+    RollingBack; Stalled once it ended Failed or RolledBack (see ``conditions.progressed``).
+    Their reason is the phase and their message the status message. The runner applies
+    this to every status it writes; the machine itself never reads the conditions.
     """
     message = status.message or status.phase.value
     ready = conditions_.condition(
@@ -337,16 +395,56 @@ def _running_move(spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: dat
         return Advance(status=_begin_rollback(spec, status, now))
     index = _first_open(status)
     if index is None:
-        failed = [s.name for s in status.steps if s.phase is StepPhase.FAILED]
-        message = f"all {len(spec.steps)} steps done"
-        if failed:
-            message += f"; non-critical steps failed: {', '.join(failed)}"
+        message = _steps_done(spec, status)
+        if status.verification is not None:
+            verifying = status.model_copy(
+                update={
+                    "phase": PlanPhase.VERIFYING,
+                    "current_step": None,
+                    "message": f"{message}; verifying the change against its metrics",
+                }
+            )
+            return Advance(status=verifying)
         return Advance(status=_finish(status, PlanPhase.SUCCEEDED, now, message=message))
     if status.steps[index].phase is StepPhase.RUNNING:
         return Execute(index=index, step=spec.steps[index])
     if spec.suspend:
         return Wait(reason=WaitReason.SUSPENDED, message=f"suspended before {_label(spec, index)}")
     return Advance(status=_mark_running(spec, status, index, now))
+
+
+def _verifying_move(
+    spec: ExecutionPlanSpec,
+    status: ExecutionPlanStatus,
+    now: datetime,
+    *,
+    decision: VerificationDecision | None,
+) -> Move:
+    verification = status.verification or VerificationStatus()
+    if spec.abort:
+        return Advance(status=_begin_rollback(spec, status, now))
+    phase = verification.phase
+    if phase is None or phase is VerificationPhase.RUNNING:
+        return Verify(verification=verification)
+    done = _steps_done(spec, status)
+    if phase is VerificationPhase.SUCCESSFUL:
+        message = f"{done}; verified: {verification.message or 'successful'}"
+        return Advance(status=_finish(status, PlanPhase.SUCCEEDED, now, message=message))
+    if phase is VerificationPhase.FAILED:
+        return Advance(status=_begin_rollback(spec, status, now))
+    if decision is None:
+        return Wait(
+            reason=WaitReason.AWAITING_VERIFICATION_DECISION,
+            message=f"verification inconclusive ({verification.message}): waiting for a person "
+            "to keep the change or roll it back",
+        )
+    decided = status.model_copy(
+        update={"verification": verification.model_copy(update={"decision": decision})}
+    )
+    if decision is VerificationDecision.KEEP:
+        message = f"{done}; verification inconclusive ({verification.message}); kept by decision"
+        return Advance(status=_finish(decided, PlanPhase.SUCCEEDED, now, message=message))
+    return Advance(status=_begin_rollback(spec, decided, now))
 
 
 def _rolling_back_move(spec: ExecutionPlanSpec, status: ExecutionPlanStatus, now: datetime) -> Move:
@@ -504,8 +602,30 @@ def _rollback_cause(spec: ExecutionPlanSpec, status: ExecutionPlanStatus) -> str
     index = _failed_critical(spec, status)
     # A step interrupted by an abort is the only Failed one: the abort is the cause.
     if index is None or status.steps[index].error == INTERRUPTED:
-        return "aborted"
+        return _verification_cause(status.verification) or "aborted"
     return f"{_label(spec, index)} failed: {status.steps[index].error}"
+
+
+def _verification_cause(verification: VerificationStatus | None) -> str | None:
+    """Why the verification rolls the plan back, if it does."""
+    if verification is None:
+        return None
+    if verification.phase is VerificationPhase.FAILED:
+        return f"verification failed: {verification.message}"
+    if (
+        verification.phase is VerificationPhase.INCONCLUSIVE
+        and verification.decision is VerificationDecision.ROLL_BACK
+    ):
+        return f"verification inconclusive ({verification.message}); rolled back by decision"
+    return None
+
+
+def _steps_done(spec: ExecutionPlanSpec, status: ExecutionPlanStatus) -> str:
+    failed = [s.name for s in status.steps if s.phase is StepPhase.FAILED]
+    message = f"all {len(spec.steps)} steps done"
+    if failed:
+        message += f"; non-critical steps failed: {', '.join(failed)}"
+    return message
 
 
 def _label(spec: ExecutionPlanSpec, index: int) -> str:
