@@ -100,6 +100,17 @@ def test_a_value_that_would_change_the_query_is_refused(customer: str) -> None:
     assert "is not a plain name" in selection.problems[0]
 
 
+def test_a_template_that_cannot_be_filled_in_applies_not_at_all() -> None:
+    plain = metric("errors", query='errors{customer="{{customerId}}"}')
+    selection = verification.select(
+        [tpl("a", plain), tpl("b", plain, metric())], rec(target=None), risk=RiskLevel.LOW
+    )
+    assert [c.name for c in selection.checks] == ["a/errors"]  # none of b's
+    assert selection.problems == (
+        "VerificationTemplate b: {{target.name}}: the recommendation has no target",
+    )
+
+
 def test_a_target_placeholder_without_a_target_is_a_problem() -> None:
     selection = verification.select([tpl("t")], rec(target=None), risk=RiskLevel.LOW)
     assert selection.problems == (

@@ -49,7 +49,8 @@ class CelError(ValueError):
 def _compile(source: str) -> _cel.Program:
     try:
         return _cel.compile(source)
-    except Exception as exc:  # the library raises ValueError; anything else is refused too
+    except BaseException as exc:  # ValueError; a panic of the Rust code is a BaseException
+        _reraise_exit(exc)
         raise CelError(f"does not compile: {_first_line(exc)}") from None
 
 
@@ -68,7 +69,8 @@ def problem(source: str) -> str | None:
         )
     try:
         value = program.execute(dict(_TRIAL))
-    except Exception as exc:
+    except BaseException as exc:
+        _reraise_exit(exc)
         return f"does not evaluate with numbers: {_first_line(exc)}"
     if not isinstance(value, bool):
         return f"yields {type(value).__name__}, not a bool: write a comparison such as result < 0.5"
@@ -93,11 +95,20 @@ def evaluate(source: str, *, result: float, baseline: float | None) -> bool:
         values["baseline"] = float(baseline)
     try:
         value = program.execute(values)
-    except Exception as exc:
+    except BaseException as exc:
+        _reraise_exit(exc)
         raise CelError(f"does not evaluate: {_first_line(exc)}") from None
     if not isinstance(value, bool):
         raise CelError(f"yields {type(value).__name__}, not a bool")
     return value
+
+
+def _reraise_exit(exc: BaseException) -> None:
+    """Let an interrupt or exit through; anything else the library raises (also a panic of
+    its Rust code, which PyO3 raises as a BaseException) is a bad condition, never a crash
+    of the admission webhook or the operator."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit):
+        raise exc
 
 
 def _first_line(exc: BaseException) -> str:

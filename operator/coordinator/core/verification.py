@@ -197,26 +197,32 @@ def select(
     namespace = recommendation.metadata.namespace
     for template in chosen:
         name, spec = template.metadata.name, template.spec
-        try:
-            for metric in spec.metrics:
-                checks.append(
-                    Check(
-                        template=name,
-                        metric=metric,
-                        query=render(metric.query, namespace=namespace, spec=recommendation.spec),
-                        provider=spec.provider.prometheus,
-                        baseline_window=spec.baseline.window,
-                    )
+        try:  # a template applies whole or not at all
+            own = [
+                Check(
+                    template=name,
+                    metric=metric,
+                    query=render(metric.query, namespace=namespace, spec=recommendation.spec),
+                    provider=spec.provider.prometheus,
+                    baseline_window=spec.baseline.window,
                 )
-            if spec.savings is not None and savings is None:
-                savings = SavingsCheck(
+                for metric in spec.metrics
+            ]
+            own_savings = (
+                None
+                if spec.savings is None
+                else SavingsCheck(
                     template=name,
                     query=render(spec.savings.query, namespace=namespace, spec=recommendation.spec),
                     window=spec.savings.window,
                     provider=spec.provider.prometheus,
                 )
+            )
         except RenderError as exc:
             problems.append(f"VerificationTemplate {name}: {exc}")
+            continue
+        checks += own
+        savings = savings or own_savings
     return Selection(
         templates=tuple(t.metadata.name for t in chosen),
         checks=tuple(checks),
