@@ -35,7 +35,7 @@ def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     plurals = ("recommendations", "approvals", "executionplans", "agentendpoints")
-    for plural in (*plurals, "approvalpolicies"):
+    for plural in (*plurals, "approvalpolicies", "verificationtemplates"):
         wait_for(
             lambda p=plural: kubectl("get", p, "-A", check=False).returncode == 0,
             what=f"{plural} to be served",
