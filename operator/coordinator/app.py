@@ -49,6 +49,7 @@ from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase, Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import addresses, admission, catalogue
 from coordinator.core import approval as policy_
+from coordinator.core import namespaces as namespaces_
 from coordinator.core import steps as steps_
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
@@ -335,7 +336,7 @@ class Operator:
         start). A server-side dry-run create of an Approval that claims a decider must come
         back without the claim (the mutating webhook strips it). Returns how long it took,
         for the log; raises WebhooksNotInForceError after ADMISSION_PROBE_SECONDS."""
-        namespaces = [ns for ns in self.config.namespaces if not set(ns) & set("*?[")]
+        namespaces = namespaces_.plain(self.config.namespaces)
         if self.config.webhook_namespace_labels:
             return " (not probed: the webhooks select namespaces by label)"
         probe = _admission_probe()

@@ -19,6 +19,7 @@ import kubernetes
 
 from coordinator.api import common
 from coordinator.core import admission
+from coordinator.core import namespaces as namespaces_
 
 ROLE_HINT: Final = "manifests/operator-rbac.yaml grants what it needs"
 
@@ -50,7 +51,7 @@ def needs(
     """The rights the operator uses, for the namespaces it watches and its mode. (The
     kubernetes executor's rights are granted per namespace, optiinfra-executor: a plan in a
     namespace without them fails its first kubernetes step saying what to bind.)"""
-    globs = any(ch in ns for ns in namespaces for ch in "*?[")
+    globs = any(namespaces_.is_pattern(ns) for ns in namespaces)
     scopes = list(namespaces) if namespaces and not globs else [""]
     group = common.GROUP
     result: list[Need] = []

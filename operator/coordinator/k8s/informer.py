@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import kubernetes
-from kopf._cogs.structs import references
 
 from coordinator.api.common import GROUP, VERSION
+from coordinator.core import namespaces as namespaces_
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +52,13 @@ class _GoneError(Exception):
     """410: the resourceVersion is too old to watch from; list again."""
 
 
-def _exact(pattern: str) -> bool:
-    """A plain namespace name, not a pattern (as ``k8s.access`` tells them apart)."""
-    return not any(c in pattern for c in "*?[")
-
-
-def scopes(namespaces: Sequence[str]) -> tuple[list[str | None], Callable[[str], bool]]:
-    """What to watch for the operator's --namespace patterns: each namespace when all are
+def scopes(values: Sequence[str]) -> tuple[list[str | None], Callable[[str], bool]]:
+    """What to watch for the operator's --namespace values: each namespace when all are
     plain names, else the whole cluster (None) filtered as kopf matches its patterns."""
-    if namespaces and all(_exact(ns) for ns in namespaces):
-        wanted = set(namespaces)
-        return list(namespaces), wanted.__contains__
-    if not namespaces:
-        return [None], lambda _: True
-    patterns = list(namespaces)
-    return [None], lambda ns: any(
-        references.match_namespace(references.NamespaceName(ns), p) for p in patterns
-    )
+    wanted = namespaces_.selector(values)
+    if values and not any(namespaces_.is_pattern(v) for v in values):
+        return list(values), wanted
+    return [None], wanted
 
 
 class Informer:

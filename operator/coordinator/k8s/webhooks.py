@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from coordinator.api import common
+from coordinator.core import namespaces as namespaces_
 
 NAME: Final = "optiinfra-coordinator"
 
@@ -192,7 +193,7 @@ def namespace_selector(
     """
     if labels:
         return {"matchLabels": dict(labels)}
-    if namespaces and not any(ch in ns for ns in namespaces for ch in "*?["):
+    if namespaces and not any(namespaces_.is_pattern(ns) for ns in namespaces):
         return {
             "matchExpressions": [
                 {
