@@ -17,7 +17,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 
 .PHONY: help install lint fmt test test-unit test-cluster cluster cluster-down cluster-build \
-        manifests demo bench bench-gateway chaos
+        manifests docs demo bench bench-gateway chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,9 +53,13 @@ test-unit: build/.installed ## the pure tests only (no cluster, seconds)
 test-cluster: build/.installed ## the tests that use the real local control plane
 	$(PYTEST) tests -m cluster
 
-manifests: build/.installed ## generate crds/ and manifests/webhooks.yaml from the code (commit the result)
+manifests: build/.installed ## generate crds/, manifests/webhooks.yaml and docs/reference/ from the code (commit the result)
 	$(PYTHON) -m coordinator.crdgen crds
 	$(PYTHON) -m coordinator.k8s.webhooks manifests/webhooks.yaml
+	$(PYTHON) -m coordinator.refdocs docs/reference
+
+docs: build/.installed ## build the documentation site into site/ (mkdocs, strict: broken links fail)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
 	@echo $(KUBE_BIN)

@@ -77,4 +77,7 @@ The shell, from the bottom up:
 ``coordinator.agent``
     A reference agent (``python -m coordinator.agent``): the other side of the webhook
     executor, for tests and demos; it uses only ``core.webhook``.
+``coordinator.refdocs``
+    The docs site's API reference (``docs/reference/``, ``make manifests``), written from
+    the same schemas as the CRDs.
 """

@@ -3,8 +3,8 @@
     python -m coordinator.agent --port 8443 --key-file hmac.key [--state agent-state.json]
                                 [--host 127.0.0.1] [--tls-cert F --tls-key F]
 
-It shows what an agent implements (see the README, "The webhook executor"), and the
-tests and the demo use it:
+It shows what an agent implements (see docs/concepts/executors.md, "The webhook
+executor"), and the tests and the demo use it:
 
 - every request is verified: ``X-Optiinfra-Signature`` is the HMAC-SHA256 of
   ``"<timestamp>.<body>"`` with the key, and ``X-Optiinfra-Timestamp`` is within 5

@@ -788,7 +788,7 @@ class Reconciler:
         )
         # Named after the version of the object the transition was computed from: the
         # same evaluation posts the same event once, a later one (even of the same phase
-        # again) posts its own. Not replayed after a restart (see README, Events).
+        # again) posts its own. Not replayed after a restart (see docs/design.md, Events).
         key = f"{target.metadata.resource_version or ''}|{event.key}"
         self.recorder.record(
             ref, reason=event.reason, message=event.message, key=key, type_=event.type.value

@@ -1,7 +1,7 @@
 """The README's commands, run as a user runs them: the front door cannot rot unseen.
 
-Every fenced ```sh block of README.md and docs/*.md is run, section by section, in order,
-by bash with the repository as its working directory, starting from a fresh shell (no
+Every fenced ```sh block of README.md and docs/**/*.md (the site) is run, section by section,
+in order, by bash with the repository as its working directory, starting from a fresh shell (no
 KUBECONFIG, neither the pinned kubectl nor .venv/bin on PATH): what the blocks set (the
 tour's first line evals `localcluster.py up`) carries over to the next command. Editing the
 README changes what is tested; nothing of it is copied here.
@@ -44,7 +44,7 @@ from tests.cluster.conftest import REPO, release_plans
 from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")
 FENCE = re.compile(r"^```(\S*)\s*$")
 HEADING = re.compile(r"^#{1,6}\s+(.*)$")
@@ -88,7 +88,8 @@ def commands(text: str) -> list[str]:
 def sections(path: Path) -> list[Section]:
     """The sections of a markdown document that hold ```sh blocks, in order."""
     found: list[Section] = []
-    current = Section(path.name, "(top)")
+    document = str(path.relative_to(REPO))
+    current = Section(document, "(top)")
     lines = path.read_text().splitlines()
     index = 0
     while index < len(lines):
@@ -96,7 +97,7 @@ def sections(path: Path) -> list[Section]:
         if fence is None:
             heading = HEADING.match(lines[index])
             if heading:
-                current = Section(path.name, heading.group(1))
+                current = Section(document, heading.group(1))
             index += 1
             continue
         end = lines.index("```", index + 1)

@@ -1,4 +1,4 @@
-"""The README's ApprovalPolicy example is valid, and does what the README says."""
+"""The docs' ApprovalPolicy example is valid, and does what the docs say."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from coordinator.api.common import RiskLevel
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.core import policy
 
-README = Path(__file__).parents[2] / "README.md"
+POLICIES = Path(__file__).parents[2] / "docs" / "concepts" / "approval-policies.md"
 
 
 def example() -> ApprovalPolicy:
-    text = README.read_text()
+    text = POLICIES.read_text()
     block = re.search(r"<!-- policy-example -->\n```yaml\n(.*?)```", text, re.DOTALL)
-    assert block is not None, "the README lost its policy example"
+    assert block is not None, "docs/concepts/approval-policies.md lost its policy example"
     return ApprovalPolicy.model_validate(yaml.safe_load(block.group(1)))
 
 

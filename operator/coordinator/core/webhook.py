@@ -2,7 +2,8 @@
 
 Used by both sides: the webhook executor (``coordinator.executors.webhook``) builds,
 signs and sends requests and classifies the answers; the reference agent
-(``coordinator.agent``) verifies them. See the README, "The webhook executor".
+(``coordinator.agent``) verifies them. See docs/concepts/executors.md, "The webhook
+executor".
 
 - The body is JSON: ``{"operation": "execute"|"undo", "idempotencyKey", "namespace",
   "recommendation", "customerId", "plan", "step": {"name", "action", "params"},
