@@ -253,6 +253,8 @@ MALFORMED = {
     b'{"request": {"operation": {}}}': "operation: must be a string, not dict",
     b'{"request": {"uid": "\xff': "",
     b"\xff\xfe": "",
+    b"[" * 5_000: "the document ends inside a value nested deeper than",
+    b"]" + b"[" * 100: "']' at byte 0 closes nothing",
     b"": "",
 }
 

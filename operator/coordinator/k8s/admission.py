@@ -27,6 +27,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -192,21 +193,18 @@ def review_of(request: Any, *, too_deep: str | None = None) -> Review:
 
 _STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _TOKEN: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}:,]')
-_PAIR: Final = re.compile(rb"\[\]|\{\}")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _ENVELOPE: Final = 2
 """The levels above the object in a review: the review itself and its ``request``."""
 
 
 def deeper_than(raw: bytes, limit: int) -> bool:
-    """Whether the JSON document `raw` nests deeper than `limit`, without parsing it: its
-    brackets (outside strings), innermost pairs removed once per level (each pass in C)."""
+    """Whether the JSON document `raw` nests deeper than `limit` (its brackets outside
+    strings, counted as they open and close), without parsing it: json.loads never recurses
+    deeper than this says, even on a document it then finds malformed."""
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets = _PAIR.sub(b"", brackets)
-    return bool(brackets)  # still nested (or unbalanced: json.loads says so)
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def _path(stack: list[list[Any]], parts: int = 3) -> str:
@@ -248,6 +246,8 @@ def prune(raw: bytes, limit: int) -> tuple[bytes, list[tuple[str, str]]]:
                 continue
             stack.append([token.decode(), 0 if token == b"[" else ""])
         elif token in (b"}", b"]"):
+            if not stack:
+                raise ValueError(f"{token.decode()!r} at byte {match.start()} closes nothing")
             stack.pop()
         elif token == b":" and stack:
             stack[-1][1] = json.loads(last_string)
@@ -255,6 +255,8 @@ def prune(raw: bytes, limit: int) -> tuple[bytes, list[tuple[str, str]]]:
             stack[-1][1] += 1
         else:
             last_string = token
+    if cut:
+        raise ValueError(f"the document ends inside a value nested deeper than {limit} levels")
     out.append(raw[start:])
     return b"".join(out), paths
 
