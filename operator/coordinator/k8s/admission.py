@@ -261,9 +261,10 @@ def prune(raw: bytes, limit: int) -> tuple[bytes, list[tuple[str, str]]]:
     return b"".join(out), paths
 
 
-def parse(raw: bytes) -> tuple[Any, Review]:
-    """The body and the Review of an AdmissionReview `raw`; ValueError naming what is
-    wrong with it. Parts nested deeper than `MAX_DEPTH` are not read (`Review.too_deep`)."""
+def load(raw: bytes) -> tuple[Any, str | None]:
+    """The JSON document `raw` (ValueError naming what is wrong with it), and where its
+    request's object nests deeper than `MAX_DEPTH`, if it does (those parts are not read:
+    each stands as a string, see `prune`)."""
     too_deep = None
     limit = MAX_DEPTH + _ENVELOPE
     if deeper_than(raw, limit):
@@ -273,8 +274,7 @@ def parse(raw: bytes) -> tuple[Any, Review]:
         if paths:
             inside = [p for p in paths if not p.startswith("metadata.managedFields")] or paths
             too_deep = f"{inside[0]}: nested deeper than {MAX_DEPTH} levels"
-    payload = json.loads(raw)
-    return payload, review_of(payload, too_deep=too_deep)
+    return json.loads(raw), too_deep
 
 
 def _own(obj: Mapping[str, Any] | None) -> tuple[Any, dict[str, Any]]:
@@ -316,7 +316,8 @@ def application(hooks: Mapping[str, Hook]) -> web.Application:
         payload: Any = None
         result: Verdict | RefusedError
         try:
-            payload, review = parse(raw)
+            payload, deep = load(raw)
+            review = review_of(payload, too_deep=deep)
         except ValueError as exc:  # bad UTF-8 and bad JSON too
             return _answer(payload, RefusedError(f"not an AdmissionReview: {exc}", code=400))
         if review.too_deep is not None:
