@@ -17,7 +17,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 
 .PHONY: help install lint fmt test test-unit test-cluster cluster cluster-down cluster-build \
-        manifests docs demo bench bench-gateway chaos
+        manifests docs demo bench bench-gateway chaos fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -90,3 +90,7 @@ bench-gateway: build/.installed cluster ## the HTTP gateway: writes against kube
 chaos: build/.installed cluster ## reliability: SIGKILLs of the operator, API server, etcd, a replica (~15 min)
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) bench/chaos.py $(CHAOS_ARGS)
+
+fuzz: build/.installed cluster ## admission fuzzed through the API server: N generated and broken objects, counted (~10 min)
+	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
+	  $(PYTHON) bench/fuzz.py $(FUZZ_ARGS)

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -95,6 +96,7 @@ def test_manifests_hold_the_expected_objects(installed: list[Doc]) -> None:
         ("Deployment", "optiinfra-coordinator", ns),
         ("Service", "optiinfra-coordinator", ns),
         ("PodDisruptionBudget", "optiinfra-coordinator", ns),
+        ("NetworkPolicy", "optiinfra-coordinator", ns),
     }
 
 
@@ -102,6 +104,29 @@ def only(docs: list[Doc], kind: str) -> Doc:
     found = [d for d in docs if d["kind"] == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)}"
     return found[0]
+
+
+def test_only_traffic_from_outside_the_pod_network_reaches_the_webhook_port(
+    installed: list[Doc],
+) -> None:
+    """The NetworkPolicy selects the operator's pods; their webhook port admits only
+    ipBlock traffic that excludes the pod network (the API server's), while the metrics and
+    probe ports stay open as before."""
+    policy = only(installed, "NetworkPolicy")["spec"]
+    pod = only(installed, "Deployment")["spec"]["template"]
+    assert policy["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    named = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    opened: dict[str, list[Any]] = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in named, port
+            opened.setdefault(port["port"], []).extend(rule.get("from") or ["anyone"])
+    assert sorted(opened) == sorted(named)
+    [source] = opened["webhook"]
+    assert set(source) == {"ipBlock"}  # no pod or namespace selector
+    assert source["ipBlock"]["except"], "the pod network must be excluded"
+    assert opened["metrics"] == ["anyone"]
 
 
 def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import hashlib
 import json
 import logging
 import sys
@@ -16,11 +17,12 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final, TypeVar
 
+import urllib3
 from aiohttp import web
 
 from coordinator import present
 from coordinator.gateway import origin
-from coordinator.k8s import caller
+from coordinator.k8s import admission, caller
 
 T = TypeVar("T")
 log = logging.getLogger("coordinator.gateway")
@@ -28,48 +30,86 @@ log = logging.getLogger("coordinator.gateway")
 RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
 POLL: Final = 0.15
 CLIENTS: Final = 256
+"""API clients kept (one per token, least recently used dropped)."""
+IDENTITIES: Final = 1024
+"""Identities kept (one per token, least recently used dropped)."""
 WHO_SECONDS: Final = 30.0
+HEADER_SECONDS: Final = 10.0
+"""How long a connection may take to send a request's headers (and may stay idle after)."""
+BODY_SECONDS: Final = 10.0
+"""How long a request may take to send its body."""
+MAX_BODY: Final = 4 * 1024 * 1024
+MAX_DEPTH: Final = admission.MAX_DEPTH
+"""How deeply a request body may nest."""
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _token(request: web.Request) -> str:
+    """The request's bearer token (401 without one)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "Authorization: Bearer <token> required"}),
+            content_type="application/json",
+        )
+    return token.strip()
+
+
+def _key(token: str) -> str:
+    """What a token is cached under: its hash, never the token itself."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Lru(collections.OrderedDict[str, T]):
+    """A mapping that keeps its `size` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def use(self, key: str) -> T | None:
+        if key not in self:
+            return None
+        self.move_to_end(key)
+        return self[key]
+
+    def keep(self, key: str, value: T) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class Gateway:
-    """What the handlers share: where the API server is, the default namespace, and a
-    small cache of API clients and identities per token."""
+    """What the handlers share: where the API server is, the default namespace, and
+    bounded caches of API clients and identities per token (by its hash)."""
 
     def __init__(self, *, base: Any, namespace: str, settle_timeout: float) -> None:
         self.base = base
         self.namespace = namespace
         self.settle_timeout = settle_timeout
-        self._clients: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._who: dict[str, tuple[float, str]] = {}
+        self._clients: Lru[Any] = Lru(CLIENTS)
+        self._who: Lru[tuple[float, str]] = Lru(IDENTITIES)
         self._anonymous = caller.for_token(base, "")
         self._anonymous.configuration.api_key = {}
 
     def client(self, request: web.Request) -> Any:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "Authorization: Bearer <token> required"}),
-                content_type="application/json",
-            )
-        token = token.strip()
-        api = self._clients.pop(token, None) or caller.for_token(self.base, token)
-        self._clients[token] = api
-        while len(self._clients) > CLIENTS:
-            self._clients.popitem(last=False)
+        token = _token(request)
+        key = _key(token)
+        api = self._clients.use(key) or caller.for_token(self.base, token)
+        self._clients.keep(key, api)
         return api
 
     async def who(self, request: web.Request, api: Any) -> str:
-        token = request.headers["Authorization"].partition(" ")[2].strip()
-        cached = self._who.get(token)
+        key = _key(_token(request))
+        cached = self._who.use(key)
         if cached and cached[0] > time.monotonic():
             return cached[1]
         user, _ = await call(caller.whoami, api)
-        self._who[token] = (time.monotonic() + WHO_SECONDS, user)
+        self._who.keep(key, (time.monotonic() + WHO_SECONDS, user))
         return user
 
     def namespace_of(self, request: web.Request) -> str:
@@ -98,8 +138,14 @@ async def errors(
         return _error(exc.status, _denied(exc.message))
     except origin.BadRequestError as exc:
         return _error(400, str(exc))
-    except OSError as exc:
-        return _error(502, f"cannot reach the API server: {exc}")
+    except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
+        log.warning("cannot reach the API server: %s", exc)
+        return _error(502, "cannot reach the API server")
+    except web.HTTPException:
+        raise
+    except Exception:  # a bug: said as JSON, without details
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal error")
 
 
 def _denied(message: str) -> str:
@@ -108,9 +154,25 @@ def _denied(message: str) -> str:
 
 
 async def _json(request: web.Request, *, optional: bool = False) -> Any:
-    text = await request.text()
+    """The request's JSON body, read within `BODY_SECONDS`; 400 naming what is wrong."""
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            raw = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=json.dumps({"error": f"body: not received within {BODY_SECONDS:g}s"}),
+            content_type="application/json",
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise origin.BadRequestError(
+            f"body: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
     if not text.strip() and optional:
         return None
+    if admission.deeper_than(raw, MAX_DEPTH):
+        raise origin.BadRequestError(f"body: nested deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -118,12 +180,14 @@ async def _json(request: web.Request, *, optional: bool = False) -> Any:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Whether the gateway can reach the API server, and nothing more (anyone may ask:
+    what the API server said, its version or an address, is only logged)."""
     gateway = request.app[GATEWAY]
     ok, said = await call(caller.reachable, gateway._anonymous)
-    state = "healthy" if ok else "unhealthy"
+    if not ok:
+        log.warning("health: the API server is not reachable: %s", said)
     return web.json_response(
-        {"status": state, "components": {"api_server": {"status": state, "detail": said}}},
-        status=200 if ok else 503,
+        {"status": "healthy" if ok else "unhealthy"}, status=200 if ok else 503
     )
 
 
@@ -362,7 +426,7 @@ async def dashboard_state(request: web.Request) -> web.Response:
 
 
 def application(gateway: Gateway) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[GATEWAY] = gateway
     app.router.add_get("/", dashboard)
     app.router.add_get("/dashboard/state", dashboard_state)
@@ -374,6 +438,12 @@ def application(gateway: Gateway) -> web.Application:
     app.router.add_get("/coordination/plans/{id}", get_plan)
     app.router.add_post("/coordination/plans/{id}/execute", execute_plan)
     return app
+
+
+def server_options() -> dict[str, Any]:
+    """How the gateway's HTTP server runs: a connection that has not sent a whole request's
+    headers within `HEADER_SECONDS` (a client trickling bytes) is closed."""
+    return {"keepalive_timeout": HEADER_SECONDS, "access_log": None}
 
 
 def serve(arguments: argparse.Namespace) -> int:
@@ -398,7 +468,7 @@ def serve(arguments: argparse.Namespace) -> int:
             host=host.strip("[]"),
             port=int(port),
             print=lambda _: log.info("serving on http://%s", arguments.listen),
-            access_log=None,
+            **server_options(),
         )
     except OSError as exc:
         print(f"coordinator gateway: --listen {arguments.listen}: {exc.strerror}", file=sys.stderr)
