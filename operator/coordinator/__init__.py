@@ -6,7 +6,8 @@ top of the repository enforces this with import-linter (``make lint``).
 
 ``coordinator.api``
     pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint,
-    ApprovalPolicy).
+    ApprovalPolicy), and ``defaults``: the operator's defaults and backoff policies,
+    each named once.
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
@@ -14,10 +15,10 @@ top of the repository enforces this with import-linter (``make lint``).
     windows in IANA zones, the per-customer budget, notification bodies), admission
     rules, the plan catalogue (default plans that do real work), the plan state machine,
     step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers) and ``text`` (agents' text cleaned of control
-    characters before it reaches status, Events or a terminal). Plain functions over the
-    api models. No I/O, no clock (``now`` is always passed in), no kopf, no kubernetes
-    client.
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
+    and ``text`` (agents' text cleaned of control characters before it reaches status,
+    Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
+    is always passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
     for a set of manifests, no cluster), the CRD generator (``make manifests``), and

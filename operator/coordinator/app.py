@@ -34,6 +34,7 @@ from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
+from coordinator.api import defaults
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
@@ -340,7 +341,7 @@ class Operator:
             return " (not probed: the webhooks select namespaces by label)"
         probe = _admission_probe()
         began = time.monotonic()
-        delay, attempts, last = 0.05, 0, ""
+        pauses, attempts, last = defaults.ADMISSION_PROBE.delays(), 0, ""
         while time.monotonic() - began < ADMISSION_PROBE_SECONDS:
             missing = 0
             for namespace in namespaces or ["default"]:
@@ -358,8 +359,7 @@ class Operator:
                 last = "a dry-run create came back unstamped"
             if missing == len(namespaces or ["default"]):
                 return " (not probed: no watched namespace exists yet)"
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(next(pauses))
         raise WebhooksNotInForceError(
             f"the API server did not apply the admission webhooks within "
             f"{ADMISSION_PROBE_SECONDS:.0f} s (probed with dry-run creates of an Approval in "

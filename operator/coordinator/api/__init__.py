@@ -5,5 +5,6 @@ computes over them; the operator parses what the API server sends into them.
 
 Modules: ``common`` (base model, time, risk, conditions), ``meta`` (object
 metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step),
-``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent).
+``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent); ``defaults``
+(not a kind: the operator's defaults, each named once, such as every retry's backoff).
 """
