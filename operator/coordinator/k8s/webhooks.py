@@ -60,10 +60,10 @@ class Hook:
 
 
 HOOKS: Final = (
-    Hook(id="approval-stamp", plural="approvals", mutating=True),
-    Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
-    Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
-    Hook(id="recommendation-check", plural="recommendations", mutating=False),
+    Hook(id="approval-stamp", plural=common.APPROVALS, mutating=True),
+    Hook(id="approval-check", plural=common.APPROVALS, mutating=False, operations=("UPDATE",)),
+    Hook(id="recommendation-stamp", plural=common.RECOMMENDATIONS, mutating=True),
+    Hook(id="recommendation-check", plural=common.RECOMMENDATIONS, mutating=False),
 )
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
 SERVICE: Final = ("optiinfra-system", NAME, 443)
