@@ -59,7 +59,7 @@ import kubernetes
 import yaml
 
 import e2e
-from coordinator import run as run_command
+from coordinator.api import defaults
 from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -786,7 +786,7 @@ def replicas(chaos: Chaos, *, kills: int, per_wave: int) -> dict[str, Any]:
         figures = verdict(chaos, namespace, recs, final, watch, events=True)
     return {
         "kills": kills,
-        "lease_duration_s": run_command.LEASE_DURATION,  # the default: chaos passes none
+        "lease_duration_s": defaults.LEASE_DURATION_SECONDS,  # the default: chaos passes none
         "failover_s": [round(f, 1) for f in failovers],
         "failover_max_s": round(max(failovers), 1),
         "double_execution": figures["repeated_steps"],

@@ -1,4 +1,5 @@
-"""The operator's defaults, each named once: the backoff of every retry and poll.
+"""The operator's defaults, each named once: the backoff of every retry and poll, and the
+defaults of ``coordinator run``'s flags, which its ``Config`` takes as well.
 
 A `Backoff` is a policy as a value, as client-go's ``wait.Backoff`` and the
 ``ItemExponentialFailureRateLimiter`` of its work queue have it: the first pause, a
@@ -8,6 +9,9 @@ the reconciler's work queue is ``core.backoff.RateLimiter``.
 
 Every retry or poll loop of the operator takes its pauses from one of the policies below;
 none writes its own doubling.
+
+The flags' defaults are here rather than in the parser or in ``app.Config``: both read them
+(``coordinator run`` stays light, without importing the operator's shell).
 """
 
 from __future__ import annotations
@@ -73,3 +77,27 @@ between its read and its write): 0.05 s, doubling, at most 0.4 s."""
 ADMISSION_PROBE: Final = Backoff(first=0.05, cap=1.0)
 """Between the dry-run probes that wait, at start, for the API server to apply the
 admission webhooks just registered: 0.05 s, doubling, at most 1 s."""
+
+
+# --- coordinator run: the flags' defaults (and Config's) -----------------------------------
+
+WORKERS: Final = 16
+"""Customer groups reconciled at once, and API calls in flight (``--workers``)."""
+WEBHOOKS: Final = "auto"
+"""How the API server reaches the admission webhooks (``--webhooks``)."""
+WEBHOOK_PORT: Final = 0
+"""The admission server's port (``--webhook-port``); 0: a free port (local) or 9443 (service)."""
+OPERATOR_NAMESPACE: Final = "optiinfra-system"
+OPERATOR_NAME: Final = "optiinfra-coordinator"
+WEBHOOK_SERVICE_PORT: Final = 443
+WEBHOOK_SERVICE: Final = f"{OPERATOR_NAMESPACE}/{OPERATOR_NAME}:{WEBHOOK_SERVICE_PORT}"
+"""The Service in front of the replicas (``--webhook-service``; manifests/service.yaml)."""
+LEASE_NAMESPACE: Final = "default"
+"""The Lease's namespace out of a cluster, when ``--lease-namespace`` is not given."""
+LEASE_DURATION_SECONDS: Final = 12.0
+"""``--lease-duration``: a standby takes over once the Lease was not renewed this long."""
+SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+"""``--shutdown-timeout``: after SIGTERM the process exits within this time."""
+NOTIFY_EXPIRING_BEFORE_SECONDS: Final = 3600.0
+"""``--notify-expiring-before``: ApprovalExpiringSoon this long before a pending approval
+expires."""

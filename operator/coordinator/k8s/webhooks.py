@@ -44,9 +44,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coordinator.api import common
+from coordinator.api import common, defaults
 
-NAME: Final = "optiinfra-coordinator"
+NAME: Final = defaults.OPERATOR_NAME
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ HOOKS: Final = (
     Hook(id="recommendation-check", plural=common.RECOMMENDATIONS, mutating=False),
 )
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
-SERVICE: Final = ("optiinfra-system", NAME, 443)
+SERVICE: Final = (defaults.OPERATOR_NAMESPACE, NAME, defaults.WEBHOOK_SERVICE_PORT)
 """The Service of manifests/service.yaml (``coordinator run --webhook-service``'s default)."""
 CERTIFICATE: Final = "optiinfra-system/optiinfra-coordinator-webhook"
 """The cert-manager Certificate of manifests/cert-manager/ (its CA is injected, if installed)."""
