@@ -59,17 +59,13 @@ import kubernetes
 import yaml
 
 import e2e
-from coordinator import run as run_command
+from coordinator.api import defaults
+from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
 
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import localcluster  # noqa: E402
 
-GROUP: Final = "optiinfra.io"
-VERSION: Final = "v1alpha1"
-RECS: Final = "recommendations"
-PLANS: Final = "executionplans"
-APPROVALS: Final = "approvals"
 ENDED: Final = frozenset({"Succeeded", "Failed", "RolledBack"})
 STEP_REASONS: Final = frozenset({"StepSucceeded", "StepFailed", "StepRolledBack", "RollbackFailed"})
 EXPECTED_EVENTS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -348,7 +344,9 @@ class Chaos:
 
         def once() -> bool:
             try:
-                self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, RECS, body)
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, RECOMMENDATIONS, body
+                )
             except kubernetes.client.ApiException as exc:
                 if exc.status == 409:
                     return True
@@ -573,8 +571,11 @@ def expiry(chaos: Chaos, *, n: int, downtime: float) -> dict[str, Any]:
             chaos.create(namespace, body)
         wait_until(
             lambda: (
-                all(phase_of(r) == "AwaitingApproval" for r in chaos.list(namespace, RECS).values())
-                and len(chaos.list(namespace, RECS)) == n
+                all(
+                    phase_of(r) == "AwaitingApproval"
+                    for r in chaos.list(namespace, RECOMMENDATIONS).values()
+                )
+                and len(chaos.list(namespace, RECOMMENDATIONS)) == n
             ),
             what="the recommendations to await approval",
             timeout=60,
@@ -601,7 +602,7 @@ def expiry(chaos: Chaos, *, n: int, downtime: float) -> dict[str, Any]:
         deadline = restarted + 120
         while len(expired) < n and time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                for name, rec in chaos.list(namespace, RECS).items():
+                for name, rec in chaos.list(namespace, RECOMMENDATIONS).items():
                     if phase_of(rec) == "Expired" and name not in expired:
                         expired[name] = time.monotonic() - restarted
             time.sleep(0.1)
@@ -676,7 +677,7 @@ def control_plane(chaos: Chaos, component: str, *, plans: int, steps: int) -> di
                 lambda: (
                     phase_of(
                         chaos.custom.get_namespaced_custom_object(
-                            GROUP, VERSION, namespace, RECS, "probe"
+                            GROUP, VERSION, namespace, RECOMMENDATIONS, "probe"
                         )
                     )
                     not in (None, "Pending")
@@ -785,7 +786,7 @@ def replicas(chaos: Chaos, *, kills: int, per_wave: int) -> dict[str, Any]:
         figures = verdict(chaos, namespace, recs, final, watch, events=True)
     return {
         "kills": kills,
-        "lease_duration_s": run_command.LEASE_DURATION,  # the default: chaos passes none
+        "lease_duration_s": defaults.LEASE_DURATION_SECONDS,  # the default: chaos passes none
         "failover_s": [round(f, 1) for f in failovers],
         "failover_max_s": round(max(failovers), 1),
         "double_execution": figures["repeated_steps"],
@@ -803,7 +804,7 @@ def bursts(chaos: Chaos, *, n: int, count: int) -> dict[str, Any]:
         operator = chaos.operator(namespace, "bursts", "op")
         operators.append(operator.start())
         with (
-            e2e.watching(chaos.pool_api, namespace, (RECS,)) as tracker,
+            e2e.watching(chaos.pool_api, namespace, (RECOMMENDATIONS,)) as tracker,
             concurrent.futures.ThreadPoolExecutor(16) as pool,
         ):
             custom = kubernetes.client.CustomObjectsApi(chaos.pool_api)
@@ -812,7 +813,7 @@ def bursts(chaos: Chaos, *, n: int, count: int) -> dict[str, Any]:
                 for _ in range(100):
                     try:
                         custom.create_namespaced_custom_object(
-                            GROUP, VERSION, namespace, RECS, body
+                            GROUP, VERSION, namespace, RECOMMENDATIONS, body
                         )
                     except kubernetes.client.ApiException as exc:
                         if exc.status == 409:
@@ -821,7 +822,7 @@ def bursts(chaos: Chaos, *, n: int, count: int) -> dict[str, Any]:
                         time.sleep(0.2)
                         continue
                     break
-                tracker.created(RECS, body["metadata"]["name"], time.monotonic())
+                tracker.created(RECOMMENDATIONS, body["metadata"]["name"], time.monotonic())
 
             started_at = time.monotonic()
             burst_times = []
@@ -834,7 +835,7 @@ def bursts(chaos: Chaos, *, n: int, count: int) -> dict[str, Any]:
                 log(f"bursts: burst {b + 1}/{count}: {len(burst)} created in {burst_times[-1]} s")
                 if b == count // 2 - 1:
                     pending = sum(
-                        tracker.get(RECS, x).first_phase(e2e.settled) is None
+                        tracker.get(RECOMMENDATIONS, x).first_phase(e2e.settled) is None
                         for x in names[: (b + 1) * chunk]
                     )
                     killed_at = time.monotonic()
@@ -850,12 +851,15 @@ def bursts(chaos: Chaos, *, n: int, count: int) -> dict[str, Any]:
                     )
             deadline = time.monotonic() + chaos.args.timeout
             while time.monotonic() < deadline:
-                if all(tracker.get(RECS, x).first_phase(e2e.settled) is not None for x in names):
+                if all(
+                    tracker.get(RECOMMENDATIONS, x).first_phase(e2e.settled) is not None
+                    for x in names
+                ):
                     break
                 time.sleep(0.5)
-            done = [tracker.get(RECS, x).first_phase(e2e.settled) for x in names]
+            done = [tracker.get(RECOMMENDATIONS, x).first_phase(e2e.settled) for x in names]
         # What the API server holds, whatever the watch saw.
-        stored = chaos.list(namespace, RECS)
+        stored = chaos.list(namespace, RECOMMENDATIONS)
         with_phase = sum(phase_of(obj) not in (None, "Pending") for obj in stored.values())
         settled_times = [t for t in done if t is not None]
     return {

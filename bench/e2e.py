@@ -64,7 +64,15 @@ import kubernetes
 import yaml
 
 from coordinator import app
-from coordinator.api.common import API_VERSION, GROUP, VERSION
+from coordinator.api.common import (
+    API_VERSION,
+    APPROVALS,
+    ENDPOINTS,
+    GROUP,
+    PLANS,
+    RECOMMENDATIONS,
+    VERSION,
+)
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import approval as policy_
@@ -75,10 +83,7 @@ from coordinator.k8s import webhooks as webhooks_
 
 REPO: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = REPO / "bench" / "results"
-RECS: Final = "recommendations"
-APPROVALS: Final = "approvals"
-PLANS: Final = "executionplans"
-KINDS: Final = (RECS, APPROVALS, PLANS)
+KINDS: Final = (RECOMMENDATIONS, APPROVALS, PLANS)
 STARTED: Final = frozenset({"Running", "Succeeded", "Failed", "RollingBack", "RolledBack"})
 CONFLICTING_SHARE: Final = 0.05
 SCOPE_LABEL: Final = "optiinfra.io/bench"
@@ -617,7 +622,7 @@ def create_namespace(api: kubernetes.client.ApiClient, name: str, *, scope: str)
         "spec": {"url": "http://127.0.0.1:9/", "secretRef": {"name": f"{AGENT}-hmac", "key": "k"}},
     }
     kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "optiinfra.io", "v1alpha1", name, "agentendpoints", endpoint
+        GROUP, VERSION, name, ENDPOINTS, endpoint
     )
     return name
 
@@ -715,9 +720,9 @@ class Bench:
         self, namespace: str, manifests: Sequence[Mapping[str, Any]], tracker: Tracker | None
     ) -> list[dict[str, Any]]:
         async def one(manifest: Mapping[str, Any]) -> dict[str, Any]:
-            created = await self.client.create(RECS, namespace, manifest)
+            created = await self.client.create(RECOMMENDATIONS, namespace, manifest)
             if tracker is not None:
-                tracker.created(RECS, manifest["metadata"]["name"], time.monotonic())
+                tracker.created(RECOMMENDATIONS, manifest["metadata"]["name"], time.monotonic())
             return created
 
         return await asyncio.gather(*(one(m) for m in manifests))
@@ -734,7 +739,7 @@ async def floor(
     async def chain(manifest: Mapping[str, Any]) -> None:
         name = manifest["metadata"]["name"]
         want = desired[name]
-        owner = await client.create(RECS, namespace, manifest)
+        owner = await client.create(RECOMMENDATIONS, namespace, manifest)
         writes["recommendation creates"] += 1
         if want.create_approval is not None:
             approval = want.create_approval
@@ -758,7 +763,7 @@ async def floor(
             await client.patch_status(PLANS, namespace, name, status)
             writes["plan creates"] += 1
             writes["plan status writes"] += 1
-        await client.patch_status(RECS, namespace, name, want.status.to_wire())
+        await client.patch_status(RECOMMENDATIONS, namespace, name, want.status.to_wire())
         writes["recommendation status writes"] += 1
 
     started_at = time.monotonic()
@@ -782,20 +787,25 @@ async def burst(
         started_at = time.monotonic()
         await bench.create_all(namespace, manifests, tracker)
         created_at = time.monotonic()
-        done = await tracker.wait(lambda: tracker.all_phased(RECS, names, settled), limit_s=limit_s)
+        done = await tracker.wait(
+            lambda: tracker.all_phased(RECOMMENDATIONS, names, settled), limit_s=limit_s
+        )
         if not done:
-            missing = [n for n in names if tracker.get(RECS, n).first_phase(settled) is None]
+            missing = [
+                n for n in names if tracker.get(RECOMMENDATIONS, n).first_phase(settled) is None
+            ]
             raise RuntimeError(
                 f"{len(missing)} recommendations did not settle in {limit_s:.0f}s: {missing[:5]}"
             )
-        last = max(tracker.get(RECS, n).first_phase(settled) or 0.0 for n in names)
-        lat = latencies(tracker, RECS, names, settled)
+        last = max(tracker.get(RECOMMENDATIONS, n).first_phase(settled) or 0.0 for n in names)
+        lat = latencies(tracker, RECOMMENDATIONS, names, settled)
         phases = collections.Counter(
-            min(tracker.get(RECS, n).phases.items(), key=lambda kv: kv[1])[0] for n in names
+            min(tracker.get(RECOMMENDATIONS, n).phases.items(), key=lambda kv: kv[1])[0]
+            for n in names
         )
         await asyncio.sleep(1.0)  # let the writes that follow settling (plan status) show
         operator_writes = {
-            RECS: tracker.writes(RECS) - len(names),
+            RECOMMENDATIONS: tracker.writes(RECOMMENDATIONS) - len(names),
             APPROVALS: tracker.writes(APPROVALS),
             PLANS: tracker.writes(PLANS),
         }
@@ -816,7 +826,7 @@ async def load(
     n = max(1, round(rate * duration))
     manifests = workload(n, customers=customers)
     names = [m["metadata"]["name"] for m in manifests]
-    with watching(bench.api, namespace, (RECS,)) as tracker:
+    with watching(bench.api, namespace, (RECOMMENDATIONS,)) as tracker:
         tasks = []
         started_at = time.monotonic()
         for index, manifest in enumerate(manifests):
@@ -826,8 +836,10 @@ async def load(
             tasks.append(asyncio.create_task(bench.create_all(namespace, [manifest], tracker)))
         await asyncio.gather(*tasks)
         offered_s = time.monotonic() - started_at
-        done = await tracker.wait(lambda: tracker.all_phased(RECS, names, settled), limit_s=limit_s)
-        lat = latencies(tracker, RECS, names, settled)
+        done = await tracker.wait(
+            lambda: tracker.all_phased(RECOMMENDATIONS, names, settled), limit_s=limit_s
+        )
+        lat = latencies(tracker, RECOMMENDATIONS, names, settled)
     return {
         "rate": rate,
         "duration_s": duration,
@@ -934,7 +946,9 @@ async def approvals(
             waiting = await tracker.wait(
                 lambda: (
                     tracker.all_phased(APPROVALS, names, lambda p: p == "Pending")
-                    and tracker.all_phased(RECS, names, lambda p: p == "AwaitingApproval")
+                    and tracker.all_phased(
+                        RECOMMENDATIONS, names, lambda p: p == "AwaitingApproval"
+                    )
                 ),
                 limit_s=limit_s,
             )
@@ -982,11 +996,13 @@ async def memory(
     manifests = workload(n, customers=customers)
     names = [m["metadata"]["name"] for m in manifests]
     before = memory_mb(operator.pid)
-    with watching(bench.api, namespace, (RECS,)) as tracker:
+    with watching(bench.api, namespace, (RECOMMENDATIONS,)) as tracker:
         started_at = time.monotonic()
         await bench.create_all(namespace, manifests, tracker)
-        done = await tracker.wait(lambda: tracker.all_phased(RECS, names, settled), limit_s=limit_s)
-        last = max((tracker.get(RECS, m).first_phase(settled) or 0.0) for m in names)
+        done = await tracker.wait(
+            lambda: tracker.all_phased(RECOMMENDATIONS, names, settled), limit_s=limit_s
+        )
+        last = max((tracker.get(RECOMMENDATIONS, m).first_phase(settled) or 0.0) for m in names)
     await asyncio.sleep(2.0)  # the plans' status writes and the events that follow
     after = memory_mb(operator.pid)
     return {
@@ -1009,11 +1025,11 @@ async def restart(
     operator.start()
     healthy_at = time.monotonic()
     probe = workload(1, customers=1, prefix="probe")[0]
-    await bench.client.create(RECS, namespace, probe)
+    await bench.client.create(RECOMMENDATIONS, namespace, probe)
     name = probe["metadata"]["name"]
     settled_at = None
     while time.monotonic() - started_at < limit_s:
-        raw = await bench.client.get(RECS, namespace, name)
+        raw = await bench.client.get(RECOMMENDATIONS, namespace, name)
         if settled(((raw or {}).get("status") or {}).get("phase") or "Pending"):
             settled_at = time.monotonic()
             break

@@ -46,6 +46,8 @@ from typing import Any, Final
 import kubernetes
 import yaml
 
+from coordinator.api.common import API_VERSION, GROUP, RECOMMENDATIONS, VERSION
+
 REPO: Final = Path(__file__).resolve().parents[1]
 RESULTS: Final = REPO / "bench" / "results"
 SCOPE_LABEL: Final = "optiinfra.io/bench-gateway"
@@ -177,7 +179,7 @@ def setup(namespace: str) -> str:
     for agent in ("cost-agent-1", "resource-agent-1"):
         docs.append(
             {
-                "apiVersion": "optiinfra.io/v1alpha1",
+                "apiVersion": API_VERSION,
                 "kind": "AgentEndpoint",
                 "metadata": {"name": agent},
                 "spec": {
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def kubectl_write(i: int) -> None:
             body = {
-                "apiVersion": "optiinfra.io/v1alpha1",
+                "apiVersion": API_VERSION,
                 "kind": "Recommendation",
                 "metadata": {"name": f"k-{i}", "namespace": namespace},
                 "spec": spec("kubectl"),
@@ -266,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def client_write(i: int) -> None:
             custom.create_namespaced_custom_object(
-                "optiinfra.io", "v1alpha1", namespace, "recommendations",
+                GROUP, VERSION, namespace, RECOMMENDATIONS,
                 {
-                    "apiVersion": "optiinfra.io/v1alpha1",
+                    "apiVersion": API_VERSION,
                     "kind": "Recommendation",
                     "metadata": {"name": f"c-{i}"},
                     "spec": spec("client"),

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from coordinator.api.common import GROUP, RECOMMENDATIONS
+
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "optiinfra-demo"
 APPROVER = "kubectl --kubeconfig .cluster/kubeconfig-approver"
@@ -163,7 +165,7 @@ def main() -> int:
     say("The three kinds, generated from the pydantic models")
     run("kubectl apply -f crds/")
     run("kubectl wait --for=condition=Established crd --all --timeout=60s", show=False)
-    wait_discovered("recommendations.optiinfra.io")
+    wait_discovered(f"{RECOMMENDATIONS}.{GROUP}")
     run("kubectl explain recommendation.spec.riskLevel")
 
     say("What the operator will decide, without a cluster (what a GitOps pipeline runs)")

@@ -6,7 +6,8 @@ top of the repository enforces this with import-linter (``make lint``).
 
 ``coordinator.api``
     pydantic models of the kinds (Recommendation, Approval, ExecutionPlan, AgentEndpoint,
-    ApprovalPolicy, VerificationTemplate).
+    ApprovalPolicy, VerificationTemplate), and ``defaults``: the operator's defaults
+    and backoff policies, each named once.
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
     The pure rules: conflicts and resolution, approval policy (risk floors, who must
@@ -17,10 +18,10 @@ top of the repository enforces this with import-linter (``make lint``).
     the measurements' state machine and schedule, realised savings, calibrated ranking)
     and ``cel`` (its conditions, checked and evaluated),
     step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers) and ``text`` (agents' text cleaned of control
-    characters before it reaches status, Events or a terminal). Plain functions over the
-    api models. No I/O, no clock (``now`` is always passed in), no kopf, no kubernetes
-    client.
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
+    and ``text`` (agents' text cleaned of control characters before it reaches status,
+    Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
+    is always passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
     for a set of manifests, no cluster), the CRD generator (``make manifests``), and

@@ -34,6 +34,7 @@ from coordinator import metrics
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
+from coordinator.api import defaults
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
@@ -92,23 +93,24 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """What `coordinator run` was told (flags or COORDINATOR_* environment variables)."""
+    """What `coordinator run` was told (flags or COORDINATOR_* environment variables); the
+    defaults are the flags' (``api.defaults``)."""
 
     policy: policy_.ApprovalPolicy = dataclasses.field(default_factory=policy_.ApprovalPolicy)
-    workers: int = 16
+    workers: int = defaults.WORKERS
     namespaces: tuple[str, ...] = ()
-    webhooks: str = "auto"  # auto | local | service | off
-    webhook_port: int = 0  # 0: a free port (local) or 9443 (service)
+    webhooks: str = defaults.WEBHOOKS  # auto | local | service | off
+    webhook_port: int = defaults.WEBHOOK_PORT  # 0: a free port (local) or 9443 (service)
     webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
-    webhook_service: str = "optiinfra-system/optiinfra-coordinator:443"
+    webhook_service: str = defaults.WEBHOOK_SERVICE
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lease: str | None = None  # leader election with this Lease; None: a single replica
-    lease_namespace: str = "default"
-    lease_timing: lease_.Timing = dataclasses.field(default_factory=lease_.Timing)
+    lease_namespace: str = defaults.LEASE_NAMESPACE
+    lease_timing: lease_.Timing = dataclasses.field(default_factory=lease_.Timing.of)
     readiness_port: int = 0  # 0: no readiness endpoint
     readiness_host: str = "0.0.0.0"
-    shutdown_timeout: float = 10.0  # after SIGTERM, kopf ends the process after this long
-    notify_expiring_before: float = 3600.0  # ApprovalExpiringSoon this long before expiry
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT_SECONDS  # then kopf ends the process
+    notify_expiring_before: float = defaults.NOTIFY_EXPIRING_BEFORE_SECONDS
     endpoint_addresses: addresses.Policy = addresses.STRICT  # what AgentEndpoints may reach
     executor_kinds: frozenset[str] = steps_.DEFAULT_KINDS  # what kubernetes steps may touch
 
@@ -341,7 +343,7 @@ class Operator:
             return " (not probed: the webhooks select namespaces by label)"
         probe = _admission_probe()
         began = time.monotonic()
-        delay, attempts, last = 0.05, 0, ""
+        pauses, attempts, last = defaults.ADMISSION_PROBE.delays(), 0, ""
         while time.monotonic() - began < ADMISSION_PROBE_SECONDS:
             missing = 0
             for namespace in namespaces or ["default"]:
@@ -359,8 +361,7 @@ class Operator:
                 last = "a dry-run create came back unstamped"
             if missing == len(namespaces or ["default"]):
                 return " (not probed: no watched namespace exists yet)"
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(next(pauses))
         raise WebhooksNotInForceError(
             f"the API server did not apply the admission webhooks within "
             f"{ADMISSION_PROBE_SECONDS:.0f} s (probed with dry-run creates of an Approval in "

@@ -62,7 +62,7 @@ AGE = Column("Age", "date", ".metadata.creationTimestamp", "Time since creation.
 KINDS = (
     Kind(
         kind="Recommendation",
-        plural="recommendations",
+        plural=common.RECOMMENDATIONS,
         short_names=("rec", "recs"),
         description="A change an optimisation agent proposes for a customer's infrastructure. "
         "The operator finds conflicts with the customer's other recommendations, asks for "
@@ -83,7 +83,7 @@ KINDS = (
     ),
     Kind(
         kind="Approval",
-        plural="approvals",
+        plural=common.APPROVALS,
         short_names=("appr",),
         description="A decision on one recommendation, asked of a person or taken by policy. "
         "Decide with: kubectl patch approval NAME --type merge "
@@ -102,7 +102,7 @@ KINDS = (
     ),
     Kind(
         kind="ExecutionPlan",
-        plural="executionplans",
+        plural=common.PLANS,
         short_names=("plan",),
         description="The steps that carry out an approved recommendation and their progress. "
         "Start with: kubectl patch executionplan NAME --type merge "
@@ -126,7 +126,7 @@ KINDS = (
     ),
     Kind(
         kind="AgentEndpoint",
-        plural="agentendpoints",
+        plural=common.ENDPOINTS,
         short_names=("aep",),
         description="Where the webhook executor reaches the agent that carries out a step "
         "outside the cluster, and the Secret key that signs the requests. Created by "
@@ -141,7 +141,7 @@ KINDS = (
     ),
     Kind(
         kind="ApprovalPolicy",
-        plural="approvalpolicies",
+        plural=common.POLICIES,
         short_names=("apol",),
         description="How a team decides the recommendations it selects: N-of-M approvers "
         "(users or groups), expiry per risk, automatic approval up to a risk, change windows "
@@ -225,7 +225,7 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
 
 def crd(kind: Kind) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "apiVersion": {"type": "string", "description": "optiinfra.io/v1alpha1"},
+        "apiVersion": {"type": "string", "description": common.API_VERSION},
         "kind": {"type": "string", "description": kind.kind},
         "metadata": {"type": "object"},
         "spec": _schema(kind.spec, keep_defaults=True),

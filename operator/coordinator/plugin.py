@@ -30,10 +30,10 @@ from typing import Any
 import kubernetes
 
 from coordinator import present
+from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
 from coordinator.core import text as text_
 from coordinator.k8s import caller
 
-RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
 WAIT_SECONDS = 10.0
 
 
@@ -88,7 +88,11 @@ class Session:
     def get(self, plural: str, name: str) -> dict[str, Any]:
         found = caller.get(self.api, self.namespace, plural, name)
         if found is None:
-            kind = {RECS: "recommendation", APPROVALS: "approval", PLANS: "executionplan"}[plural]
+            kind = {
+                RECOMMENDATIONS: "recommendation",
+                APPROVALS: "approval",
+                PLANS: "executionplan",
+            }[plural]
             raise FailureError(f"{kind} {name} not found in namespace {self.namespace}")
         return found
 
@@ -159,10 +163,11 @@ def _plan_switch(session: Session, name: str, *, start: bool) -> str:
 
 
 def _why(session: Session, name: str) -> str:
-    rec = session.get(RECS, name)
+    rec = session.get(RECOMMENDATIONS, name)
     status = rec.get("status") or {}
     others = {
-        str(o["metadata"]["name"]): o for o in caller.list_(session.api, session.namespace, RECS)
+        str(o["metadata"]["name"]): o
+        for o in caller.list_(session.api, session.namespace, RECOMMENDATIONS)
     }
     approval = (
         caller.get(session.api, session.namespace, APPROVALS, status["approval"])
@@ -182,9 +187,7 @@ def _queue(session: Session) -> str:
     if session.all_namespaces:
         custom: Any = kubernetes.client.CustomObjectsApi(session.api)
         try:
-            items = custom.list_cluster_custom_object("optiinfra.io", "v1alpha1", APPROVALS)[
-                "items"
-            ]
+            items = custom.list_cluster_custom_object(GROUP, VERSION, APPROVALS)["items"]
         except kubernetes.client.ApiException as exc:
             raise FailureError(caller._error(exc).message) from None
     else:
@@ -275,7 +278,7 @@ def completions(argv: Sequence[str]) -> list[str]:
     if len(words) <= 1:
         return [c for c in COMMANDS if c.startswith(current)]
     command = words[0]
-    plural = {"approve": APPROVALS, "reject": APPROVALS, "why": RECS}.get(command, PLANS)
+    plural = {"approve": APPROVALS, "reject": APPROVALS, "why": RECOMMENDATIONS}.get(command, PLANS)
     if command == "queue" or len(words) > 2:
         return []
     session = Session(options)

@@ -25,7 +25,8 @@ window puts its group back on the queue for when the window opens or ends.
 
 A key added while it is being reconciled is reconciled again afterwards, never twice at
 once; a reconcile that raises is tried again after a per-key exponential backoff
-(`WorkQueue.retry`). The queue is the only state besides the Store.
+(`WorkQueue.retry`, ``api.defaults.RECONCILE_RETRY``). The queue is the only state
+besides the Store.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any, Final, TypeVar
 
 from coordinator import metrics
 from coordinator import store as store_
+from coordinator.api import defaults
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
 from coordinator.api.common import (
     API_VERSION,
@@ -52,10 +54,11 @@ from coordinator.api.common import (
     SUBMITTED_BY_ANNOTATION,
     format_time,
 )
+from coordinator.api.defaults import Backoff
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.policy import ApprovalPolicy, NotifyEvent
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
-from coordinator.core import admission, conflicts, lifecycle
+from coordinator.core import admission, backoff, conflicts, lifecycle
 from coordinator.core import approval as policy_
 from coordinator.core import policy as policies_
 from coordinator.k8s import client as client_
@@ -77,12 +80,6 @@ _WRITES: contextvars.ContextVar[set[Version] | None] = contextvars.ContextVar(
 """The writes of the reconcile running in this task (and the tasks it gathers)."""
 
 
-RETRY_FIRST_SECONDS: Final = 0.5
-RETRY_CAP_SECONDS: Final = 60.0
-"""A failed reconcile is tried again after 0.5 s, doubling per failure of the same key
-up to a minute; a success resets it."""
-
-
 class WorkQueue:
     """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile;
     `add_after` brings one back at a time, `retry` after a per-key exponential backoff.
@@ -92,9 +89,7 @@ class WorkQueue:
     taken only when no key of a change happening now waits; a key of the backlog that
     changes now moves ahead."""
 
-    def __init__(
-        self, *, first: float = RETRY_FIRST_SECONDS, cap: float = RETRY_CAP_SECONDS
-    ) -> None:
+    def __init__(self, *, retry: Backoff = defaults.RECONCILE_RETRY) -> None:
         self._queue: collections.deque[GroupKey] = collections.deque()
         self._backlog: collections.deque[GroupKey] = collections.deque()
         self._queued: dict[GroupKey, bool] = {}
@@ -102,9 +97,7 @@ class WorkQueue:
         self._active: set[GroupKey] = set()
         self._dirty: set[GroupKey] = set()
         self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
-        self._failures: dict[GroupKey, int] = {}
-        self._first = first
-        self._cap = cap
+        self._limiter = backoff.RateLimiter[GroupKey](retry)
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -136,15 +129,13 @@ class WorkQueue:
 
     def retry(self, key: GroupKey) -> float:
         """`key` failed: add it again after its backoff; the delay."""
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        delay: float = min(self._first * 2.0**failures, self._cap)
+        delay = self._limiter.when(key)
         self.add_after(key, delay)
         return delay
 
     def forget(self, key: GroupKey) -> None:
         """`key` succeeded: its next failure starts the backoff again."""
-        self._failures.pop(key, None)
+        self._limiter.forget(key)
 
     async def get(self) -> GroupKey:
         while True:

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from coordinator import check
+from coordinator.api import defaults
 from coordinator.core import addresses, steps
-
-LEASE_DURATION = 12.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -64,12 +63,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     election.add_argument(
         "--lease-namespace",
         metavar="NAMESPACE",
-        help="the namespace of the Lease (default: the pod's namespace in a cluster, else default)",
+        help="the namespace of the Lease (default: the pod's namespace in a cluster, else "
+        f"{defaults.LEASE_NAMESPACE})",
     )
     election.add_argument(
         "--lease-duration",
         type=_seconds,
-        default=LEASE_DURATION,
+        default=defaults.LEASE_DURATION_SECONDS,
         metavar="SECONDS",
         help="a standby replica takes over once the Lease has not been renewed for this "
         "long (default %(default)s); the leader renews every --lease-duration/7.5 seconds "
@@ -96,7 +96,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--notify-expiring-before",
         type=_seconds,
-        default=3600.0,
+        default=defaults.NOTIFY_EXPIRING_BEFORE_SECONDS,
         metavar="SECONDS",
         help="how long before its expiry a pending approval is notified as "
         "ApprovalExpiringSoon to the ApprovalPolicies' notify endpoints (default %(default)s)",
@@ -104,7 +104,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shutdown-timeout",
         type=_seconds,
-        default=10.0,
+        default=defaults.SHUTDOWN_TIMEOUT_SECONDS,
         metavar="SECONDS",
         help="after SIGTERM the process exits within this time whatever the API server "
         "answers (a step in flight is finished or left to the next start) "
@@ -120,7 +120,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=_positive,
-        default=16,
+        default=defaults.WORKERS,
         help="customer groups reconciled at once, and API calls in flight (default %(default)s)",
     )
     parser.add_argument(
@@ -137,14 +137,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     webhooks.add_argument(
         "--webhooks",
         choices=("auto", "local", "service", "off"),
-        default="auto",
+        default=defaults.WEBHOOKS,
         help="how the API server reaches the webhooks: local (https://127.0.0.1, certificates "
         "generated at start), service (in a cluster: the Service and --webhook-cert-dir), off; "
         "auto picks local against a control plane on 127.0.0.1, service in a cluster when "
         "--webhook-cert-dir is given (default %(default)s)",
     )
     webhooks.add_argument(
-        "--webhook-port", type=_port, default=0, help="port to serve on (default: free / 9443)"
+        "--webhook-port",
+        type=_port,
+        default=defaults.WEBHOOK_PORT,
+        help="port to serve on (default: free / 9443)",
     )
     webhooks.add_argument(
         "--webhook-cert-dir",
@@ -154,7 +157,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     webhooks.add_argument(
         "--webhook-service",
-        default="optiinfra-system/optiinfra-coordinator:443",
+        default=defaults.WEBHOOK_SERVICE,
         metavar="NS/NAME:PORT",
         help="the Service in front of the replicas (default %(default)s)",
     )
@@ -296,7 +299,7 @@ def _lease_namespace(arguments: argparse.Namespace) -> str:
     try:
         return IN_CLUSTER_NAMESPACE.read_text().strip()
     except OSError:
-        return "default"
+        return defaults.LEASE_NAMESPACE
 
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -363,9 +366,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 webhook_namespace_labels=arguments.webhook_namespace_labels,
                 lease=lease,
                 lease_namespace=_lease_namespace(arguments),
-                lease_timing=lease_.Timing(
-                    duration=duration, renew_deadline=duration * 2 / 3, retry=duration / 7.5
-                ),
+                lease_timing=lease_.Timing.of(duration),
                 readiness_host=readiness[1] if readiness else "",
                 readiness_port=readiness[2] if readiness else 0,
                 shutdown_timeout=arguments.shutdown_timeout,

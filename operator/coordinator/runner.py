@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
 from coordinator import metrics
+from coordinator.api import defaults
 from coordinator.api.common import API_VERSION, PLANS
 from coordinator.api.plan import (
     ExecutionPlan,
@@ -51,8 +52,6 @@ from coordinator.k8s import status as status_
 logger = logging.getLogger(__name__)
 
 WAIT_RECHECK_SECONDS: Final = 30.0
-RETRY_FIRST_SECONDS: Final = 0.2
-RETRY_CAP_SECONDS: Final = 5.0
 STOP_POLL_SECONDS: Final = 0.1
 """How often a backoff pause checks whether the daemon is stopping."""
 START_ATTEMPTS: Final = 5
@@ -436,8 +435,8 @@ class PlanRunner:
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], control: _Control, what: str) -> T:
         """`call()`, tried again after transient API errors (see `client.transient`) with
-        exponential backoff and jitter, until it succeeds, fails otherwise, or the caller
-        stops (`_StoppedError`).
+        exponential backoff and jitter (``api.defaults.API_RETRY``), until it succeeds, fails
+        otherwise, or the caller stops (`_StoppedError`).
 
         A 403 counts as transient here: the operator checked at start that it may read and
         write its plans (``k8s.access``), so a refusal now is an API server that restarted
@@ -445,7 +444,7 @@ class PlanRunner:
         second, with no other sign), or a role being changed. The plan waits, logging why,
         rather than leave its state unrecorded or stall behind kopf's 60 s daemon backoff.
         """
-        delay = RETRY_FIRST_SECONDS
+        pauses = defaults.API_RETRY.delays(random.random)
         attempt = 0
         while True:
             try:
@@ -459,6 +458,7 @@ class PlanRunner:
                     raise
                 if control.stopped():
                     raise _StoppedError from exc
+                delay = next(pauses)
                 logger.warning(
                     "%s: %s (attempt %d); trying again in %.1fs",
                     what,
@@ -466,10 +466,9 @@ class PlanRunner:
                     attempt,
                     delay,
                 )
-                await control.sleep(delay * random.uniform(0.5, 1.0))
+                await control.sleep(delay)
                 if control.stopped():
                     raise _StoppedError from exc
-                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
     @staticmethod
     async def _run(call: Awaitable[plan_.Outcome]) -> plan_.Outcome:

@@ -23,6 +23,7 @@ import pytest
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import APPROVALS, ENDPOINTS, PLANS, POLICIES, RECOMMENDATIONS
+from coordinator.api.defaults import Backoff
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.executors import webhook as webhook_
@@ -314,12 +315,23 @@ async def test_what_changes_now_goes_ahead_of_what_a_listing_showed() -> None:
 
 @in_loop
 async def test_the_queue_backs_off_per_key_exponentially_up_to_a_cap() -> None:
-    queue = reconciler_.WorkQueue(first=0.5, cap=4.0)
+    queue = reconciler_.WorkQueue(retry=Backoff(first=0.5, cap=4.0))
     key = (NS, "c1")
     assert [queue.retry(key) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert queue.retry((NS, "other")) == 0.5
     queue.forget(key)
     assert queue.retry(key) == 0.5
+    queue.close()
+
+
+@in_loop
+async def test_a_key_that_keeps_failing_stays_at_the_cap() -> None:
+    # 1 024 failures at the one-minute cap (17 hours of an API server that refuses a
+    # group) used to overflow the doubling, an error that ended the reconciler
+    queue = reconciler_.WorkQueue()
+    key = (NS, "c1")
+    delays = [queue.retry(key) for _ in range(2000)]
+    assert delays[-1] == delays[100] == 60.0
     queue.close()
 
 
@@ -422,7 +434,7 @@ async def test_a_change_queues_its_group_and_the_groups_that_depend_on_it() -> N
 async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -> None:
     api = FakeApi()
     store, reconciler, _ = shell(api)
-    reconciler.queue = reconciler_.WorkQueue(first=0.01, cap=0.02)
+    reconciler.queue = reconciler_.WorkQueue(retry=Backoff(first=0.01, cap=0.02))
     store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("a")))
     real = api.patch_status
     failures = [client_.ApiException(status=500, reason="boom")] * 2

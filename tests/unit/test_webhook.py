@@ -1,6 +1,6 @@
 """The webhook executor and the reference agent, without a cluster.
 
-The protocol helpers (signing, keys, classification, backoff) directly; the executor
+The protocol helpers (signing, keys, classification) and the agent backoff directly; the executor
 against a fake transport (what it sends, how it waits), against the reference agent
 served in-process on 127.0.0.1 (plain and TLS with a caBundle), and against a server
 whose answers are too large to read.
@@ -26,6 +26,7 @@ import pytest
 from aiohttp import web
 
 from coordinator.agent import Agent
+from coordinator.api import defaults
 from coordinator.api.endpoint import AgentEndpointSpec, url_problem
 from coordinator.api.plan import Executor, Step
 from coordinator.core import addresses
@@ -152,7 +153,7 @@ def test_classify(status: int | None, answer: protocol.Answer) -> None:
 
 
 def test_backoff_starts_at_half_a_second_and_doubles_to_five() -> None:
-    pauses = protocol.backoff()
+    pauses = defaults.AGENT_RETRY.delays()
     assert [next(pauses) for _ in range(7)] == [0.5, 1, 2, 4, 5, 5, 5]
 
 

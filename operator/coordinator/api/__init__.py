@@ -7,5 +7,6 @@ Modules: ``common`` (base model, time, risk, conditions), ``meta`` (object
 metadata), ``recommendation``, ``approval``, ``plan`` (ExecutionPlan and Step),
 ``endpoint`` (AgentEndpoint, where the webhook executor reaches an agent),
 ``policy`` (ApprovalPolicy), ``verification`` (VerificationTemplate, and the
-verification's progress in a plan's status).
+verification's progress in a plan's status); ``defaults`` (not a kind: the operator's
+defaults, each named once, such as every retry's backoff).
 """

@@ -35,7 +35,7 @@ import enum
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 TIMESTAMP_HEADER: Final = "X-Optiinfra-Timestamp"
@@ -47,8 +47,6 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 """The most the operator reads of an agent's answer (a step's or a notification's)."""
 STEP_TIMEOUT_SECONDS: Final = 300
 """The whole step (every request and wait) unless params.timeoutSeconds says otherwise."""
-BACKOFF_FIRST_SECONDS: Final = 0.5
-BACKOFF_CAP_SECONDS: Final = 5.0
 STEP: Final = ""
 """The purpose of a step request: none, ``"<timestamp>.<body>"`` (as agents verify it)."""
 NOTIFY: Final = "notify"
@@ -168,14 +166,6 @@ def classify(status: int | None) -> Answer:
     if status == 200:
         return Answer.DONE
     return Answer.FAILED
-
-
-def backoff() -> Iterator[float]:
-    """The pauses between attempts: 0.5 s, doubling, at most 5 s."""
-    delay = BACKOFF_FIRST_SECONDS
-    while True:
-        yield delay
-        delay = min(delay * 2, BACKOFF_CAP_SECONDS)
 
 
 def step_timeout(params: Mapping[str, Any]) -> float:

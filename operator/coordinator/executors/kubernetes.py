@@ -31,9 +31,10 @@ naming the field and both values, and writes nothing (the plan then ends Failed)
     the apply then adds to it.)
 ``wait``: params ``target`` and ``condition: {type, status}`` or ``jsonPath`` + ``value``
     (compared as ``kubectl get -o jsonpath`` prints it); ``timeoutSeconds`` (params, else
-    the step's, else 300). Polls with backoff (0.5 s, growing to 5 s). A timeout fails the
-    step naming the target, the condition and the last value seen (a scalar, cut short; of
-    an object or list only its size: status is readable by the view role). Undo does nothing.
+    the step's, else 300). Polls with backoff (0.5 s, growing to 5 s:
+    ``api.defaults.WAIT_POLL``). A timeout fails the step naming the target, the condition
+    and the last value seen (a scalar, cut short; of an object or list only its size:
+    status is readable by the view role). Undo does nothing.
 
 Only the kinds of the allowlist (``coordinator.core.steps.DEFAULT_KINDS``, ``--executor-kinds``)
 are touched: admission refuses a step on any other, and so does the executor (a plan written
@@ -53,6 +54,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
+from coordinator.api import defaults
 from coordinator.api.plan import Step
 from coordinator.core import steps
 from coordinator.core.plan import Outcome
@@ -69,9 +71,6 @@ BUILTIN_SCALE: Final = {("apps/v1", kind) for kind in ("Deployment", "StatefulSe
 ATTEMPTS: Final = 10
 """How often a write is tried when the object changed between the read and the write (its
 resourceVersion; controllers update the status of a busy workload several times a second)."""
-CONFLICT_PAUSE: Final = 0.05
-POLL_FIRST: Final = 0.5
-POLL_CAP: Final = 5.0
 EXECUTOR_ROLE: Final = "optiinfra-executor"
 """The ClusterRole a namespace binds to the operator to let its plans change workloads."""
 OPERATOR_ACCOUNT: Final = "optiinfra-system:optiinfra-coordinator"
@@ -211,7 +210,7 @@ class KubernetesExecutor:
                     )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
                     continue
                 raise
             return {
@@ -261,7 +260,7 @@ class KubernetesExecutor:
                     await self._objects.patch(target, context.namespace, unmark)
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
                     continue
                 raise
             return {"target": target.to_wire(), "restoredReplicas": previous}
@@ -308,7 +307,7 @@ class KubernetesExecutor:
                 )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
                     continue
                 raise
             return {
@@ -351,7 +350,7 @@ class KubernetesExecutor:
                 )
             except ApiException as exc:
                 if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(CONFLICT_PAUSE * (attempt + 1))
+                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
                     continue
                 raise
             return {"target": target.to_wire(), "restored": names}
@@ -410,7 +409,7 @@ class KubernetesExecutor:
             path = steps.json_path(params["jsonPath"])
             wanted = f"{params['jsonPath']}={steps.text(params['value'])}"
         deadline = self._clock() + timeout
-        delay = POLL_FIRST
+        pauses = defaults.WAIT_POLL.delays()
         while True:
             seen: str
             try:
@@ -444,8 +443,7 @@ class KubernetesExecutor:
                     f"timed out after {timeout}s waiting for {target} to have {wanted}; "
                     f"last seen: {seen}"
                 )
-            await self._sleep(min(delay, left))
-            delay = min(delay * 2, POLL_CAP)
+            await self._sleep(min(next(pauses), left))
 
     async def _undo_wait(
         self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]

@@ -8,8 +8,8 @@ with the endpoint's key as a step is (``X-Optiinfra-Timestamp``,
 notification can never be replayed to an agent as a step request. ``Notifier.send`` only
 puts the notification on a bounded queue and returns: a decision or a plan never waits
 for a receiver. A worker sends each one, trying at most ``ATTEMPTS`` times (0.5 s, then
-1 s, 2 s apart) on no answer, a 5xx or an endpoint that cannot be read; any answer
-below 300 counts as delivered; a 4xx, an address the operator may not call
+1 s apart: ``api.defaults.AGENT_RETRY``) on no answer, a 5xx or an endpoint that cannot
+be read; any answer below 300 counts as delivered; a 4xx, an address the operator may not call
 (``executors.webhook.AddressRefused``) and an answer longer than ``MAX_ANSWER_BYTES``
 (64 KiB: the rest is not read) fail at once. Every outcome is counted in
 ``optiinfra_notifications_total{event, outcome}`` (sent, failed, dropped: the queue was
@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from coordinator import metrics
+from coordinator.api import defaults
 from coordinator.core import webhook as protocol
 from coordinator.executors.webhook import (
     AddressRefused,
@@ -108,7 +109,7 @@ class Notifier:
         last = ""
         for attempt in range(ATTEMPTS):
             if attempt:
-                await self._sleep(0.5 * 2 ** (attempt - 1))
+                await self._sleep(defaults.AGENT_RETRY.delay(attempt - 1))
             try:
                 target = await self._resolver.resolve(item.namespace, item.endpoint)
                 headers = protocol.headers(

@@ -10,7 +10,7 @@ manifests/endpoint-secrets-role.yaml), then POSTs the signed request of
 - 200 ``{"result": {...}}``: done, the result is the step's result;
 - 202, 5xx, or no answer (refused, reset, no answer within the endpoint's
   ``timeoutSeconds``): the same request (same idempotency key, fresh timestamp and
-  signature) again after 0.5 s, doubling up to 5 s;
+  signature) again after 0.5 s, doubling up to 5 s (``api.defaults.AGENT_RETRY``);
 - 4xx ``{"error": "..."}``: the step failed with the agent's message (and any other
   status: redirects are not followed);
 - a body longer than ``MAX_ANSWER_BYTES`` (64 KiB; a ``Content-Length`` above it, or
@@ -48,6 +48,7 @@ import aiohttp.abc
 import pydantic
 import yarl
 
+from coordinator.api import defaults
 from coordinator.api.common import ENDPOINTS
 from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import Step
@@ -345,7 +346,7 @@ class WebhookExecutor:
             submitter=context.submitter,
             groups=context.groups,
         )
-        pauses = protocol.backoff()
+        pauses = defaults.AGENT_RETRY.delays()
         attempts = 0
         last = "nothing sent yet"
         while True:

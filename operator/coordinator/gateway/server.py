@@ -21,13 +21,13 @@ import urllib3
 from aiohttp import web
 
 from coordinator import present
+from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.gateway import origin
 from coordinator.k8s import admission, caller
 
 T = TypeVar("T")
 log = logging.getLogger("coordinator.gateway")
 
-RECS, APPROVALS, PLANS = "recommendations", "approvals", "executionplans"
 POLL: Final = 0.15
 CLIENTS: Final = 256
 """API clients kept (one per token, least recently used dropped)."""
@@ -193,7 +193,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def _objects(api: Any, namespace: str) -> tuple[list[Any], list[Any], list[Any]]:
     recs, approvals, plans = await asyncio.gather(
-        call(caller.list_, api, namespace, RECS),
+        call(caller.list_, api, namespace, RECOMMENDATIONS),
         call(caller.list_, api, namespace, APPROVALS),
         call(caller.list_, api, namespace, PLANS),
     )
@@ -205,7 +205,9 @@ async def _fetch(
 ) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
     """The named recommendations (those that exist), and the Approvals and plans their
     status names, each read by name (concurrently), never by listing the namespace."""
-    found = await asyncio.gather(*(call(caller.get, api, namespace, RECS, n) for n in names))
+    found = await asyncio.gather(
+        *(call(caller.get, api, namespace, RECOMMENDATIONS, n) for n in names)
+    )
     recs = [r for r in found if r is not None]
     approvals = sorted(
         {str(s["approval"]) for r in recs if (s := r.get("status") or {}).get("approval")}

@@ -57,22 +57,26 @@ def needs(
     result: list[Need] = []
     for ns in scopes:
         for verb in ("list", "watch"):
-            result.append(Need(verb=verb, group=group, resource="recommendations", namespace=ns))
+            result.append(
+                Need(verb=verb, group=group, resource=common.RECOMMENDATIONS, namespace=ns)
+            )
         result.append(
-            Need(verb="patch", group=group, resource="recommendations/status", namespace=ns)
+            Need(
+                verb="patch", group=group, resource=f"{common.RECOMMENDATIONS}/status", namespace=ns
+            )
         )
-        for plural in ("approvals", "executionplans"):
+        for plural in (common.APPROVALS, common.PLANS):
             for verb in ("list", "watch", "create", "delete"):
                 result.append(Need(verb=verb, group=group, resource=plural, namespace=ns))
             result.append(
                 Need(verb="patch", group=group, resource=f"{plural}/status", namespace=ns)
             )
         for verb in ("list", "watch"):  # the ApprovalPolicies of the namespace: read only
-            result.append(Need(verb=verb, group=group, resource="approvalpolicies", namespace=ns))
+            result.append(Need(verb=verb, group=group, resource=common.POLICIES, namespace=ns))
         # AgentEndpoints: kept in the Store (admission, webhook steps); a GET for one the
         # watch has not shown yet.
         for verb in ("get", "list", "watch"):
-            result.append(Need(verb=verb, group=group, resource="agentendpoints", namespace=ns))
+            result.append(Need(verb=verb, group=group, resource=common.ENDPOINTS, namespace=ns))
         result.append(Need(verb="create", group="", resource="events", namespace=ns))
     if globs:  # kopf follows the namespaces that match coming and going
         result.append(Need(verb="watch", group="", resource="namespaces", why="--namespace globs"))

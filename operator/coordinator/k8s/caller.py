@@ -14,16 +14,16 @@ from typing import Any, Final
 
 import kubernetes
 
-from coordinator.api.common import GROUP, VERSION
+from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
 
 _config: Any = kubernetes.config  # typed loosely: the client's loaders are untyped
 TIMEOUT: Final = 15
 """Seconds any one call may take."""
 
 PLURALS: Final = {
-    "recommendation": "recommendations",
-    "approval": "approvals",
-    "plan": "executionplans",
+    "recommendation": RECOMMENDATIONS,
+    "approval": APPROVALS,
+    "plan": PLANS,
 }
 
 

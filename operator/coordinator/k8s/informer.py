@@ -6,7 +6,8 @@ recommendations present that was the operator's peak memory. The kinds the Store
 are listed and watched here instead, the way client-go's informers do it: a list in
 pages of `PAGE`, then a watch from the list's resourceVersion, again from the last
 version seen when a watch ends, a fresh listing after 410 Gone. One thread per kind and
-namespace (the kubernetes client is synchronous) reads the stream; each object is handed
+namespace (the kubernetes client is synchronous) reads the stream, and after an error
+lists or watches again after a pause (``api.defaults.API_RETRY``); each object is handed
 to the event loop, where `deliver` (the Store) keeps what it needs and drops the rest. A
 page is handed over whole and the thread waits until it is taken, and at most
 `IN_FLIGHT` watch events wait for the loop: a busy loop never piles up raw objects (the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +30,7 @@ from typing import Any, Final
 
 import kubernetes
 
+from coordinator.api import defaults
 from coordinator.api.common import GROUP, VERSION
 from coordinator.core import namespaces as namespaces_
 
@@ -39,8 +42,6 @@ IN_FLIGHT: Final = 64
 waits beyond this (the API server then waits on the connection), so a busy loop never
 queues up raw objects."""
 WATCH_SECONDS: Final = 300
-RETRY_FIRST_SECONDS: Final = 0.2
-RETRY_CAP_SECONDS: Final = 5.0
 
 Deliver = Callable[[str, Mapping[str, Any], bool, bool], None]
 """(plural, raw object, deleted, from a listing rather than a watch event)."""
@@ -110,7 +111,7 @@ class Informer:
 
     def _follow(self, plural: str, namespace: str | None) -> None:
         first = True
-        delay = RETRY_FIRST_SECONDS
+        failures = 0
         version: str | None = None
         while not self._stopping.is_set():
             try:
@@ -120,12 +121,14 @@ class Informer:
                         first = False
                         self._call(self._one_listed)
                 version = self._watch(plural, namespace, version)
-                delay = RETRY_FIRST_SECONDS
+                failures = 0
             except _GoneError:
                 version = None
             except Exception as exc:  # the API server restarting, a network error...
                 if self._stopping.is_set():
                     return
+                delay = defaults.API_RETRY.delay(failures, rand=random.random())
+                failures += 1
                 logger.warning(
                     "watch of %s%s: %s; again in %.1fs",
                     plural,
@@ -134,7 +137,6 @@ class Informer:
                     delay,
                 )
                 time.sleep(delay)
-                delay = min(delay * 2, RETRY_CAP_SECONDS)
 
     def _request(self, plural: str, namespace: str | None, **kwargs: Any) -> Any:
         if namespace is None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import kubernetes
 
+from coordinator.api import defaults
+
 logger = logging.getLogger(__name__)
 
 ApiException = kubernetes.client.ApiException
@@ -38,13 +40,18 @@ ApiException = kubernetes.client.ApiException
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Timing:
-    """Seconds (`coordinator run --lease-duration` sets all three in these proportions;
-    client-go's are 15/10/2). A failover takes at most about ``duration + retry`` after
-    the leader's last renewal: 14 s by default."""
+    """Seconds (`coordinator run --lease-duration` sets all three in the proportions of
+    `of`; client-go's are 15/10/2). A failover takes at most about ``duration + retry``
+    after the leader's last renewal: 14 s by default (12/8/1.6)."""
 
-    duration: float = 12.0
-    renew_deadline: float = 8.0
-    retry: float = 1.6
+    duration: float
+    renew_deadline: float
+    retry: float
+
+    @classmethod
+    def of(cls, duration: float = defaults.LEASE_DURATION_SECONDS) -> Timing:
+        """`duration`; renewals given up after 2/3 of it, tried every 1/7.5 of it."""
+        return cls(duration=duration, renew_deadline=duration * 2 / 3, retry=duration / 7.5)
 
     def __post_init__(self) -> None:
         if not self.retry < self.renew_deadline < self.duration:
@@ -92,7 +99,7 @@ class Elector:
         self.namespace = namespace
         self.name = name
         self.identity = identity or default_identity()
-        self.timing = timing or Timing()
+        self.timing = timing or Timing.of()
         self._monotonic = monotonic
         self._observed: _Record | None = None
         self._observed_at = 0.0

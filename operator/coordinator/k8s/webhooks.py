@@ -44,10 +44,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coordinator.api import common
+from coordinator.api import common, defaults
 from coordinator.core import namespaces as namespaces_
 
-NAME: Final = "optiinfra-coordinator"
+NAME: Final = defaults.OPERATOR_NAME
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,13 +61,13 @@ class Hook:
 
 
 HOOKS: Final = (
-    Hook(id="approval-stamp", plural="approvals", mutating=True),
-    Hook(id="approval-check", plural="approvals", mutating=False, operations=("UPDATE",)),
-    Hook(id="recommendation-stamp", plural="recommendations", mutating=True),
-    Hook(id="recommendation-check", plural="recommendations", mutating=False),
+    Hook(id="approval-stamp", plural=common.APPROVALS, mutating=True),
+    Hook(id="approval-check", plural=common.APPROVALS, mutating=False, operations=("UPDATE",)),
+    Hook(id="recommendation-stamp", plural=common.RECOMMENDATIONS, mutating=True),
+    Hook(id="recommendation-check", plural=common.RECOMMENDATIONS, mutating=False),
 )
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
-SERVICE: Final = ("optiinfra-system", NAME, 443)
+SERVICE: Final = (defaults.OPERATOR_NAMESPACE, NAME, defaults.WEBHOOK_SERVICE_PORT)
 """The Service of manifests/service.yaml (``coordinator run --webhook-service``'s default)."""
 CERTIFICATE: Final = "optiinfra-system/optiinfra-coordinator-webhook"
 """The cert-manager Certificate of manifests/cert-manager/ (its CA is injected, if installed)."""
