@@ -37,8 +37,9 @@ top of the repository enforces this with import-linter (``make lint``).
     (admission configurations), ``admission`` (the admission webhooks' HTTPS server:
     AdmissionReview in, verdict and JSON Patch out), ``lease`` (leader election),
     ``access`` (access reviews: the operator's own rights at start, a submitter's at
-    admission), ``caller`` (reads and writes with a caller's
-    own credentials, for the plugin and the gateway) — and what plan steps do
+    admission), ``caller`` (reads and writes with a caller's own credentials, and the
+    one way to build a caller's API client, for ``usecases``, the plugin and the
+    gateway) — and what plan steps do
     (``kubernetes``, ``webhook``, ``simulated``); ``notify`` sends the ApprovalPolicies'
     signed notifications from its own queue.
 ``coordinator.metrics``
@@ -67,14 +68,19 @@ The shell, from the bottom up:
 ``coordinator.handlers``
     Thin handlers: kopf's start and stop of the operator, and the four admission hooks
     (served by ``k8s.admission``). They decide nothing. kopf watches nothing.
+``coordinator.usecases``
+    What a person or an agent does, as the caller (through ``k8s.caller``): decide an
+    Approval, start or abort a plan, and the bounded wait until the operator records a
+    decision; typed results, which the plugin renders as text and the gateway as JSON.
+    Like the plugin and the gateway, it knows the objects, never the operator's shell.
 ``coordinator.cli``, ``coordinator.run``, ``coordinator.gateway``
     The ``coordinator`` command: ``run`` (flags, start-up checks, kopf), ``check`` and
     ``gateway`` (the origin document's HTTP API and a read-only dashboard over the
     objects, acting as the caller; ``gateway.origin`` maps requests and responses, purely).
 ``coordinator.plugin``
-    ``kubectl optiinfra`` (the ``kubectl-optiinfra`` executable): decide, start, abort,
-    explain, as the user of the kubeconfig. It depends only on the objects' spec and
-    status, never on the operator's shell.
+    ``kubectl optiinfra`` (the ``kubectl-optiinfra`` executable): decide, start, abort
+    (``usecases``), explain, as the user of the kubeconfig. It depends only on the
+    objects' spec and status, never on the operator's shell.
 ``coordinator.agent``
     A reference agent (``python -m coordinator.agent``): the other side of the webhook
     executor, for tests and demos; it uses only ``core.webhook``.

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
 
-from coordinator import present
-from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
+from coordinator import present, usecases
+from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.core import text as text_
 from coordinator.k8s import caller
 
@@ -79,86 +78,37 @@ class Session:
     """The user's API client and namespace."""
 
     def __init__(self, options: argparse.Namespace) -> None:
-        self.api = caller.from_kubeconfig(options.kubeconfig, options.context)
+        self.api = caller.client(caller.configuration(options.kubeconfig, options.context))
         self.namespace = options.namespace or caller.default_namespace(
             options.kubeconfig, options.context
         )
         self.all_namespaces = bool(options.all_namespaces)
 
     def get(self, plural: str, name: str) -> dict[str, Any]:
-        found = caller.get(self.api, self.namespace, plural, name)
-        if found is None:
-            kind = {
-                RECOMMENDATIONS: "recommendation",
-                APPROVALS: "approval",
-                PLANS: "executionplan",
-            }[plural]
-            raise FailureError(f"{kind} {name} not found in namespace {self.namespace}")
-        return found
-
-    def who(self) -> str:
-        try:
-            return caller.whoami(self.api)[0]
-        except caller.CallerError:
-            return "you"
-
-
-def _denied(message: str) -> str:
-    """An admission refusal without the webhook's name: what was refused, and why."""
-    marker = "denied the request: "
-    return message.split(marker, 1)[1] if marker in message else message
+        return usecases.read(self.api, self.namespace, plural, name)
 
 
 def _decide(session: Session, name: str, decision: str, reason: str | None) -> str:
-    approval = session.get(APPROVALS, name)
-    spec, status = approval.get("spec") or {}, approval.get("status") or {}
-    if status.get("phase") in ("Approved", "Rejected"):
-        by = status.get("decidedBy") or "someone"
-        at = f" at {status['decidedAt']}" if status.get("decidedAt") else ""
-        raise FailureError(f"approval {name} was already {status['phase']} by {by}{at}")
-    if status.get("phase") == "Expired":
-        raise FailureError(
-            f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"
-        )
-    if status.get("phase") == "Withdrawn":
-        raise FailureError(
-            f"approval {name} was withdrawn ({status.get('message') or 'superseded or changed'}); "
-            "it cannot be decided"
-        )
-    body: dict[str, Any] = {"spec": {"decision": decision}}
-    if reason:
-        body["spec"]["reason"] = reason
     try:
-        caller.patch(session.api, session.namespace, APPROVALS, name, body)
+        done = usecases.decide(
+            session.api, session.namespace, name, decision, reason, timeout=WAIT_SECONDS
+        )
     except caller.CallerError as exc:
-        raise FailureError(_denied(exc.message)) from None
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        now = caller.get(session.api, session.namespace, APPROVALS, name) or {}
-        now_status = now.get("status") or {}
-        if now_status.get("decidedBy"):
-            return f"approval {name} {now_status.get('phase')} by {now_status['decidedBy']}"
-        if now_status.get("responses"):
-            count = len(now_status["responses"])
-            return f"approval {name}: your decision is recorded ({count} so far; still pending)"
-        time.sleep(0.2)
+        raise FailureError(caller.denied(exc.message)) from None
+    status = done.approval.get("status") or {}
+    if done.settled is usecases.Settled.DECIDED:
+        return f"approval {name} {status.get('phase')} by {status['decidedBy']}"
+    if done.settled is usecases.Settled.RECORDED:
+        return f"approval {name}: your decision is recorded ({done.votes} so far; still pending)"
     return f"approval {name}: {decision} sent; the operator has not recorded it yet"
 
 
 def _plan_switch(session: Session, name: str, *, start: bool) -> str:
-    plan = session.get(PLANS, name)
-    spec, phase = plan.get("spec") or {}, present.phase(plan)
-    if phase in ("Succeeded", "Failed", "RolledBack"):
-        raise FailureError(f"executionplan {name} already ended: {phase}")
-    if start and not spec.get("suspend", False):
-        raise FailureError(f"executionplan {name} is already started ({phase})")
-    if not start and spec.get("abort"):
-        raise FailureError(f"executionplan {name} is already aborted ({phase})")
-    body = {"spec": {"suspend": False}} if start else {"spec": {"abort": True}}
+    switch = usecases.start if start else usecases.abort
     try:
-        caller.patch(session.api, session.namespace, PLANS, name, body)
+        switch(session.api, session.namespace, name)
     except caller.CallerError as exc:
-        raise FailureError(_denied(exc.message)) from None
+        raise FailureError(caller.denied(exc.message)) from None
     return f"executionplan {name} " + ("started" if start else "aborted: rolling back")
 
 
@@ -184,14 +134,9 @@ def _why(session: Session, name: str) -> str:
 
 
 def _queue(session: Session) -> str:
-    if session.all_namespaces:
-        custom: Any = kubernetes.client.CustomObjectsApi(session.api)
-        try:
-            items = custom.list_cluster_custom_object(GROUP, VERSION, APPROVALS)["items"]
-        except kubernetes.client.ApiException as exc:
-            raise FailureError(caller._error(exc).message) from None
-    else:
-        items = caller.list_(session.api, session.namespace, APPROVALS)
+    items = caller.list_(
+        session.api, None if session.all_namespaces else session.namespace, APPROVALS
+    )
     rows = present.queue(items, now=datetime.now(UTC))
     if not rows:
         where = "any namespace" if session.all_namespaces else f"namespace {session.namespace}"
@@ -236,7 +181,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run(argv: Sequence[str]) -> str:
-    """Run one command; the text to print. Raises FailureError or caller.CallerError."""
+    """Run one command; the text to print. Raises FailureError, usecases.RefusedError or
+    caller.CallerError."""
     options = _parse(argv)
     session = Session(options)
     command = options.command
@@ -255,7 +201,7 @@ def run(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(text_.clean(run(sys.argv[1:] if argv is None else argv), keep="\n"))
-    except (FailureError, caller.CallerError) as exc:
+    except (FailureError, usecases.RefusedError, caller.CallerError) as exc:
         print(f"error: {text_.clean(str(exc))}", file=sys.stderr)
         return 1
     except kubernetes.config.ConfigException as exc:

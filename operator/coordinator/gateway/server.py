@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 import urllib3
 from aiohttp import web
 
-from coordinator import present
+from coordinator import present, usecases
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.gateway import origin
 from coordinator.k8s import admission, caller
@@ -28,7 +28,6 @@ from coordinator.k8s import admission, caller
 T = TypeVar("T")
 log = logging.getLogger("coordinator.gateway")
 
-POLL: Final = 0.15
 CLIENTS: Final = 256
 """API clients kept (one per token, least recently used dropped)."""
 IDENTITIES: Final = 1024
@@ -93,13 +92,12 @@ class Gateway:
         self.settle_timeout = settle_timeout
         self._clients: Lru[Any] = Lru(CLIENTS)
         self._who: Lru[tuple[float, str]] = Lru(IDENTITIES)
-        self._anonymous = caller.for_token(base, "")
-        self._anonymous.configuration.api_key = {}
+        self._anonymous = caller.client(base, token="")
 
     def client(self, request: web.Request) -> Any:
         token = _token(request)
         key = _key(token)
-        api = self._clients.use(key) or caller.for_token(self.base, token)
+        api = self._clients.use(key) or caller.client(self.base, token)
         self._clients.keep(key, api)
         return api
 
@@ -116,8 +114,9 @@ class Gateway:
         return request.query.get("namespace") or self.namespace
 
 
-async def call(function: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(function, *args)
+async def call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`function` (a synchronous call to the API server) in a thread."""
+    return await asyncio.to_thread(function, *args, **kwargs)
 
 
 GATEWAY: Final = web.AppKey("gateway", Gateway)
@@ -135,7 +134,7 @@ async def errors(
             return _error(401, "the API server did not accept the bearer token")
         if exc.status == 0 or exc.status >= 500:
             return _error(502, f"API server: {exc.message}")
-        return _error(exc.status, _denied(exc.message))
+        return _error(exc.status, caller.denied(exc.message))
     except origin.BadRequestError as exc:
         return _error(400, str(exc))
     except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timed out
@@ -148,9 +147,11 @@ async def errors(
         return _error(500, "internal error")
 
 
-def _denied(message: str) -> str:
-    marker = "denied the request: "
-    return message.split(marker, 1)[1] if marker in message else message
+def _refused(exc: usecases.RefusedError, not_found: str) -> web.Response:
+    """A use case that did nothing: 404 with the origin's `not_found`, else 409."""
+    if exc.why is usecases.Refusal.NOT_FOUND:
+        return _error(404, not_found)
+    return _error(409, exc.message)
 
 
 async def _json(request: web.Request, *, optional: bool = False) -> Any:
@@ -237,7 +238,8 @@ async def coordinate(request: web.Request) -> web.Response:
         except caller.CallerError as exc:
             if exc.status in (401,) or exc.status >= 500 or exc.status == 0:
                 raise
-            return _error(exc.status, f"recommendations[{index}] ({name}): {_denied(exc.message)}")
+            said = caller.denied(exc.message)
+            return _error(exc.status, f"recommendations[{index}] ({name}): {said}")
     names = [o["metadata"]["name"] for o in objects]
     deadline = time.monotonic() + gateway.settle_timeout
     previous: tuple[str, ...] | None = None
@@ -258,7 +260,7 @@ async def coordinate(request: web.Request) -> web.Response:
         if (done and versions == previous) or time.monotonic() > deadline:
             break
         previous = versions if done else None
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(usecases.POLL)
     answer = origin.summary(
         coordination_id=f"coord-{uuid.uuid4().hex[:12]}",
         recs=mine,
@@ -300,38 +302,18 @@ async def _decide(request: web.Request, *, reject: bool) -> web.Response:
             f"user_id {user_id} is not the caller: the bearer token is {user}, and decisions "
             "are recorded as the authenticated caller",
         )
-    found = await call(caller.get, api, namespace, APPROVALS, name)
-    if found is None:
-        return _error(404, "Approval not found")
-    spec, status = found.get("spec") or {}, found.get("status") or {}
-    if status.get("phase") in ("Approved", "Rejected"):
-        by = status.get("decidedBy") or "someone"
-        return _error(409, f"approval {name} was already {status['phase']} by {by}")
-    if status.get("phase") == "Expired":
-        return _error(
-            409, f"approval {name} expired at {spec.get('expiresAt')}; it cannot be decided"
-        )
-    if status.get("phase") == "Withdrawn":
-        why = status.get("message") or "superseded or changed"
-        return _error(409, f"approval {name} was withdrawn ({why}); it cannot be decided")
     decision = "Rejected" if reject else "Approved"
-    body: dict[str, Any] = {"spec": {"decision": decision}}
-    if reason:
-        body["spec"]["reason"] = reason
-    await call(caller.patch, api, namespace, APPROVALS, name, body)
-    deadline = time.monotonic() + gateway.settle_timeout
-    current = found
-    while time.monotonic() < deadline:
-        latest = await call(caller.get, api, namespace, APPROVALS, name)
-        current = latest or current
-        if (current.get("status") or {}).get("decidedBy"):
-            break
-        await asyncio.sleep(POLL)
+    try:
+        done = await call(
+            usecases.decide, api, namespace, name, decision, reason, timeout=gateway.settle_timeout
+        )
+    except usecases.RefusedError as exc:
+        return _refused(exc, "Approval not found")
     log.info("approval %s/%s %s by %s", namespace, name, decision, user)
     return web.json_response(
         {
             "message": "Recommendation rejected" if reject else "Recommendation approved",
-            "approval": origin.approval(current),
+            "approval": origin.approval(done.approval),
         }
     )
 
@@ -360,15 +342,10 @@ async def execute_plan(request: web.Request) -> web.Response:
     api = gateway.client(request)
     namespace = gateway.namespace_of(request)
     name = request.match_info["id"]
-    found = await call(caller.get, api, namespace, PLANS, name)
-    if found is None:
-        return _error(404, "Plan not found")
-    phase = present.phase(found)
-    if phase in ("Succeeded", "Failed", "RolledBack"):
-        return _error(409, f"plan {name} already ended: {phase}")
-    if not (found.get("spec") or {}).get("suspend", False):
-        return _error(409, f"plan {name} is already started ({phase})")
-    updated = await call(caller.patch, api, namespace, PLANS, name, {"spec": {"suspend": False}})
+    try:
+        updated = await call(usecases.start, api, namespace, name)
+    except usecases.RefusedError as exc:
+        return _refused(exc, "Plan not found")
     return web.json_response({"message": "Plan execution started", "plan": origin.plan(updated)})
 
 
@@ -457,7 +434,7 @@ def serve(arguments: argparse.Namespace) -> int:
         )
         return 2
     try:
-        base = caller.base_configuration(arguments.kubeconfig)
+        base = caller.configuration(arguments.kubeconfig)
     except Exception as exc:  # one line, whatever the kubeconfig's fault
         print(f"coordinator gateway: no cluster configuration: {exc}", file=sys.stderr)
         return 1

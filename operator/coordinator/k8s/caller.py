@@ -51,16 +51,35 @@ def _error(exc: kubernetes.client.ApiException) -> CallerError:
     return CallerError(status, " ".join(message.split()), reason=reason)
 
 
-def from_kubeconfig(path: str | None = None, context: str | None = None) -> Any:
-    """An API client for the user of a kubeconfig (KUBECONFIG or ~/.kube/config by
-    default), or the in-cluster service account when there is none."""
+def configuration(path: str | None = None, context: str | None = None) -> Any:
+    """Where the API server is, how to trust it and who the kubeconfig's user is: from a
+    kubeconfig (KUBECONFIG or ~/.kube/config by default, its current context unless
+    `context`), or the in-cluster service account when there is none."""
+    config = kubernetes.client.Configuration()
     try:
-        return _config.new_client_from_config(config_file=path, context=context)
+        _config.load_kube_config(config_file=path, context=context, client_configuration=config)
     except _config.ConfigException:
         if path is not None or context is not None:
             raise
-        _config.load_incluster_config()
-        return kubernetes.client.ApiClient()
+        _config.load_incluster_config(client_configuration=config)
+    return config
+
+
+def client(config: Any, token: str | None = None) -> Any:
+    """An API client over `config` (see `configuration`): as the configuration's user, or,
+    given a `token`, authenticating with that bearer token and nothing else (an empty
+    token: no credentials at all). The one way the plugin and the gateway build clients."""
+    if token is None:
+        return kubernetes.client.ApiClient(config)
+    config = copy.copy(config)
+    config.api_key = {"authorization": f"Bearer {token}"} if token else {}
+    config.api_key_prefix = {}
+    config.cert_file = None
+    config.key_file = None
+    config.username = None
+    config.password = None
+    config.refresh_api_key_hook = None
+    return kubernetes.client.ApiClient(config)
 
 
 def default_namespace(path: str | None = None, context: str | None = None) -> str:
@@ -73,30 +92,10 @@ def default_namespace(path: str | None = None, context: str | None = None) -> st
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
 
-def base_configuration(path: str | None = None) -> Any:
-    """Where the API server is and how to trust it (no user): from a kubeconfig, or the
-    in-cluster config. The gateway adds each caller's token to a copy of it."""
-    config = kubernetes.client.Configuration()
-    try:
-        _config.load_kube_config(config_file=path, client_configuration=config)
-    except _config.ConfigException:
-        if path is not None:
-            raise
-        _config.load_incluster_config(client_configuration=config)
-    return config
-
-
-def for_token(base: Any, token: str) -> Any:
-    """An API client that authenticates with `token` and nothing else."""
-    config = copy.copy(base)
-    config.api_key = {"authorization": f"Bearer {token}"}
-    config.api_key_prefix = {}
-    config.cert_file = None
-    config.key_file = None
-    config.username = None
-    config.password = None
-    config.refresh_api_key_hook = None
-    return kubernetes.client.ApiClient(config)
+def denied(message: str) -> str:
+    """An admission refusal without the webhook's name: what was refused, and why."""
+    marker = "denied the request: "
+    return message.split(marker, 1)[1] if marker in message else message
 
 
 def whoami(api: Any) -> tuple[str, list[str]]:
@@ -127,12 +126,18 @@ def get(api: Any, namespace: str, plural: str, name: str) -> dict[str, Any] | No
     return found
 
 
-def list_(api: Any, namespace: str, plural: str) -> list[dict[str, Any]]:
+def list_(api: Any, namespace: str | None, plural: str) -> list[dict[str, Any]]:
+    """The objects of `plural` in `namespace`, or in every namespace when it is None."""
     custom: Any = kubernetes.client.CustomObjectsApi(api)
     try:
-        found = custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, _request_timeout=TIMEOUT
-        )
+        if namespace is None:
+            found = custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, _request_timeout=TIMEOUT
+            )
+        else:
+            found = custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, _request_timeout=TIMEOUT
+            )
     except kubernetes.client.ApiException as exc:
         raise _error(exc) from None
     items: list[dict[str, Any]] = found.get("items") or []

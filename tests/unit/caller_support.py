@@ -1,0 +1,133 @@
+"""A fake of ``coordinator.k8s.caller``'s reads and writes, for the use cases, the plugin
+and the gateway without an API server: objects by (plural, name), merge patches recorded,
+and an operator that acts after a number of reads (as the real one writes status later)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from coordinator.api.common import APPROVALS
+from coordinator.core import policy
+from coordinator.k8s import caller
+
+NAMESPACE = "team-a"
+Obj = dict[str, Any]
+
+
+def _merge(into: Obj, patch: Obj) -> None:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        elif value is None:
+            into.pop(key, None)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+@dataclass
+class FakeCaller:
+    """The objects of one namespace. `admit` stands for the admission webhooks (it may
+    change a patched object, or raise caller.CallerError); `operator` runs once, on the
+    read number `operator_after` after a patch, and may change the objects."""
+
+    objects: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    patches: list[tuple[str, str, Any]] = field(default_factory=list)
+    reads: int = 0
+    admit: Callable[[str, Obj], None] | None = None
+    operator: Callable[[FakeCaller], None] | None = None
+    operator_after: int = 1
+    _since_patch: int | None = None
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeCaller:
+        monkeypatch.setattr(caller, "get", self.get)
+        monkeypatch.setattr(caller, "patch", self.patch)
+        monkeypatch.setattr(caller, "whoami", lambda api: ("approver", ["approvers"]))
+        return self
+
+    def add(self, plural: str, obj: Obj) -> Obj:
+        self.objects[plural, obj["metadata"]["name"]] = obj
+        return obj
+
+    def get(self, api: Any, namespace: str, plural: str, name: str) -> Obj | None:
+        assert namespace == NAMESPACE
+        self.reads += 1
+        if self._since_patch is not None:
+            self._since_patch += 1
+            if self._since_patch == self.operator_after and self.operator:
+                self.operator(self)
+        found = self.objects.get((plural, name))
+        return json.loads(json.dumps(found)) if found is not None else None
+
+    def patch(self, api: Any, namespace: str, plural: str, name: str, body: Any) -> Obj:
+        assert namespace == NAMESPACE
+        self.patches.append((plural, name, copy.deepcopy(body)))
+        found = self.objects.get((plural, name))
+        if found is None:
+            raise caller.CallerError(404, f'{plural} "{name}" not found', reason="NotFound")
+        _merge(found, body)
+        if self.admit:
+            self.admit(plural, found)
+        self._since_patch = 0
+        return json.loads(json.dumps(found))
+
+
+def approval(name: str, phase: str = "Pending", **status: Any) -> Obj:
+    return {
+        "metadata": {"name": name, "annotations": {}},
+        "spec": {
+            "recommendation": name,
+            "customerId": "customer-1",
+            "riskLevel": "medium",
+            "decision": "Pending",
+            "expiresAt": "2026-01-02T03:04:05Z",
+        },
+        "status": {"phase": phase, **status},
+    }
+
+
+def plan(name: str, phase: str = "Pending", *, suspend: bool = True, abort: bool = False) -> Obj:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "recommendation": name,
+            "customerId": "customer-1",
+            "suspend": suspend,
+            "abort": abort,
+            "steps": [{"name": "one", "action": "noop", "executor": "simulated"}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def vote(user: str, decision: str = "Approved") -> Obj:
+    return {"user": user, "groups": [], "decision": decision, "at": "2026-01-01T00:00:00Z"}
+
+
+def votes_webhook(voter: str) -> Callable[[str, Obj], None]:
+    """The admission webhook of an N-of-M approval: records `voter`'s vote in the
+    responses annotation and puts the decision back to Pending."""
+
+    def admit(plural: str, obj: Obj) -> None:
+        assert plural == APPROVALS
+        annotations = obj["metadata"].setdefault("annotations", {})
+        raw = annotations.get(policy.RESPONSES_ANNOTATION)
+        recorded = json.loads(raw) if raw else []
+        recorded.append(vote(voter, obj["spec"]["decision"]))
+        annotations[policy.RESPONSES_ANNOTATION] = json.dumps(recorded)
+        obj["spec"]["decision"] = "Pending"
+        obj["spec"].pop("reason", None)
+
+    return admit
+
+
+def copy_votes(fake: FakeCaller, name: str) -> None:
+    """What the operator does with an N-of-M approval: copy the votes into status."""
+    obj = fake.objects[APPROVALS, name]
+    raw = obj["metadata"]["annotations"].get(policy.RESPONSES_ANNOTATION)
+    obj["status"]["responses"] = json.loads(raw) if raw else []
