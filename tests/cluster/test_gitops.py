@@ -300,10 +300,12 @@ def test_a_recommendation_removed_from_git_is_pruned_and_its_running_plan_rolled
     kubectl: Kubectl, gitops: GitOps, objects: Objects
 ) -> None:
     apply(kubectl, gitops.namespace, deployment("api", 3))  # the workload, not in this repo
+    # The soak outlasts Flux's turn to prune: up to 30s of health checks of the first
+    # commit (the recommendations are in progress) before it takes the second.
     steps = [
         scale_step("api", 1),
         {"name": "soak", "action": "soak", "executor": "simulated",
-         "params": {"durationMs": 60_000}},
+         "params": {"durationMs": 90_000}},
     ]  # fmt: skip
     rec = recommendation("rec-prune", executeNow=True, steps=steps)
     kept = recommendation("rec-kept")
@@ -317,7 +319,7 @@ def test_a_recommendation_removed_from_git_is_pruned_and_its_running_plan_rolled
     wait_for(
         lambda: all(objects.get(p, "rec-prune") is None for p in (RECS, APPROVALS, PLANS)),
         what="the pruned recommendation, its approval and its plan to go",
-        timeout=FLUX_TIMEOUT,
+        timeout=FLUX_TIMEOUT + 90,  # the rollback waits for the soak step to end
     )
     assert replicas(kubectl, gitops.namespace, "api") == 3  # rolled back before it went
     assert objects.phase(RECS, "rec-kept") == "AwaitingApproval"
