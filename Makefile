@@ -16,8 +16,8 @@ KUBE_BIN = $(shell bash hack/cluster/build.sh)
 KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 
-.PHONY: help install lint fmt test test-unit test-cluster cluster cluster-down cluster-build \
-        manifests docs demo bench bench-gateway chaos fuzz
+.PHONY: help install lint fmt test test-unit test-cluster test-gitops cluster cluster-down \
+        cluster-build manifests docs demo gitops-demo bench bench-gateway chaos fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,18 +61,25 @@ manifests: build/.installed ## generate crds/, manifests/webhooks.yaml and docs/
 docs: build/.installed ## build the documentation site into site/ (mkdocs, strict: broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
+test-gitops: build/.installed ## the GitOps tests: Flux applies recommendations from Git (also in `test`)
+	$(PYTEST) tests -m gitops
+
 cluster-build: ## build the control plane binaries (cached in ~/.cache/optiinfra)
 	@echo $(KUBE_BIN)
 
 cluster: build/.installed ## start the local control plane (or, with CLUSTER=kind, a kind cluster); safe to repeat
 	@$(LOCALCLUSTER) up $(if $(filter kind,$(CLUSTER)),--kind,)
 
-cluster-down: build/.installed ## stop the local control plane and remove .cluster/
+cluster-down: build/.installed ## stop the local control plane (and Flux, if started) and remove .cluster/
 	@$(LOCALCLUSTER) down
 
 demo: build/.installed cluster ## the story on the local control plane
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) hack/demo.py
+
+gitops-demo: build/.installed cluster ## Flux applies recommendations from a Git repository; a person approves
+	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
+	  $(PYTHON) hack/gitops_demo.py
 
 build/.bench-installed: pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'

@@ -587,6 +587,10 @@ def up_kind(name: str = "optiinfra") -> Cluster:
 def down(*, quiet: bool = False) -> None:
     """Stop exactly the processes `up` started (by PID) and remove the state directory."""
     d = cluster_dir()
+    if (d / "flux").exists():  # Flux (flux.py) runs against this control plane: it goes first
+        import flux  # noqa: PLC0415 - flux imports this module
+
+        flux.down(quiet=quiet)
     state = _state(d) or {}
     if state.get("mode") == "kind":
         subprocess.run(["kind", "delete", "cluster", "--name", str(state["name"])], check=False)

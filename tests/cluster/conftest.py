@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import flux as localflux
 import kubernetes
 import localcluster
 import pytest
@@ -40,6 +42,17 @@ def crds(kubectl: Kubectl) -> None:
             lambda p=plural: kubectl("get", p, "-A", check=False).returncode == 0,
             what=f"{plural} to be served",
         )
+
+
+@pytest.fixture(scope="session")
+def flux(cluster: localcluster.Cluster) -> Iterator[localflux.Flux]:
+    """Flux (source-controller, kustomize-controller) and a Git server on 127.0.0.1, built
+    and started on demand (hack/cluster/flux.py), stopped at the end if this run started it."""
+    already = localflux.running()
+    started = already or localflux.up(cluster)
+    yield started
+    if already is None and not os.environ.get("OPTIINFRA_KEEP_CLUSTER"):
+        localflux.down(quiet=True)
 
 
 OPERATOR_SA = ("optiinfra-system", "optiinfra-coordinator")
