@@ -55,6 +55,9 @@ The shell, from the bottom up:
     One work queue of customer groups (requeue-after, per-key exponential backoff); a
     reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
     changed through the StatusWriter and returns when to run again.
+``coordinator.plangate``, ``coordinator.notifications``
+    For the reconciler: whether a plan may start (dependencies, AgentEndpoints, change
+    windows, the budget), and the ApprovalPolicies' notifications of what it decided.
 ``coordinator.runner``
     One plan: next move (``core.plan``) -> persist -> execute -> persist.
 ``coordinator.parts``

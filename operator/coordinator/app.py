@@ -110,8 +110,8 @@ class Operator:
         post = checked_post(config.endpoint_addresses)
         self.notifier = Notifier(self.endpoints, post=post)
         """The ApprovalPolicies' notifications, sent from their own queue (never waited for)."""
-        self.reconciler.notify = self.notifier.send
-        self.reconciler.notify_lead = timedelta(seconds=config.notify_expiring_before)
+        self.reconciler.notifications.send = self.notifier.send
+        self.reconciler.notifications.lead = timedelta(seconds=config.notify_expiring_before)
         self.recorder.yield_to = self.reconciler.queue.idle
         self.runner = runner_.PlanRunner(
             client=self.client,
