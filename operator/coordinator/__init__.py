@@ -56,15 +56,23 @@ The shell, from the bottom up:
     One work queue of customer groups (requeue-after, per-key exponential backoff); a
     reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
     changed through the StatusWriter and returns when to run again.
+``coordinator.plangate``, ``coordinator.notifications``
+    For the reconciler: whether a plan may start (dependencies, AgentEndpoints, change
+    windows, the budget), and the ApprovalPolicies' notifications of what it decided.
 ``coordinator.runner``
     One plan: next move (``core.plan``) -> persist -> execute -> persist.
+``coordinator.parts``
+    The parts of the running operator, each one job with ``start`` and ``stop``:
+    ``signals`` (the one owner of SIGTERM/SIGINT: they set the one stop event, kopf's
+    stop flag), ``webhooks`` (the admission server, its registration, the start-up probe,
+    the keep-alive), ``leadership`` (the Lease and whether this replica acts),
+    ``readiness`` (/readyz), ``dispatch`` (Store changes -> queue keys, plan starts,
+    daemons; runs the reconciler), ``starts`` (plan starts), ``daemons`` (one daemon per
+    started plan from the Store, its finalizer on while it runs, so that a deletion waits
+    for the rollback), ``facts`` (what the admission hooks look up), ``config``.
 ``coordinator.app``
-    The running operator: wires the Store, the list/watch, the reconciler and the
-    runner; turns Store changes into queue keys and plan starts; runs one daemon per
-    started plan from the Store (its finalizer on while it runs, so that a deletion
-    waits for the rollback) that drives it; leadership, readiness (green once the
-    initial listing is in the Store), the admission server and its registration,
-    clean-up.
+    The Operator: builds the parts, starts them in order and, on the stop event, stops
+    them in reverse order, each within its bound. It does nothing else.
 ``coordinator.handlers``
     Thin handlers: kopf's start and stop of the operator, and the four admission hooks
     (served by ``k8s.admission``). They decide nothing. kopf watches nothing.

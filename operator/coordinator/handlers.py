@@ -5,7 +5,8 @@ the operator, and the admission hooks (served by ``coordinator.k8s.admission``, 
 kopf; the decisions are in ``coordinator.core.admission``). kopf watches nothing: what
 the operator knows of its kinds comes from its own list/watch into the Store
 (``coordinator.k8s.informer``, ``coordinator.store``), and the daemon of each started
-plan is run from there (``coordinator.app``).
+plan is run from there (``coordinator.parts.daemons``). The hooks ask what they need to
+know of ``coordinator.parts.facts``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from coordinator.app import Operator
 from coordinator.core import admission as admission_
 from coordinator.core import catalogue
 from coordinator.k8s.admission import Hook, RefusedError, Review, Verdict
+from coordinator.parts.facts import Facts
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -65,15 +67,15 @@ async def stopping(memo: kopf.Memo, **_: Any) -> None:
 # Served by the operator's own HTTPS server (``coordinator.k8s.admission``), not kopf's.
 
 
-def admission(operator: Operator) -> dict[str, Hook]:
-    """The admission hooks by id (as in ``coordinator.app.HOOKS``), bound to `operator`."""
+def admission(facts: Facts) -> dict[str, Hook]:
+    """The admission hooks by id (as in ``coordinator.app.HOOKS``), bound to `facts`."""
     hooks = {
         "approval-stamp": approval_stamp,
         "approval-check": approval_check,
         "recommendation-stamp": recommendation_stamp,
         "recommendation-check": recommendation_check,
     }
-    return {id_: functools.partial(hook, operator) for id_, hook in hooks.items()}
+    return {id_: functools.partial(hook, facts) for id_, hook in hooks.items()}
 
 
 def _named(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -92,7 +94,7 @@ def _models(model: type[M], review: Review) -> tuple[M | None, M | None]:
     return new, old
 
 
-async def approval_stamp(operator: Operator, review: Review) -> Verdict:
+async def approval_stamp(facts: Facts, review: Review) -> Verdict:
     """Each vote is stamped here, from the authenticated request (user and groups)."""
     verdict = Verdict()
     new, before = _models(Approval, review)
@@ -100,7 +102,7 @@ async def approval_stamp(operator: Operator, review: Review) -> Verdict:
         return verdict
     submitter = None
     if before is not None and new.spec.decision != before.spec.decision:
-        submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
+        submitter = await facts.submitter(new.metadata.namespace, new.spec.recommendation)
     outcome = admission_.record_vote(
         old=before,
         new=new,
@@ -121,11 +123,11 @@ async def approval_stamp(operator: Operator, review: Review) -> Verdict:
     return verdict
 
 
-async def approval_check(operator: Operator, review: Review) -> Verdict:
+async def approval_check(facts: Facts, review: Review) -> Verdict:
     new, before = _models(Approval, review)
     if new is None or before is None:
         return Verdict()
-    submitter = await operator.submitter(new.metadata.namespace, new.spec.recommendation)
+    submitter = await facts.submitter(new.metadata.namespace, new.spec.recommendation)
     reason = admission_.check_decision(
         old=before,
         new=new,
@@ -139,7 +141,7 @@ async def approval_check(operator: Operator, review: Review) -> Verdict:
     return Verdict()
 
 
-async def recommendation_stamp(operator: Operator, review: Review) -> Verdict:
+async def recommendation_stamp(facts: Facts, review: Review) -> Verdict:
     """Who submitted the spec, and what of its plan they may not do themselves: stamped on
     every create and spec change, from the authenticated request. An object the models
     cannot read is stamped all the same, as needing a person (its validation refuses what
@@ -167,10 +169,10 @@ async def recommendation_stamp(operator: Operator, review: Review) -> Verdict:
         return verdict
     denied = None
     if resubmitted:  # who may do what: asked once per spec
-        denied = await operator.submitter_may_not(review.userinfo, new)
+        denied = await facts.submitter_may_not(review.userinfo, new)
         steps = _plan_steps(new)
         if steps is not None:
-            endpoints = await operator.endpoints_of(new.metadata.namespace, steps)
+            endpoints = await facts.endpoints_of(new.metadata.namespace, steps)
             endpoint = admission_.endpoint_deputy(steps, endpoints=endpoints)
             denied = "; ".join(d for d in (denied, endpoint) if d) or None
     verdict.annotations.update(admission_.stamp_deputy(old=before, new=new, denied=denied))
@@ -194,7 +196,7 @@ def _plan_steps(rec: Recommendation) -> list[Step] | None:
         return None  # refused by the validating webhook
 
 
-async def recommendation_check(operator: Operator, review: Review) -> Verdict:
+async def recommendation_check(facts: Facts, review: Review) -> Verdict:
     verdict = Verdict()
     new, before = _models(Recommendation, review)
     if new is None:
@@ -204,7 +206,7 @@ async def recommendation_check(operator: Operator, review: Review) -> Verdict:
         if reason:
             raise RefusedError(reason, code=403)  # not 409: clients retry conflicts
     # --- executors (issue 12): the params of each step, before anything can run ---------
-    problems = admission_.step_problems(old=before, new=new, kinds=operator.config.executor_kinds)
+    problems = admission_.step_problems(old=before, new=new, kinds=facts.config.executor_kinds)
     if problems:
         raise RefusedError("; ".join(problems), code=403)
     problem = admission_.plan_problem(new)
@@ -212,13 +214,13 @@ async def recommendation_check(operator: Operator, review: Review) -> Verdict:
         raise RefusedError(problem, code=422)
     if before is None or before.spec != new.spec:  # whose steps an endpoint takes
         steps = catalogue.plan_steps(new.spec)
-        endpoints = await operator.endpoints_of(new.metadata.namespace, steps)
+        endpoints = await facts.endpoints_of(new.metadata.namespace, steps)
         reason = admission_.endpoint_problem(
             new, steps, endpoints=endpoints, user=review.user, groups=review.groups
         )
         if reason:
             raise RefusedError(reason, code=403)
     if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
-        existing = operator.names_in(new.metadata.namespace)
+        existing = facts.names_in(new.metadata.namespace)
         verdict.warnings.extend(admission_.dependency_warnings(new, existing=existing))
     return verdict

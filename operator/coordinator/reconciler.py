@@ -19,9 +19,10 @@ reconcile, a short numbered sequence:
    namespace with ApprovalPolicies the group's pending plans (a budget freed, a window
    opened: see `plan_gate`).
 
-`plan_gate` is the one place a plan's start is gated: its dependencies, and the change
-windows and per-customer budget of the ApprovalPolicies that select it. A plan held by a
-window puts its group back on the queue for when the window opens or ends.
+`plan_gate` asks the one place a plan's start is gated (``coordinator.plangate``); a
+plan held by a window puts its group back on the queue for when the window opens or
+ends. What a reconcile decided is told to the ApprovalPolicies' endpoints by
+``coordinator.notifications``.
 
 A key added while it is being reconciled is reconciled again afterwards, never twice at
 once; a reconcile that raises is tried again after a per-key exponential backoff
@@ -37,10 +38,11 @@ import contextvars
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
-from coordinator import metrics
+from coordinator import metrics, plangate
+from coordinator import notifications as notifications_
 from coordinator import store as store_
 from coordinator.api import defaults
 from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
@@ -51,16 +53,13 @@ from coordinator.api.common import (
     PLANS,
     POLICIES,
     RECOMMENDATIONS,
-    SUBMITTED_BY_ANNOTATION,
-    format_time,
 )
 from coordinator.api.defaults import Backoff
 from coordinator.api.plan import ExecutionPlan, PlanPhase
-from coordinator.api.policy import ApprovalPolicy, NotifyEvent
+from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
-from coordinator.core import admission, backoff, conflicts, lifecycle
 from coordinator.core import approval as policy_
-from coordinator.core import policy as policies_
+from coordinator.core import backoff, conflicts, lifecycle
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
@@ -285,13 +284,11 @@ class Reconciler:
         self.acting = asyncio.Event()
         """Set while this replica may write (it leads); the workers wait for it."""
         self.acting.set()
-        self.notify: Callable[[str, list[str], str, bytes], None] | None = None
-        """Sends a notification of the ApprovalPolicies (namespace, endpoints, event,
-        body); never waits (see executors.notify)."""
-        self.notify_lead = timedelta(hours=1)
-        """How long before its expiry a pending approval is notified ApprovalExpiringSoon."""
-        self._expiring_notified: set[str] = set()
-        """The uids of the pending approvals notified as expiring soon (by this process)."""
+        now = lambda: self.clock()  # noqa: E731, PLW0108 - `clock` may be replaced (tests)
+        self.notifications = notifications_.Notifications(clock=now)
+        """The ApprovalPolicies' notifications of what a reconcile decided."""
+        self.gate = plangate.PlanGate(store, clock=now)
+        """Whether a plan may start (`plan_gate`)."""
 
     # --- what triggers a reconcile ------------------------------------------------------
 
@@ -489,11 +486,11 @@ class Reconciler:
                 expires = wanted.create_approval.spec.expires_at
                 expiries.append(expires)
                 if policies:
-                    expiries.append(max(now, expires - self.notify_lead))
+                    expiries.append(max(now, expires - self.notifications.lead))
             elif o.approval is not None:
                 expiries.append(o.approval.spec.expires_at)
         if policies:
-            expiries.extend(self._notify_expiring(group, desired, policies, now=now))
+            expiries.extend(self.notifications.expiring(group, desired, policies, now=now))
         requeue = None
         if expiries:
             requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
@@ -552,175 +549,12 @@ class Reconciler:
             if target is not None:
                 self._event(target, event)
             if policies and not event.on_approval:
-                self._notify(rec, approval, policies, event.reason, event.message)
+                self.notifications.event(rec, approval, policies, event.reason, event.message)
         return created_plan, again
 
-    # --- ApprovalPolicies: notifications, never waited for ------------------------------
-
-    def _notify(
-        self,
-        rec: Recommendation,
-        approval: Approval | None,
-        policies: list[ApprovalPolicy],
-        reason: str,
-        message: str,
-    ) -> None:
-        event = policies_.NOTIFY_EVENTS.get(reason)
-        if event is not None:
-            self._send(rec, approval, policies, event, message)
-
-    def _send(
-        self,
-        rec: Recommendation,
-        approval: Approval | None,
-        policies: list[ApprovalPolicy],
-        event: NotifyEvent,
-        message: str,
-    ) -> None:
-        if self.notify is None:
-            return
-        targets = policies_.notify_targets(_governing(policies, rec, approval), event)
-        if targets:
-            body = policies_.notification(
-                event,
-                namespace=rec.metadata.namespace,
-                recommendation=rec.name,
-                customer_id=rec.spec.customer_id,
-                message=message,
-                at=self.clock(),
-                uid=rec.metadata.uid or "",
-            )
-            self.notify(rec.metadata.namespace, targets, event.value, body)
-
-    def _notify_expiring(
-        self,
-        group: list[lifecycle.Observed],
-        desired: Mapping[str, lifecycle.Desired],
-        policies: list[ApprovalPolicy],
-        *,
-        now: datetime,
-    ) -> list[datetime]:
-        """ApprovalExpiringSoon, once per approval (per process), `notify_lead` before its
-        expiry; the times to look again for the ones not due yet."""
-        later: list[datetime] = []
-        if self.notify is None:
-            return later
-        for o in group:
-            approval = o.approval
-            if approval is None or not approval.metadata.uid:
-                continue
-            uid = approval.metadata.uid
-            if desired[o.recommendation.name].status.phase is not (
-                RecommendationPhase.AWAITING_APPROVAL
-            ):
-                self._expiring_notified.discard(uid)
-                continue
-            expires = approval.spec.expires_at
-            if policies_.expiring_soon(expires, lead=self.notify_lead, now=now):
-                if uid not in self._expiring_notified:
-                    self._expiring_notified.add(uid)
-                    self._send(
-                        o.recommendation,
-                        approval,
-                        policies,
-                        NotifyEvent.APPROVAL_EXPIRING_SOON,
-                        f"approval {approval.metadata.name} expires at {format_time(expires)}",
-                    )
-            elif now < expires - self.notify_lead:
-                later.append(expires - self.notify_lead)
-        return later
-
-    # --- the one place a plan's start is gated -----------------------------------------
-
     def plan_gate(self, key: ObjectKey) -> tuple[bool, str, datetime | None]:
-        """Whether plan `key` may start now: its dependencies have succeeded, and the change
-        windows and the customer's budget of the ApprovalPolicies that select it allow it
-        (``core.policy``). Else why, and when to ask again (None: on the next change).
-
-        Only the customer's plans otherwise ready to start (pending, not suspended, their
-        dependencies succeeded, no window holding them) compete for the budget, best-ranked
-        first: a plan held by a window or a dependency never holds up a ready one."""
-        ready, why = self.store.dependencies_succeeded(key)
-        if not ready:
-            return False, why, None
-        waits = self.endpoint_wait(key)
-        if waits is not None:  # an AgentEndpoint created or changed starts it (app.py)
-            return False, waits, None
-        policies = self.store.policies(key[0])
-        rec = self.store.recommendation(key) if policies else None
-        if rec is None:
-            return True, "", None
-        now = self.clock()
-        merged = _governing(policies, rec, self.store.approval(key))
-        if not merged.windows and merged.max_concurrent_plans is None:
-            return True, "", None
-        verdict = policies_.window_gate(merged.windows, now=now)
-        if isinstance(verdict, policies_.Go) and merged.max_concurrent_plans is not None:
-            running: list[str] = []
-            candidates: list[Recommendation] = [rec]
-            for record in self.store.group((key[0], rec.spec.customer_id)):
-                if record.name == rec.name:
-                    continue
-                plan = self.store.record(PLANS, record.key)
-                if plan is None:
-                    continue
-                if plan.phase in (PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value):
-                    running.append(record.name)
-                elif self._ready_but_for_budget(record.key, policies, now=now):
-                    other = self.store.recommendation(record.key)
-                    if other is not None:
-                        candidates.append(other)
-            waiting = [r.name for r in sorted(candidates, key=conflicts.rank)]
-            verdict = policies_.budget_gate(
-                rec.name, running=running, waiting=waiting, limit=merged.max_concurrent_plans
-            )
-        if isinstance(verdict, policies_.Wait):
-            names = ", ".join(merged.policies)
-            return False, f"waiting: {verdict.reason} (policy {names})", verdict.until
-        return True, "", None
-
-    def endpoint_wait(self, key: ObjectKey) -> str | None:
-        """Why plan `key` waits for the AgentEndpoints its webhook steps name, or None
-        (``core.admission.endpoint_wait``, with the submitter stamped at admission and
-        whether a person approved)."""
-        plan = self.store.plan(key)
-        names = admission.webhook_endpoints(plan.spec.steps) if plan is not None else set()
-        if plan is None or not names:
-            return None
-        rec = self.store.recommendation(key)
-        annotations = rec.metadata.annotations if rec is not None else {}
-        approval = self.store.approval(key)
-        decided_by = approval.status.decided_by if approval and approval.status else None
-        return admission.endpoint_wait(
-            plan.spec.steps,
-            namespace=key[0],
-            endpoints={
-                name: endpoint.spec if (endpoint := self.store.endpoint((key[0], name))) else None
-                for name in names
-            },
-            submitter=annotations.get(SUBMITTED_BY_ANNOTATION),
-            groups=admission.submitter_groups(annotations),
-            person_approved=decided_by not in (None, POLICY_DECIDER),
-        )
-
-    def _ready_but_for_budget(
-        self, key: ObjectKey, policies: list[ApprovalPolicy], *, now: datetime
-    ) -> bool:
-        """Whether plan `key` would start now if the budget let it: pending, not suspended
-        or aborted, its dependencies succeeded, no window of its policies holding it."""
-        record = self.store.record(PLANS, key)
-        if record is None or record.phase not in (None, PlanPhase.PENDING.value):
-            return False  # started or ended (an ended one may be evicted: never read it)
-        plan = self.store.plan(key)
-        rec = self.store.recommendation(key)
-        if plan is None or rec is None or plan.status_phase is not PlanPhase.PENDING:
-            return False
-        if plan.spec.suspend or plan.spec.abort:
-            return False
-        if not self.store.dependencies_succeeded(key)[0]:
-            return False
-        merged = _governing(policies, rec, self.store.approval(key))
-        return isinstance(policies_.window_gate(merged.windows, now=now), policies_.Go)
+        """Whether plan `key` may start now (``coordinator.plangate``)."""
+        return self.gate.check(key)
 
     def recheck_at(self, key: GroupKey, when: datetime) -> None:
         """Reconcile group `key` again at `when` (a window opens or ends): its pending
@@ -792,15 +626,6 @@ SETTLE_AGAIN_SECONDS: Final = 1.0
 """When a recommendation was written ended: the group is reconciled again, finds it
 settled, and lets its approval and plan go (`Store.evict`); nothing else might bring
 the group back."""
-
-
-def _governing(
-    policies: list[ApprovalPolicy], rec: Recommendation, approval: Approval | None
-) -> policies_.Merged:
-    """The merged ApprovalPolicies that select `rec` (at its approval's risk, after the
-    operator's floors, when it has one)."""
-    risk = approval.spec.risk_level if approval is not None else rec.spec.risk_level
-    return policies_.governing(policies, rec.spec, risk=risk)
 
 
 def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:

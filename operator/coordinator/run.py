@@ -8,6 +8,8 @@ Every flag can also be set with an environment variable ``COORDINATOR_<FLAG>``
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import faulthandler
 import ipaddress
 import logging
@@ -329,6 +331,7 @@ def _run(arguments: argparse.Namespace) -> int:
     from coordinator import app, handlers, metrics  # noqa: PLC0415
     from coordinator.k8s import access  # noqa: PLC0415
     from coordinator.k8s import lease as lease_  # noqa: PLC0415
+    from coordinator.parts import signals  # noqa: PLC0415
 
     lease = arguments.lease or arguments.peering
     if arguments.peering and not arguments.lease:
@@ -406,17 +409,26 @@ def _run(arguments: argparse.Namespace) -> int:
         # One line per admission request (two per write) is a log of the API server's work.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if mode != "off":
-        operator.admission_hooks.update(handlers.admission(operator))
+        operator.admission_hooks.update(handlers.admission(operator.facts))
     namespaces = arguments.namespace or []
+    # kopf hosts the operator on a loop whose SIGTERM/SIGINT are the operator's: one
+    # handler, in place before kopf runs, sets the stop flag kopf is given (parts.signals).
     try:
-        kopf.run(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,  # replicas elect a leader with a Lease (--lease), not kopf peering
-            liveness_endpoint=arguments.liveness or None,
-            stop_flag=operator.stop_flag,  # set by the operator's own signal handlers
-            memo=kopf.Memo(operator=operator),
-        )
+        with asyncio.Runner(loop_factory=signals.Loop) as runner:
+            loop = runner.get_loop()
+            assert isinstance(loop, signals.Loop)
+            operator.signals.install(loop)
+            with contextlib.suppress(asyncio.CancelledError):  # as kopf.run
+                runner.run(
+                    kopf.operator(
+                        clusterwide=not namespaces,
+                        namespaces=namespaces,
+                        standalone=True,  # a Lease (--lease) elects the leader, not kopf peering
+                        liveness_endpoint=arguments.liveness or None,
+                        stop_flag=operator.stop_flag,  # set by the one signal handler
+                        memo=kopf.Memo(operator=operator),
+                    )
+                )
     except Exception as exc:  # a failed start (kopf retried nothing: errors are permanent)
         raise StartupError(f"stopped: {_cause(exc)}") from None
     return 0

@@ -22,10 +22,10 @@ from hypothesis_jsonschema import from_schema
 
 from coordinator import handlers
 from coordinator.api.recommendation import Recommendation
-from coordinator.app import Operator
 from coordinator.core import admission as admission_
 from coordinator.core import catalogue
 from coordinator.k8s.admission import application
+from coordinator.parts.facts import Facts
 
 CRDS = Path(__file__).parents[2] / "crds"
 EXAMPLES = 250
@@ -109,7 +109,7 @@ HOOKS = {
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[asyncio.AbstractEventLoop, TestClient[Any, Any]]]:
     loop = asyncio.new_event_loop()
-    app = application(handlers.admission(cast(Operator, FakeOperator())))
+    app = application(handlers.admission(cast(Facts, FakeOperator())))
     client: TestClient[Any, Any] = TestClient(TestServer(app), loop=loop)
     loop.run_until_complete(client.start_server())
     yield loop, client

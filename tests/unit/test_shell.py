@@ -836,7 +836,7 @@ async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_the
     """At start-up or a takeover every plan not started is considered (pending ones may
     start, lately ended ones have their Events posted again); an evicted one has ended
     and is passed over without a GET (thousands of them after a takeover)."""
-    from coordinator import app  # noqa: PLC0415 - kopf and the kubernetes client, only here
+    from coordinator.parts import starts  # noqa: PLC0415 - the shell, only here
 
     api = CountingApi()
     store, _, _ = shell(api)
@@ -848,7 +848,7 @@ async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_the
     ended = store.record(RECOMMENDATIONS, (NS, "ended"))
     assert ended is not None
     assert store.evict(ended) == 1
-    operator = app.Operator.__new__(app.Operator)  # the parts _start_pending reads
+    operator = starts.Starts.__new__(starts.Starts)  # the parts start_pending reads
     operator.store = store
     considered: list[str] = []
 
@@ -856,6 +856,6 @@ async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_the
         considered.append(plan.metadata.name)
 
     operator.start_plan = start_plan  # type: ignore[method-assign]
-    await operator._start_pending()
+    await operator.start_pending()
     assert considered == ["waiting"]
     assert api.gets == []

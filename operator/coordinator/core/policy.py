@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cronsim
 
+from coordinator.api.approval import Approval
 from coordinator.api.common import RiskLevel, format_time
 from coordinator.api.policy import (
     ApprovalPolicy,
@@ -45,7 +46,7 @@ from coordinator.api.policy import (
     Window,
     WindowKind,
 )
-from coordinator.api.recommendation import RecommendationSpec
+from coordinator.api.recommendation import Recommendation, RecommendationSpec
 from coordinator.core.approval import parse_duration
 
 __all__ = ["parse_duration"]
@@ -172,6 +173,15 @@ def governing(
 ) -> Merged:
     """The merged policy of the namespace's `policies` that select `rec`."""
     return merge((p.metadata.name, p.spec) for p in policies if selects(p.spec, rec, risk=risk))
+
+
+def governing_of(
+    policies: Iterable[ApprovalPolicy], rec: Recommendation, approval: Approval | None
+) -> Merged:
+    """The merged policies that select `rec` (at its approval's risk, after the operator's
+    floors, when it has one)."""
+    risk = approval.spec.risk_level if approval is not None else rec.spec.risk_level
+    return governing(policies, rec.spec, risk=risk)
 
 
 # --- votes ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ page is handed over whole and the thread waits until it is taken, and at most
 API server waits on the connection instead).
 
 `listed` is set once every kind has been listed once and put in the Store: the
-operator's readiness (see ``coordinator.app``).
+operator's readiness (see ``coordinator.parts.readiness``).
 """
 
 from __future__ import annotations
