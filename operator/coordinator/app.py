@@ -103,6 +103,7 @@ class Config:
     webhook_port: int = defaults.WEBHOOK_PORT  # 0: a free port (local) or 9443 (service)
     webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
     webhook_service: str = defaults.WEBHOOK_SERVICE
+    webhook_configuration: str = defaults.OPERATOR_NAME  # the two configurations' name
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lease: str | None = None  # leader election with this Lease; None: a single replica
     lease_namespace: str = defaults.LEASE_NAMESPACE
@@ -307,17 +308,23 @@ class Operator:
             selector = webhooks_.namespace_selector((), config.webhook_namespace_labels)
             scope = ""
         validating, mutating = webhooks_.configurations(
-            hooks=HOOKS, endpoint=endpoint, selector=selector, scope=scope
+            hooks=HOOKS,
+            endpoint=endpoint,
+            selector=selector,
+            scope=scope,
+            name=config.webhook_configuration,
         )
         self._webhooks = (validating, mutating)
 
         async def register() -> None:
-            registrar = webhooks_.Registrar(self.api, create=mode == "local")
+            registrar = webhooks_.Registrar(
+                self.api, create=mode == "local", name=config.webhook_configuration
+            )
             await asyncio.to_thread(registrar.apply, validating, mutating)
             in_force = await self._admission_in_force()
             logger.info(
                 "admission webhooks registered in %s (%s%s)%s",
-                webhooks_.NAME,
+                registrar.name,
                 mode,
                 f", scope {scope}" if scope else "",
                 in_force,
@@ -515,7 +522,7 @@ class Operator:
         same scope stopped and took them out, or somebody deleted them)."""
         assert self._webhooks is not None
         validating, mutating = self._webhooks
-        registrar = webhooks_.Registrar(self.api)
+        registrar = webhooks_.Registrar(self.api, name=self.config.webhook_configuration)
         while True:
             await asyncio.sleep(WEBHOOK_CHECK_SECONDS)
             try:
@@ -540,7 +547,9 @@ class Operator:
         if self.elector is not None:
             cleanups.append(("release the lease", asyncio.to_thread(self.elector.release)))
         if self._webhooks_local and self._webhooks is not None:
-            registrar = webhooks_.Registrar(self.api, timeout=CLEANUP_SECONDS)
+            registrar = webhooks_.Registrar(
+                self.api, timeout=CLEANUP_SECONDS, name=self.config.webhook_configuration
+            )
             names = webhooks_.names(*self._webhooks)
             remove = asyncio.to_thread(registrar.remove, names, url_prefix=self._webhook_url)
             cleanups.append(("take the admission webhooks out", remove))
