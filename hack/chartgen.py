@@ -121,7 +121,7 @@ def _webhooks(t: _Template, doc: dict[str, Any]) -> None:
     doc["metadata"][t.block('include "optiinfra.webhookAnnotations" .')] = ""
     for hook in doc["webhooks"]:
         hook["clientConfig"][t.block('include "optiinfra.caBundle" .')] = ""
-        hook["namespaceSelector"] = t.block("toYaml .Values.webhooks.namespaceSelector")
+        hook["namespaceSelector"] = t.block('include "optiinfra.namespaceSelector" .')
 
 
 CONDITIONS: dict[str, str] = {

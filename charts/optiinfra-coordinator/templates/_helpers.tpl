@@ -20,6 +20,11 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - --expiry-{{ $risk }}={{ . }}
 {{- end }}
 {{- end }}
+{{- with .Values.webhooks.namespaceLabels }}
+{{- $pairs := list }}
+{{- range $key, $value := . }}{{ $pairs = append $pairs (printf "%s=%s" $key $value) }}{{ end }}
+- --webhook-namespace-labels={{ join "," $pairs }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -47,6 +52,16 @@ it), else a new CA and serving certificate. Made once per render, shared by the 
 {{- if eq .Values.webhookCerts.mode "helm" -}}
 {{- include "optiinfra.certs" . -}}
 caBundle: {{ .Values.optiinfraGeneratedCerts.ca }}
+{{- end }}
+{{- end }}
+
+{{/* The webhooks' namespaceSelector: the same as the operator writes (--webhook-namespace-labels). */}}
+{{- define "optiinfra.namespaceSelector" -}}
+{{- with .Values.webhooks.namespaceLabels }}
+matchLabels:
+  {{- toYaml . | nindent 2 }}
+{{- else -}}
+{}
 {{- end }}
 {{- end }}
 
