@@ -187,7 +187,7 @@ def chart_yaml(release: str) -> str:
                 "version": release,
                 "appVersion": release,
                 "kubeVersion": ">=1.28.0-0",
-                "keywords": ["operator", "gitops", "approvals", "optimisation"],
+                "keywords": ["operator", "gitops", "approval", "optimisation"],
             },
             sort_keys=False,
             width=1000,
