@@ -107,6 +107,46 @@ def test_the_rendered_chart_is_accepted_by_the_api_server(
     assert f"deployment.apps/{prefix}-coordinator created (server dry run)" in applied, applied
 
 
+HELM_LABELS = ("app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart")
+
+
+def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
+    """An object without what only one of the two ways of installing writes: Helm's labels,
+    and the webhooks' CA (the chart puts in its own; cert-manager injects the kustomize one)."""
+    doc = json.loads(json.dumps(doc))
+    for key in HELM_LABELS:
+        doc["metadata"].get("labels", {}).pop(key, None)
+    if doc["kind"].endswith("WebhookConfiguration"):
+        doc["metadata"].pop("annotations", None)
+        for hook in doc["webhooks"]:
+            hook["clientConfig"].pop("caBundle", None)
+            if hook.get("namespaceSelector") == {}:
+                del hook["namespaceSelector"]
+    return doc
+
+
+def test_the_chart_with_its_defaults_installs_what_manifests_installs(
+    helm: Helm, kubectl: Kubectl
+) -> None:
+    """The chart is generated from manifests/: with the default values it renders the same
+    objects as `kubectl kustomize manifests/` (less the Namespace, which `helm install
+    --create-namespace` makes, plus the certificate Secret the chart makes)."""
+    chart = helm("template", "optiinfra", str(CHART), "--namespace", "optiinfra-system").stdout
+    kustomized = kubectl("kustomize", str(REPO / "manifests")).stdout
+    rendered = {
+        (d["kind"], d["metadata"]["name"]): _comparable(d) for d in yaml.safe_load_all(chart) if d
+    }
+    expected = {
+        (d["kind"], d["metadata"]["name"]): _comparable(d)
+        for d in yaml.safe_load_all(kustomized)
+        if d and d["kind"] != "Namespace"
+    }
+    assert set(rendered) - set(expected) == {("Secret", "optiinfra-coordinator-webhook-tls")}
+    assert set(expected) - set(rendered) == set()
+    for key, doc in expected.items():
+        assert rendered[key] == doc, key
+
+
 def _deployment(api: kubernetes.client.ApiClient, namespace: str, name: str) -> Any:
     return kubernetes.client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
 
