@@ -53,10 +53,11 @@ test-unit: build/.installed ## the pure tests only (no cluster, seconds)
 test-cluster: build/.installed ## the tests that use the real local control plane
 	$(PYTEST) tests -m cluster
 
-manifests: build/.installed ## generate crds/, manifests/webhooks.yaml and docs/reference/ from the code (commit the result)
+manifests: build/.installed ## generate crds/, manifests/webhooks.yaml, docs/reference/ and the Helm chart (commit the result)
 	$(PYTHON) -m coordinator.crdgen crds
 	$(PYTHON) -m coordinator.k8s.webhooks manifests/webhooks.yaml
 	$(PYTHON) -m coordinator.refdocs docs/reference
+	$(PYTHON) hack/chartgen.py charts/optiinfra-coordinator
 
 docs: build/.installed ## build the documentation site into site/ (mkdocs, strict: broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site

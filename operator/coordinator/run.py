@@ -164,6 +164,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Service in front of the replicas (default %(default)s)",
     )
     webhooks.add_argument(
+        "--webhook-configuration",
+        default=defaults.OPERATOR_NAME,
+        metavar="NAME",
+        help="the name of the validating and mutating webhook configurations the webhooks "
+        "are kept in (default %(default)s; the Helm chart passes <namePrefix>-coordinator)",
+    )
+    webhooks.add_argument(
         "--webhook-namespace-labels",
         type=_labels,
         default={},
@@ -366,6 +373,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 webhook_port=arguments.webhook_port,
                 webhook_cert_dir=arguments.webhook_cert_dir,
                 webhook_service=arguments.webhook_service,
+                webhook_configuration=arguments.webhook_configuration,
                 webhook_namespace_labels=arguments.webhook_namespace_labels,
                 lease=lease,
                 lease_namespace=_lease_namespace(arguments),

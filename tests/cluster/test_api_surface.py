@@ -151,6 +151,7 @@ def test_deployment_is_hardened_and_probed(installed: list[Doc]) -> None:
         "--webhook-cert-dir=/etc/optiinfra/webhook",
         "--webhook-port=9443",
         "--webhook-service=optiinfra-system/optiinfra-coordinator:443",
+        "--webhook-configuration=optiinfra-coordinator",
     ]
     security = container["securityContext"]
     assert security["runAsNonRoot"] is True

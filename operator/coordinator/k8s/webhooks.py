@@ -212,9 +212,10 @@ def configurations(
     endpoint: Endpoint,
     selector: Mapping[str, Any] | None,
     scope: str = "",
+    name: str = NAME,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration bodies with this
-    process's webhooks (named for `scope`)."""
+    """The ValidatingWebhookConfiguration and MutatingWebhookConfiguration bodies (named
+    `name`) with this process's webhooks (named for `scope`)."""
 
     def webhook(hook: Hook) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -245,7 +246,7 @@ def configurations(
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": kind,
-            "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": NAME}},
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": NAME}},
             "webhooks": [webhook(h) for h in hooks if h.mutating is mutating],
         }
 
@@ -305,9 +306,17 @@ class Registrar:
     KINDS: Final = ("validating", "mutating")
 
     def __init__(
-        self, api: kubernetes.client.ApiClient, *, timeout: float = 5.0, create: bool = True
+        self,
+        api: kubernetes.client.ApiClient,
+        *,
+        timeout: float = 5.0,
+        create: bool = True,
+        name: str = NAME,
     ) -> None:
         self._api: Any = kubernetes.client.AdmissionregistrationV1Api(api)
+        self.name = name
+        """The two configurations' name (``--webhook-configuration``; a Helm release with
+        its own namePrefix names them after it)."""
         self._timeout = timeout
         self._create = create
         """Whether a missing configuration is created (local) or an error (in a cluster:
@@ -328,7 +337,7 @@ class Registrar:
         timeout = self._timeout
         for _ in range(10):
             try:
-                stored = read(NAME, _request_timeout=timeout)
+                stored = read(self.name, _request_timeout=timeout)
             except kubernetes.client.ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -336,7 +345,7 @@ class Registrar:
                     return
                 if not self._create:
                     raise MissingConfigurationError(
-                        f"the {kind} webhook configuration {NAME} does not exist: apply "
+                        f"the {kind} webhook configuration {self.name} does not exist: apply "
                         "manifests/webhooks.yaml (kubectl apply -k manifests/), or run with "
                         "--webhooks=off"
                     ) from None
@@ -353,12 +362,12 @@ class Registrar:
                 return
             body["webhooks"] = webhooks
             try:
-                replace(NAME, body, _request_timeout=timeout)
+                replace(self.name, body, _request_timeout=timeout)
                 return
             except kubernetes.client.ApiException as exc:
                 if exc.status != 409:  # somebody else wrote it meanwhile: read again
                     raise
-        raise RuntimeError(f"webhook configuration {NAME} kept changing; gave up")
+        raise RuntimeError(f"webhook configuration {self.name} kept changing; gave up")
 
     def apply(self, validating: dict[str, Any], mutating: dict[str, Any]) -> None:
         """Put our webhooks in (replacing any of the same names: a dead process's)."""
@@ -397,7 +406,7 @@ class Registrar:
         for kind, body in zip(self.KINDS, (validating, mutating), strict=True):
             read, _, _ = self._calls(kind)
             try:
-                stored = read(NAME, _request_timeout=self._timeout)
+                stored = read(self.name, _request_timeout=self._timeout)
             except kubernetes.client.ApiException as exc:
                 if exc.status == 404:
                     return True

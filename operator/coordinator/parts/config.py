@@ -25,6 +25,7 @@ class Config:
     webhook_port: int = defaults.WEBHOOK_PORT  # 0: a free port (local) or 9443 (service)
     webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
     webhook_service: str = defaults.WEBHOOK_SERVICE
+    webhook_configuration: str = defaults.OPERATOR_NAME  # the two configurations' name
     webhook_namespace_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     lease: str | None = None  # leader election with this Lease; None: a single replica
     lease_namespace: str = defaults.LEASE_NAMESPACE

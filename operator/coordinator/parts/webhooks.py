@@ -117,7 +117,11 @@ class Webhooks:
             addr = "0.0.0.0"
             selector = webhooks_.namespace_selector((), config.webhook_namespace_labels)
         self._configurations = webhooks_.configurations(
-            hooks=HOOKS, endpoint=endpoint, selector=selector, scope=self._scope
+            hooks=HOOKS,
+            endpoint=endpoint,
+            selector=selector,
+            scope=self._scope,
+            name=config.webhook_configuration,
         )
         self._server = admission_.Server(
             self.hooks, addr=addr, port=port, certfile=certs.cert, keyfile=certs.key
@@ -138,12 +142,14 @@ class Webhooks:
         if self._configurations is None:
             return
         validating, mutating = self._configurations
-        registrar = webhooks_.Registrar(self.api, create=self.mode == "local")
+        registrar = webhooks_.Registrar(
+            self.api, create=self.mode == "local", name=self.config.webhook_configuration
+        )
         await asyncio.to_thread(registrar.apply, validating, mutating)
         in_force = await self._in_force()
         logger.info(
             "admission webhooks registered in %s (%s%s)%s",
-            webhooks_.NAME,
+            registrar.name,
             self.mode,
             f", scope {self._scope}" if self._scope else "",
             in_force,
@@ -158,7 +164,9 @@ class Webhooks:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
         if self.mode == "local" and self._configurations is not None:
-            registrar = webhooks_.Registrar(self.api, timeout=CLEANUP_SECONDS)
+            registrar = webhooks_.Registrar(
+                self.api, timeout=CLEANUP_SECONDS, name=self.config.webhook_configuration
+            )
             names = webhooks_.names(*self._configurations)
             remove = asyncio.to_thread(registrar.remove, names, url_prefix=self._url)
             try:
@@ -211,7 +219,7 @@ class Webhooks:
         same scope stopped and took them out, or somebody deleted them)."""
         assert self._configurations is not None
         validating, mutating = self._configurations
-        registrar = webhooks_.Registrar(self.api)
+        registrar = webhooks_.Registrar(self.api, name=self.config.webhook_configuration)
         while True:
             await asyncio.sleep(WEBHOOK_CHECK_SECONDS)
             try:
