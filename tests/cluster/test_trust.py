@@ -39,6 +39,34 @@ def pending(objects: Objects, name: str) -> dict[str, Any]:
     return objects.wait_phase(APPROVALS, name, "Pending")
 
 
+def approver_also_submits(
+    kubectl: Kubectl, api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    """Bind the approver to the agent role too, and wait until it may submit."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "approver-also-agent"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "optiinfra-agent",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "approver"}
+            ],
+        },
+    )
+    wait_for(
+        lambda: kubectl(
+            "auth", "can-i", "create", "recommendations.optiinfra.io", "-n", namespace,
+            user="approver", check=False,
+        ).stdout.strip() == "yes",
+        what="the extra binding to take effect",
+    )  # fmt: skip
+
+
 def test_only_the_approver_role_can_decide(
     kubectl: Kubectl, e2e_namespace: str, objects: Objects
 ) -> None:
@@ -92,28 +120,7 @@ def test_the_decider_is_who_the_api_server_authenticated(
 def test_the_submitter_cannot_approve_their_own_recommendation(
     kubectl: Kubectl, api: kubernetes.client.ApiClient, e2e_namespace: str, objects: Objects
 ) -> None:
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role_binding(
-        e2e_namespace,
-        {
-            "metadata": {"name": "approver-also-agent"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "optiinfra-agent",
-            },
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "approver"}
-            ],
-        },
-    )
-    wait_for(
-        lambda: kubectl(
-            "auth", "can-i", "create", "recommendations.optiinfra.io", "-n", e2e_namespace,
-            user="approver", check=False,
-        ).stdout.strip() == "yes",
-        what="the extra binding to take effect",
-    )  # fmt: skip
+    approver_also_submits(kubectl, api, e2e_namespace)
     submit(kubectl, e2e_namespace, recommendation("rec-t3"), user="approver")
     pending(objects, "rec-t3")
     proc = patch_approval(kubectl, e2e_namespace, "rec-t3", APPROVE, user="approver")
@@ -235,28 +242,7 @@ def test_a_recommendation_created_with_generate_name_is_stamped_and_checked(
     """Without a name (metadata.generateName), the mutating webhook sees the object before
     the API server names it: it is stamped all the same, so its submitter still cannot
     approve it."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    rbac.create_namespaced_role_binding(
-        e2e_namespace,
-        {
-            "metadata": {"name": "approver-also-agent"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "optiinfra-agent",
-            },
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "approver"}
-            ],
-        },
-    )
-    wait_for(
-        lambda: kubectl(
-            "auth", "can-i", "create", "recommendations.optiinfra.io", "-n", e2e_namespace,
-            user="approver", check=False,
-        ).stdout.strip() == "yes",
-        what="the extra binding to take effect",
-    )  # fmt: skip
+    approver_also_submits(kubectl, api, e2e_namespace)
     rec = recommendation("unused")
     rec["metadata"] = {"generateName": "rec-gen-"}
     proc = kubectl(
