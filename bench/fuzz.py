@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import e2e
+from coordinator.api.common import APPROVALS, GROUP, RECOMMENDATIONS, VERSION
 
 sys.path.insert(0, str(e2e.REPO))
 from tests.unit import test_admission_fuzz as fuzz
@@ -56,11 +57,11 @@ class Sender:
         self.namespace = namespace
         self.counts: collections.Counter[str] = collections.Counter()
         self.bad: list[str] = []
-        self.names: dict[str, list[str]] = {e2e.RECS: [], e2e.APPROVALS: []}
+        self.names: dict[str, list[str]] = {RECOMMENDATIONS: [], APPROVALS: []}
         self.lock = threading.Lock()
 
     def _url(self, plural: str, name: str = "") -> str:
-        base = f"{self.api.configuration.host}/apis/{e2e.GROUP}/{e2e.VERSION}"
+        base = f"{self.api.configuration.host}/apis/{GROUP}/{VERSION}"
         return f"{base}/namespaces/{self.namespace}/{plural}" + (f"/{name}" if name else "")
 
     def _request(self, method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -136,7 +137,7 @@ def fuzzing(sender: Sender, n: int, seconds: float, workers: int) -> int:
         suppress_health_check=list(HealthCheck),
     )
     @given(
-        plural=st.sampled_from([e2e.RECS, e2e.APPROVALS]),
+        plural=st.sampled_from([RECOMMENDATIONS, APPROVALS]),
         data=st.data(),
         update=st.booleans(),
         endpoint=st.booleans(),
@@ -150,7 +151,7 @@ def fuzzing(sender: Sender, n: int, seconds: float, workers: int) -> int:
         if isinstance(obj.get("metadata"), dict):
             obj["metadata"].pop("namespace", None)
             obj["metadata"]["name"] = f"f-{uuid.uuid4().hex[:10]}"
-        if endpoint and plural == e2e.RECS and isinstance(obj.get("spec"), dict):
+        if endpoint and plural == RECOMMENDATIONS and isinstance(obj.get("spec"), dict):
             obj["spec"]["agentId"] = e2e.AGENT
         if len(pending) >= workers * 4:
             _, pending = concurrent.futures.wait(
@@ -171,12 +172,12 @@ def settles(api: kubernetes.client.ApiClient, namespace: str) -> bool:
     """Whether a known-good recommendation (the benchmark's) is admitted and settles."""
     [manifest] = e2e.workload(1, customers=1, prefix="known-good")
     custom = kubernetes.client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object(e2e.GROUP, e2e.VERSION, namespace, e2e.RECS, manifest)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, RECOMMENDATIONS, manifest)
     name = manifest["metadata"]["name"]
     deadline = time.monotonic() + SETTLE_SECONDS
     while time.monotonic() < deadline:
         found = custom.get_namespaced_custom_object(
-            e2e.GROUP, e2e.VERSION, namespace, e2e.RECS, name
+            GROUP, VERSION, namespace, RECOMMENDATIONS, name
         )
         if e2e.settled(str((found.get("status") or {}).get("phase") or "Pending")):
             return True
