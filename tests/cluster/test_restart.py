@@ -197,6 +197,9 @@ def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
     }
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
     approval = objects.wait_phase("approvals", "rec-late", "Pending")
+    # The approval is created before the recommendation's status is written (two writes):
+    # kill only once both are there, or the precondition below races the kill.
+    objects.wait_phase("recommendations", "rec-late", "AwaitingApproval")
     first.kill()
     expires_at = approval["spec"]["expiresAt"]
     wait_for(
