@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 from datetime import timedelta
+from typing import Any
 
 import kopf
 import kubernetes
@@ -32,6 +33,7 @@ from coordinator.executors.webhook import ClientResolver, WebhookExecutor, check
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import informer as informer_
+from coordinator.k8s import kopfwatch
 from coordinator.k8s import lease as lease_
 from coordinator.k8s import status as status_
 from coordinator.parts import CLEANUP_SECONDS, Background, Calls, Part, Task
@@ -84,7 +86,7 @@ class Operator:
         """Set on SIGTERM/SIGINT (``parts.signals``): kopf's stop flag."""
         self.recorder = events_.Recorder(self.client)
         self.store = store_.Store(loader=self.client.get)
-        """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
+        """What the operator knows of its kinds (filled by `source`, and by its writes)."""
         self.writer = status_.StatusWriter(self.client, self.store.apply)
         self.webhooks = webhooks_.Webhooks(config, self.api, self.client)
         self.admission_hooks = self.webhooks.hooks
@@ -142,13 +144,20 @@ class Operator:
             taken=lambda: self.dispatch.resync(),  # noqa: PLW0108 - built below
         )
         self.following = self.leadership.following
-        self.informer = informer_.Informer(
-            self.api,
-            plurals=tuple(store_.KINDS),
-            namespaces=config.namespaces,
-            deliver=lambda *delivery: self.dispatch.deliver(*delivery),  # noqa: PLW0108
-            resync=self.store.resync,
-        )
+        self.source: informer_.Informer | kopfwatch.KopfSource
+        """What lists and watches the kinds into the Store (--watch)."""
+        watching: dict[str, Any] = {
+            "plurals": tuple(store_.KINDS),
+            "namespaces": config.namespaces,
+            "deliver": lambda *delivery: self.dispatch.deliver(*delivery),  # noqa: PLW0108
+            "resync": self.store.resync,
+        }
+        source: Part
+        if config.watch == "kopf":  # kopf's watching, its event handlers (handlers.registry)
+            self.source = source = kopfwatch.KopfSource(self.client.http, **watching)
+        else:
+            self.source = informer_.Informer(self.api, **watching)
+            source = Task("informer", self.source.run, close=self.source.close)
         background = Background(logger)
         self.daemons = daemons_.Daemons(
             store=self.store,
@@ -156,19 +165,19 @@ class Operator:
             runner=self.runner,
             leading=self.leading,
             following=self.following,
-            listed=self.informer.listed,
+            listed=self.source.listed,
             background=background,
         )
         self.starts = starts_.Starts(
             store=self.store, runner=self.runner, reconciler=self.reconciler, leading=self.leading
         )
-        self.dispatch = dispatch_.Dispatch(
+        self.dispatch: dispatch_.Dispatch = dispatch_.Dispatch(
             store=self.store,
             reconciler=self.reconciler,
             daemons=self.daemons,
             starts=self.starts,
             leading=self.leading,
-            listed=self.informer.listed,
+            listed=self.source.listed,
             background=background,
         )
         self.parts: list[Part] = [
@@ -184,7 +193,7 @@ class Operator:
             self.daemons,
             self.dispatch,
             self.leadership,
-            Task("informer", self.informer.run, close=self.informer.close),
+            source,
             readiness_.Readiness(config.readiness_host, config.readiness_port, self.ready),
             self.webhooks,
         ]
@@ -197,6 +206,8 @@ class Operator:
         # kopf's last resort when it stops without the stop flag (a failed start): it
         # kills the process at the same timeout as ours (see parts.signals).
         settings.process.ultimate_exiting_timeout = self.config.shutdown_timeout
+        if isinstance(self.source, kopfwatch.KopfSource):
+            kopfwatch.tune(settings)
         self.webhooks.configure()
 
     def webhooks_mode(self) -> str:
@@ -233,7 +244,7 @@ class Operator:
         """Readiness (``parts.readiness``)."""
         return readiness_.ready(
             started=self.started,
-            listed=self.informer.listed.is_set(),
+            listed=self.source.listed.is_set(),
             leading=self.leading.is_set(),
             elector=self.elector,
         )

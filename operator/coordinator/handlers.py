@@ -2,18 +2,20 @@
 
 They translate into the operator's terms and decide nothing: kopf's start and stop of
 the operator, and the admission hooks (served by ``coordinator.k8s.admission``, not
-kopf; the decisions are in ``coordinator.core.admission``). kopf watches nothing: what
-the operator knows of its kinds comes from its own list/watch into the Store
-(``coordinator.k8s.informer``, ``coordinator.store``), and the daemon of each started
-plan is run from there (``coordinator.parts.daemons``). The hooks ask what they need to
-know of ``coordinator.parts.facts``.
+kopf; the decisions are in ``coordinator.core.admission``). What the operator knows of
+its kinds comes into the Store (``coordinator.store``) from its own list/watch
+(``coordinator.k8s.informer``) or, with ``--watch=kopf``, from kopf's watching through
+one event handler per kind (``coordinator.k8s.kopfwatch``); the daemon of each started
+plan is run from the Store (``coordinator.parts.daemons``). The hooks ask what they need
+to know of ``coordinator.parts.facts``. The handlers are on the operator's own registry
+(`registry`), not kopf's global one.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,13 +23,14 @@ import kopf
 import pydantic
 
 from coordinator.api.approval import Approval
-from coordinator.api.common import SUBMITTER_MAY_NOT_ANNOTATION
+from coordinator.api.common import GROUP, SUBMITTER_MAY_NOT_ANNOTATION, VERSION
 from coordinator.api.plan import Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.app import Operator
 from coordinator.core import admission as admission_
 from coordinator.core import catalogue
 from coordinator.k8s.admission import Hook, RefusedError, Review, Verdict
+from coordinator.k8s.kopfwatch import KopfSource
 from coordinator.parts.facts import Facts
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -50,14 +53,34 @@ def _parse(model: type[M], body: Mapping[str, Any]) -> M | None:
 # --- lifecycle of the operator --------------------------------------------------------
 
 
-@kopf.on.startup(errors=kopf.ErrorsMode.PERMANENT)
+def registry(operator: Operator) -> kopf.OperatorRegistry:
+    """kopf's handlers for `operator`: its start and stop, and with ``--watch=kopf`` one
+    event handler per kind of the Store."""
+    handlers = kopf.OperatorRegistry()
+    kopf.on.login(registry=handlers)(kopf.login_via_client)  # as kopf's global registry
+    kopf.on.startup(registry=handlers, errors=kopf.ErrorsMode.PERMANENT)(started)
+    kopf.on.cleanup(registry=handlers)(stopping)
+    if isinstance(operator.source, KopfSource):
+        for plural in operator.source.plurals:
+            kopf.on.event(GROUP, VERSION, plural, id=f"store-{plural}", registry=handlers)(
+                _event(operator.source, plural)
+            )
+    return handlers
+
+
+def _event(source: KopfSource, plural: str) -> Callable[..., Awaitable[None]]:
+    async def event(event: kopf.RawEvent, **_: Any) -> None:
+        source.take(plural, event["type"], event["object"])
+
+    return event
+
+
 async def started(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator: Operator = memo.operator
     operator.configure(settings)
     await operator.start()
 
 
-@kopf.on.cleanup()
 async def stopping(memo: kopf.Memo, **_: Any) -> None:
     await memo.operator.stop()
 

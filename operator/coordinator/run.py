@@ -54,6 +54,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only this namespace (repeatable; glob patterns such as team-* work); "
         "default: all namespaces",
     )
+    parser.add_argument(
+        "--watch",
+        choices=("informer", "kopf"),
+        default=defaults.WATCH,
+        help="what lists and watches the coordinator's kinds: the operator's own informer, or "
+        "kopf's watching through its event handlers (default %(default)s)",
+    )
     election = parser.add_argument_group("replicas (leader election)")
     election.add_argument(
         "--lease",
@@ -369,6 +376,7 @@ def _run(arguments: argparse.Namespace) -> int:
                 policy=check.policy_from(arguments),
                 workers=arguments.workers,
                 namespaces=tuple(arguments.namespace or ()),
+                watch=arguments.watch,
                 webhooks=arguments.webhooks,
                 webhook_port=arguments.webhook_port,
                 webhook_cert_dir=arguments.webhook_cert_dir,
@@ -435,6 +443,7 @@ def _run(arguments: argparse.Namespace) -> int:
                         liveness_endpoint=arguments.liveness or None,
                         stop_flag=operator.stop_flag,  # set by the one signal handler
                         memo=kopf.Memo(operator=operator),
+                        registry=handlers.registry(operator),
                     )
                 )
     except Exception as exc:  # a failed start (kopf retried nothing: errors are permanent)

@@ -599,11 +599,11 @@ async def test_readiness_waits_for_the_initial_listing_then_follows_leadership()
 
     operator = app.Operator.__new__(app.Operator)  # the parts readiness reads, no client
     operator.started = True
-    operator.informer = cast(Any, type("Listing", (), {"listed": asyncio.Event()})())
+    operator.source = cast(Any, type("Listing", (), {"listed": asyncio.Event()})())
     operator.elector = None
     operator.leading = asyncio.Event()
     assert operator.ready() == (False, "starting: listing and indexing the objects")
-    operator.informer.listed.set()
+    operator.source.listed.set()
     assert operator.ready() == (True, "acting")
 
 

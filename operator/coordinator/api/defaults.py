@@ -85,6 +85,8 @@ WORKERS: Final = 16
 """Customer groups reconciled at once, and API calls in flight (``--workers``)."""
 WEBHOOKS: Final = "auto"
 """How the API server reaches the admission webhooks (``--webhooks``)."""
+WATCH: Final = "informer"
+"""What lists and watches the kinds into the Store (``--watch``): informer | kopf."""
 WEBHOOK_PORT: Final = 0
 """The admission server's port (``--webhook-port``); 0: a free port (local) or 9443 (service)."""
 OPERATOR_NAMESPACE: Final = "optiinfra-system"

@@ -21,6 +21,7 @@ class Config:
     policy: policy_.ApprovalPolicy = dataclasses.field(default_factory=policy_.ApprovalPolicy)
     workers: int = defaults.WORKERS
     namespaces: tuple[str, ...] = ()
+    watch: str = defaults.WATCH  # informer | kopf
     webhooks: str = defaults.WEBHOOKS  # auto | local | service | off
     webhook_port: int = defaults.WEBHOOK_PORT  # 0: a free port (local) or 9443 (service)
     webhook_cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt; generated when local
