@@ -105,6 +105,8 @@ TARGETS: Final[Mapping[str, tuple[float, str]]] = {
 CLIENT_THREADS: Final = app.Config().workers
 """The operator's default (--workers): reconciles, API threads and connections."""
 PHASES: Final = ("burst", "load", "approve", "memory")
+SOURCES: Final = frozenset({"informer", "kopf"})
+"""What `coordinator run --watch` lists and watches with."""
 
 
 def log(message: str) -> None:
@@ -686,6 +688,7 @@ def latencies(
 @dataclasses.dataclass
 class Bench:
     args: argparse.Namespace
+    kubeconfig: Path
     api: kubernetes.client.ApiClient
     client: client_.Client
     run_id: str
@@ -1041,6 +1044,108 @@ async def restart(
     }
 
 
+async def measured_load(
+    bench: Bench,
+    operator: OperatorProcess,
+    suffix: str,
+    *,
+    rate: float,
+    duration: float,
+    control_plane: Mapping[str, int],
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """The load phase in a fresh namespace `suffix`, with the operator's CPU seconds and
+    reconciles over it, and the tail until it is idle."""
+    cpu = Cpu({"operator": operator.pid, **control_plane})
+    profiler = Profiler(operator.pid if profile else None, profile or Path())
+    reconciles = operator.metric("optiinfra_reconciles_total")
+    figures = await load(
+        bench, bench.namespace(suffix), rate=rate, duration=duration,
+        customers=bench.args.customers, limit_s=bench.args.timeout,
+    )  # fmt: skip
+    profiler.stop()
+    figures["cpu"] = cpu.used()
+    figures["tail_s"] = await bench.settle()
+    figures["reconciles"] = operator.metric("optiinfra_reconciles_total") - reconciles
+    return figures
+
+
+async def memory_and_restart(
+    bench: Bench,
+    suffix: str,
+    operators: list[OperatorProcess],
+    *,
+    control_plane: Mapping[str, int],
+    args: Sequence[str],
+) -> dict[str, Any]:
+    """--memory-n recommendations settled by a fresh operator (flags `args`) in namespace
+    `suffix`: its peak RSS; then a new operator started with them present."""
+    n, logs = bench.args.memory_n, REPO / "build" / "bench"
+    mem_ns = bench.namespace(suffix)
+
+    def operator(name: str) -> OperatorProcess:
+        return OperatorProcess(
+            kubeconfig=bench.kubeconfig, namespace=mem_ns, scope=bench.scope(suffix),
+            log=logs / f"operator-{name}.log", args=args, source=bench.args.operator_source,
+        )  # fmt: skip
+
+    mem_operator = operator(suffix.replace("mem", "memory"))
+    operators.append(mem_operator.start())
+    if bench.args.no_webhooks:
+        mem_operator.drop_webhooks(bench.api)
+    customers = max(1, n * bench.args.customers // bench.args.n)
+    log(f"memory: {n} recommendations over {customers} customers ({' '.join(args)})")
+    cpu = Cpu({"operator": mem_operator.pid, **control_plane})
+    limit_s = bench.args.timeout * n / bench.args.n
+    figures = await memory(bench, mem_operator, mem_ns, n=n, customers=customers, limit_s=limit_s)
+    figures["cpu"] = cpu.used()
+    log(f"memory: {figures}")
+
+    mem_operator.stop()
+    restarted = operator(suffix.replace("mem", "restart"))
+    operators.append(restarted)
+    log(f"restart: a new operator with {n} recommendations present")
+    again = await restart(bench, restarted, mem_ns, limit_s=limit_s)
+    log(f"restart: {again}")
+    return {"memory": figures, f"peak_rss_{n}_mb": figures["peak_rss_mb"], "restart": again}
+
+
+async def compare_source(
+    bench: Bench, source: str, operators: list[OperatorProcess], *, control_plane: Mapping[str, int]
+) -> dict[str, Any]:
+    """One event source (``coordinator run --watch=SOURCE``): the load phase at --rate with
+    its CPU seconds per recommendation, then memory and restart as phases 5 and 6."""
+    args = [*bench.args.operator_args, f"--watch={source}"]
+    operator = OperatorProcess(
+        kubeconfig=bench.kubeconfig, namespace=f"bench-{bench.run_id}-{source}-*",
+        scope=bench.scope(source), log=REPO / "build" / "bench" / f"operator-{source}.log",
+        args=args, source=bench.args.operator_source,
+    )  # fmt: skip
+    operators.append(operator.start())
+    if bench.args.no_webhooks:
+        operator.drop_webhooks(bench.api)
+    bench.operator = operator
+    rate = bench.args.rate
+    log(f"{source}: load {rate}/s for {bench.args.duration} s")
+    figures = await measured_load(
+        bench, operator, f"{source}-load", rate=rate, duration=bench.args.duration,
+        control_plane=control_plane,
+    )  # fmt: skip
+    figures["operator_cpu_s_per_recommendation"] = round(
+        figures["cpu"]["operator_cpu_s"] / figures["n"], 4
+    )
+    log(f"{source}: load p99 {figures['p99_ms']} ms, {figures['cpu']}")
+    operator.stop()
+    bench.operator = None
+    found: dict[str, Any] = {"load": figures}
+    if bench.args.memory_n:
+        found |= await memory_and_restart(
+            bench, f"{source}mem", operators, control_plane=control_plane, args=args
+        )
+        operators[-1].stop()  # the restarted operator: the next source runs alone
+    return found
+
+
 def local_server(kubeconfig: Path) -> str:
     """The API server of `kubeconfig`; only a control plane on 127.0.0.1 is benchmarked."""
     config = yaml.safe_load(kubeconfig.read_text())
@@ -1059,6 +1164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:6]
     bench = Bench(
         args=args,
+        kubeconfig=kubeconfig,
         api=api,
         client=client_.Client(new_api(kubeconfig), workers=CLIENT_THREADS),
         run_id=run_id,
@@ -1124,20 +1230,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 (r, args.sweep_duration) for r in args.sweep if r != args.rate
             ]:
                 log(f"load: {rate}/s for {duration} s")
-                cpu = Cpu({"operator": operator.pid, **control_plane})
-                profiler = Profiler(
-                    operator.pid if profile and rate == args.rate else None,
-                    logs / "profile-load.txt",
-                )
-                reconciles = operator.metric("optiinfra_reconciles_total")
-                figures = await load(
-                    bench, bench.namespace(f"op-load-{rate:g}".replace(".", "-")), rate=rate,
-                    duration=duration, customers=args.customers, limit_s=args.timeout,
+                figures = await measured_load(
+                    bench, operator, f"op-load-{rate:g}".replace(".", "-"), rate=rate,
+                    duration=duration, control_plane=control_plane,
+                    profile=logs / "profile-load.txt" if profile and rate == args.rate else None,
                 )  # fmt: skip
-                profiler.stop()
-                figures["cpu"] = cpu.used()
-                figures["tail_s"] = await bench.settle()
-                figures["reconciles"] = operator.metric("optiinfra_reconciles_total") - reconciles
                 sweep.append(figures)
                 log(f"load: {rate}/s: p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms")
             result["load"] = sweep[0]
@@ -1169,42 +1266,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 log(f"approvals: {figures}")
 
-        # 5. Memory with many recommendations, in a fresh operator.
+        # 5. Memory with many recommendations, in a fresh operator, and 6. its restart.
         if args.memory_n and "memory" in args.phases:
-            mem_ns = bench.namespace("mem")
-            mem_operator = OperatorProcess(
-                kubeconfig=kubeconfig, namespace=mem_ns, scope=bench.scope("mem"),
-                log=logs / "operator-memory.log", args=args.operator_args,
-                source=args.operator_source,
-            )  # fmt: skip
-            operators.append(mem_operator.start())
-            if args.no_webhooks:
-                mem_operator.drop_webhooks(api)
-            mem_customers = max(1, args.memory_n * args.customers // args.n)
-            log(f"memory: {args.memory_n} recommendations over {mem_customers} customers")
-            cpu = Cpu({"operator": mem_operator.pid, **control_plane})
-            figures = await memory(
-                bench, mem_operator, mem_ns, n=args.memory_n,
-                customers=mem_customers, limit_s=args.timeout * args.memory_n / args.n,
-            )  # fmt: skip
-            figures["cpu"] = cpu.used()
-            result["memory"] = figures
-            result[f"peak_rss_{args.memory_n}_mb"] = figures["peak_rss_mb"]
-            log(f"memory: {figures}")
-
-            # 6. A restart with them all present: how long until the operator acts again.
-            mem_operator.stop()
-            restarted = OperatorProcess(
-                kubeconfig=kubeconfig, namespace=mem_ns, scope=bench.scope("mem"),
-                log=logs / "operator-restart.log", args=args.operator_args,
-                source=args.operator_source,
-            )  # fmt: skip
-            operators.append(restarted)
-            log(f"restart: a new operator with {args.memory_n} recommendations present")
-            result["restart"] = await restart(
-                bench, restarted, mem_ns, limit_s=args.timeout * args.memory_n / args.n
+            result |= await memory_and_restart(
+                bench, "mem", operators, control_plane=control_plane, args=args.operator_args
             )
-            log(f"restart: {result['restart']}")
+
+        # 7. The two event sources side by side (--sources).
+        for source in args.sources:
+            result.setdefault("sources", {})[source] = await compare_source(
+                bench, source, operators, control_plane=control_plane
+            )
     finally:
         log(f"cleanup: deleting {', '.join(bench.namespaces)}")
         try:
@@ -1358,6 +1430,27 @@ def table(result: Mapping[str, Any]) -> str:
                 "",
             )
         )
+    for source, found in result.get("sources", {}).items():
+        rows.append(
+            (
+                f"{source}: load {found['load']['rate']:g}/s, p99 / CPU s per recommendation",
+                f"{found['load']['p99_ms']:.0f} ms / "
+                f"{found['load']['operator_cpu_s_per_recommendation']:.4f} s",
+                "",
+            )
+        )
+        if "memory" in found:
+            again = found["restart"]
+            rows.append(
+                (
+                    f"{source}: {found['memory']['n']} recommendations: peak RSS / settled in; "
+                    "restart: healthy / first reconcile / peak RSS",
+                    f"{found['memory']['peak_rss_mb']:.0f} MB / {found['memory']['settle_s']:.0f}"
+                    f" s; {again['healthy_s']:.1f} s / {again['first_reconcile_s']} s / "
+                    f"{again['peak_rss_mb']:.0f} MB",
+                    "",
+                )
+            )
     lines = ["| measure | value | target |", "|---|---|---|"]
     lines += [f"| {m} | {v} | {t} |" for m, v, t in rows]
     return "\n".join(lines) + "\n"
@@ -1365,14 +1458,14 @@ def table(result: Mapping[str, Any]) -> str:
 
 def plot(result: Mapping[str, Any], path: Path) -> None:
     """Latency against offered load (the sweep), with the burst for reference."""
+    points = result.get("sweep")
+    if not points:  # a run without the load phase
+        return
     import matplotlib  # noqa: PLC0415 - only the report needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    points = result.get("sweep")
-    if not points:  # a run without the load phase
-        return
     rates = [p["rate"] for p in points]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for key, style in (("p50_ms", "o-"), ("p95_ms", "s--"), ("p99_ms", "^-")):
@@ -1426,8 +1519,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=lambda s: {p.strip() for p in s.split(",") if p.strip()},
-        default=set(PHASES),
+        default=None,
         help=f"the phases to run, comma-separated ({','.join(PHASES)}; burst includes its floor)",
+    )
+    parser.add_argument(
+        "--sources",
+        type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+        default=[],
+        help="event sources to measure side by side, back to back (informer,kopf: each the "
+        "load at --rate with CPU seconds per recommendation, then memory and restart with "
+        "--memory-n); alone, no other phase runs unless --phases names it",
     )
     parser.add_argument(
         "--quick",
@@ -1459,6 +1560,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kubeconfig", default=str(REPO / ".cluster" / "kubeconfig"), help="admin kubeconfig"
     )
     args = parser.parse_args(argv)
+    if args.phases is None:
+        args.phases = set() if args.sources else set(PHASES)
+    if set(args.sources) - SOURCES:
+        parser.error(f"unknown sources: {args.sources} (known: {', '.join(sorted(SOURCES))})")
     unknown = args.phases - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))} (known: {', '.join(PHASES)})")

@@ -8,8 +8,10 @@ no public "listed" hook, so at start one LIST per kind and scope counts the obje
 (``limit=1``: the API server's ``remainingItemCount``), and ``core.listings`` tells when
 each listing is over; `listed` is set once all are, as the informer's.
 
-Only public kopf: the settings (`tune`); no indexes, no progress written by kopf (event
-handlers have none), no posting.
+Only public kopf: the settings (`tune`); no indexes, no posting, and storages that keep
+nothing: event handlers have no progress and compare no states, but kopf deep-copies each
+object into a diff base and a progress essence per event all the same (a third of its
+time per event, profiled).
 """
 
 from __future__ import annotations
@@ -43,6 +45,47 @@ def tune(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = informer_.WATCH_SECONDS + 10
     settings.watching.connect_timeout = 10
     settings.posting.enabled = False
+    settings.persistence.diffbase_storage = _NoDiffBase()
+    settings.persistence.progress_storage = _NoProgress()
+
+
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No change-detecting handlers: no last-handled state to build, read or keep."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
+class _NoProgress(kopf.ProgressStorage):
+    """Event handlers are not retried: no progress to read or write."""
+
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
+        return None
+
+    def store(
+        self,
+        *,
+        key: kopf.HandlerId,
+        record: kopf.ProgressRecord,
+        body: kopf.Body,
+        patch: kopf.Patch,
+    ) -> None:
+        pass
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        pass
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        pass
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
 
 
 class KopfSource:
