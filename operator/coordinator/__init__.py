@@ -18,7 +18,8 @@ top of the repository enforces this with import-linter (``make lint``).
     the measurements' state machine and schedule, realised savings, calibrated ranking)
     and ``cel`` (its conditions, checked and evaluated),
     step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures),
+    ``listings`` (when kopf's events show a kind listed)
     and ``text`` (agents' text cleaned of control characters before it reaches status,
     Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
     is always passed in), no kopf, no kubernetes client.
@@ -33,6 +34,7 @@ top of the repository enforces this with import-linter (``make lint``).
     with the client's configuration), ``status`` (the one StatusWriter of every kind:
     diff, one merge patch, no-ops skipped, the written version handed to the Store),
     ``informer`` (the lean list/watch of the coordinator's kinds into the Store),
+    ``kopfwatch`` (``--watch=kopf``: kopf's watching into the Store instead, measured),
     ``objects`` (any kind, for the kubernetes executor), ``events``, ``webhooks``
     (admission configurations), ``admission`` (the admission webhooks' HTTPS server:
     AdmissionReview in, verdict and JSON Patch out), ``lease`` (leader election),
