@@ -19,10 +19,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, fast_steps, recommendation
-from tests.gateway_support import GatewayProcess, service_account_tokens
 from tests.support import Kubectl
+from tests.support.builders import fast_steps, recommendation
+from tests.support.gateway import GatewayProcess, service_account_tokens
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -13,10 +13,10 @@ from typing import Any
 import kubernetes
 
 from coordinator.core import lifecycle
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import reach_example_outcomes
-from tests.health_support import GITOPS_FAMILY, argocd_health, kstatus
 from tests.support import Kubectl
+from tests.support.cluster import reach_example_outcomes
+from tests.support.health import GITOPS_FAMILY, argocd_health, kstatus
+from tests.support.kube import Objects
 
 APPROVALS = {"Pending": "InProgress", "Approved": "Current", "Rejected": "Failed",
              "Expired": "Failed", "Withdrawn": "Failed"}  # fmt: skip

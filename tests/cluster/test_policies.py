@@ -22,12 +22,12 @@ import localcluster
 import pytest
 
 from coordinator.core import webhook as protocol
-from tests.agent_process import KEY
-from tests.cluster.conftest import AGENT_SECRET, Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, recommendation
-from tests.cluster.test_trust import APPROVE, patch_approval
-from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
+from tests.support.builders import policy, recommendation
+from tests.support.cluster import AGENT_SECRET
+from tests.support.kube import APPROVALS, APPROVE, PLANS, RECS, Objects, apply, patch_approval
+from tests.support.net import free_port
+from tests.support.processes import KEY, OperatorProcess
 
 PEOPLE = {"alice": (), "bob": ("sre",), "carol": ()}
 """Users minted for these tests: bob is in group sre (his certificate's organisation)."""
@@ -70,15 +70,6 @@ def deciders(api: kubernetes.client.ApiClient, e2e_namespace: str) -> None:
                 ],
             },
         )
-
-
-def policy(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "ApprovalPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
 
 
 TWO_OF_THREE = policy(

@@ -24,10 +24,11 @@ import pytest
 import yaml
 
 from coordinator.k8s import webhooks
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import recommendation
-from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
+from tests.support.builders import recommendation
+from tests.support.kube import Objects
+from tests.support.net import free_port
+from tests.support.processes import OperatorProcess
 
 PLANS = "executionplans"
 LEASE = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]

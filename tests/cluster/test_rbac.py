@@ -18,7 +18,8 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.cluster.surface_support import (
+from tests.support import Kubectl, wait_for
+from tests.support.surface import (
     MANIFESTS,
     Doc,
     install_crds,
@@ -26,7 +27,6 @@ from tests.cluster.surface_support import (
     object_exists,
     render_manifests,
 )
-from tests.support import Kubectl, wait_for
 
 GROUP = "optiinfra.io"
 USERS = ("agent", "approver", "viewer")

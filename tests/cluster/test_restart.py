@@ -10,9 +10,9 @@ from typing import Any
 import kubernetes
 import yaml
 
-from tests.cluster.conftest import Objects
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
+from tests.support.kube import Objects
+from tests.support.processes import OperatorProcess
 
 PLANS = "executionplans"
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from coordinator.core import webhook as protocol
-from tests.agent_process import KEY, AgentProcess
-from tests.cluster.conftest import SUBMITTERS, Objects, grant_endpoint_secrets
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
+from tests.support.cluster import SUBMITTERS, grant_endpoint_secrets
+from tests.support.kube import Objects
+from tests.support.processes import KEY, AgentProcess, OperatorProcess
 
 PLANS = "executionplans"
 SECRET = "agent-hmac"

@@ -11,10 +11,10 @@ from typing import Any
 
 import kubernetes
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import apply, recommendation
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl
+from tests.support.builders import recommendation
+from tests.support.kube import Objects, apply
+from tests.support.processes import OperatorProcess
 
 
 def rec(name: str, *, risk: str) -> dict[str, Any]:

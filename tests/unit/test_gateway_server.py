@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from coordinator.gateway import server
-from tests.operator_process import free_port
+from tests.support.net import free_port
 
 COORDINATE = "/coordination/coordinate"
 BEARER = {"Authorization": "Bearer s3cret-token"}

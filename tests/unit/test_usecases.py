@@ -16,7 +16,7 @@ from coordinator import plugin, usecases
 from coordinator.api.common import APPROVALS, PLANS
 from coordinator.core import policy
 from coordinator.gateway import server
-from tests.unit.caller_support import (
+from tests.support.callers import (
     NAMESPACE,
     FakeCaller,
     approval,

@@ -22,7 +22,7 @@ from coordinator.api.verification import (
 )
 from coordinator.core import conflicts, verification
 from coordinator.core.verification import Check, Reading
-from tests.unit.verification_support import NO_DATA, T0, checks_of, metric, rec, tpl
+from tests.support.verification import NO_DATA, T0, checks_of, metric, rec, tpl
 
 
 def started(

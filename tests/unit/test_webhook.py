@@ -43,7 +43,7 @@ from coordinator.executors.webhook import (
     checked_post,
 )
 from coordinator.k8s import webhooks as certs_
-from tests.unit.answer_support import CHUNK, HUGE, Huge, serving, with_huge
+from tests.support.answers import CHUNK, HUGE, Huge, serving, with_huge
 
 KEY = b"s3cret-hmac-key"
 CONTEXT = StepContext(

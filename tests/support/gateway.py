@@ -15,8 +15,8 @@ from typing import Any
 
 import kubernetes
 
-from tests.operator_process import free_port
-from tests.support import Kubectl, wait_for
+from tests.support.kube import Kubectl, wait_for
+from tests.support.net import free_port
 
 
 class GatewayProcess:
