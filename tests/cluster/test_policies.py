@@ -23,8 +23,7 @@ import pytest
 
 from coordinator.core import webhook as protocol
 from tests.support import Kubectl, wait_for
-from tests.support.builders import policy, recommendation
-from tests.support.cluster import AGENT_SECRET
+from tests.support.builders import endpoint, fast_steps, policy, recommendation
 from tests.support.kube import APPROVALS, APPROVE, PLANS, RECS, Objects, apply, patch_approval
 from tests.support.net import free_port
 from tests.support.processes import KEY, OperatorProcess
@@ -79,13 +78,6 @@ TWO_OF_THREE = policy(
         "approvers": [{"user": "alice"}, {"user": "approver"}, {"group": "sre"}],
     },
 )
-
-
-def quick_steps(duration_ms: int = 50) -> list[dict[str, Any]]:
-    return [
-        {"name": "one", "action": "do_one", "executor": "simulated",
-         "params": {"durationMs": duration_ms}},
-    ]  # fmt: skip
 
 
 def wait_policies(objects: Objects, name: str, expected: list[str]) -> dict[str, Any]:
@@ -221,7 +213,9 @@ def test_a_deny_window_holds_an_approved_plan_until_it_ends(
     apply(
         kubectl,
         ns,
-        recommendation("rec-p4", riskLevel="low", executeNow=True, steps=quick_steps()),
+        recommendation(
+            "rec-p4", riskLevel="low", executeNow=True, steps=fast_steps(names=("one",))
+        ),
     )
     held = wait_for(
         lambda: (
@@ -248,7 +242,12 @@ def test_a_budget_of_one_runs_two_plans_one_after_the_other(
         kubectl,
         ns,
         *(
-            recommendation(n, riskLevel="low", executeNow=True, steps=quick_steps(3000))
+            recommendation(
+                n,
+                riskLevel="low",
+                executeNow=True,
+                steps=fast_steps(names=("one",), duration_ms=3000),
+            )
             for n in names
         ),
     )
@@ -311,15 +310,6 @@ def receiver() -> Iterator[Receiver]:
     r.server.server_close()
 
 
-def endpoint(name: str, url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "AgentEndpoint",
-        "metadata": {"name": name},
-        "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
-    }
-
-
 def notifications(operator: OperatorProcess, event: str, outcome: str) -> float:
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -341,8 +331,8 @@ def test_notifications_are_signed_and_a_receiver_that_is_down_delays_nothing(
     apply(
         kubectl,
         ns,
-        endpoint("pager-down", down),
-        endpoint("chat", receiver.url),
+        endpoint("pager-down", url=down),
+        endpoint("chat", url=receiver.url),
         policy(
             "tell-people",
             notify=[

@@ -26,7 +26,7 @@ import yaml
 from coordinator.k8s import webhooks
 from tests.support import Kubectl, wait_for
 from tests.support.builders import recommendation
-from tests.support.kube import Objects
+from tests.support.kube import Objects, apply
 from tests.support.net import free_port
 from tests.support.processes import OperatorProcess
 
@@ -35,11 +35,8 @@ LEASE = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]
 """The Lease the manifests' Role lets the operator's ServiceAccount use."""
 SHUTDOWN_BOUND = 10.0
 """--shutdown-timeout's default: the process is gone this long after SIGTERM."""
-
-
-def rec(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Approved by policy and started at once; its own (simulated) steps."""
-    return recommendation(name, riskLevel="low", executeNow=True, steps=steps)
+RUN_NOW = {"riskLevel": "low", "executeNow": True}
+"""Approved by policy and started at once (with the recommendation's own simulated steps)."""
 
 
 def sim(name: str, ms: int | None = None) -> dict[str, Any]:
@@ -48,10 +45,6 @@ def sim(name: str, ms: int | None = None) -> dict[str, Any]:
     if ms is not None:
         step["params"] = {"durationMs": ms}
     return step
-
-
-def apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
 
 
 def start_failing(
@@ -170,7 +163,7 @@ def test_sigterm_mid_step_ends_the_process_in_bounded_time_and_the_plan_resumes(
         sim("long", 60_000),
         sim("after", 50),
     ]
-    apply(kubectl, own_namespace, rec("rec-term", steps))
+    apply(kubectl, own_namespace, recommendation("rec-term", steps=steps, **RUN_NOW))
     wait_for(
         lambda: (
             (objects.status(PLANS, "rec-term").get("steps") or [{}])[0].get("phase") == "Running"
@@ -199,7 +192,7 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     assert ours(api, own_namespace) == before  # left behind, failing closed
     refused = kubectl(
         "apply", "-n", own_namespace, "-f", "-", check=False,
-        stdin=yaml.safe_dump(rec("rec-after", [sim("s")])),
+        stdin=yaml.safe_dump(recommendation("rec-after", steps=[sim("s")], **RUN_NOW)),
     )  # fmt: skip
     assert refused.returncode != 0
     assert "connection refused" in refused.stderr, refused.stderr
@@ -207,7 +200,7 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     after = ours(api, own_namespace)
     assert set(after) == set(before)
     assert after != before
-    apply(kubectl, own_namespace, rec("rec-after", [sim("s")]))
+    apply(kubectl, own_namespace, recommendation("rec-after", steps=[sim("s")], **RUN_NOW))
     objects.wait_phase(PLANS, "rec-after", "Succeeded")
 
 
@@ -285,7 +278,7 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
     try:
         steps = [sim(f"s{i}", 700) for i in range(8)]
         for i in range(3):
-            apply(kubectl, own_namespace, rec(f"rec-ha-{i}", steps))
+            apply(kubectl, own_namespace, recommendation(f"rec-ha-{i}", steps=steps, **RUN_NOW))
         wait_for(
             lambda: all(
                 objects.status(PLANS, f"rec-ha-{i}").get("currentStep", 0) >= 2 for i in range(3)
@@ -344,5 +337,5 @@ def test_peering_with_a_namespace_no_longer_freezes_it_elects_with_a_lease(
     )
     assert "use --lease=optiinfra-coordinator" in process.log.read_text()
     wait_for(lambda: process.readiness() == (200, "acting\n"), what="the operator to lead")
-    apply(kubectl, own_namespace, rec("rec-peering", [sim("s")]))
+    apply(kubectl, own_namespace, recommendation("rec-peering", steps=[sim("s")], **RUN_NOW))
     Objects(api, own_namespace).wait_phase(PLANS, "rec-peering", "Succeeded")
