@@ -22,7 +22,8 @@ from coordinator.api.verification import (
 )
 from coordinator.core import conflicts, verification
 from coordinator.core.verification import Check, Reading
-from tests.support.verification import NO_DATA, T0, checks_of, metric, rec, tpl
+from tests.support.builders import metric
+from tests.support.verification import NO_DATA, T0, checks_of, rec, tpl
 
 
 def started(
