@@ -166,7 +166,7 @@ def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecor
         store=store,
         clock=lambda: NOW,
     )
-    store.listeners.append(reconciler.changed)
+    store.listeners.append(reconciler.enqueue)
     return store, reconciler, recorder
 
 
@@ -238,7 +238,7 @@ def test_a_dependency_that_has_not_succeeded_holds_the_plan() -> None:
 def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
     api, store = FakeApi(), store_.Store()
     told: list[tuple[str, bool]] = []
-    store.listeners.append(lambda plural, record, deleted: told.append((record.name, deleted)))
+    store.listeners.append(lambda plural, record, deleted, _: told.append((record.name, deleted)))
     for name in ("a", "b"):
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
     store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
@@ -452,7 +452,7 @@ async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -
 
     written = asyncio.Event()
     store.listeners.append(
-        lambda plural, record, _: plural == RECOMMENDATIONS and record.phase and written.set()
+        lambda plural, record, *_: plural == RECOMMENDATIONS and record.phase and written.set()
     )
     task = asyncio.create_task(reconciler.run(start))
     try:
