@@ -49,6 +49,15 @@ def enqueued() -> tuple[store_.Store, reconciler_.Reconciler]:
     return store, reconciler
 
 
+async def _reconciling(
+    store: store_.Store, reconciler: reconciler_.Reconciler
+) -> workqueue.Reconciling:
+    """Recommendation a of c1 watched, and its group taken by a worker: its context."""
+    store.apply(RECOMMENDATIONS, raw("a", 1), origin=Origin.WATCHED)
+    key = await asyncio.wait_for(reconciler.queue.get(), 1)
+    return workqueue.Reconciling(key, store)
+
+
 async def _taken(queue: workqueue.WorkQueue) -> list[str]:
     """The customers the queue hands out now, in order (each reconcile done at once)."""
     taken = []
@@ -63,16 +72,14 @@ def test_an_own_write_to_the_group_being_reconciled_does_not_requeue_it() -> Non
     async def scenario() -> None:
         store, reconciler = enqueued()
         queue = reconciler.queue
-        store.apply(RECOMMENDATIONS, raw("a", 1), origin=Origin.WATCHED)
-        key = await asyncio.wait_for(queue.get(), 1)
-        ctx = workqueue.Reconciling(key, store)
+        ctx = await _reconciling(store, reconciler)
         ctx.written(RECOMMENDATIONS, raw("a", 2))  # the answer of this reconcile's write
         store.apply(RECOMMENDATIONS, raw("a", 3))  # ... and of its next, echoed first
         ctx.written(RECOMMENDATIONS, raw("a", 3))
         record = store.record(RECOMMENDATIONS, (NS, "a"))
         assert record is not None
         assert record.rv == 3  # in the Store at once
-        queue.done(key, ctx.writes)
+        queue.done(ctx.key, ctx.writes)
         assert len(queue) == 0
         await asyncio.wait_for(queue.idle(), 1)
 
@@ -83,14 +90,12 @@ def test_a_watched_change_during_a_reconcile_requeues_it_once_afterwards() -> No
     async def scenario() -> None:
         store, reconciler = enqueued()
         queue = reconciler.queue
-        store.apply(RECOMMENDATIONS, raw("a", 1))
-        key = await asyncio.wait_for(queue.get(), 1)
-        ctx = workqueue.Reconciling(key, store)
+        ctx = await _reconciling(store, reconciler)
         ctx.written(RECOMMENDATIONS, raw("a", 2))
         store.apply(RECOMMENDATIONS, raw("b", 5), origin=Origin.WATCHED)  # someone else's
         store.apply(RECOMMENDATIONS, raw("b", 6), origin=Origin.WATCHED)
         assert len(queue) == 0  # never twice at once
-        queue.done(key, ctx.writes)
+        queue.done(ctx.key, ctx.writes)
         assert await _taken(queue) == ["c1"]  # once, after
         await asyncio.wait_for(queue.idle(), 1)
 
@@ -104,11 +109,9 @@ def test_another_writer_s_own_write_during_a_reconcile_requeues_it() -> None:
     async def scenario() -> None:
         store, reconciler = enqueued()
         queue = reconciler.queue
-        store.apply(RECOMMENDATIONS, raw("a", 1))
-        key = await asyncio.wait_for(queue.get(), 1)
-        ctx = workqueue.Reconciling(key, store)
+        ctx = await _reconciling(store, reconciler)
         store.own_write(RECOMMENDATIONS, raw("a", 2))  # not through this reconcile
-        queue.done(key, ctx.writes)
+        queue.done(ctx.key, ctx.writes)
         assert await _taken(queue) == ["c1"]
 
     asyncio.run(scenario())
