@@ -18,7 +18,8 @@ top of the repository enforces this with import-linter (``make lint``).
     the measurements' state machine and schedule, realised savings, calibrated ranking)
     and ``cel`` (its conditions, checked and evaluated),
     step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures),
+    ``origin`` (where a change came from: listed, watched, own write)
     and ``text`` (agents' text cleaned of control characters before it reaches status,
     Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
     is always passed in), no kopf, no kubernetes client.
@@ -47,13 +48,18 @@ top of the repository enforces this with import-linter (``make lint``).
 
 The shell, from the bottom up:
 
-``coordinator.store``
+``coordinator.store`` (its ``records`` in ``coordinator.records``)
     What the operator knows: one compact record per object (the fields looked up by,
     the rest as compact JSON; no pydantic models, no watch responses), the dependency
     maps, the counts for the metrics; it is also the version tracker of the operator's
     own writes. Models are materialised per reconcile, from a small cache.
+``coordinator.workqueue``, ``coordinator.settled``
+    The work queue of customer groups (requeue-after, per-key exponential backoff, a
+    listing's keys behind the changes of now), the context of one reconcile
+    (``Reconciling``: its own writes) and its ``Result``; which recommendations need no
+    deciding (their inputs, as versions).
 ``coordinator.reconciler``
-    One work queue of customer groups (requeue-after, per-key exponential backoff); a
+    Every change comes to its one ``enqueue`` with its origin (``core.origin``); a
     reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
     changed through the StatusWriter and returns when to run again.
 ``coordinator.plangate``, ``coordinator.notifications``

@@ -88,7 +88,7 @@ def test_a_dependency_that_has_not_succeeded_holds_the_plan() -> None:
 def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
     api, store = FakeApi(), store_.Store()
     told: list[tuple[str, bool]] = []
-    store.listeners.append(lambda plural, record, deleted: told.append((record.name, deleted)))
+    store.listeners.append(lambda plural, record, deleted, _: told.append((record.name, deleted)))
     for name in ("a", "b"):
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
     store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
