@@ -38,6 +38,10 @@ class StepContext:
     groups: tuple[str, ...] = ()
 
 
+class StepError(Exception):
+    """The step cannot be done (or undone); the message says why."""
+
+
 class Executor(Protocol):
     async def execute(self, step: Step, *, context: StepContext) -> Outcome: ...
 
