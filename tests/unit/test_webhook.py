@@ -36,7 +36,7 @@ from coordinator.executors import StepContext
 from coordinator.executors.endpoints import EndpointError, Target
 from coordinator.executors.post import AddressRefused, NoAnswerError, aiohttp_post, checked_post
 from coordinator.executors.webhook import WebhookExecutor
-from coordinator.k8s import webhooks as certs_
+from coordinator.k8s import certificates as certs_
 from tests.support.answers import CHUNK, HUGE, Huge, serving, with_huge
 
 KEY = b"s3cret-hmac-key"
