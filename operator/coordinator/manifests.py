@@ -76,16 +76,24 @@ def read_all(paths: Sequence[str]) -> tuple[list[Manifest], list[ApprovalPolicy]
     return manifests, policies, problems
 
 
-def _policy(document: Any, *, origin: str, problems: list[str]) -> ApprovalPolicy | None:
-    """An ApprovalPolicy document, validated (its windows too); None for other kinds (and
-    for an invalid one, with the problems)."""
+def _of_kind(document: Any, kind: str) -> dict[str, Any] | None:
+    """`document` without its status if it is a `kind` of this API version, else None.
+    Status belongs to the operator: `kubectl apply` ignores it, and so does check."""
     if not (
         isinstance(document, dict)
-        and document.get("kind") == POLICY_KIND
+        and document.get("kind") == kind
         and document.get("apiVersion") == API_VERSION
     ):
         return None
-    document = {key: value for key, value in document.items() if key != "status"}
+    return {key: value for key, value in document.items() if key != "status"}
+
+
+def _policy(document: Any, *, origin: str, problems: list[str]) -> ApprovalPolicy | None:
+    """An ApprovalPolicy document, validated (its windows too); None for other kinds (and
+    for an invalid one, with the problems)."""
+    document = _of_kind(document, POLICY_KIND)
+    if document is None:
+        return None
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     what = f"{POLICY_KIND} {name or 'without a name'}"
@@ -166,14 +174,9 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def _manifest(document: Any, *, origin: str, problems: list[str]) -> Manifest | None:
-    if not (
-        isinstance(document, dict)
-        and document.get("kind") == KIND
-        and document.get("apiVersion") == API_VERSION
-    ):
+    document = _of_kind(document, KIND)
+    if document is None:
         return None
-    # Status belongs to the operator: `kubectl apply` ignores it, and so does check.
-    document = {key: value for key, value in document.items() if key != "status"}
     try:
         recommendation = Recommendation.model_validate(document)
     except pydantic.ValidationError as error:
