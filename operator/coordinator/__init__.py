@@ -10,25 +10,26 @@ top of the repository enforces this with import-linter (``make lint``).
     and backoff policies, each named once.
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
-    The pure rules: conflicts and resolution, approval policy (risk floors, who must
+    The pure rules: conflicts and resolution, a recommendation's lifecycle (``lifecycle``;
+    the Approvals it writes: ``approvalstatus``), approval policy (risk floors, who must
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
-    windows in IANA zones, the per-customer budget, notification bodies), admission
-    rules, the plan catalogue (default plans that do real work), the plan state machine
-    (with its ``Verifying`` phase) and the Events of its transitions (``planevents``),
-    ``verification`` (which VerificationTemplates apply, the measurements' state machine
-    and schedule, realised savings, calibrated ranking) and ``cel`` (its conditions,
-    checked and evaluated), step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
-    and ``text`` (agents' text cleaned of control characters before it reaches status,
-    Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
-    is always passed in), no kopf, no kubernetes client.
+    windows in IANA zones, the per-customer budget, notification bodies), admission rules,
+    the plan catalogue (default plans that do real work), the plan state machine (with its
+    ``Verifying`` phase) and the Events of its transitions (``planevents``),
+    ``verification`` (which VerificationTemplates apply, the measurements' state machine and
+    schedule, realised savings, calibrated ranking) and ``cel`` (its conditions, checked and
+    evaluated), step params (``steps``), the webhook protocol (``webhook``: signing,
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures) and
+    ``text`` (agents' text cleaned of control characters before it reaches status, Events or
+    a terminal). Plain functions over the api models. No I/O, no clock (``now`` is always
+    passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
     for a set of manifests, no cluster; ``manifests`` reads the files, ``policyflags``
     are the approval policy's flags it shares with ``run``), the CRD generator
-    (``make manifests``), and
-    what a person reads about objects (why a phase, the approval queue, a plan's
-    timeline; pure, over the objects as the API server returns them).
+    (``make manifests``), and what a person reads about objects (why a phase, the
+    approval queue, a plan's timeline; pure, over the objects as the API server returns
+    them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children; ``http`` makes its frequent calls from the event loop over aiohttp
