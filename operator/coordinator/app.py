@@ -25,10 +25,12 @@ from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
 from coordinator.api.plan import Executor
+from coordinator.executors.endpoints import ClientResolver
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
+from coordinator.executors.post import checked_post
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, WebhookExecutor, checked_post
+from coordinator.executors.webhook import WebhookExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import informer as informer_
