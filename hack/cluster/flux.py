@@ -70,23 +70,11 @@ def flux_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) the Flux controllers, niced; returns their directory."""
-    out = subprocess.run(
-        ["nice", "-n", "10", "bash", str(HERE / "build-flux.sh")],
-        check=False,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise localcluster.ClusterError("building Flux failed (see the go output above)")
-    return Path(out.stdout.strip().splitlines()[-1])
+    return localcluster.run_build(HERE / "build-flux.sh", "Flux", niced=True)
 
 
 def _state() -> dict[str, object] | None:
-    try:
-        data = json.loads((flux_dir() / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return localcluster.read_state(flux_dir())
 
 
 def _answers(url: str) -> bool:

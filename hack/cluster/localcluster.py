@@ -87,11 +87,21 @@ def cluster_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) binaries; returns their directory."""
+    return run_build(HERE / "build.sh", "the control plane")
+
+
+def run_build(script: Path, what: str, *, niced: bool = False) -> Path:
+    """Run a build script of this folder (its go output shows as it goes); the directory
+    it prints last, where the binaries are."""
+    command = ["bash", str(script)]
     out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=False, stdout=subprocess.PIPE, text=True
+        ["nice", "-n", "10", *command] if niced else command,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     if out.returncode != 0:
-        raise ClusterError("building the control plane failed (see the go output above)")
+        raise ClusterError(f"building {what} failed (see the go output above)")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
@@ -259,7 +269,8 @@ def mint_user(cluster: Cluster, user: str, groups: tuple[str, ...] = ()) -> Path
     return path
 
 
-def _state(d: Path) -> dict[str, object] | None:
+def read_state(d: Path) -> dict[str, object] | None:
+    """The state.json an `up` wrote in `d`; None when there is none (or it is unreadable)."""
     try:
         data = json.loads((d / "state.json").read_text())
     except (OSError, ValueError):
@@ -270,7 +281,7 @@ def _state(d: Path) -> dict[str, object] | None:
 def running() -> Cluster | None:
     """The control plane started from this directory, if it is up and ready."""
     d = cluster_dir()
-    state = _state(d)
+    state = read_state(d)
     if state is None or state.get("mode") != "local":
         return _kind_cluster(d, state)
     pids = state.get("pids", {})
@@ -494,7 +505,7 @@ def restart(component: str, *, down_for: float = 0.0) -> dict[str, float]:
     if component not in COMPONENTS:
         raise ClusterError(f"unknown component {component} (known: {', '.join(COMPONENTS)})")
     d = cluster_dir()
-    state = _state(d)
+    state = read_state(d)
     if state is None or state.get("mode") != "local":
         raise ClusterError(f"no local control plane in {d}")
     pids = state.get("pids", {})
@@ -591,7 +602,7 @@ def down(*, quiet: bool = False) -> None:
         import flux  # noqa: PLC0415 - flux imports this module
 
         flux.down(quiet=quiet)
-    state = _state(d) or {}
+    state = read_state(d) or {}
     if state.get("mode") == "kind":
         subprocess.run(["kind", "delete", "cluster", "--name", str(state["name"])], check=False)
     pids = state.get("pids", {})
@@ -636,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             was_running = running() is not None
             cluster = up_kind() if args.kind else up()
-            state = _state(cluster.directory) or {}
+            state = read_state(cluster.directory) or {}
             how = (
                 "already running"
                 if was_running
