@@ -105,11 +105,13 @@ class Notifier:
                 await self._sleep(defaults.AGENT_RETRY.delay(attempt - 1))
             try:
                 target = await self._resolver.resolve(item.namespace, item.endpoint)
-                headers = protocol.headers(
-                    target.key, int(self._clock()), item.body, purpose=protocol.NOTIFY
-                )
-                status, _ = await self._post(
-                    target, item.body, headers, min(target.timeout_seconds, REQUEST_TIMEOUT_SECONDS)
+                status, _ = await post_.signed(
+                    self._post,
+                    target,
+                    item.body,
+                    timestamp=int(self._clock()),
+                    seconds=REQUEST_TIMEOUT_SECONDS,
+                    purpose=protocol.NOTIFY,
                 )
             except (endpoints_.EndpointError, post_.NoAnswerError) as exc:
                 last = str(exc)
@@ -118,7 +120,7 @@ class Notifier:
                 last = str(exc)
                 break
             except post_.AnswerTooLargeError as exc:
-                last = f"{exc} (the most the operator reads of an answer: {exc.limit // 1024} KiB)"
+                last = exc.explained()
                 break
             if status < 300:
                 return "sent"

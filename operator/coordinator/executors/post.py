@@ -94,10 +94,23 @@ class AnswerTooLargeError(Exception):
         self.status = status
         self.limit = limit
 
+    def explained(self) -> str:
+        """The message with the limit in KiB, as a step's error or a notification's log says it."""
+        return f"{self} (the most the operator reads of an answer: {self.limit // 1024} KiB)"
+
 
 Post = Callable[[Target, bytes, Mapping[str, str], float], Awaitable[tuple[int, bytes]]]
 """Send one request: (target, body, headers, timeout) -> (status, body); NoAnswerError,
 AddressRefused, AnswerTooLargeError."""
+
+
+async def signed(
+    post: Post, target: Target, body: bytes, *, timestamp: int, seconds: float, purpose: str
+) -> tuple[int, bytes]:
+    """`post` `body` to `target` signed with its key for `purpose` (``core.webhook``), within
+    `seconds` or the endpoint's own timeout, whichever is shorter."""
+    headers = protocol.headers(target.key, timestamp, body, purpose=purpose)
+    return await post(target, body, headers, min(target.timeout_seconds, seconds))
 
 
 def ssl_context(target: Target) -> ssl.SSLContext | None:

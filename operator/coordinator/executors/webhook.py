@@ -124,12 +124,15 @@ class WebhookExecutor:
                 last = f"reading AgentEndpoint {name}: {exc}"
             else:
                 attempts += 1
-                timestamp = int(self._clock())
-                headers = protocol.headers(target.key, timestamp, payload)
                 try:
                     status: int | None
-                    status, answer = await self._post(
-                        target, payload, headers, min(target.timeout_seconds, left)
+                    status, answer = await post_.signed(
+                        self._post,
+                        target,
+                        payload,
+                        timestamp=int(self._clock()),
+                        seconds=left,
+                        purpose=protocol.STEP,
                     )
                 except post_.NoAnswerError as exc:
                     status, answer = None, b""
@@ -139,8 +142,7 @@ class WebhookExecutor:
                 except post_.AnswerTooLargeError as exc:
                     return self._outcome(
                         began,
-                        error=f"agent endpoint {name} {exc} (the most the operator reads "
-                        f"of an answer: {exc.limit // 1024} KiB); not asked again",
+                        error=f"agent endpoint {name} {exc.explained()}; not asked again",
                     )
                 verdict = protocol.classify(status)
                 if verdict is protocol.Answer.DONE:
