@@ -42,13 +42,10 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -102,10 +99,6 @@ class Operator(e2e.OperatorProcess):
             args=args,
         )
         self.name = name
-        self.ready_port = e2e.free_port()
-        self.command[self.command.index("--readiness=")] = (
-            f"--readiness=http://127.0.0.1:{self.ready_port}/readyz"
-        )
         self.starts = 0
 
     def start(self, *, timeout: float = 90) -> Operator:
@@ -113,28 +106,6 @@ class Operator(e2e.OperatorProcess):
         self.log = WORK / f"{self.name}-{self.starts}.log"
         super().start(timeout=timeout)
         return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no clean-up, as a node failure would."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        if self._out is not None:
-            self._out.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def readiness(self) -> tuple[int, str]:
-        """(status, text) of /readyz; (0, why) when it does not answer."""
-        url = f"http://127.0.0.1:{self.ready_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read().decode()
-        except OSError as exc:
-            return 0, str(exc)
 
     def acting(self) -> bool:
         return self.readiness() == (200, "acting\n")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import localcluster
+import localproc
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "flux-system"
@@ -138,7 +139,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
         capture_output=True,
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
     )
-    git_port, storage_port = localcluster._free_port(), localcluster._free_port()
+    git_port, storage_port = localproc.free_port(), localproc.free_port()
     git_url = f"http://127.0.0.1:{git_port}"
     commands: dict[str, list[str]] = {
         GITSERVER: [
@@ -150,10 +151,10 @@ def up(cluster: localcluster.Cluster) -> Flux:
     Flux(d, git_url, bin_dir).repository("health")
     probes = {GITSERVER: f"{git_url}/health.git/info/refs"}
     for controller in CONTROLLERS:
-        health = localcluster._free_port()
+        health = localproc.free_port()
         args = [
             str(bin_dir / controller),
-            f"--metrics-addr=127.0.0.1:{localcluster._free_port()}",
+            f"--metrics-addr=127.0.0.1:{localproc.free_port()}",
             f"--health-addr=127.0.0.1:{health}",
             "--events-addr=",
             "--log-level=info",
@@ -184,8 +185,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
                 log = d / "logs" / f"{name}.log"
                 why = f"exited with {procs[name].returncode}" if procs[name].poll() else "hung"
                 raise localcluster.ClusterError(
-                    f"{name} {why} before it was ready. Last lines of {log}:\n"
-                    f"{localcluster._tail(log)}"
+                    f"{name} {why} before it was ready. Last lines of {log}:\n{localproc.tail(log)}"
                 )
             time.sleep(0.2)
     state = {

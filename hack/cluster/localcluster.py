@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import localproc
 import pki
 
 HERE = Path(__file__).resolve().parent
@@ -105,12 +106,6 @@ def run_build(script: Path, what: str, *, niced: bool = False) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go listens
@@ -140,13 +135,6 @@ def _alive(pid: int, binary: str) -> bool:
     except OSError:
         return False
     return cmdline.decode(errors="replace").endswith("/" + binary)
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _ready(server: str, ca: Path, cert: Path, key: Path) -> bool:
@@ -360,7 +348,7 @@ def up() -> Cluster:
     sa = pki.service_account_keys()
     pki.write(sa, pk, "sa")
 
-    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (_free_port() for _ in range(5))
+    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (localproc.free_port() for _ in range(5))
     server = f"https://127.0.0.1:{api_port}"
     logs = d / "logs"
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -370,7 +358,7 @@ def up() -> Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         log = logs / f"{component}.log"
-        return ClusterError(f"{component} {why}. Last lines of {log}:\n{_tail(log)}")
+        return ClusterError(f"{component} {why}. Last lines of {log}:\n{localproc.tail(log)}")
 
     procs["etcd"] = _spawn(
         bin_dir / "etcd",
@@ -550,7 +538,7 @@ def restart(component: str, *, down_for: float = 0.0) -> dict[str, float]:
             log = d / "logs" / f"{component}.log"
             raise ClusterError(
                 f"{component} exited with status {proc.returncode} after its restart. "
-                f"Last lines of {log}:\n{_tail(log)}"
+                f"Last lines of {log}:\n{localproc.tail(log)}"
             )
         if time.monotonic() > deadline:
             raise ClusterError(

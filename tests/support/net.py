@@ -1,12 +1,8 @@
-"""Addresses for processes the tests start: one free port on 127.0.0.1."""
+"""Addresses for processes the tests start: one free port on 127.0.0.1 (the one of
+hack/cluster/localproc.py, which bench/ uses too)."""
 
 from __future__ import annotations
 
-import socket
+from localproc import free_port
 
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port"]

@@ -1,0 +1,200 @@
+"""Processes on 127.0.0.1 that the tests and the benchmarks start: a free port, an HTTP
+probe, the last lines of a log, and `coordinator run` as a user starts it.
+
+Both tests/support/processes.py and bench/ use this module (pytest has hack/cluster on
+its path, bench/ puts it there as it does for localcluster.py), so that the operator is
+started, probed and stopped one way; it is not part of the operator's package, which
+ships without development tools.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, ClassVar
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str, *, timeout: float = 1) -> tuple[int, str]:
+    """(status, text) of a GET of `url`; (0, why) when it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log file ("(no log)" when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait(probe: Callable[[], object], *, what: str, timeout: float) -> None:
+    """Poll `probe` until it returns something truthy; TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class OperatorProcess:
+    """One `coordinator run` process with its log file and its own ports (liveness,
+    readiness, metrics); start, kill, terminate, stop."""
+
+    LOG_MODE: ClassVar[str] = "ab"
+    """How `start` opens the log: appended to ("ab") or written afresh ("wb")."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        log: Path,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.args = args
+        self.env = dict(env or {})
+        self.health_port = free_port()
+        self.ready_port = free_port()
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "coordinator",
+            "run",
+            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            f"--readiness=http://127.0.0.1:{self.ready_port}/readyz",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-loopback-endpoints",  # the reference agents listen on 127.0.0.1
+            *self.args,
+        ]
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def healthy(self) -> bool:
+        return get(f"http://127.0.0.1:{self.health_port}/healthz")[0] == 200
+
+    def readiness(self) -> tuple[int, str]:
+        """(status, text) of /readyz; (0, why) when it does not answer."""
+        return get(f"http://127.0.0.1:{self.ready_port}/readyz")
+
+    def environment(self) -> dict[str, str]:
+        """The COORDINATOR_* variables that give a `coordinator run` typed by hand (no
+        flags) this object's ports, so that `healthy` and `readiness` ask it."""
+        return {
+            "COORDINATOR_LIVENESS": f"http://127.0.0.1:{self.health_port}/healthz",
+            "COORDINATOR_READINESS": f"http://127.0.0.1:{self.ready_port}/readyz",
+            "COORDINATOR_METRICS_PORT": str(self.metrics_port),
+        }
+
+    def start(self, *, timeout: float = 60) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        return self.start_command(self.command, env=env, timeout=timeout)
+
+    def start_command(
+        self,
+        command: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> OperatorProcess:
+        """Start `command` (this operator, however it is spelled) and wait until it is
+        healthy and its webhooks are registered; a process that does not get there is
+        stopped (RuntimeError, with the log's last lines)."""
+        self._out = self.log.open(self.LOG_MODE)
+        self.proc = subprocess.Popen(
+            command, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd
+        )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the operator exited ({self.log}):\n{self.tail()}")
+            return self.healthy() and (
+                "--webhooks=off" in self.args  # registered once its webhook server listens
+                or self.webhooks_registered()
+            )
+
+        try:
+            wait(up, what="the operator's health endpoint and webhooks", timeout=timeout)
+        except TimeoutError as exc:
+            self.stop()  # nobody else holds it yet: it would outlive its caller
+            raise RuntimeError(f"{exc} ({self.log}):\n{self.tail()}") from None
+        return self
+
+    def webhooks_registered(self) -> bool:
+        return "admission webhooks registered" in self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no clean-up, as a node failure would."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if self._out is not None:
+            self._out.close()
+
+    def terminate(self, *, timeout: float = 30) -> float:
+        """SIGTERM, and wait up to `timeout` for the exit; the seconds it took."""
+        assert self.proc is not None
+        began = time.monotonic()
+        self.proc.terminate()
+        self.proc.wait(timeout=timeout)
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        """SIGTERM; a process still there after 30 s writes its stacks into the log
+        (SIGUSR1, SIGUSR2) and is killed."""
+        if self.alive():
+            assert self.proc is not None
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                self.proc.send_signal(signal.SIGUSR2)
+                time.sleep(1)  # the stacks are written by the process, not awaited here
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._out is not None:
+            self._out.close()
+
+    def tail(self, lines: int = 40) -> str:
+        return tail(self.log, lines)
