@@ -44,7 +44,6 @@ import random
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +61,7 @@ from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VER
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import localcluster  # noqa: E402
+import planwatch  # noqa: E402
 
 ENDED: Final = frozenset({"Succeeded", "Failed", "RolledBack"})
 STEP_REASONS: Final = frozenset({"StepSucceeded", "StepFailed", "StepRolledBack", "RollbackFailed"})
@@ -166,91 +166,6 @@ def operator_kubeconfig(admin: Path) -> Path:
 
 
 # --- what the plans went through ------------------------------------------------------
-
-
-class PlanWatch(threading.Thread):
-    """Every version of every plan in a namespace, as the API server stored them; the
-    watch resumes from its last resourceVersion when the API server goes away."""
-
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        super().__init__(name="watch-plans", daemon=True)
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self.namespace = namespace
-        self.seen: list[tuple[str, str, dict[str, Any]]] = []
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.stopping = threading.Event()
-        self.reconnects = 0
-        self._lock = threading.Lock()
-
-    def run(self) -> None:
-        version = ""
-        while not self.stopping.is_set():
-            watch = kubernetes.watch.Watch()
-            try:
-                for event in watch.stream(
-                    self._custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLANS,
-                    resource_version=version,
-                    timeout_seconds=5,
-                ):
-                    obj = event["object"]
-                    if event["type"] == "ERROR":
-                        version = ""
-                        break
-                    version = obj["metadata"]["resourceVersion"]
-                    name = obj["metadata"]["name"]
-                    with self._lock:
-                        self.latest[name] = obj
-                        for step in (obj.get("status") or {}).get("steps") or ():
-                            self.seen.append((name, version, step))
-                    if self.stopping.is_set():
-                        break
-            except kubernetes.client.ApiException as exc:
-                if exc.status == 410:
-                    version = ""
-                self.reconnects += 1
-                time.sleep(0.2)
-            except Exception:  # the API server is down: try again from where it was
-                self.reconnects += 1
-                time.sleep(0.2)
-            finally:
-                watch.stop()
-
-    def running_steps(self) -> int:
-        with self._lock:
-            return sum(
-                1
-                for obj in self.latest.values()
-                for step in (obj.get("status") or {}).get("steps") or ()
-                if step.get("phase") == "Running"
-            )
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
-
-
-def rewritten(seen: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """Steps whose completed record changed afterwards: a step run or recorded twice.
-    (The logic of tests/cluster/test_process.py.)"""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    problems = []
-    for plan, _, step in seen:
-        key = (plan, step["name"])
-        if step["phase"] in ("Succeeded", "Failed") and key not in done:
-            done[key] = step
-        elif key in done and step["phase"] in ("Succeeded", "Failed", "Running", "Pending"):
-            first = done[key]
-            if (step.get("startedAt"), step.get("finishedAt"), step["phase"]) != (
-                first.get("startedAt"),
-                first.get("finishedAt"),
-                first["phase"],
-            ):
-                problems.append(f"{plan}/{step['name']}: {first} then {step}")
-    return problems
 
 
 def progress(plans: Mapping[str, dict[str, Any]]) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -424,12 +339,12 @@ def verdict(
     namespace: str,
     recs: Sequence[Mapping[str, Any]],
     plans: Mapping[str, dict[str, Any]],
-    watch: PlanWatch,
+    watch: planwatch.PlanWatch,
     *,
     events: bool,
 ) -> dict[str, Any]:
     """Repeated steps, wrong final phases and (with `events`) missing/duplicated Events."""
-    repeated = rewritten(watch.seen)
+    repeated = planwatch.rewritten(watch.seen)
     wrong = {}
     for rec in recs:
         name = rec["metadata"]["name"]
@@ -491,7 +406,7 @@ def kills(chaos: Chaos, *, plans: int, kills: int) -> dict[str, Any]:
     with chaos.scenario("kills") as (namespace, operators):
         operator = chaos.operator(namespace, "kills", "op")
         operators.append(operator.start())
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         restarts, in_flight = [], []
         queue = list(recs)
@@ -615,7 +530,7 @@ def control_plane(chaos: Chaos, component: str, *, plans: int, steps: int) -> di
         operator = chaos.operator(namespace, key, "op")
         operators.append(operator.start())
         pid = operator.pid
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         try:
             for rec in recs:
@@ -711,7 +626,7 @@ def replicas(chaos: Chaos, *, kills: int, per_wave: int) -> dict[str, Any]:
         wait_until(a.acting, what="the first replica to act", timeout=60)
         b.start()
         wait_until(b.standing_by, what="the second replica to stand by", timeout=60)
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         try:
             for k in range(kills):

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import kubernetes
 import localcluster
+import planwatch
 import pytest
 import yaml
 
@@ -207,57 +207,6 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
 # --- replicas: one acts, the other stands by and takes over --------------------------------
 
 
-def watch_steps(
-    api: kubernetes.client.ApiClient, namespace: str, stop: threading.Event
-) -> tuple[threading.Thread, list[tuple[str, str, dict[str, Any]]]]:
-    """Record every version of every plan's steps, as the API server stored them."""
-    seen: list[tuple[str, str, dict[str, Any]]] = []
-    custom = kubernetes.client.CustomObjectsApi(api)
-
-    def run() -> None:
-        version = ""
-        while not stop.is_set():
-            w = kubernetes.watch.Watch()
-            try:
-                for event in w.stream(
-                    custom.list_namespaced_custom_object,
-                    "optiinfra.io", "v1alpha1", namespace, PLANS,
-                    resource_version=version, timeout_seconds=2,
-                ):  # fmt: skip
-                    obj = event["object"]
-                    version = obj["metadata"]["resourceVersion"]
-                    for step in (obj.get("status") or {}).get("steps") or ():
-                        seen.append((obj["metadata"]["name"], version, step))
-                    if stop.is_set():
-                        break
-            except kubernetes.client.ApiException as exc:
-                if exc.status == 410:
-                    version = ""
-            finally:
-                w.stop()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, seen
-
-
-def rewritten(seen: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """Steps whose completed record changed afterwards: a step run or recorded twice."""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    problems = []
-    for plan, _, step in seen:
-        key = (plan, step["name"])
-        if step["phase"] in ("Succeeded", "Failed") and key not in done:
-            done[key] = step
-        elif key in done and step["phase"] in ("Succeeded", "Failed", "Running", "Pending"):
-            first = done[key]
-            if (step.get("startedAt"), step.get("finishedAt"), step["phase"]) != (
-                first.get("startedAt"), first.get("finishedAt"), first["phase"]
-            ):  # fmt: skip
-                problems.append(f"{plan}/{step['name']}: {first} then {step}")
-    return problems
-
-
 def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_twice(
     api: kubernetes.client.ApiClient,
     kubectl: Kubectl,
@@ -273,8 +222,8 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
         lambda: second.readiness()[0] == 200 and "standing by" in second.readiness()[1],
         what="the second replica to stand by",
     )
-    stop = threading.Event()
-    thread, seen = watch_steps(api, own_namespace, stop)
+    watch = planwatch.PlanWatch(api, own_namespace)
+    watch.start()
     try:
         steps = [sim(f"s{i}", 700) for i in range(8)]
         for i in range(3):
@@ -295,10 +244,9 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
         for i in range(3):
             objects.wait_phase(PLANS, f"rec-ha-{i}", "Succeeded", timeout=60)
     finally:
-        stop.set()
-        thread.join(timeout=10)
-    assert seen, "the watch saw nothing"
-    assert rewritten(seen) == []
+        watch.stop()
+    assert watch.seen, "the watch saw nothing"
+    assert planwatch.rewritten(watch.seen) == []
 
 
 def test_a_replica_that_stops_hands_over_at_once(
