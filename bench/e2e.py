@@ -414,8 +414,6 @@ class OperatorProcess(localproc.OperatorProcess):
     its admission webhooks where the namespace label SCOPE_LABEL has the value `scope`;
     the operator's source comes first, whichever copy the environment has installed."""
 
-    LOG_MODE = "wb"
-
     def __init__(
         self,
         *,
@@ -436,6 +434,7 @@ class OperatorProcess(localproc.OperatorProcess):
                 *args,
             ],
             env={"PYTHONPATH": path},
+            fresh_log=True,
         )
         self.namespace = namespace
         self.scope = scope

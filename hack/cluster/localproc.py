@@ -1,14 +1,16 @@
-"""Processes on 127.0.0.1 that the tests and the benchmarks start: a free port, an HTTP
-probe, the last lines of a log, and `coordinator run` as a user starts it.
+"""Processes on 127.0.0.1 that the tests, the benchmarks and the demo start: a free port,
+an HTTP probe, the last lines of a log, `coordinator run` as a user starts it and the
+reference agent.
 
-Both tests/support/processes.py and bench/ use this module (pytest has hack/cluster on
-its path, bench/ puts it there as it does for localcluster.py), so that the operator is
-started, probed and stopped one way; it is not part of the operator's package, which
-ships without development tools.
+tests/support/processes.py, bench/ and hack/demo.py use this module (pytest has
+hack/cluster on its path; the scripts put it there, as they do for localcluster.py), so
+that the operator and the agent are started, probed and stopped one way. It is not part
+of the operator's package, which ships without development tools.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,7 +21,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, ClassVar
+from types import TracebackType
+from typing import IO, Any
+
+from coordinator.core import webhook as protocol
 
 
 def free_port() -> int:
@@ -62,9 +67,6 @@ class OperatorProcess:
     """One `coordinator run` process with its log file and its own ports (liveness,
     readiness, metrics); start, kill, terminate, stop."""
 
-    LOG_MODE: ClassVar[str] = "ab"
-    """How `start` opens the log: appended to ("ab") or written afresh ("wb")."""
-
     def __init__(
         self,
         *,
@@ -72,11 +74,15 @@ class OperatorProcess:
         log: Path,
         args: list[str],
         env: Mapping[str, str] | None = None,
+        fresh_log: bool = False,
     ) -> None:
+        """`args` follow the ports' flags; `env` is added to this process's environment;
+        the log is appended to, or written afresh each start with `fresh_log`."""
         self.kubeconfig = kubeconfig
         self.log = log
         self.args = args
         self.env = dict(env or {})
+        self.fresh_log = fresh_log
         self.health_port = free_port()
         self.ready_port = free_port()
         self.metrics_port = free_port()
@@ -138,7 +144,7 @@ class OperatorProcess:
         """Start `command` (this operator, however it is spelled) and wait until it is
         healthy and its webhooks are registered; a process that does not get there is
         stopped (RuntimeError, with the log's last lines)."""
-        self._out = self.log.open(self.LOG_MODE)
+        self._out = self.log.open("wb" if self.fresh_log else "ab")
         self.proc = subprocess.Popen(
             command, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd
         )
@@ -157,6 +163,17 @@ class OperatorProcess:
             self.stop()  # nobody else holds it yet: it would outlive its caller
             raise RuntimeError(f"{exc} ({self.log}):\n{self.tail()}") from None
         return self
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def webhooks_registered(self) -> bool:
         return "admission webhooks registered" in self.log.read_text(errors="replace")
@@ -198,3 +215,53 @@ class OperatorProcess:
 
     def tail(self, lines: int = 40) -> str:
         return tail(self.log, lines)
+
+
+class AgentProcess:
+    """The reference agent (``python -m coordinator.agent``) on 127.0.0.1 with `key`: in
+    `directory` its key file (hmac.key, what an endpoint's Secret holds), its record
+    (state.json) and its log (agent.log); its read-only endpoints asked with signed GETs."""
+
+    def __init__(self, directory: Path, key: bytes) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.key = key
+        self.key_file = directory / "hmac.key"
+        self.key_file.write_bytes(key)
+        self.log = directory / "agent.log"
+        command = [sys.executable, "-m", "coordinator.agent", "--port", str(self.port)]
+        command += ["--key-file", str(self.key_file), "--state", str(directory / "state.json")]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        wait(self._healthy, what="the reference agent to listen", timeout=30)
+
+    def _get(self, path: str) -> Any:
+        """GET `path`, signed (the agent's read-only endpoints want it; /healthz does not)."""
+        signed = protocol.read_headers(self.key, int(time.time()), path)
+        request = urllib.request.Request(self.url.rstrip("/") + path, headers=signed)
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return json.loads(response.read()) if path != "/healthz" else response.status
+
+    def _healthy(self) -> bool:
+        try:
+            return bool(self._get("/healthz") == 200)
+        except OSError:
+            return False
+
+    def applied(self) -> dict[str, int]:
+        found: dict[str, int] = self._get("/applied")
+        return found
+
+    def requests(self) -> dict[str, int]:
+        found: dict[str, int] = self._get("/requests")
+        return found
+
+    def submitters(self) -> dict[str, Any]:
+        """On whose behalf each change was applied (the request body's submitter)."""
+        found: dict[str, Any] = self._get("/submitters")
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
