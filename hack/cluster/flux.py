@@ -205,17 +205,8 @@ def down(*, quiet: bool = False) -> None:
     pids = state.get("pids", {})
     assert isinstance(pids, dict)
     for name, pid in pids.items():
-        if localcluster._alive(int(pid), _binary(name)):
-            os.kill(int(pid), signal.SIGTERM)
-            for _ in range(100):
-                if not localcluster._alive(int(pid), _binary(name)):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            if not quiet:
-                print(f"stopped {name} (pid {pid})")
+        if localcluster.stop_pid(int(pid), _binary(name)) and not quiet:
+            print(f"stopped {name} (pid {pid})")
     shutil.rmtree(flux_dir(), ignore_errors=True)
 
 

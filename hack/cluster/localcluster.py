@@ -137,6 +137,21 @@ def _alive(pid: int, binary: str) -> bool:
     return cmdline.decode(errors="replace").endswith("/" + binary)
 
 
+def stop_pid(pid: int, binary: str) -> bool:
+    """SIGTERM process `pid` if it is still our `binary` (`_alive`), SIGKILL if it is still
+    there 10 s later; whether it was running."""
+    if not _alive(pid, binary):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _alive(pid, binary):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def _ready(server: str, ca: Path, cert: Path, key: Path) -> bool:
     ctx = ssl.create_default_context(cafile=str(ca))
     ctx.load_cert_chain(str(cert), str(key))
@@ -597,17 +612,8 @@ def down(*, quiet: bool = False) -> None:
     assert isinstance(pids, dict)
     for component in reversed(COMPONENTS):
         pid = int(pids.get(component, 0))
-        if pid and _alive(pid, component):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not _alive(pid, component):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if not quiet:
-                print(f"stopped {component} (pid {pid})")
+        if pid and stop_pid(pid, component) and not quiet:
+            print(f"stopped {component} (pid {pid})")
     shutil.rmtree(d, ignore_errors=True)
 
 
