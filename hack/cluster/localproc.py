@@ -22,9 +22,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from coordinator.core import webhook as protocol
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -53,14 +55,17 @@ def tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def wait(probe: Callable[[], object], *, what: str, timeout: float) -> None:
-    """Poll `probe` until it returns something truthy; TimeoutError naming `what`."""
+def wait(probe: Callable[[], T | None], *, what: str, timeout: float, interval: float = 0.1) -> T:
+    """Poll `probe` until it returns something truthy, and return that; TimeoutError
+    naming `what` (and the last answer) after `timeout`."""
     deadline = time.monotonic() + timeout
+    last: T | None = None
     while time.monotonic() < deadline:
-        if probe():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 class OperatorProcess:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
+import localproc
 import yaml
 
 from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VERSION
@@ -31,15 +31,12 @@ def wait_for(
     timeout: float = DEFAULT_TIMEOUT,
     interval: float = 0.1,
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """Poll `probe` until it returns something truthy; fail naming `what` after `timeout`
+    (``localproc.wait``, as a failed assertion)."""
+    try:
+        return localproc.wait(probe, what=what, timeout=timeout, interval=interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class Kubectl:
