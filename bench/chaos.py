@@ -61,6 +61,7 @@ from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VER
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import localcluster  # noqa: E402
+import localproc  # noqa: E402
 import planwatch  # noqa: E402
 
 ENDED: Final = frozenset({"Succeeded", "Failed", "RolledBack"})
@@ -117,14 +118,15 @@ class Operator(e2e.OperatorProcess):
 def wait_until(
     probe: Callable[[], Any], *, what: str, timeout: float, interval: float = 0.1
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # the API server may be restarting
-            found = probe()
-            if found:
-                return found
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """``localproc.wait``, an exception of `probe` counting as not yet (the API server may
+    be restarting)."""
+
+    def tolerant() -> Any:
+        with contextlib.suppress(Exception):
+            return probe()
+        return None
+
+    return localproc.wait(tolerant, what=what, timeout=timeout, interval=interval)
 
 
 def kubectl_binary() -> str:
