@@ -54,6 +54,10 @@ top of the repository enforces this with import-linter (``make lint``).
 
 The shell, from the bottom up:
 
+``coordinator.providers``
+    Where verification's measurements come from: ``prometheus`` (instant queries of the
+    HTTP API, a token from a Secret, bounded answers) answers a query filled in by
+    ``core.verification`` with a Reading: a value, no data or an error.
 ``coordinator.store`` (its ``records`` in ``coordinator.records``)
     What the operator knows: one compact record per object (the fields looked up by,
     the rest as compact JSON; no pydantic models, no watch responses), the dependency
