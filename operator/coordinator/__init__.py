@@ -90,7 +90,7 @@ The shell, from the bottom up:
     The Operator: builds the parts, starts them in order and, on the stop event, stops
     them in reverse order, each within its bound. It does nothing else.
 ``coordinator.handlers``
-    Thin handlers: kopf's start and stop of the operator, and the four admission hooks
+    Thin handlers: kopf's start and stop of the operator, and the five admission hooks
     (served by ``k8s.admission``). They decide nothing. kopf watches nothing.
 ``coordinator.usecases``
     What a person or an agent does, as the caller (through ``k8s.caller``): decide an
