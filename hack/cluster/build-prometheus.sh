@@ -10,7 +10,8 @@
 #
 # The binary is cached outside the repository, in
 #   ${OPTIINFRA_CACHE:-$HOME/.cache/optiinfra}/prometheus-<version>-<pin hash>/bin/prometheus
-# and rebuilt only when prometheus/go.mod, prometheus/go.sum or this script change.
+# and rebuilt only when prometheus/go.mod, prometheus/go.sum, this script or
+# cached-bin.sh change.
 # The build runs under `nice` (the machine is shared). Prints the bin directory on
 # stdout; progress goes to stderr.
 set -euo pipefail
@@ -19,22 +20,16 @@ cd "$here/prometheus"
 
 module=github.com/prometheus/prometheus
 version="$(awk -v m="$module" '{for (i = 1; i < NF; i++) if ($i == m && $(i + 1) ~ /^v/) {print $(i + 1); exit}}' go.mod)"
-pin_hash="$(cat go.mod go.sum ../build-prometheus.sh | sha256sum | cut -c1-12)"
-cache="${OPTIINFRA_CACHE:-$HOME/.cache/optiinfra}"
-bin="$cache/prometheus-$version-$pin_hash/bin"
-
-if [[ -f "$bin/.complete" ]]; then
-  echo "$bin"
-  exit 0
-fi
-
-mkdir -p "$bin"
-# GOTOOLCHAIN=local: never fetch another Go; a pin that needs a newer one fails here.
-export CGO_ENABLED=0 GOFLAGS="-mod=mod ${GOFLAGS:-}" GOTOOLCHAIN=local
+# shellcheck source=cached-bin.sh
+source ../cached-bin.sh
+cached_bin prometheus "$version" go.mod go.sum ../build-prometheus.sh ../cached-bin.sh
+# The module's v0.MNN.P is Prometheus M.NN.P (v0.316.0: 3.16.0), the version it reports.
+release="${version#v0.}"
+release="${release:0:1}.${release:1}"
 start=$SECONDS
-echo "building prometheus $version ..." >&2
+echo "building prometheus $release (module $version) ..." >&2
 nice -n 10 go build -trimpath -tags remove_all_sd \
-  -ldflags "-s -w -X github.com/prometheus/common/version.Version=${version#v}" \
+  -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
   -o "$bin/prometheus" "$module/cmd/prometheus"
 touch "$bin/.complete"
 echo "prometheus built in $((SECONDS - start))s into $bin" >&2

@@ -21,11 +21,9 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -123,23 +121,8 @@ class MetricsFixture:
 
 def build() -> Path:
     """Build (or find cached) the Prometheus server, niced; returns its directory."""
-    out = subprocess.run(
-        ["nice", "-n", "10", "bash", str(HERE / "build-prometheus.sh")],
-        check=False,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise localcluster.ClusterError("building Prometheus failed (see the go output above)")
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    command = ["nice", "-n", "10", "bash", str(HERE / "build-prometheus.sh")]
+    return localcluster.run_build(command, "Prometheus")
 
 
 def config(targets: list[str], *, interval: str = SCRAPE_INTERVAL) -> str:
@@ -176,7 +159,7 @@ def start(directory: Path, targets: list[str], *, interval: str = SCRAPE_INTERVA
         log,
     )
     deadline = time.monotonic() + READY_TIMEOUT
-    while not _ready(url):
+    while not localcluster.answers(f"{url}/-/ready"):
         if proc.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -215,7 +198,7 @@ def running() -> Prometheus | None:
     except (OSError, ValueError):
         return None
     found = Prometheus(url=str(state["url"]), pid=int(state["pid"]), directory=prometheus_dir())
-    return found if found.alive() and _ready(found.url) else None
+    return found if found.alive() and localcluster.answers(f"{found.url}/-/ready") else None
 
 
 def up(targets: list[str]) -> Prometheus:
@@ -258,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             down()
     except localcluster.ClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        sys.exit(f"error: {exc}")  # on stderr, status 1
     return 0
 
 
