@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from aiohttp import web
 from coordinator.api.verification import PrometheusProvider, SecretKeyRef
 from coordinator.core import addresses
 from coordinator.core.verification import Reading
+from coordinator.k8s import webhooks as certs_
 from coordinator.k8s.client import ApiException
 from coordinator.providers import prometheus
 from tests.unit.answer_support import CHUNK, HUGE, serving
@@ -98,12 +101,13 @@ def ask(
     secrets: Secrets | None = None,
     policy: addresses.Policy = addresses.LOCAL_TESTING,
     path: str = "",
+    tls: ssl.SSLContext | None = None,
     **provider: Any,
 ) -> tuple[Reading, Server]:
     server = Server(answer)
 
     async def main() -> Reading:
-        async with serving(server.app()) as url:
+        async with serving(server.app(), tls) as url:
             spec = PrometheusProvider(address=url + path, **provider)
             client = prometheus.Prometheus((secrets or Secrets()).read, policy=policy)
             began = time.monotonic()
@@ -234,6 +238,17 @@ def test_loopback_is_refused_unless_allowed() -> None:
     assert server.requests == []
 
 
+def test_https_is_trusted_with_the_ca_bundle_and_only_with_it(tmp_path: Path) -> None:
+    certs = certs_.generate(tmp_path / "certs", hosts=["127.0.0.1"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.cert, certs.key)
+    trusted, _ = ask(json_answer(vector("5")), tls=tls, ca_bundle=certs.ca.read_text())
+    assert trusted == Reading(value=5.0)
+    untrusted, server = ask(json_answer(vector("5")), tls=tls)
+    assert "certificate" in error_of(untrusted).lower()
+    assert server.requests == []
+
+
 def test_the_token_comes_from_the_secret_the_template_names() -> None:
     secrets = Secrets({("shop", "prom-token"): {"token": b"s3cret\n"}})
     found, server = ask(
@@ -284,3 +299,14 @@ def test_reading_is_pure_over_status_and_body() -> None:
     body = json.dumps(vector("2")).encode()
     assert prometheus.reading(200, body, name="p") == Reading(value=2.0)
     assert prometheus.reading(503, body, name="p").error == "p answered 503: error: no message"
+
+
+def test_a_refused_connection_is_an_error_that_says_so() -> None:
+    async def main() -> Reading:
+        client = prometheus.Prometheus(Secrets().read, policy=addresses.LOCAL_TESTING)
+        spec = PrometheusProvider(address="http://127.0.0.1:1")
+        return await client.query(spec, QUERY, namespace="shop", template="latency")
+
+    error = error_of(asyncio.run(main()))
+    assert "no answer (" in error
+    assert "Connect call failed" in error

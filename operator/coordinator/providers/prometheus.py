@@ -154,7 +154,9 @@ class Prometheus:
         try:
             status, body = await self._get(request, self._policy)
         except webhook.NoAnswerError as exc:
-            return Reading(error=f"{name}: no answer within {provider.timeout_seconds} s ({exc})")
+            timed_out = isinstance(exc.__cause__, TimeoutError)
+            why = f"within {provider.timeout_seconds} s" if timed_out else f"({exc})"
+            return Reading(error=f"{name}: no answer {why}")
         except webhook.AddressRefused as exc:
             return Reading(
                 error=f"{name}: host {exc.host} ({exc.address}: {exc.why}): refused, the "
