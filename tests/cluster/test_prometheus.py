@@ -22,8 +22,8 @@ from coordinator.core import addresses, verification
 from coordinator.core.verification import Reading
 from coordinator.k8s.client import Client
 from coordinator.providers.prometheus import Prometheus
-from tests.support import wait_for
-from tests.unit.verification_support import rec
+from tests.support import builders, wait_for
+from tests.support.verification import rec
 
 Local = tuple[localprometheus.Prometheus, localprometheus.MetricsFixture]
 GAUGE = "optiinfra_test_latency_seconds"
@@ -40,22 +40,14 @@ def store_template(
             "data": {"token": base64.b64encode(b"t0ken\n").decode()},
         },
     )
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "VerificationTemplate",
-        "metadata": {"name": "latency"},
-        "spec": {
-            "provider": {
-                "prometheus": {
-                    "address": address,
-                    "secretRef": {"name": "prom-token", "key": "token"},
-                    "timeoutSeconds": 5,
-                }
-            },
-            "selector": {"actions": ["scale_down"]},
-            "metrics": [{"name": "p99", "failureCondition": "result > 1.0", **metric}],
-        },
-    }
+    provider = {"address": address, "secretRef": {"name": "prom-token", "key": "token"}}
+    p99 = builders.metric("p99", successCondition=None, failureCondition="result > 1.0", **metric)
+    body = builders.template(
+        "latency",
+        provider={"prometheus": {**provider, "timeoutSeconds": 5}},
+        selector={"actions": ["scale_down"]},
+        metrics=[{k: v for k, v in p99.items() if v is not None}],
+    )
     custom = kubernetes.client.CustomObjectsApi(api)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, TEMPLATES, body)
     stored = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TEMPLATES, "latency")

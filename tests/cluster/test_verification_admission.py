@@ -10,27 +10,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import Kubectl
+from tests.support import Kubectl, builders
 
 
 def template(name: str, **metric: Any) -> str:
-    body = {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "VerificationTemplate",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": {"prometheus": {"address": "http://prometheus.monitoring:9090"}},
-            "selector": {"actions": ["scale_down"]},
-            "metrics": [
-                {
-                    "name": "p99",
-                    "query": 'max(latency{namespace="{{namespace}}"})',
-                    "successCondition": "result <= baseline * 1.10",
-                    **metric,
-                }
-            ],
-        },
-    }
+    """A template selecting scale_downs, its one metric p99 changed by `metric`, as YAML."""
+    query = 'max(latency{namespace="{{namespace}}"})'
+    p99 = builders.metric("p99", query=query, **metric)
+    selector = {"actions": ["scale_down"]}
+    address = {"prometheus": {"address": "http://prometheus.monitoring:9090"}}
+    body = builders.template(name, provider=address, selector=selector, metrics=[p99])
     return yaml.safe_dump(body)
 
 

@@ -23,7 +23,7 @@ from coordinator.core.verification import Reading
 from coordinator.k8s import webhooks as certs_
 from coordinator.k8s.client import ApiException
 from coordinator.providers import prometheus
-from tests.unit.answer_support import CHUNK, HUGE, serving
+from tests.support.answers import CHUNK, HUGE, serving
 
 TOKEN = SecretKeyRef(name="prom-token", key="token")
 QUERY = 'sum(rate(http_requests_total{namespace="shop"}[1m]))'

@@ -12,7 +12,8 @@ from coordinator import app, handlers
 from coordinator.core import admission
 from coordinator.k8s.admission import RefusedError, Review, Verdict
 from coordinator.parts.facts import Facts
-from tests.unit.verification_support import metric, tpl
+from tests.support.builders import metric
+from tests.support.verification import tpl
 
 
 def review(template: dict[str, Any], operation: str = "CREATE") -> Review:
