@@ -16,7 +16,7 @@ from tests.support import Kubectl, builders
 def template(name: str, **metric: Any) -> str:
     """A template selecting scale_downs, its one metric p99 changed by `metric`, as YAML."""
     query = 'max(latency{namespace="{{namespace}}"})'
-    p99 = builders.metric("p99", query=query, **metric)
+    p99 = builders.metric("p99", **({"query": query} | metric))
     selector = {"actions": ["scale_down"]}
     address = {"prometheus": {"address": "http://prometheus.monitoring:9090"}}
     body = builders.template(name, provider=address, selector=selector, metrics=[p99])
