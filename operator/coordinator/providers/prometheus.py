@@ -43,7 +43,7 @@ from coordinator.api.verification import PrometheusProvider
 from coordinator.core import addresses, text
 from coordinator.core import webhook as protocol
 from coordinator.core.verification import Reading
-from coordinator.executors import webhook
+from coordinator.executors import endpoints, post
 from coordinator.k8s.admission import deeper_than
 from coordinator.k8s.client import ApiException, transient
 
@@ -73,21 +73,21 @@ class Request:
 
 
 Get = Callable[[Request, addresses.Policy], Awaitable[tuple[int, bytes]]]
-"""Send one request -> (status, body); webhook.NoAnswerError, webhook.AddressRefused,
-webhook.AnswerTooLargeError."""
+"""Send one request -> (status, body); post.NoAnswerError, post.AddressRefused,
+post.AnswerTooLargeError."""
 
 
 async def aiohttp_get(request: Request, policy: addresses.Policy) -> tuple[int, bytes]:
     """One GET with aiohttp, only to addresses `policy` allows, redirects not followed,
     the answer read up to ``MAX_ANSWER_BYTES`` uncompressed (the webhook executor's rules,
     its helpers)."""
-    target = webhook.Target(name=request.name, url=request.url, key=b"", ca_pem=request.ca_pem)
-    webhook.check_literal(target, policy)
+    target = endpoints.Target(name=request.name, url=request.url, key=b"", ca_pem=request.ca_pem)
+    post.check_literal(target, policy)
     params = {"query": request.query, "timeout": f"{request.timeout_seconds:g}s"}
     try:
         connector = aiohttp.TCPConnector(
-            ssl=webhook.ssl_context(target) or False,
-            resolver=webhook.CheckingResolver(request.name, policy),
+            ssl=post.ssl_context(target) or False,
+            resolver=post.CheckingResolver(request.name, policy),
             use_dns_cache=False,
         )
         async with (
@@ -107,14 +107,14 @@ async def aiohttp_get(request: Request, policy: addresses.Policy) -> tuple[int, 
             ) as response,
         ):
             try:
-                return response.status, await webhook.read_bounded(response, MAX_ANSWER_BYTES)
-            except webhook.AnswerTooLargeError:
+                return response.status, await post.read_bounded(response, MAX_ANSWER_BYTES)
+            except post.AnswerTooLargeError:
                 response.close()
                 raise
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        if isinstance(exc.__cause__, webhook.AddressRefused):
+        if isinstance(exc.__cause__, post.AddressRefused):
             raise exc.__cause__ from None
-        raise webhook.NoAnswerError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        raise post.NoAnswerError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
 class Prometheus:
@@ -153,17 +153,17 @@ class Prometheus:
         )
         try:
             status, body = await self._get(request, self._policy)
-        except webhook.NoAnswerError as exc:
+        except post.NoAnswerError as exc:
             timed_out = isinstance(exc.__cause__, TimeoutError)
             why = f"within {provider.timeout_seconds} s" if timed_out else f"({exc})"
             return Reading(error=f"{name}: no answer {why}")
-        except webhook.AddressRefused as exc:
+        except post.AddressRefused as exc:
             return Reading(
                 error=f"{name}: host {exc.host} ({exc.address}: {exc.why}): refused, the "
                 "operator does not call such addresses (see coordinator run "
                 "--allow-loopback-endpoints, --deny-cidr)"
             )
-        except webhook.AnswerTooLargeError as exc:
+        except post.AnswerTooLargeError as exc:
             return Reading(
                 error=f"{name} {exc} (the most the operator reads of an answer: "
                 f"{exc.limit // 1024} KiB)"
@@ -187,7 +187,7 @@ class Prometheus:
             if exc.status == 403:
                 return Reading(
                     error=f"the operator may not read {what}: add {ref.name} to the "
-                    f"resourceNames of the Role {webhook.SECRETS_ROLE} in namespace "
+                    f"resourceNames of the Role {endpoints.SECRETS_ROLE} in namespace "
                     f"{namespace} (get on secrets, bound to the operator's ServiceAccount; "
                     "see manifests/endpoint-secrets-role.yaml)"
                 )
