@@ -20,7 +20,7 @@ from aiohttp import web
 from coordinator.api.verification import PrometheusProvider, SecretKeyRef
 from coordinator.core import addresses
 from coordinator.core.verification import Reading
-from coordinator.k8s import webhooks as certs_
+from coordinator.k8s import certificates as certs_
 from coordinator.k8s.client import ApiException
 from coordinator.providers import prometheus
 from tests.support.answers import CHUNK, HUGE, serving
