@@ -3,7 +3,9 @@
 `WorkQueue` holds the keys to reconcile (each at most once at a time, a listing's keys
 behind the changes of now, requeue-after, per-key backoff); `Reconciling` is the context
 of one reconcile of one group, created by the worker and passed down to every write the
-reconcile makes; `Result` is what the reconcile asks for afterwards.
+reconcile makes; `Result` is what the reconcile gives back to the worker's caller
+(``parts.dispatch.Dispatch``): the changes its writes made in the Store, to dispatch, and
+the plans to start — values, never call-backs.
 """
 
 from __future__ import annotations
@@ -131,28 +133,40 @@ class WorkQueue:
 @dataclasses.dataclass(slots=True)
 class Reconciling:
     """One reconcile of one group: created by the worker that took `key`, passed down to
-    every write the reconcile makes, handed back to the queue when it ends."""
+    every write the reconcile makes; its writes go back with the `Result`."""
 
     key: GroupKey
     store: store_.Store
     writes: set[Version] = dataclasses.field(default_factory=set)
-    """The versions this reconcile wrote (`written`)."""
+    """The versions this reconcile wrote (`written`): the queue's `done` takes them."""
+    changes: list[store_.Change] = dataclasses.field(default_factory=list)
+    """The Store's answers to those writes, in order, for the worker's caller to dispatch."""
 
     def written(self, plural: str, raw: Mapping[str, Any]) -> None:
-        """The answer to one of this reconcile's writes: remembered as its own, then into
-        the Store as an own write (``core.origin``)."""
+        """The answer to one of this reconcile's writes: remembered as its own, into the
+        Store at once as an own write (``core.origin``), its change kept to dispatch."""
         meta = raw.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name") or "")
         self.writes.add((plural, key, store_.version(meta.get("resourceVersion"))))
-        self.store.own_write(plural, raw)
+        change = self.store.own_write(plural, raw)
+        if change is not None:
+            self.changes.append(change)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Result:
-    """What one reconcile asks for: to run again after `requeue_after` seconds (an
+    """What one reconcile gives back: to run again after `requeue_after` seconds (an
     approval's expiry, an ApprovalExpiringSoon), the plans it created (to start at once),
-    and the pending plans to consider again (a namespace with ApprovalPolicies)."""
+    the pending plans to consider again (a namespace with ApprovalPolicies); and, from its
+    context, the versions it wrote and the changes those made in the Store."""
 
     requeue_after: float | None = None
     created_plans: tuple[ExecutionPlan, ...] = ()
     pending_plans: tuple[ExecutionPlan, ...] = ()
+    writes: frozenset[Version] = frozenset()
+    changes: tuple[store_.Change, ...] = ()
+
+    @property
+    def to_start(self) -> tuple[ExecutionPlan, ...]:
+        """The plans the worker's caller starts (``parts.starts``)."""
+        return (*self.created_plans, *self.pending_plans)
