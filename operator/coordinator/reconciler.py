@@ -3,7 +3,7 @@
 Every change of a Recommendation, Approval or ExecutionPlan in the Store puts its group —
 one customer in one namespace — on the work queue, except the reconciler's own writes to
 the group it is reconciling (``workqueue.Reconciling``), through one function with the
-change's origin (`Reconciler.enqueue`, called by ``parts.dispatch`` with the change the
+change's origin (``WorkQueue.enqueue``, called by ``parts.dispatch`` with the change the
 Store answered, ``core.origin``). A worker of ``parts.dispatch`` takes the group and
 hands it to `work`: one reconcile, with a context of its own passed down to every
 write, a short numbered sequence:
@@ -52,9 +52,7 @@ from coordinator.api.approval import Approval
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
-    ENDPOINTS,
     PLANS,
-    POLICIES,
     RECOMMENDATIONS,
 )
 from coordinator.api.plan import ExecutionPlan
@@ -62,7 +60,6 @@ from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import conflicts, lifecycle
-from coordinator.core.origin import waits
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
@@ -102,11 +99,12 @@ class Reconciler:
         self.writer = status_.StatusWriter(client)
         """The reconciler's own writer: each write's answer goes to the reconcile's context
         (`Reconciling.written`), which puts it in the Store as an own write."""
-        self._settled: dict[str, tuple[Any, ...]] = {}
-        """Recommendations (by uid) whose last evaluation decided nothing to do, and the
-        inputs it was decided from (`_inputs`): with the same inputs they are not decided
-        again (most of a group is settled when one of it changes; deciding was most of a
-        reconcile's CPU)."""
+        self._settled: dict[GroupKey, dict[str, tuple[Any, ...]]] = {}
+        """Per group, its recommendations (by uid) whose last evaluation decided nothing to
+        do, and the inputs it was decided from (``coordinator.settled``): with the same
+        inputs they are not decided again (most of a group is settled when one of it
+        changes; deciding was most of a reconcile's CPU). Those no longer in the group
+        (deleted) leave it when the group is observed next (`observe`)."""
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
@@ -118,42 +116,6 @@ class Reconciler:
         """The ApprovalPolicies' notifications of what a reconcile decided."""
         self.gate = plangate.PlanGate(store, clock=now)
         """Whether a plan may start (`plan_gate`)."""
-
-    # --- what triggers a reconcile ------------------------------------------------------
-
-    def enqueue(self, change: store_.Change) -> None:
-        """The one place a change of the Store becomes queue keys: the groups it concerns
-        — its own, and for a recommendation the groups of those that depend on it; for an
-        ApprovalPolicy every group of its namespace; an AgentEndpoint none. Where it came
-        from decides the rest (``core.origin``): a listing's keys wait behind the changes
-        of now; a change of a group being reconciled runs it again afterwards, unless it
-        is one of that reconcile's own writes (``workqueue.Reconciling``). Called by
-        dispatch (``parts.dispatch``) with each change the Store answered."""
-        plural, record, deleted = change.plural, change.record, change.deleted
-        if plural == ENDPOINTS:
-            return
-        backlog = waits(change.origin)
-        if plural == POLICIES:
-            for key in self.store.groups_in(record.namespace):
-                self.queue.add(key, backlog=backlog)
-            return
-        if deleted and plural == RECOMMENDATIONS:
-            self._settled.pop(record.uid, None)
-        version = (plural, record.key, -1 if deleted else record.rv)
-        self.queue.add((record.namespace, record.customer), backlog=backlog, change=version)
-        if plural != RECOMMENDATIONS:
-            return
-        for dependent in self.store.dependents(record.key):
-            customer = self.store.customer_of(dependent)
-            if customer is not None:
-                self.queue.add((record.namespace, customer), backlog=backlog)
-
-    # Why a reconcile's own writes do not run it again: the reconcile that wrote them
-    # computed the group's whole desired state from what it observed, so running it again
-    # right away would only find nothing to do (it was one extra reconcile of the whole
-    # group per write; the profile put reconciles at a third of the operator's CPU). The
-    # groups that depend on it are still queued, and anyone else's change (a watch event
-    # at another version, a write of the runner) runs the group again.
 
     # --- one key, for a worker (``parts.dispatch``) --------------------------------------
 
@@ -193,11 +155,18 @@ class Reconciler:
         memory (`Store.evict`). An evicted one that is needed is read again."""
         store = self.store
         observed = []
-        for record in store.group(key):
+        records = store.group(key)
+        known = self._settled.get(key)
+        if known is not None:  # a recommendation deleted since: forgotten
+            for uid in known.keys() - {record.uid for record in records}:
+                del known[uid]
+            if not records:
+                del self._settled[key]
+        for record in records:
             approval = store.child_record(APPROVALS, record)
             plan = store.child_record(PLANS, record)
             ended = settled.ended_inputs(record, approval, plan, policies)
-            if ended is not None and self._settled.get(record.uid) == ended:
+            if ended is not None and known is not None and known.get(record.uid) == ended:
                 continue
             observed.append(
                 lifecycle.Observed(
@@ -232,13 +201,14 @@ class Reconciler:
         )
         now = self.clock()
         inputs: dict[str, tuple[Any, ...]] = {}
+        settled_here = self._settled.setdefault(key, {})
 
         def known(
             o: lifecycle.Observed, phase: RecommendationPhase, verdict: conflicts.Verdict | None
         ) -> lifecycle.Desired | None:
             rec = o.recommendation
             seen = inputs[rec.name] = settled.observed_inputs(o, phase, verdict, context)
-            if rec.status is None or self._settled.get(rec.metadata.uid or "") != seen:
+            if rec.status is None or settled_here.get(rec.metadata.uid or "") != seen:
                 return None
             return lifecycle.Desired(status=rec.status)  # what it decided last time: nothing
 
@@ -255,13 +225,13 @@ class Reconciler:
             uid = o.recommendation.metadata.uid or ""
             wanted = desired[o.recommendation.name]
             if lifecycle.settled(o, wanted):
-                self._settled[uid] = inputs[o.recommendation.name]
+                settled_here[uid] = inputs[o.recommendation.name]
                 rec_key = (o.recommendation.metadata.namespace or "", o.recommendation.name)
                 record = self.store.record(RECOMMENDATIONS, rec_key)
                 if wanted.status.phase.ended and record is not None and record.uid == uid:
                     self.store.evict(record)  # its approval and plan: out of memory
             else:
-                self._settled.pop(uid, None)
+                settled_here.pop(uid, None)
                 ending = ending or wanted.status.phase.ended
         acted = await asyncio.gather(
             *(self._act(ctx, o, desired[o.recommendation.name], policies) for o in group)

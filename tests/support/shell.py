@@ -114,7 +114,7 @@ class Enqueuing(store_.Store):
     def apply(self, plural: str, raw: Any, **kwargs: Any) -> store_.Change | None:
         change = super().apply(plural, raw, **kwargs)
         if change is not None and self.reconciler is not None:
-            self.reconciler.enqueue(change)
+            self.reconciler.queue.enqueue(change, self)
         return change
 
 

@@ -1,6 +1,6 @@
 """Where a change came from decides what it queues: one enqueue function, Origin values.
 
-Every change reaches the work queue through `Reconciler.enqueue` with its origin (the
+Every change reaches the work queue through `WorkQueue.enqueue` with its origin (the
 Store answers it, dispatch hands it on): an own write to the group being reconciled does
 not run it again; a watched change during a reconcile does, once, afterwards; a listed
 change waits behind a watched one.

@@ -248,3 +248,27 @@ async def _settle_and_change(
     a = store.recommendation((NS, "a"))
     assert a is not None
     assert a.phase.value == "Expired"
+
+
+@in_loop
+async def test_a_deleted_recommendation_leaves_what_the_reconciler_remembers_of_it() -> None:
+    """The settled inputs are kept per group: a recommendation deleted is forgotten at the
+    group's next reconcile, and a group with none left is forgotten whole."""
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    for name, resource in (("a", "web"), ("b", "db")):
+        store.apply(
+            RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name, resources=(resource,)))
+        )
+    await reconciler.reconcile((NS, "c1"))
+    await reconciler.reconcile((NS, "c1"))  # both settled now
+    uids = {name: store.record(RECOMMENDATIONS, (NS, name)) for name in ("a", "b")}
+    assert set(reconciler._settled[(NS, "c1")]) == {r.uid for r in uids.values() if r}
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "a")], deleted=True)
+    await reconciler.reconcile((NS, "c1"))
+    b = uids["b"]
+    assert b is not None
+    assert set(reconciler._settled[(NS, "c1")]) == {b.uid}
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "b")], deleted=True)
+    await reconciler.reconcile((NS, "c1"))
+    assert (NS, "c1") not in reconciler._settled

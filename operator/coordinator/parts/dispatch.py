@@ -98,7 +98,7 @@ class Dispatch:
     def changed(self, change: store_.Change) -> None:
         """A change in the Store: the groups to reconcile, the plans to start, wake, hold
         or let go."""
-        self._reconciler.enqueue(change)
+        self._reconciler.queue.enqueue(change, self._store)
         plural, record, deleted = change.plural, change.record, change.deleted
         if plural == PLANS:
             self._daemons.supervise(record, deleted)
