@@ -97,8 +97,9 @@ class Reconciler:
         self.policy = policy
         self.store = store
         self.writer = status_.StatusWriter(client)
-        """The reconciler's own writer: each write's answer goes to the reconcile's context
-        (`Reconciling.written`), which puts it in the Store as an own write."""
+        """The reconciler's own writer: each write's answer comes back as its return value
+        and goes to the reconcile's context (`Reconciling.written`), which puts it in the
+        Store as an own write and keeps its change for the `Result`."""
         self._settled: dict[GroupKey, dict[str, tuple[Any, ...]]] = {}
         """Per group, its recommendations (by uid) whose last evaluation decided nothing to
         do, and the inputs it was decided from (``coordinator.settled``): with the same
@@ -311,12 +312,14 @@ class Reconciler:
         body = followup.child_body(owner, child)
         status = child.status.to_wire() if child.status is not None else None
         try:
-            raw = await self.writer.create(plural, ns, body, status, written=ctx.written)
+            answers = await self.writer.create(plural, ns, body, status)
         except client_.ApiException as exc:
             if exc.status == 409:  # the old one is still going away: try again shortly
                 return None
             raise
-        return type(child).model_validate(raw)
+        for raw in answers:  # the create's own watch event is old
+            ctx.written(plural, raw)
+        return type(child).model_validate(answers[-1])
 
     async def _write_status(
         self,
@@ -327,9 +330,9 @@ class Reconciler:
     ) -> None:
         old = obj.status.to_wire() if obj.status is not None else None
         meta = obj.metadata
-        await self.writer.write(
-            plural, meta.namespace, meta.name, old, new, missing_ok=True, written=ctx.written
-        )
+        raw = await self.writer.write(plural, meta.namespace, meta.name, old, new, missing_ok=True)
+        if raw is not None:
+            ctx.written(plural, raw)
 
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
