@@ -53,7 +53,7 @@ from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
 from coordinator.core.origin import Origin
-from coordinator.records import EvictedError, ObjectKey, Packer, Record, strip, version
+from coordinator.records import Change, EvictedError, ObjectKey, Packer, Record, strip, version
 
 __all__ = [
     "AT_REST",
@@ -106,17 +106,6 @@ KINDS: Final[Mapping[str, Kind[Any]]] = {
     POLICIES: Kind(POLICIES, ApprovalPolicy),
     ENDPOINTS: Kind(ENDPOINTS, AgentEndpoint),
 }
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Change:
-    """What `Store.apply` answers when the Store changed: the record (the one removed,
-    for a deletion) and where the change came from."""
-
-    plural: str
-    record: Record
-    deleted: bool
-    origin: Origin
 
 
 Loader = Callable[[str, str, str], Awaitable[Mapping[str, Any] | None]]
