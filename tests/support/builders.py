@@ -72,11 +72,14 @@ def approval(
     status: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """The Approval of recommendation `name` (same name), Pending, medium risk."""
+    """The Approval of recommendation `name` (same name, generation 1), Pending, medium risk,
+    expiring at 2026-01-02T12:00:00Z."""
     defaults = {
         "recommendation": name,
+        "recommendationGeneration": 1,
         "customerId": "customer-1",
         "riskLevel": "medium",
+        "expiresAt": "2026-01-02T12:00:00Z",
         "decision": "Pending",
     }
     return _object(
