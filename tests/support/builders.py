@@ -168,14 +168,15 @@ def template(
 
 
 def metric(name: str = "latency", **fields: Any) -> dict[str, Any]:
-    """One metric of a VerificationTemplate: latency against its baseline."""
-    return {
+    """One metric of a VerificationTemplate: latency against its baseline (a field given as
+    None is left out)."""
+    defaults = {
         "name": name,
         "query": 'latency{deployment="{{target.name}}"}',
         "successCondition": "result <= baseline * 1.10",
         "failureCondition": "result > baseline * 1.25",
-        **fields,
     }
+    return {key: value for key, value in (defaults | fields).items() if value is not None}
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:
