@@ -14,7 +14,7 @@ import kubernetes
 import yaml
 
 from coordinator.api.common import GROUP, PLANS, VERSION
-from tests.support import examples
+from tests.support import builders, examples
 from tests.support.examples import EXAMPLES, load
 from tests.support.kube import APPROVALS, RECS, Kubectl, Objects, replicas, wait_for
 from tests.support.processes import KEY
@@ -120,16 +120,13 @@ def register_agents(
         "data": {"hmac": base64.b64encode(KEY).decode()},
     }
     endpoints = [
-        {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "AgentEndpoint",
-            "metadata": {"name": agent, "namespace": namespace},
-            "spec": {
-                "url": url,
-                "secretRef": {"name": AGENT_SECRET, "key": "hmac"},
-                "submitters": SUBMITTERS if submitters is None else submitters,
-            },
-        }
+        builders.endpoint(
+            agent,
+            namespace=namespace,
+            url=url,
+            secretRef={"name": AGENT_SECRET, "key": "hmac"},
+            submitters=SUBMITTERS if submitters is None else submitters,
+        )
         for agent in AGENTS
     ]
     template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
