@@ -79,6 +79,7 @@ from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.core import plan as plan_
 from coordinator.k8s import client as client_
+from coordinator.k8s import registrar as registrar_
 from coordinator.k8s import webhooks as webhooks_
 
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -487,7 +488,7 @@ class OperatorProcess:
     def drop_webhooks(self, api: kubernetes.client.ApiClient) -> None:
         """Unregister this operator's admission webhooks (a diagnostic: --no-webhooks)."""
         selector = webhooks_.namespace_selector((self.namespace,), {SCOPE_LABEL: self.scope})
-        webhooks_.Registrar(api).remove(webhooks_.local_name((self.namespace,), selector))
+        registrar_.Registrar(api).remove(webhooks_.local_name((self.namespace,), selector))
 
     def metric(self, name: str) -> float:
         """The sum of a Prometheus metric's samples (NaN when it cannot be read)."""

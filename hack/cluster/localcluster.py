@@ -87,12 +87,25 @@ def cluster_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) binaries; returns their directory."""
-    out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=False, stdout=subprocess.PIPE, text=True
-    )
+    return run_build(["bash", str(HERE / "build.sh")], "the control plane")
+
+
+def run_build(command: list[str], what: str) -> Path:
+    """Run a build script of hack/cluster/ (it prints its bin directory last; the go
+    output goes to stderr); returns that directory, ClusterError naming `what` if it fails."""
+    out = subprocess.run(command, check=False, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
-        raise ClusterError("building the control plane failed (see the go output above)")
+        raise ClusterError(f"building {what} failed (see the go output above)")
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 within 2 s (a readiness probe)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def _free_port() -> int:

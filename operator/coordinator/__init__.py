@@ -10,50 +10,66 @@ top of the repository enforces this with import-linter (``make lint``).
     and backoff policies, each named once.
     The single source of truth: the CRDs in ``crds/`` are generated from them.
 ``coordinator.core``
-    The pure rules: conflicts and resolution, approval policy (risk floors, who must
+    The pure rules: conflicts and resolution, a recommendation's lifecycle (``lifecycle``;
+    the Approvals it writes: ``approvalstatus``), approval policy (risk floors, who must
     decide), ApprovalPolicies (``policy``: most-restrictive merge, N-of-M votes, change
-    windows in IANA zones, the per-customer budget, notification bodies), admission
-    rules, the plan catalogue (default plans that do real work), the plan state machine
-    (with its ``Verifying`` phase), ``verification`` (which VerificationTemplates apply,
-    the measurements' state machine and schedule, realised savings, calibrated ranking)
-    and ``cel`` (its conditions, checked and evaluated),
-    step params (``steps``), the webhook protocol (``webhook``: signing,
-    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures)
-    and ``text`` (agents' text cleaned of control characters before it reaches status,
-    Events or a terminal). Plain functions over the api models. No I/O, no clock (``now``
-    is always passed in), no kopf, no kubernetes client.
+    windows in IANA zones, the per-customer budget, notification bodies), admission rules,
+    the plan catalogue (default plans that do real work), the plan state machine (with its
+    ``Verifying`` phase) and the Events of its transitions (``planevents``),
+    ``verification`` (which VerificationTemplates apply, the measurements' state machine and
+    schedule, realised savings, calibrated ranking) and ``cel`` (its conditions, checked and
+    evaluated), step params (``steps``), the webhook protocol (``webhook``: signing,
+    idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures),
+    ``origin`` (where a change came from: listed, watched, own write) and
+    ``text`` (agents' text cleaned of control characters before it reaches status, Events or
+    a terminal). Plain functions over the api models. No I/O, no clock (``now`` is always
+    passed in), no kopf, no kubernetes client.
 ``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
-    for a set of manifests, no cluster), the CRD generator (``make manifests``), and
-    what a person reads about objects (why a phase, the approval queue, a plan's
-    timeline; pure, over the objects as the API server returns them).
+    for a set of manifests, no cluster; ``manifests`` reads the files, ``policyflags``
+    are the approval policy's flags it shares with ``run``), the CRD generator
+    (``make manifests``), and what a person reads about objects (why a phase, the
+    approval queue, a plan's timeline; pure, over the objects as the API server returns
+    them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children; ``http`` makes its frequent calls from the event loop over aiohttp
     with the client's configuration), ``status`` (the one StatusWriter of every kind:
     diff, one merge patch, no-ops skipped, the written version handed to the Store),
+    ``retrying`` (API calls tried again through transient errors until the caller stops),
     ``informer`` (the lean list/watch of the coordinator's kinds into the Store),
     ``objects`` (any kind, for the kubernetes executor), ``events``, ``webhooks``
-    (admission configurations), ``admission`` (the admission webhooks' HTTPS server:
+    (admission configurations; ``certificates`` to serve them with, ``registrar`` to
+    register them), ``admission`` (the admission webhooks' HTTPS server:
     AdmissionReview in, verdict and JSON Patch out), ``lease`` (leader election),
     ``access`` (access reviews: the operator's own rights at start, a submitter's at
     admission), ``caller`` (reads and writes with a caller's own credentials, and the
     one way to build a caller's API client, for ``usecases``, the plugin and the
     gateway) — and what plan steps do
-    (``kubernetes``, ``webhook``, ``simulated``); ``notify`` sends the ApprovalPolicies'
+    (``kubernetes`` with ``waiting``, ``webhook`` with ``endpoints`` and ``post``,
+    ``simulated``); ``notify`` sends the ApprovalPolicies'
     signed notifications from its own queue.
 ``coordinator.metrics``
     The Prometheus metrics; the state gauges read counts the Store keeps.
 
 The shell, from the bottom up:
 
-``coordinator.store``
+``coordinator.providers``
+    Where verification's measurements come from: ``prometheus`` (instant queries of the
+    HTTP API, a token from a Secret, bounded answers) answers a query filled in by
+    ``core.verification`` with a Reading: a value, no data or an error.
+``coordinator.store`` (its ``records`` in ``coordinator.records``)
     What the operator knows: one compact record per object (the fields looked up by,
     the rest as compact JSON; no pydantic models, no watch responses), the dependency
     maps, the counts for the metrics; it is also the version tracker of the operator's
     own writes. Models are materialised per reconcile, from a small cache.
+``coordinator.workqueue``, ``coordinator.settled``
+    The work queue of customer groups (requeue-after, per-key exponential backoff, a
+    listing's keys behind the changes of now), the context of one reconcile
+    (``Reconciling``: its own writes) and its ``Result``; which recommendations need no
+    deciding (their inputs, as versions).
 ``coordinator.reconciler``
-    One work queue of customer groups (requeue-after, per-key exponential backoff); a
+    Every change comes to its one ``enqueue`` with its origin (``core.origin``); a
     reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
     changed through the StatusWriter and returns when to run again.
 ``coordinator.plangate``, ``coordinator.notifications``
@@ -74,7 +90,7 @@ The shell, from the bottom up:
     The Operator: builds the parts, starts them in order and, on the stop event, stops
     them in reverse order, each within its bound. It does nothing else.
 ``coordinator.handlers``
-    Thin handlers: kopf's start and stop of the operator, and the four admission hooks
+    Thin handlers: kopf's start and stop of the operator, and the five admission hooks
     (served by ``k8s.admission``). They decide nothing. kopf watches nothing.
 ``coordinator.usecases``
     What a person or an agent does, as the caller (through ``k8s.caller``): decide an
@@ -82,9 +98,10 @@ The shell, from the bottom up:
     decision; typed results, which the plugin renders as text and the gateway as JSON.
     Like the plugin and the gateway, it knows the objects, never the operator's shell.
 ``coordinator.cli``, ``coordinator.run``, ``coordinator.gateway``
-    The ``coordinator`` command: ``run`` (flags, start-up checks, kopf), ``check`` and
-    ``gateway`` (the origin document's HTTP API and a read-only dashboard over the
-    objects, acting as the caller; ``gateway.origin`` maps requests and responses, purely).
+    The ``coordinator`` command: ``run`` (start-up checks, kopf; its flags are
+    ``runflags``), ``check`` and ``gateway`` (the origin document's HTTP API and a
+    read-only dashboard over the objects, acting as the caller; ``gateway.origin`` maps
+    requests and responses, purely).
 ``coordinator.plugin``
     ``kubectl optiinfra`` (the ``kubectl-optiinfra`` executable): decide, start, abort
     (``usecases``), explain, as the user of the kubeconfig. It depends only on the

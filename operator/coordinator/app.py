@@ -25,10 +25,12 @@ from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
 from coordinator.api.plan import Executor
+from coordinator.executors.endpoints import ClientResolver
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
+from coordinator.executors.post import checked_post
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, WebhookExecutor, checked_post
+from coordinator.executors.webhook import WebhookExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import informer as informer_
@@ -85,7 +87,7 @@ class Operator:
         self.recorder = events_.Recorder(self.client)
         self.store = store_.Store(loader=self.client.get)
         """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
-        self.writer = status_.StatusWriter(self.client, self.store.apply)
+        self.writer = status_.StatusWriter(self.client, self.store.own_write)
         self.webhooks = webhooks_.Webhooks(config, self.api, self.client)
         self.admission_hooks = self.webhooks.hooks
         self.reconciler = reconciler_.Reconciler(
@@ -97,9 +99,7 @@ class Operator:
             store=self.store,
             workers=config.workers,
         )
-        self.endpoints = ClientResolver(
-            self.client, lambda ns, name: self.store.endpoint((ns, name))
-        )
+        self.endpoints = ClientResolver(self.client, self.store.endpoint_in)
         self.facts = facts_.Facts(
             config=config,
             api=self.api,
@@ -136,19 +136,10 @@ class Operator:
         )
         self.leading = self.reconciler.acting
         """Set while this replica may act (``parts.leadership``); the reconciler's own flag."""
-        self.leadership = leadership_.Leadership(
-            self.elector,
-            leading=self.leading,
-            taken=lambda: self.dispatch.resync(),  # noqa: PLW0108 - built below
-        )
-        self.following = self.leadership.following
-        self.informer = informer_.Informer(
-            self.api,
-            plurals=tuple(store_.KINDS),
-            namespaces=config.namespaces,
-            deliver=lambda *delivery: self.dispatch.deliver(*delivery),  # noqa: PLW0108
-            resync=self.store.resync,
-        )
+        self.following = asyncio.Event()
+        """Set while it may not (``parts.leadership``)."""
+        self.listed = asyncio.Event()
+        """Set once the event source listed every kind into the Store."""
         background = Background(logger)
         self.daemons = daemons_.Daemons(
             store=self.store,
@@ -156,7 +147,7 @@ class Operator:
             runner=self.runner,
             leading=self.leading,
             following=self.following,
-            listed=self.informer.listed,
+            listed=self.listed,
             background=background,
         )
         self.starts = starts_.Starts(
@@ -168,8 +159,19 @@ class Operator:
             daemons=self.daemons,
             starts=self.starts,
             leading=self.leading,
-            listed=self.informer.listed,
+            listed=self.listed,
             background=background,
+        )
+        self.leadership = leadership_.Leadership(
+            self.elector, leading=self.leading, following=self.following, taken=self.dispatch.resync
+        )
+        self.informer = informer_.Informer(
+            self.api,
+            plurals=tuple(store_.KINDS),
+            namespaces=config.namespaces,
+            sink=self.dispatch,
+            resync=self.store.resync,
+            listed=self.listed,
         )
         self.parts: list[Part] = [
             # Started in this order, stopped in the reverse: acting stops (leadership)

@@ -37,10 +37,17 @@ ROLE_OF = {
 }
 POLICY_ADMIN = "optiinfra-policy-admin"
 """Writes ApprovalPolicies; aggregated into admin only (no user of the matrix has it)."""
-RESOURCES = ("recommendations", "approvals", "executionplans", "agentendpoints", "approvalpolicies")
+RESOURCES = (
+    "recommendations",
+    "approvals",
+    "executionplans",
+    "agentendpoints",
+    "approvalpolicies",
+    "verificationtemplates",
+)
 VERBS = ("create", "get", "list", "patch", "delete", "get-status", "patch-status")
 STATUS_VERBS = {"get-status", "patch-status"}
-NO_STATUS = {"agentendpoints", "approvalpolicies"}
+NO_STATUS = {"agentendpoints", "approvalpolicies", "verificationtemplates"}
 """Kinds without a status subresource: the status cases do not apply."""
 
 # The design: what each user may do; everything else is Forbidden.
@@ -53,6 +60,8 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "executionplans": READ,
         "agentendpoints": {"get", "list"},
         "approvalpolicies": {"get", "list"},
+        # An agent does not choose its own success criteria: it reads templates, never writes.
+        "verificationtemplates": {"get", "list"},
     },
     "approver": {
         "recommendations": READ,
@@ -61,6 +70,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "agentendpoints": {"get", "list", "create", "patch", "delete"},
         # Policies hold approvers to account: only admins write them.
         "approvalpolicies": {"get", "list"},
+        "verificationtemplates": {"get", "list"},
     },
     "viewer": {
         resource: READ - (STATUS_VERBS if resource in NO_STATUS else set())
@@ -95,6 +105,12 @@ def manifest(resource: str, name: str) -> Doc:
     elif resource == "approvalpolicies":
         spec = {"approvals": {"required": 2}}
         kind = "ApprovalPolicy"
+    elif resource == "verificationtemplates":
+        spec = {
+            "provider": {"prometheus": {"address": "http://prometheus.monitoring:9090"}},
+            "metrics": [{"name": "p99", "query": "up", "failureCondition": "result < 1.0"}],
+        }
+        kind = "VerificationTemplate"
     elif resource == "approvals":
         spec = {
             "recommendation": "rec-001",
@@ -400,6 +416,7 @@ OPERATOR_PERMISSIONS = {
     },
     *{(GROUP, "agentendpoints", v, ()) for v in ("get", "list", "watch")},
     *{(GROUP, "approvalpolicies", v, ()) for v in ("get", "list", "watch")},
+    *{(GROUP, "verificationtemplates", v, ()) for v in ("get", "list", "watch")},
     # No secrets: endpoint keys are granted per namespace, by name (endpoint-secrets-role.yaml).
     *{(g, "events", v, ()) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{

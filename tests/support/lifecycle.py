@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.api.approval import Approval, Decision
+from coordinator.api.common import DECIDED_BY_ANNOTATION
 from coordinator.api.plan import ExecutionPlan, ExecutionPlanStatus, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
@@ -102,7 +103,7 @@ class World:
                     update={"decision": decision, "reason": reason or None}
                 ),
                 "metadata": approval.metadata.model_copy(
-                    update={"annotations": {lifecycle.DECIDED_BY_ANNOTATION: by}}
+                    update={"annotations": {DECIDED_BY_ANNOTATION: by}}
                 ),
             }
         )

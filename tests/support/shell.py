@@ -115,7 +115,7 @@ def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecor
         store=store,
         clock=lambda: NOW,
     )
-    store.listeners.append(reconciler.changed)
+    store.listeners.append(reconciler.enqueue)
     return store, reconciler, recorder
 
 

@@ -131,7 +131,7 @@ async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -
 
     written = asyncio.Event()
     store.listeners.append(
-        lambda plural, record, _: plural == RECOMMENDATIONS and record.phase and written.set()
+        lambda plural, record, *_: plural == RECOMMENDATIONS and record.phase and written.set()
     )
     task = asyncio.create_task(reconciler.run(start))
     try:

@@ -23,9 +23,11 @@ from coordinator.api.plan import (
     Step,
 )
 from coordinator.core import plan as plan_
+from coordinator.core import planevents
 from coordinator.executors import StepContext
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import retrying as retrying_
 from tests.support.fakeapi import FakeApi, FakeRecorder
 
 NS, NAME, UID = "team", "rec-1", "uid-1"
@@ -166,7 +168,7 @@ def test_the_retry_of_a_transient_error_stops_when_the_daemon_stops() -> None:
         assert phase is PlanPhase.RUNNING  # left as it is, for the next daemon
         tries = 1000 - len(api.failures)
         assert 2 <= tries <= 6, tries  # paced: 0.2 s doubling (with jitter), not a hot loop
-        assert max(slept) <= runner_.STOP_POLL_SECONDS  # stopping is noticed within 0.1 s
+        assert max(slept) <= retrying_.STOP_POLL_SECONDS  # stopping is noticed within 0.1 s
 
     asyncio.run(scenario())
 
@@ -195,14 +197,14 @@ def test_a_stale_runner_does_not_overwrite_a_newer_steps_list() -> None:
             newer,
             newer.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
         newer = api.plan(NS, NAME)
         await other._move(  # b Running
             newer,
             newer.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
         theirs = copy.deepcopy(api.objects[KEY]["status"])
         assert [s["phase"] for s in theirs["steps"]] == ["Succeeded", "Running", "Pending"]
@@ -242,7 +244,7 @@ def test_drive_records_again_the_events_the_stored_status_implies() -> None:
             plan,
             plan.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )  # a Succeeded: its event recorded once
         before = list(recorder.events)
         assert before.count(("StepSucceeded", "step|a|Succeeded")) == 1
@@ -321,7 +323,7 @@ def test_a_rolled_back_plan_implies_the_success_of_the_steps_it_undid() -> None:
             ],
         }
     )
-    implied = {(e.reason, e.message) for e in runner_.implied_events(status)}
+    implied = {(e.reason, e.message) for e in planevents.implied_events(status)}
     assert implied == {
         ("StepSucceeded", "Step a: Succeeded in 700 ms"),
         ("StepRolledBack", "Step a: RolledBack in 700 ms"),

@@ -13,7 +13,7 @@ import pytest
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import APPROVALS, ENDPOINTS, PLANS, RECOMMENDATIONS
-from coordinator.executors import webhook as webhook_
+from coordinator.executors import endpoints as endpoints_
 from coordinator.k8s import client as client_
 from tests.support.fakeapi import FakeApi
 from tests.support.shell import (
@@ -88,7 +88,7 @@ def test_a_dependency_that_has_not_succeeded_holds_the_plan() -> None:
 def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
     api, store = FakeApi(), store_.Store()
     told: list[tuple[str, bool]] = []
-    store.listeners.append(lambda plural, record, deleted: told.append((record.name, deleted)))
+    store.listeners.append(lambda plural, record, deleted, _: told.append((record.name, deleted)))
     for name in ("a", "b"):
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
     store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
@@ -107,7 +107,7 @@ async def test_endpoints_are_read_from_the_store_and_one_not_watched_yet_with_a_
     store.apply(ENDPOINTS, api.put(ENDPOINTS, endpoint_body("watched")))
     api.put(ENDPOINTS, endpoint_body("just-applied"))  # not seen by the watch yet
     assert len(reconciler.queue) == 0  # an endpoint queues no group
-    resolver = webhook_.ClientResolver(
+    resolver = endpoints_.ClientResolver(
         cast(client_.Client, api), lambda ns, name: store.endpoint((ns, name))
     )
     assert await resolver.endpoint(NS, "watched") is not None

@@ -33,10 +33,12 @@ class StatusWriter:
         *,
         resource_version: str | None = None,
         missing_ok: bool = False,
+        written: Written | None = None,
     ) -> dict[str, Any] | None:
         """Write `new` over `old`; the object as written, or None when nothing changed (or
         it is gone and `missing_ok`). With `resource_version`, only if the object is still
-        at that version (else the 409 ApiException)."""
+        at that version (else the 409 ApiException). `written`: where this write's answer
+        goes, instead of the writer's own."""
         patch = client_.status_patch(old, new)
         if patch is None:
             return None
@@ -48,19 +50,26 @@ class StatusWriter:
             if missing_ok and exc.status == 404:  # deleted meanwhile: nothing to record
                 return None
             raise
-        self.written(plural, raw)
+        (written or self.written)(plural, raw)
         return raw
 
     async def create(
-        self, plural: str, namespace: str, body: Mapping[str, Any], status: Mapping[str, Any] | None
+        self,
+        plural: str,
+        namespace: str,
+        body: Mapping[str, Any],
+        status: Mapping[str, Any] | None,
+        *,
+        written: Written | None = None,
     ) -> dict[str, Any]:
         """Create an object and write its first status (the status subresource ignores
-        status in a create); the object as written."""
+        status in a create); the object as written. `written` as for `write`."""
+        written = written or self.written
         raw = await self.client.create(plural, namespace, body)
-        self.written(plural, raw)  # before the watch shows it: the create's own event is old
+        written(plural, raw)  # before the watch shows it: the create's own event is old
         if status:
             raw = await self.client.patch_status(
                 plural, namespace, body["metadata"]["name"], status
             )
-            self.written(plural, raw)
+            written(plural, raw)
         return raw

@@ -176,7 +176,7 @@ class Daemons:
                 }
             }
             try:
-                self._store.apply(PLANS, await self._client.patch(PLANS, namespace, name, body))
+                self._store.own_write(PLANS, await self._client.patch(PLANS, namespace, name, body))
                 return
             except client_.ApiException as exc:
                 if exc.status == 404:

@@ -1,6 +1,7 @@
-"""Store dispatch: what the list/watch delivers goes into the Store, and each change in
-the Store becomes queue keys (the reconciler), plan starts (``parts.starts``) and
-daemons (``parts.daemons``) here, nowhere else. The reconciler acts once every kind is
+"""Store dispatch: what an event source (the list/watch) delivers goes into the Store
+(`deliver`, with its origin), and each change in the Store becomes queue keys (through
+the reconciler's one `enqueue`), plan starts (``parts.starts``) and daemons
+(``parts.daemons``) here, nowhere else. The reconciler acts once every kind is
 listed, and on taking the lead everything is looked at afresh (`resync`)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import ENDPOINTS, PLANS, RECOMMENDATIONS
+from coordinator.core.origin import Origin
 from coordinator.parts import CLEANUP_SECONDS, Background
 from coordinator.parts.daemons import STARTED, Daemons
 from coordinator.parts.starts import Starts
@@ -45,8 +47,6 @@ class Dispatch:
         self._leading = leading
         self._listed = listed
         self._background = background
-        self._listing = False
-        """Set while a listing's objects go into the Store (see `deliver`)."""
         self._task: asyncio.Task[None] | None = None
         store.listeners.append(self.changed)
 
@@ -58,18 +58,17 @@ class Dispatch:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def deliver(self, plural: str, raw: Mapping[str, Any], deleted: bool, listed: bool) -> None:
-        """The list/watch's delivery of an object."""
-        self._listing = listed  # what a listing shows waits behind what changes now
-        try:
-            self._store.apply(plural, raw, deleted=deleted)
-        finally:
-            self._listing = False
+    def deliver(
+        self, plural: str, raw: Mapping[str, Any], *, deleted: bool, origin: Origin
+    ) -> None:
+        """An event source's delivery of an object (listed or watched): into the Store,
+        whose change comes back to `changed` with the same origin."""
+        self._store.apply(plural, raw, deleted=deleted, origin=origin)
 
-    def changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
+    def changed(self, plural: str, record: store_.Record, deleted: bool, origin: Origin) -> None:
         """A change in the Store: the groups to reconcile, the plans to start, wake, hold
         or let go."""
-        self._reconciler.changed(plural, record, deleted, backlog=self._listing)
+        self._reconciler.enqueue(plural, record, deleted, origin)
         if plural == PLANS:
             self._daemons.supervise(record, deleted)
         if not self._listed.is_set():  # see _act_once_listed
