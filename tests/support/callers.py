@@ -74,7 +74,8 @@ class FakeCaller:
         if self.admit:
             self.admit(plural, found)
         self._since_patch = 0
-        return json.loads(json.dumps(found))
+        returned: Obj = json.loads(json.dumps(found))
+        return returned
 
 
 def approval(name: str, phase: str = "Pending", **status: Any) -> Obj:
