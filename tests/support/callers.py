@@ -15,6 +15,7 @@ import pytest
 from coordinator.api.common import APPROVALS
 from coordinator.core import policy
 from coordinator.k8s import caller
+from tests.support import builders
 
 NAMESPACE = "team-a"
 Obj = dict[str, Any]
@@ -79,31 +80,25 @@ class FakeCaller:
 
 
 def approval(name: str, phase: str = "Pending", **status: Any) -> Obj:
-    return {
-        "metadata": {"name": name, "annotations": {}},
-        "spec": {
-            "recommendation": name,
-            "customerId": "customer-1",
-            "riskLevel": "medium",
-            "decision": "Pending",
-            "expiresAt": "2026-01-02T03:04:05Z",
-        },
-        "status": {"phase": phase, **status},
-    }
+    """The Approval of `name` in `phase` (and `status`), not yet stamped."""
+    return builders.approval(
+        name,
+        metadata={"annotations": {}},
+        status={"phase": phase, **status},
+        expiresAt="2026-01-02T03:04:05Z",
+    )
 
 
 def plan(name: str, phase: str = "Pending", *, suspend: bool = True, abort: bool = False) -> Obj:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "recommendation": name,
-            "customerId": "customer-1",
-            "suspend": suspend,
-            "abort": abort,
-            "steps": [{"name": "one", "action": "noop", "executor": "simulated"}],
-        },
-        "status": {"phase": phase},
-    }
+    """The one-step plan of `name` in `phase`, suspended unless not."""
+    return builders.plan(
+        name,
+        status={"phase": phase},
+        customerId="customer-1",
+        suspend=suspend,
+        abort=abort,
+        steps=[{"name": "one", "action": "noop", "executor": "simulated"}],
+    )
 
 
 def vote(user: str, decision: str = "Approved") -> Obj:

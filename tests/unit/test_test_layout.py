@@ -77,14 +77,18 @@ def fixture(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 def our_object(node: ast.Dict) -> bool:
-    """A dict literal with "kind": one of ours, and no "name" of its own (that is a
-    reference to an object, such as an ownerReference, not the object)."""
-    keys = dict(zip(node.keys, node.values, strict=True))
-    kind = next(
-        (v for k, v in keys.items() if isinstance(k, ast.Constant) and k.value == "kind"), None
-    )
-    named = any(isinstance(k, ast.Constant) and k.value == "name" for k in keys)
-    return isinstance(kind, ast.Constant) and kind.value in OUR_KINDS and not named
+    """A dict literal of an object of ours: with "kind": one of ours and no "name" of its
+    own (that would be a reference to an object, such as an ownerReference), or without a
+    kind but with a literal "metadata" and a "spec" (a document the reader takes as ours)."""
+    keys = {
+        k.value: v
+        for k, v in zip(node.keys, node.values, strict=True)
+        if isinstance(k, ast.Constant)
+    }
+    kind = keys.get("kind")
+    if kind is None:
+        return isinstance(keys.get("metadata"), ast.Dict) and "spec" in keys
+    return isinstance(kind, ast.Constant) and kind.value in OUR_KINDS and "name" not in keys
 
 
 def builders_in(source: str, *, by_name: bool = True) -> set[str]:
@@ -149,3 +153,9 @@ def test_the_checks_see_what_they_forbid() -> None:
     owner = 'def owned():\n    return [{"kind": "Recommendation", "name": "r", "uid": "u"}]'
     assert builders_in(owner) == set()
     assert builders_in("def rec():\n    return r", by_name=False) == set()
+    partial = 'def raw(n):\n    return {"metadata": {"name": n}, "spec": {"customerId": "c"}}'
+    assert builders_in(partial) == {"raw"}
+    hpa = 'def hpa():\n    return {"kind": "HorizontalPodAutoscaler", "metadata": {}, "spec": {}}'
+    assert builders_in(hpa) == set()
+    copied = 'def decide(a):\n    a.model_copy(update={"metadata": a.metadata, "spec": s})'
+    assert builders_in(copied) == set()
