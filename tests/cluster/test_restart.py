@@ -25,35 +25,9 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
 ) -> None:
     objects = Objects(api, own_namespace)
     process = own_operator("operator")
-    steps = [
-        {
-            "name": "first",
-            "action": "first",
-            "executor": "simulated",
-            "params": {"durationMs": 200},
-        },
-        {
-            "name": "second",
-            "action": "second",
-            "executor": "simulated",
-            "params": {"durationMs": 4000},
-        },
-        {
-            "name": "third",
-            "action": "third",
-            "executor": "simulated",
-            "params": {"durationMs": 200},
-        },
-    ]
-    rec = builders.recommendation(
-        "rec-kill",
-        customerId="c",
-        agentId="a",
-        title="survives a crash",
-        riskLevel="low",
-        executeNow=True,
-        steps=steps,
-    )
+    steps = builders.fast_steps(names=("first", "second", "third"), duration_ms=200)
+    steps[1]["params"]["durationMs"] = 4000  # long enough to be killed in
+    rec = builders.recommendation("rec-kill", riskLevel="low", executeNow=True, steps=steps)
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
 
     def second_running() -> dict[str, object] | None:
@@ -111,28 +85,9 @@ def test_a_runner_does_not_overwrite_a_status_another_writer_changed(
 ) -> None:
     objects = Objects(api, own_namespace)
     process = own_operator("operator")
-    rec = builders.recommendation(
-        "rec-stale",
-        customerId="c",
-        agentId="a",
-        title="another writer moves the plan",
-        riskLevel="low",
-        executeNow=True,
-        steps=[
-            {
-                "name": "first",
-                "action": "first",
-                "executor": "simulated",
-                "params": {"durationMs": 3000},
-            },
-            {
-                "name": "second",
-                "action": "second",
-                "executor": "simulated",
-                "params": {"durationMs": 200},
-            },
-        ],
-    )
+    slow_first = builders.fast_steps(names=("first", "second"), duration_ms=200)
+    slow_first[0]["params"]["durationMs"] = 3000  # still at work when the other writer moves it
+    rec = builders.recommendation("rec-stale", riskLevel="low", executeNow=True, steps=slow_first)
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
 
     def first_running() -> dict[str, object] | None:
