@@ -13,7 +13,7 @@ import yaml
 from tests.support import Kubectl, builders
 
 
-def template(name: str, **metric: Any) -> str:
+def manifest(name: str, **metric: Any) -> str:
     """A template selecting scale_downs, its one metric p99 changed by `metric`, as YAML."""
     query = 'max(latency{namespace="{{namespace}}"})'
     p99 = builders.metric("p99", **({"query": query} | metric))
@@ -24,7 +24,7 @@ def template(name: str, **metric: Any) -> str:
 
 
 def test_a_valid_template_is_stored(kubectl: Kubectl, e2e_namespace: str) -> None:
-    proc = kubectl("apply", "-n", e2e_namespace, "-f", "-", stdin=template("fine"), check=False)
+    proc = kubectl("apply", "-n", e2e_namespace, "-f", "-", stdin=manifest("fine"), check=False)
     assert proc.returncode == 0, proc.stderr
     stored = kubectl("get", "verificationtemplate", "fine", "-n", e2e_namespace, "-o", "name")
     assert stored.stdout.strip() == "verificationtemplate.optiinfra.io/fine"
@@ -44,7 +44,7 @@ def test_a_bad_cel_condition_is_refused_by_the_webhook_naming_the_field(
     kubectl: Kubectl, e2e_namespace: str, metric: dict[str, Any], expected: str
 ) -> None:
     proc = kubectl(
-        "apply", "-n", e2e_namespace, "-f", "-", stdin=template("bad", **metric), check=False
+        "apply", "-n", e2e_namespace, "-f", "-", stdin=manifest("bad", **metric), check=False
     )
     assert proc.returncode != 0
     assert 'admission webhook "template-check' in proc.stderr
@@ -66,7 +66,7 @@ def test_an_unknown_placeholder_is_refused_naming_the_field(
     kubectl: Kubectl, e2e_namespace: str, query: str
 ) -> None:
     proc = kubectl(
-        "apply", "-n", e2e_namespace, "-f", "-", stdin=template("bad", query=query), check=False
+        "apply", "-n", e2e_namespace, "-f", "-", stdin=manifest("bad", query=query), check=False
     )
     assert proc.returncode != 0
     assert "spec.metrics[0].query" in proc.stderr

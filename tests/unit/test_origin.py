@@ -19,21 +19,20 @@ from coordinator.core import approval as policy_
 from coordinator.core.origin import Origin, waits
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from tests.support import builders
 from tests.support.shell import Enqueuing
 
 NS = "team-a"
 
 
 def raw(name: str, rv: int, customer: str = "c1") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "uid": f"uid-{name}",
-            "resourceVersion": str(rv),
-        },
-        "spec": {"customerId": customer},
-    }
+    """Recommendation `name` of team-a at resourceVersion `rv`."""
+    return builders.recommendation(
+        name,
+        namespace=NS,
+        metadata={"uid": f"uid-{name}", "resourceVersion": str(rv)},
+        customerId=customer,
+    )
 
 
 def enqueued() -> tuple[store_.Store, reconciler_.Reconciler]:
