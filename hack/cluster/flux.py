@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,19 +70,11 @@ def flux_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) the Flux controllers, niced; returns their directory."""
-    return localcluster.run_build(HERE / "build-flux.sh", "Flux", niced=True)
+    return localcluster.run_build(["nice", "-n", "10", "bash", str(HERE / "build-flux.sh")], "Flux")
 
 
 def _state() -> dict[str, object] | None:
     return localcluster.read_state(flux_dir())
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
 
 
 def _binary(component: str) -> str:
@@ -101,7 +92,7 @@ def running() -> Flux | None:
     assert isinstance(probes, dict)
     if not all(localcluster._alive(int(pid), _binary(c)) for c, pid in pids.items()):
         return None
-    if not all(_answers(str(url)) for url in probes.values()):
+    if not all(localcluster.answers(str(url)) for url in probes.values()):
         return None
     return Flux(flux_dir(), str(state["git_url"]), Path(str(state["bin_dir"])))
 
@@ -177,7 +168,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
         procs[name] = localcluster._spawn_command(command, d / "logs" / f"{name}.log", env)
     deadline = time.monotonic() + READY_TIMEOUT
     for name, url in probes.items():
-        while not _answers(url):
+        while not localcluster.answers(url):
             if procs[name].poll() is not None or time.monotonic() > deadline:
                 for proc in procs.values():
                     with contextlib.suppress(ProcessLookupError):

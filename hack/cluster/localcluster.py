@@ -88,22 +88,26 @@ def cluster_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) binaries; returns their directory."""
-    return run_build(HERE / "build.sh", "the control plane")
+    return run_build(["bash", str(HERE / "build.sh")], "the control plane")
 
 
-def run_build(script: Path, what: str, *, niced: bool = False) -> Path:
-    """Run a build script of this folder (its go output shows as it goes); the directory
-    it prints last, where the binaries are."""
-    command = ["bash", str(script)]
-    out = subprocess.run(
-        ["nice", "-n", "10", *command] if niced else command,
-        check=False,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def run_build(command: list[str], what: str) -> Path:
+    """Run a build script of hack/cluster/ (it prints its bin directory last; the go
+    output goes to stderr); returns that directory, ClusterError naming `what` if it fails."""
+    out = subprocess.run(command, check=False, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
         raise ClusterError(f"building {what} failed (see the go output above)")
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 within 2 s (a readiness probe)."""
+    return localproc.get(url, timeout=2)[0] == 200
+
+
+# The names hack/cluster/prometheus.py calls.
+_free_port = localproc.free_port
+_tail = localproc.tail
 
 
 def _port_free(port: int) -> bool:

@@ -35,7 +35,7 @@ top of the repository enforces this with import-linter (``make lint``).
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children; ``http`` makes its frequent calls from the event loop over aiohttp
     with the client's configuration), ``status`` (the one StatusWriter of every kind:
-    diff, one merge patch, no-ops skipped, the written version handed to the Store),
+    diff, one merge patch, no-ops skipped, the answer returned to the writer),
     ``retrying`` (API calls tried again through transient errors until the caller stops),
     ``informer`` (the lean list/watch of the coordinator's kinds into the Store),
     ``objects`` (any kind, for the kubernetes executor), ``events``, ``webhooks``
@@ -54,20 +54,26 @@ top of the repository enforces this with import-linter (``make lint``).
 
 The shell, from the bottom up:
 
+``coordinator.providers``
+    Where verification's measurements come from: ``prometheus`` (instant queries of the
+    HTTP API, a token from a Secret, bounded answers) answers a query filled in by
+    ``core.verification`` with a Reading: a value, no data or an error.
 ``coordinator.store`` (its ``records`` in ``coordinator.records``)
     What the operator knows: one compact record per object (the fields looked up by,
     the rest as compact JSON; no pydantic models, no watch responses), the dependency
     maps, the counts for the metrics; it is also the version tracker of the operator's
     own writes. Models are materialised per reconcile, from a small cache.
-``coordinator.workqueue``, ``coordinator.settled``
-    The work queue of customer groups (requeue-after, per-key exponential backoff, a
-    listing's keys behind the changes of now), the context of one reconcile
-    (``Reconciling``: its own writes) and its ``Result``; which recommendations need no
-    deciding (their inputs, as versions).
-``coordinator.reconciler``
-    Every change comes to its one ``enqueue`` with its origin (``core.origin``); a
-    reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
-    changed through the StatusWriter and returns when to run again.
+``coordinator.workqueue``, ``coordinator.settled``, ``coordinator.outbox``
+    The work queue of customer groups (its one ``enqueue``: a change of the Store, with
+    its origin, ``core.origin``, becomes keys; requeue-after, per-key exponential
+    backoff, a listing's keys behind the changes of now), the context of one reconcile
+    (``Reconciling``: its own writes and their changes) and its ``Result``; which
+    recommendations need no deciding (their inputs, as versions); the runner's and
+    daemons' own writes, in the Store at once, waiting for dispatch (``outbox``).
+``coordinator.reconciler``, ``coordinator.followup``
+    A reconcile observes a group in the Store, asks ``core.lifecycle``, writes what
+    changed through the StatusWriter and returns a ``Result``: when to run again and
+    the plans to start (``followup``), and its writes' changes in the Store.
 ``coordinator.plangate``, ``coordinator.notifications``
     For the reconciler: whether a plan may start (dependencies, AgentEndpoints, change
     windows, the budget), and the ApprovalPolicies' notifications of what it decided.
@@ -78,15 +84,16 @@ The shell, from the bottom up:
     ``signals`` (the one owner of SIGTERM/SIGINT: they set the one stop event, kopf's
     stop flag), ``webhooks`` (the admission server, its registration, the start-up probe,
     the keep-alive), ``leadership`` (the Lease and whether this replica acts),
-    ``readiness`` (/readyz), ``dispatch`` (Store changes -> queue keys, plan starts,
-    daemons; runs the reconciler), ``starts`` (plan starts), ``daemons`` (one daemon per
+    ``readiness`` (/readyz), ``dispatch`` (what an event source delivers into the Store,
+    each change it answers -> queue keys, plan starts, daemons; runs the reconciler's
+    workers and dispatches their Results), ``starts`` (plan starts), ``daemons`` (one daemon per
     started plan from the Store, its finalizer on while it runs, so that a deletion waits
     for the rollback), ``facts`` (what the admission hooks look up), ``config``.
 ``coordinator.app``
     The Operator: builds the parts, starts them in order and, on the stop event, stops
     them in reverse order, each within its bound. It does nothing else.
 ``coordinator.handlers``
-    Thin handlers: kopf's start and stop of the operator, and the four admission hooks
+    Thin handlers: kopf's start and stop of the operator, and the five admission hooks
     (served by ``k8s.admission``). They decide nothing. kopf watches nothing.
 ``coordinator.usecases``
     What a person or an agent does, as the caller (through ``k8s.caller``): decide an

@@ -21,6 +21,7 @@ import kopf
 import kubernetes
 
 from coordinator import metrics
+from coordinator import outbox as outbox_
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
@@ -87,7 +88,9 @@ class Operator:
         self.recorder = events_.Recorder(self.client)
         self.store = store_.Store(loader=self.client.get)
         """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
-        self.writer = status_.StatusWriter(self.client, self.store.own_write)
+        self.outbox = outbox_.Outbox(self.store)
+        """The runner's and daemons' own writes: in the Store at once, dispatched after."""
+        self.writer = status_.StatusWriter(self.client, self.outbox.own_write)
         self.webhooks = webhooks_.Webhooks(config, self.api, self.client)
         self.admission_hooks = self.webhooks.hooks
         self.reconciler = reconciler_.Reconciler(
@@ -143,6 +146,7 @@ class Operator:
         background = Background(logger)
         self.daemons = daemons_.Daemons(
             store=self.store,
+            outbox=self.outbox,
             client=self.client,
             runner=self.runner,
             leading=self.leading,
@@ -155,6 +159,7 @@ class Operator:
         )
         self.dispatch = dispatch_.Dispatch(
             store=self.store,
+            outbox=self.outbox,
             reconciler=self.reconciler,
             daemons=self.daemons,
             starts=self.starts,
@@ -170,7 +175,6 @@ class Operator:
             plurals=tuple(store_.KINDS),
             namespaces=config.namespaces,
             sink=self.dispatch,
-            resync=self.store.resync,
             listed=self.listed,
         )
         self.parts: list[Part] = [

@@ -3,9 +3,10 @@
 Every change of a Recommendation, Approval or ExecutionPlan in the Store puts its group —
 one customer in one namespace — on the work queue, except the reconciler's own writes to
 the group it is reconciling (``workqueue.Reconciling``), through one function with the
-change's origin (`Reconciler.enqueue`, ``core.origin``). A worker takes the group and
-runs one reconcile, with a context of its own passed down to every write, a short
-numbered sequence:
+change's origin (``WorkQueue.enqueue``, called by ``parts.dispatch`` with the change the
+Store answered, ``core.origin``). A worker of ``parts.dispatch`` takes the group and
+hands it to `work`: one reconcile, with a context of its own passed down to every
+write, a short numbered sequence:
 
 1. observe: the group's recommendations, with the Approval and plan each owns, from the
    Store (no LIST per event), which holds the operator's own writes as soon as they are
@@ -15,11 +16,13 @@ numbered sequence:
 2. compute: ``core.lifecycle.evaluate`` decides every status, approval and plan;
 3. act: write each status that changed in one merge patch (``k8s.status.StatusWriter``),
    create, withdraw or replace approvals, create or delete plans, post Events;
-4. return when to run again: at the earliest expiry of a pending approval, so expiry
-   needs no event (`Result.requeue_after`), or when an ApprovalPolicy's
-   ApprovalExpiringSoon is due; and the plans to start: those it created, and in a
-   namespace with ApprovalPolicies the group's pending plans (a budget freed, a window
-   opened: see `plan_gate`).
+4. return, as values (`Result`, computed by ``coordinator.followup``): when to run
+   again — at the earliest expiry of a pending approval, so expiry needs no event, or
+   when an ApprovalPolicy's ApprovalExpiringSoon is due; the plans to start — those it
+   created, and in a namespace with ApprovalPolicies the group's pending plans (a budget
+   freed, a window opened: see `plan_gate`); and its writes: their versions and the
+   changes they made in the Store, which the worker's caller dispatches (nothing of a
+   reconcile calls back up into the parts).
 
 `plan_gate` asks the one place a plan's start is gated (``coordinator.plangate``); a
 plan held by a window puts its group back on the queue for when the window opens or
@@ -36,34 +39,35 @@ which ended recommendations are settled, and from which inputs (``coordinator.se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from coordinator import metrics, plangate, settled, workqueue
+from coordinator import followup, metrics, plangate, settled, workqueue
 from coordinator import notifications as notifications_
 from coordinator import store as store_
-from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
+from coordinator.api.approval import Approval
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
-    ENDPOINTS,
     PLANS,
-    POLICIES,
     RECOMMENDATIONS,
 )
-from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.plan import ExecutionPlan
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import conflicts, lifecycle
-from coordinator.core.origin import Origin, waits
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
+
+CREATE_AGAIN_SECONDS = followup.CREATE_AGAIN_SECONDS
+SETTLE_AGAIN_SECONDS = followup.SETTLE_AGAIN_SECONDS
 
 GroupKey = store_.GroupKey
 ObjectKey = store_.ObjectKey
@@ -93,13 +97,15 @@ class Reconciler:
         self.policy = policy
         self.store = store
         self.writer = status_.StatusWriter(client)
-        """The reconciler's own writer: each write's answer goes to the reconcile's context
-        (`Reconciling.written`), which puts it in the Store as an own write."""
-        self._settled: dict[str, tuple[Any, ...]] = {}
-        """Recommendations (by uid) whose last evaluation decided nothing to do, and the
-        inputs it was decided from (`_inputs`): with the same inputs they are not decided
-        again (most of a group is settled when one of it changes; deciding was most of a
-        reconcile's CPU)."""
+        """The reconciler's own writer: each write's answer comes back as its return value
+        and goes to the reconcile's context (`Reconciling.written`), which puts it in the
+        Store as an own write and keeps its change for the `Result`."""
+        self._settled: dict[GroupKey, dict[str, tuple[Any, ...]]] = {}
+        """Per group, its recommendations (by uid) whose last evaluation decided nothing to
+        do, and the inputs it was decided from (``coordinator.settled``): with the same
+        inputs they are not decided again (most of a group is settled when one of it
+        changes; deciding was most of a reconcile's CPU). Those no longer in the group
+        (deleted) leave it when the group is observed next (`observe`)."""
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
@@ -112,80 +118,31 @@ class Reconciler:
         self.gate = plangate.PlanGate(store, clock=now)
         """Whether a plan may start (`plan_gate`)."""
 
-    # --- what triggers a reconcile ------------------------------------------------------
+    # --- one key, for a worker (``parts.dispatch``) --------------------------------------
 
-    def enqueue(self, plural: str, record: store_.Record, deleted: bool, origin: Origin) -> None:
-        """The one place a change of the Store becomes queue keys: the groups it concerns
-        — its own, and for a recommendation the groups of those that depend on it; for an
-        ApprovalPolicy every group of its namespace; an AgentEndpoint none. Where it came
-        from decides the rest (``core.origin``): a listing's keys wait behind the changes
-        of now; a change of a group being reconciled runs it again afterwards, unless it
-        is one of that reconcile's own writes (``workqueue.Reconciling``)."""
-        if plural == ENDPOINTS:
-            return
-        backlog = waits(origin)
-        if plural == POLICIES:
-            for key in self.store.groups_in(record.namespace):
-                self.queue.add(key, backlog=backlog)
-            return
-        if deleted and plural == RECOMMENDATIONS:
-            self._settled.pop(record.uid, None)
-        change = (plural, record.key, -1 if deleted else record.rv)
-        self.queue.add((record.namespace, record.customer), backlog=backlog, change=change)
-        if plural != RECOMMENDATIONS:
-            return
-        for dependent in self.store.dependents(record.key):
-            customer = self.store.customer_of(dependent)
-            if customer is not None:
-                self.queue.add((record.namespace, customer), backlog=backlog)
-
-    # Why a reconcile's own writes do not run it again: the reconcile that wrote them
-    # computed the group's whole desired state from what it observed, so running it again
-    # right away would only find nothing to do (it was one extra reconcile of the whole
-    # group per write; the profile put reconciles at a third of the operator's CPU). The
-    # groups that depend on it are still queued, and anyone else's change (a watch event
-    # at another version, a write of the runner) runs the group again.
-
-    # --- the workers --------------------------------------------------------------------
-
-    async def run(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
-        """Run the workers until cancelled; `started` starts the plans a reconcile created
-        (before their watch event does the same: an approved change does not wait)."""
-        tasks = [
-            asyncio.create_task(self._work(started), name=f"reconciler-{i}")
-            for i in range(self.workers)
-        ]
+    async def work(self, key: GroupKey) -> Result:
+        """Reconcile group `key`, taken from the queue by a worker, in a context of its own
+        (passed down to every write); what it gives back, with its writes and their
+        changes in the Store, for the worker's caller to dispatch (it calls `queue.done`
+        after). A failure is retried after the key's backoff; nothing is raised."""
+        ctx = Reconciling(key, self.store)
+        result = Result()
         try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            self.queue.close()
-
-    async def _work(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
-        while True:
-            key = await self.queue.get()
-            ctx = Reconciling(key, self.store)  # this reconcile's own state, passed down
-            try:
-                await self.acting.wait()  # a replica that does not lead keeps its queue
-                result = await self.reconcile(ctx)
-                self.queue.forget(key)
-                if result.requeue_after is not None:
-                    self.queue.add_after(key, result.requeue_after)
-                for plan in (*result.created_plans, *result.pending_plans):
-                    await started(plan)
-            except client_.ApiException as exc:
-                if client_.namespace_gone(exc):  # the namespace is going away with it all
-                    continue
+            await self.acting.wait()  # a replica that does not lead keeps its queue
+            result = await self.reconcile(ctx)
+            self.queue.forget(key)
+            if result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
+        except client_.ApiException as exc:
+            if not client_.namespace_gone(exc):  # else the namespace is going away with it all
                 metrics.RECONCILE_ERRORS.inc()
                 delay = self.queue.retry(key)
                 logger.error("reconcile of %s/%s failed, again in %.1fs: %s", *key, delay, exc)
-            except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                delay = self.queue.retry(key)
-                logger.exception("reconcile of %s/%s failed; again in %.1fs", *key, delay)
-            finally:
-                self.queue.done(key, ctx.writes)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            delay = self.queue.retry(key)
+            logger.exception("reconcile of %s/%s failed; again in %.1fs", *key, delay)
+        return dataclasses.replace(result, writes=frozenset(ctx.writes), changes=tuple(ctx.changes))
 
     # --- one reconcile ------------------------------------------------------------------
 
@@ -199,11 +156,18 @@ class Reconciler:
         memory (`Store.evict`). An evicted one that is needed is read again."""
         store = self.store
         observed = []
-        for record in store.group(key):
+        records = store.group(key)
+        known = self._settled.get(key)
+        if known is not None:  # a recommendation deleted since: forgotten
+            for uid in known.keys() - {record.uid for record in records}:
+                del known[uid]
+            if not records:
+                del self._settled[key]
+        for record in records:
             approval = store.child_record(APPROVALS, record)
             plan = store.child_record(PLANS, record)
             ended = settled.ended_inputs(record, approval, plan, policies)
-            if ended is not None and self._settled.get(record.uid) == ended:
+            if ended is not None and known is not None and known.get(record.uid) == ended:
                 continue
             observed.append(
                 lifecycle.Observed(
@@ -238,13 +202,14 @@ class Reconciler:
         )
         now = self.clock()
         inputs: dict[str, tuple[Any, ...]] = {}
+        settled_here = self._settled.setdefault(key, {})
 
         def known(
             o: lifecycle.Observed, phase: RecommendationPhase, verdict: conflicts.Verdict | None
         ) -> lifecycle.Desired | None:
             rec = o.recommendation
             seen = inputs[rec.name] = settled.observed_inputs(o, phase, verdict, context)
-            if rec.status is None or self._settled.get(rec.metadata.uid or "") != seen:
+            if rec.status is None or settled_here.get(rec.metadata.uid or "") != seen:
                 return None
             return lifecycle.Desired(status=rec.status)  # what it decided last time: nothing
 
@@ -261,50 +226,30 @@ class Reconciler:
             uid = o.recommendation.metadata.uid or ""
             wanted = desired[o.recommendation.name]
             if lifecycle.settled(o, wanted):
-                self._settled[uid] = inputs[o.recommendation.name]
+                settled_here[uid] = inputs[o.recommendation.name]
                 rec_key = (o.recommendation.metadata.namespace or "", o.recommendation.name)
                 record = self.store.record(RECOMMENDATIONS, rec_key)
                 if wanted.status.phase.ended and record is not None and record.uid == uid:
                     self.store.evict(record)  # its approval and plan: out of memory
             else:
-                self._settled.pop(uid, None)
+                settled_here.pop(uid, None)
                 ending = ending or wanted.status.phase.ended
         acted = await asyncio.gather(
             *(self._act(ctx, o, desired[o.recommendation.name], policies) for o in group)
         )
-        expiries = []
-        for o in group:  # when a pending approval expires, or is to be told expiring soon
-            wanted = desired[o.recommendation.name]
-            if wanted.status.phase is not RecommendationPhase.AWAITING_APPROVAL:
-                continue
-            if wanted.create_approval is not None:  # created now: no watch event brings it back
-                expires = wanted.create_approval.spec.expires_at
-                expiries.append(expires)
-                if policies:
-                    expiries.append(max(now, expires - self.notifications.lead))
-            elif o.approval is not None:
-                expiries.append(o.approval.spec.expires_at)
-        if policies:
-            expiries.extend(self.notifications.expiring(group, desired, policies, now=now))
-        requeue = None
-        if expiries:
-            requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
-        if any(again for _, again in acted):
-            requeue = min(requeue, CREATE_AGAIN_SECONDS) if requeue else CREATE_AGAIN_SECONDS
-        if ending:
-            requeue = min(requeue, SETTLE_AGAIN_SECONDS) if requeue else SETTLE_AGAIN_SECONDS
         plans = tuple(plan for plan, _ in acted if plan is not None)
-        pending: tuple[ExecutionPlan, ...] = ()
-        if policies:  # a budget freed or a window opened: the gate is asked again
-            created = {p.metadata.name for p in plans}
-            pending = tuple(
-                o.plan
-                for o in group
-                if o.plan is not None
-                and o.plan.metadata.name not in created
-                and o.plan.status_phase is PlanPhase.PENDING
-                and not o.plan.spec.suspend
-            )
+        requeue = followup.requeue_after(
+            group,
+            desired,
+            policies,
+            self.notifications,
+            now=now,
+            create_again=any(again for _, again in acted),
+            ending=ending,
+        )
+        # In a namespace with ApprovalPolicies a budget freed or a window opened: the
+        # group's pending plans ask the gate again.
+        pending = followup.pending_plans(group, plans) if policies else ()
         return Result(requeue_after=requeue, created_plans=plans, pending_plans=pending)
 
     async def _act(
@@ -338,7 +283,7 @@ class Reconciler:
             and approval is not None
         ):
             await self._write_status(ctx, APPROVALS, approval, desired.approval_status.to_wire())
-            _observe_decision(approval, desired.approval_status)
+            followup.observe_decision(approval, desired.approval_status)
         await self._write_status(ctx, RECOMMENDATIONS, rec, desired.status.to_wire())
         for event in desired.events:
             target = approval if event.on_approval else rec
@@ -364,33 +309,17 @@ class Reconciler:
         """Create `child` with its first status; the object as written, or None when the
         name is still taken by the old one going away."""
         ns = owner.metadata.namespace
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": child.kind,
-            "metadata": {
-                "name": child.metadata.name,
-                "namespace": ns,
-                "annotations": dict(child.metadata.annotations),
-                "ownerReferences": [
-                    client_.owner_reference(
-                        {
-                            "apiVersion": API_VERSION,
-                            "kind": owner.kind,
-                            "metadata": {"name": owner.name, "uid": owner.metadata.uid},
-                        }
-                    )
-                ],
-            },
-            "spec": child.spec.to_wire(),
-        }
+        body = followup.child_body(owner, child)
         status = child.status.to_wire() if child.status is not None else None
         try:
-            raw = await self.writer.create(plural, ns, body, status, written=ctx.written)
+            answers = await self.writer.create(plural, ns, body, status)
         except client_.ApiException as exc:
             if exc.status == 409:  # the old one is still going away: try again shortly
                 return None
             raise
-        return type(child).model_validate(raw)
+        for raw in answers:  # the create's own watch event is old
+            ctx.written(plural, raw)
+        return type(child).model_validate(answers[-1])
 
     async def _write_status(
         self,
@@ -401,9 +330,9 @@ class Reconciler:
     ) -> None:
         old = obj.status.to_wire() if obj.status is not None else None
         meta = obj.metadata
-        await self.writer.write(
-            plural, meta.namespace, meta.name, old, new, missing_ok=True, written=ctx.written
-        )
+        raw = await self.writer.write(plural, meta.namespace, meta.name, old, new, missing_ok=True)
+        if raw is not None:
+            ctx.written(plural, raw)
 
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
@@ -422,22 +351,3 @@ class Reconciler:
         self.recorder.record(
             ref, reason=event.reason, message=event.message, key=key, type_=event.type.value
         )
-
-
-CREATE_AGAIN_SECONDS: Final = 0.5
-"""When a create found the name still taken (the old object is going away)."""
-SETTLE_AGAIN_SECONDS: Final = 1.0
-"""When a recommendation was written ended: the group is reconciled again, finds it
-settled, and lets its approval and plan go (`Store.evict`); nothing else might bring
-the group back."""
-
-
-def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:
-    """A person's decision was just recorded: how long did it take?"""
-    was = approval.status.phase if approval.status else ApprovalPhase.PENDING
-    decided = status.phase in (ApprovalPhase.APPROVED, ApprovalPhase.REJECTED)
-    if was is not ApprovalPhase.PENDING or not decided or status.decided_by == POLICY_DECIDER:
-        return
-    if status.decided_at is not None and status.requested_at is not None:
-        wait = (status.decided_at - status.requested_at).total_seconds()
-        metrics.APPROVAL_WAIT.labels(status.phase.value).observe(max(0.0, wait))

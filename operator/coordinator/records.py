@@ -4,11 +4,13 @@
 customer, phase, dependsOn, owner, and the rest of the object as compact JSON packed
 by its kind's `Packer` (zlib primed with an object of the same kind, ~4x smaller) —
 ``managedFields``, the last-applied annotation and every annotation not under
-``optiinfra.io/`` dropped at the first parse (`strip`).
+``optiinfra.io/`` dropped at the first parse (`strip`). A `Change` is what the Store
+answers when one of its records changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import zlib
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from coordinator.api.common import OWN_ANNOTATIONS
+from coordinator.core.origin import Origin
 
 ObjectKey = tuple[str, str]
 """(namespace, name)."""
@@ -153,3 +156,14 @@ class Record:
 
 def _encode(raw: Mapping[str, Any]) -> bytes:
     return json.dumps(strip(raw), separators=(",", ":")).encode()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """What ``Store.apply`` answers when the Store changed: the record (the one removed,
+    for a deletion) and where the change came from (``core.origin``)."""
+
+    plural: str
+    record: Record
+    deleted: bool
+    origin: Origin

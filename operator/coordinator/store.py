@@ -1,8 +1,11 @@
 """The Store: what the operator knows of its kinds, compact, in one place.
 
 Its one job: hold the objects (one ``records.Record`` each: the fields looked up by, the
-rest packed) and tell its listeners of each change with where it came from
-(``core.origin``: listed, watched, or the answer of an own write, `own_write`).
+rest packed) and answer each change with a `Change`: the record, and where the change
+came from (``core.origin``: listed, watched, or the answer of an own write, `own_write`).
+It calls nobody: whoever applies a change gets it back and dispatches it
+(``parts.dispatch.Dispatch.deliver``, the reconcile's context ``workqueue.Reconciling``,
+the runner's and daemons' writes through ``coordinator.outbox``).
 No pydantic model and no watch response is kept: a reconcile materialises the models
 of the one group it works on (`recommendation`, `approval`, `plan`), from a small cache
 of the latest ones.
@@ -50,11 +53,12 @@ from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
 from coordinator.core.origin import Origin
-from coordinator.records import EvictedError, ObjectKey, Packer, Record, strip, version
+from coordinator.records import Change, EvictedError, ObjectKey, Packer, Record, strip, version
 
 __all__ = [
     "AT_REST",
     "KINDS",
+    "Change",
     "EvictedError",
     "GroupKey",
     "ObjectKey",
@@ -103,8 +107,7 @@ KINDS: Final[Mapping[str, Kind[Any]]] = {
     ENDPOINTS: Kind(ENDPOINTS, AgentEndpoint),
 }
 
-Listener = Callable[[str, Record, bool, Origin], None]
-"""Told of every change: (plural, record, deleted, where the change came from)."""
+
 Loader = Callable[[str, str, str], Awaitable[Mapping[str, Any] | None]]
 """Reads one object from the API server: (plural, namespace, name) → it, or None (gone)."""
 
@@ -128,7 +131,6 @@ class Store:
         """Conflict entries on recommendations, by type."""
         self.counts: collections.Counter[tuple[str, bool]] = collections.Counter()
         """Objects by kind and whether their body is held (False: evicted stubs)."""
-        self.listeners: list[Listener] = []
         self.loader = loader
         """How `fetch` reads an evicted object again (the operator's client)."""
         self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
@@ -143,20 +145,19 @@ class Store:
         *,
         deleted: bool = False,
         origin: Origin = Origin.WATCHED,
-    ) -> bool:
-        """An object listed or watched, or the answer to a write (`origin`). Ignored
-        (False) when the store holds the same object at a newer version already; a
-        deletion removes it whatever."""
+    ) -> Change | None:
+        """An object listed or watched, or the answer to a write (`origin`): the change,
+        for the caller to dispatch. None when the store holds the same object at the same
+        or a newer version already; a deletion removes it whatever."""
         meta = raw.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name") or "")
         objects = self._objects[plural]
         old = objects.get(key)
         if deleted:
             if old is None or (old.uid != meta.get("uid") and meta.get("uid")):
-                return False
+                return None
             self._remove(plural, old)
-            self._tell(plural, old, True, origin)
-            return True
+            return Change(plural, old, True, origin)
         if old is not None and old.uid == meta.get("uid"):
             rv = version(meta.get("resourceVersion"))
             if old.rv >= rv:
@@ -164,29 +165,28 @@ class Store:
                     old.pack(raw, self._packers[plural])
                     self.counts[(plural, False)] -= 1
                     self.counts[(plural, True)] += 1
-                return False
+                return None
         record = Record(raw, self._packers[plural])
         if old is not None:
             self._remove(plural, old)
         self._add(plural, record)
-        self._tell(plural, record, False, origin)
-        return True
+        return Change(plural, record, False, origin)
 
-    def own_write(self, plural: str, raw: Mapping[str, Any]) -> bool:
+    def own_write(self, plural: str, raw: Mapping[str, Any]) -> Change | None:
         """The API server's answer to a write of the operator (`apply`, as an own write)."""
         return self.apply(plural, raw, origin=Origin.OWN_WRITE)
 
-    def resync(self, plural: str, namespaces: Callable[[str], bool], seen: set[ObjectKey]) -> None:
+    def resync(
+        self, plural: str, namespaces: Callable[[str], bool], seen: set[ObjectKey]
+    ) -> list[Change]:
         """After a fresh listing: the objects of `plural` in the listed namespaces that
-        were not listed are gone (deleted while the watch was away)."""
+        were not listed are gone (deleted while the watch was away); their deletions."""
+        gone = []
         for key, record in list(self._objects[plural].items()):
             if namespaces(key[0]) and key not in seen:
                 self._remove(plural, record)
-                self._tell(plural, record, True, Origin.LISTED)
-
-    def _tell(self, plural: str, record: Record, deleted: bool, origin: Origin) -> None:
-        for listener in self.listeners:
-            listener(plural, record, deleted, origin)
+                gone.append(Change(plural, record, True, Origin.LISTED))
+        return gone
 
     def _add(self, plural: str, record: Record) -> None:
         self._objects[plural][record.key] = record
@@ -278,14 +278,18 @@ class Store:
 
     async def fetch(self, plural: str, record: Record) -> Any:
         """The model of `record`, read again from the API server when it was evicted (None
-        if it is gone there, or was replaced by another object of the same name)."""
+        if it is gone there, or was replaced by another object of the same name). The same
+        version gets its body back; a newer one is returned but not kept: it is a change,
+        which its watch event brings through dispatch (the Store tells nobody)."""
         if record.body is not None:
             return self.model(plural, record)
         if self.loader is None:
             raise EvictedError(f"{plural} {record.namespace}/{record.name}: no loader to fetch it")
         raw = await self.loader(plural, record.namespace, record.name)
-        if raw is None:
+        if raw is None or (raw.get("metadata") or {}).get("uid") != record.uid:
             return None
+        if version((raw.get("metadata") or {}).get("resourceVersion")) > record.rv:
+            return KINDS[plural].model.model_validate(raw)
         self.apply(plural, raw)
         now = self._objects[plural].get(record.key)
         if now is None or now.uid != record.uid or now.body is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import flux as localflux
 import kubernetes
 import localcluster
+import prometheus as localprometheus
 import pytest
 import yaml
 
@@ -54,6 +55,16 @@ def flux(cluster: localcluster.Cluster) -> Iterator[localflux.Flux]:
     yield started
     if already is None and not os.environ.get("OPTIINFRA_KEEP_CLUSTER"):
         localflux.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[localprometheus.Prometheus, localprometheus.MetricsFixture]]:
+    """A real Prometheus (built on demand, hack/cluster/prometheus.py) scraping a metrics
+    fixture on 127.0.0.1 every second, whose gauges the tests set; stopped by PID at the end."""
+    with localprometheus.serving(tmp_path_factory.mktemp("prometheus")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")

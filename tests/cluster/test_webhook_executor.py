@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from coordinator.core import webhook as protocol
-from tests.support import Kubectl, wait_for
+from tests.support import Kubectl, builders, wait_for
 from tests.support.builders import recommendation
 from tests.support.cluster import SUBMITTERS, grant_endpoint_secrets
 from tests.support.kube import Objects, submit
@@ -35,17 +35,15 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def endpoint_manifest(
     name: str, url: str, submitters: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "AgentEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "url": url,
-            "secretRef": {"name": SECRET, "key": "hmac"},
-            "timeoutSeconds": 10,
-            "submitters": submitters if submitters is not None else SUBMITTERS,
-        },
-    }
+    """AgentEndpoint `name` at `url`, its key in Secret SECRET, taking the steps of
+    `submitters` (by default SUBMITTERS)."""
+    return builders.endpoint(
+        name,
+        url=url,
+        secretRef={"name": SECRET, "key": "hmac"},
+        timeoutSeconds=10,
+        submitters=submitters if submitters is not None else SUBMITTERS,
+    )
 
 
 def set_up_endpoint(

@@ -72,11 +72,14 @@ def approval(
     status: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """The Approval of recommendation `name` (same name), Pending, medium risk."""
+    """The Approval of recommendation `name` (same name, generation 1), Pending, medium risk,
+    expiring at 2026-01-02T12:00:00Z."""
     defaults = {
         "recommendation": name,
+        "recommendationGeneration": 1,
         "customerId": "customer-1",
         "riskLevel": "medium",
+        "expiresAt": "2026-01-02T12:00:00Z",
         "decision": "Pending",
     }
     return _object(
@@ -165,14 +168,15 @@ def template(
 
 
 def metric(name: str = "latency", **fields: Any) -> dict[str, Any]:
-    """One metric of a VerificationTemplate: latency against its baseline."""
-    return {
+    """One metric of a VerificationTemplate: latency against its baseline (a field given as
+    None is left out)."""
+    defaults = {
         "name": name,
         "query": 'latency{deployment="{{target.name}}"}',
         "successCondition": "result <= baseline * 1.10",
         "failureCondition": "result > baseline * 1.25",
-        **fields,
     }
+    return {key: value for key, value in (defaults | fields).items() if value is not None}
 
 
 def deployment(name: str, replicas: int) -> dict[str, Any]:

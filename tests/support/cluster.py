@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import kubernetes
 import yaml
 
 from coordinator.api.common import GROUP, PLANS, VERSION
-from tests.support import examples
+from tests.support import builders, examples
 from tests.support.examples import EXAMPLES, load
 from tests.support.kube import APPROVALS, RECS, Kubectl, Objects, replicas, wait_for
 from tests.support.processes import KEY
@@ -36,7 +37,7 @@ ROLES = {"agent": "optiinfra-agent", "approver": "optiinfra-approver", "viewer":
 
 def bind_users(api: kubernetes.client.ApiClient, namespace: str) -> None:
     """Bind the users agent, approver and viewer to their roles in `namespace`."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)  # dict bodies
     for user, role in ROLES.items():
         rbac.create_namespaced_role_binding(
             namespace,
@@ -69,9 +70,14 @@ def grant_endpoint_secrets(
     for secret in secrets:
         ask = ("auth", "can-i", "get", f"secret/{secret}", "-n", namespace, f"--as={account}")
         wait_for(
-            lambda ask=ask: kubectl(*ask, check=False).stdout.strip() == "yes",
+            functools.partial(allowed, kubectl, ask),
             what=f"the operator to be allowed to read Secret {namespace}/{secret}",
         )
+
+
+def allowed(kubectl: Kubectl, ask: tuple[str, ...]) -> bool:
+    """kubectl auth can-i `ask` answers yes."""
+    return kubectl(*ask, check=False).stdout.strip() == "yes"
 
 
 def opt_in(kubectl: Kubectl, namespace: str) -> None:
@@ -120,16 +126,13 @@ def register_agents(
         "data": {"hmac": base64.b64encode(KEY).decode()},
     }
     endpoints = [
-        {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "AgentEndpoint",
-            "metadata": {"name": agent, "namespace": namespace},
-            "spec": {
-                "url": url,
-                "secretRef": {"name": AGENT_SECRET, "key": "hmac"},
-                "submitters": SUBMITTERS if submitters is None else submitters,
-            },
-        }
+        builders.endpoint(
+            agent,
+            namespace=namespace,
+            url=url,
+            secretRef={"name": AGENT_SECRET, "key": "hmac"},
+            submitters=SUBMITTERS if submitters is None else submitters,
+        )
         for agent in AGENTS
     ]
     template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
@@ -141,10 +144,15 @@ def register_agents(
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *role, *endpoints]))
 
 
+def has_replicas(kubectl: Kubectl, namespace: str, deployment: str, count: str) -> bool:
+    """Deployment `deployment` has `count` replicas."""
+    return replicas(kubectl, namespace, deployment) == int(count)
+
+
 def release_plans(api: kubernetes.client.ApiClient, namespace: str) -> None:
     """A plan left Running holds the operator's finalizer, and its operator is stopped by
     now: let it go, or it (and its namespace) stays Terminating for the cluster's life."""
-    custom = kubernetes.client.CustomObjectsApi(api)
+    custom: Any = kubernetes.client.CustomObjectsApi(api)  # dict bodies
     for plan in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLANS)["items"]:
         if plan["metadata"].get("finalizers"):
             with contextlib.suppress(kubernetes.client.ApiException):
@@ -163,16 +171,14 @@ def reach_example_outcomes(kubectl: Kubectl, e2e_namespace: str, objects: Object
         for command in example.then:
             assert command[0] == "kubectl"
             name = command[3]
-            wait_for(lambda n=name: objects.get(APPROVALS, n), what=f"approval {name}")
+            wait_for(functools.partial(objects.get, APPROVALS, name), what=f"approval {name}")
             kubectl(*command[1:], "-n", e2e_namespace, user="approver")
     for example in examples:
         for name, what, value in example.outcomes:
             if name.startswith("deployment/") and what == "replicas":
                 deployment_name = name.split("/", 1)[1]
                 wait_for(
-                    lambda d=deployment_name, v=value: (
-                        replicas(kubectl, e2e_namespace, d) == int(v)
-                    ),
+                    functools.partial(has_replicas, kubectl, e2e_namespace, deployment_name, value),
                     what=f"{name} to have {value} replicas ({example.path.name})",
                 )
             elif name.startswith("deployment/") and what == "memory-limit":

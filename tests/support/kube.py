@@ -108,7 +108,7 @@ class Objects:
     """Read optiinfra.io objects of one namespace through the admin client."""
 
     def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        self._custom = kubernetes.client.CustomObjectsApi(api)
+        self._custom: Any = kubernetes.client.CustomObjectsApi(api)  # dict bodies
         self.namespace = namespace
 
     def get(self, plural: str, name: str) -> dict[str, Any] | None:

@@ -104,8 +104,53 @@ def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]
     return run
 
 
+class Enqueuing(store_.Store):
+    """A Store whose every answer goes to its reconciler's one enqueue, as
+    ``parts.dispatch.Dispatch`` dispatches it (without the plans' side): the shell's
+    tests apply objects to it as the watch or a write would."""
+
+    reconciler: reconciler_.Reconciler | None = None
+
+    def apply(self, plural: str, raw: Any, **kwargs: Any) -> store_.Change | None:
+        change = super().apply(plural, raw, **kwargs)
+        if change is not None and self.reconciler is not None:
+            self.reconciler.queue.enqueue(change, self)
+        return change
+
+
+async def work(
+    reconciler: reconciler_.Reconciler, started: Callable[[Any], None] = lambda _: None
+) -> None:
+    """The reconciler's workers, as ``parts.dispatch`` runs them, until cancelled: each
+    plan a reconcile gives back to start goes to `started` (its changes were enqueued by
+    the `Enqueuing` store already)."""
+
+    async def worker() -> None:
+        while True:
+            key = await reconciler.queue.get()
+            result = reconciler_.Result()
+            try:
+                result = await reconciler.work(key)
+                for plan in result.to_start:
+                    started(plan)
+            finally:
+                reconciler.queue.done(key, result.writes)
+
+    await asyncio.gather(*(worker() for _ in range(reconciler.workers)))
+
+
+async def until(probe: Callable[[], bool], seconds: float) -> None:
+    """Until `probe()` holds, looked at every 10 ms; fails after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not probe():
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {probe.__doc__ or probe}")
+        await asyncio.sleep(0.01)
+
+
 def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecorder]:
-    store = store_.Store(loader=api.get)
+    store = Enqueuing(loader=api.get)
     recorder = FakeRecorder()
     client = cast(client_.Client, api)
     reconciler = reconciler_.Reconciler(
@@ -115,7 +160,7 @@ def shell(api: FakeApi) -> tuple[store_.Store, reconciler_.Reconciler, FakeRecor
         store=store,
         clock=lambda: NOW,
     )
-    store.listeners.append(reconciler.enqueue)
+    store.reconciler = reconciler
     return store, reconciler, recorder
 
 

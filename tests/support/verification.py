@@ -46,10 +46,9 @@ def tpl(
     name: str, *metrics: dict[str, Any], namespace: str = NS, **spec: Any
 ) -> VerificationTemplate:
     """A template of `metrics` (by default the latency one) on the local Prometheus."""
+    given: dict[str, Any] = {"metrics": list(metrics)} if metrics else {}
     return VerificationTemplate.model_validate(
-        builders.template(
-            name, namespace=namespace, **({"metrics": list(metrics)} if metrics else {}), **spec
-        )
+        builders.template(name, namespace=namespace, **(given | spec))
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from coordinator import check, cli
+from tests.support import builders
 
 Capture = pytest.CaptureFixture[str]
 
@@ -21,24 +22,14 @@ def manifest(
     customer: str = "customer-1",
     **spec: Any,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": metadata,
-        "spec": {
-            "customerId": customer,
-            "agentId": "agent-1",
-            "agentType": "cost",
-            "title": f"Recommendation {name}",
-            "action": "rightsize",
-            "riskLevel": "medium",
-            "affectedResources": list(resources),
-            **spec,
-        },
+    """A medium-risk rightsize by agent-1 of `customer` affecting `resources`."""
+    defaults = {
+        "customerId": customer,
+        "agentId": "agent-1",
+        "action": "rightsize",
+        "affectedResources": list(resources),
     }
+    return builders.recommendation(name, namespace=namespace, **(defaults | spec))
 
 
 def yaml_documents(*documents: Any) -> str:
@@ -497,15 +488,6 @@ def test_step_params_are_checked_as_admission_checks_them(tmp_path: Path, capsys
     ]
 
 
-def policy_doc(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "ApprovalPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 def test_policies_among_the_inputs_apply(capsys: Capture, tmp_path: Path) -> None:
     path = write(
         tmp_path / "all.yaml",
@@ -513,7 +495,7 @@ def test_policies_among_the_inputs_apply(capsys: Capture, tmp_path: Path) -> Non
             manifest("rec-1", "i-1"),
             manifest("rec-2", "i-2", riskLevel="low"),
             manifest("rec-3", "i-3", customer="other"),
-            policy_doc(
+            builders.policy(
                 "strict",
                 selector={"customerIds": ["customer-1"]},
                 approvals={"required": 2, "approvers": [{"group": "sre"}]},
@@ -551,7 +533,7 @@ def test_a_bad_policy_is_refused_naming_the_field(capsys: Capture, tmp_path: Pat
         tmp_path / "p.yaml",
         yaml_documents(
             manifest("rec-1", "i-1"),
-            policy_doc("bad", windows=[{"name": "w", "kind": "Deny", "schedule": "61 * * * *",
+            builders.policy("bad", windows=[{"name": "w", "kind": "Deny", "schedule": "61 * * * *",
                                         "duration": "1h", "timeZone": "Mars/Olympus"}]),
         ),
     )  # fmt: skip

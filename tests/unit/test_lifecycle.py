@@ -25,6 +25,7 @@ from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.core import policy as policies_
+from tests.support import builders
 from tests.support.lifecycle import NOW, POLICY, World, rec, world
 
 
@@ -412,10 +413,7 @@ def test_a_self_dependency_is_reported_as_a_conflict_with_itself() -> None:
 
 
 TWO = ApprovalPolicy.model_validate(
-    {
-        "metadata": {"name": "two"},
-        "spec": {"approvals": {"required": 2}, "expiry": {"medium": "1h"}},
-    }
+    builders.policy("two", approvals={"required": 2}, expiry={"medium": "1h"})
 )
 
 

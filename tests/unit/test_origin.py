@@ -1,9 +1,9 @@
 """Where a change came from decides what it queues: one enqueue function, Origin values.
 
-Every change reaches the work queue through `Reconciler.enqueue` with its origin (the
-Store tells it): an own write to the group being reconciled does not run it again; a
-watched change during a reconcile does, once, afterwards; a listed change waits behind
-a watched one.
+Every change reaches the work queue through `WorkQueue.enqueue` with its origin (the
+Store answers it, dispatch hands it on): an own write to the group being reconciled does
+not run it again; a watched change during a reconcile does, once, afterwards; a listed
+change waits behind a watched one.
 """
 
 from __future__ import annotations
@@ -19,33 +19,33 @@ from coordinator.core import approval as policy_
 from coordinator.core.origin import Origin, waits
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from tests.support import builders
+from tests.support.shell import Enqueuing
 
 NS = "team-a"
 
 
 def raw(name: str, rv: int, customer: str = "c1") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "uid": f"uid-{name}",
-            "resourceVersion": str(rv),
-        },
-        "spec": {"customerId": customer},
-    }
+    """Recommendation `name` of team-a at resourceVersion `rv`."""
+    return builders.recommendation(
+        name,
+        namespace=NS,
+        metadata={"uid": f"uid-{name}", "resourceVersion": str(rv)},
+        customerId=customer,
+    )
 
 
 def enqueued() -> tuple[store_.Store, reconciler_.Reconciler]:
     """A Store whose changes go to the reconciler's one enqueue function (no API server:
     nothing here reconciles, only the queue is looked at)."""
-    store = store_.Store()
+    store = Enqueuing()
     reconciler = reconciler_.Reconciler(
         client=cast(client_.Client, None),
         recorder=cast(events_.Recorder, None),
         policy=policy_.ApprovalPolicy(),
         store=store,
     )
-    store.listeners.append(reconciler.enqueue)
+    store.reconciler = reconciler
     return store, reconciler
 
 

@@ -24,6 +24,8 @@ from tests.support.shell import (
     in_loop,
     rec_body,
     shell,
+    until,
+    work,
 )
 
 # --- the reconciler's actions ---------------------------------------------------------
@@ -124,18 +126,15 @@ async def test_a_failing_reconcile_is_retried_with_backoff_and_then_succeeds() -
         return await real(*args, **kwargs)
 
     api.patch_status = flaky  # type: ignore[method-assign]
-    started: list[str] = []
 
-    async def start(plan: Any) -> None:
-        started.append(plan.metadata.name)
+    def written() -> bool:
+        """Recommendation a has its status written."""
+        record = store.record(RECOMMENDATIONS, (NS, "a"))
+        return record is not None and bool(record.phase)
 
-    written = asyncio.Event()
-    store.listeners.append(
-        lambda plural, record, *_: plural == RECOMMENDATIONS and record.phase and written.set()
-    )
-    task = asyncio.create_task(reconciler.run(start))
+    task = asyncio.create_task(work(reconciler))
     try:
-        await asyncio.wait_for(written.wait(), 5)
+        await until(written, 5)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -161,11 +160,7 @@ async def _reconciles_until_idle(
         return await real(key)
 
     reconciler.reconcile = counted  # type: ignore[method-assign]
-
-    async def start(_: Any) -> None:
-        pass
-
-    task = asyncio.create_task(reconciler.run(start))
+    task = asyncio.create_task(work(reconciler))
     try:
         await asyncio.sleep(0)
         await asyncio.wait_for(reconciler.queue.idle(), 5)
@@ -253,3 +248,27 @@ async def _settle_and_change(
     a = store.recommendation((NS, "a"))
     assert a is not None
     assert a.phase.value == "Expired"
+
+
+@in_loop
+async def test_a_deleted_recommendation_leaves_what_the_reconciler_remembers_of_it() -> None:
+    """The settled inputs are kept per group: a recommendation deleted is forgotten at the
+    group's next reconcile, and a group with none left is forgotten whole."""
+    api = FakeApi()
+    store, reconciler, _ = shell(api)
+    for name, resource in (("a", "web"), ("b", "db")):
+        store.apply(
+            RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name, resources=(resource,)))
+        )
+    await reconciler.reconcile((NS, "c1"))
+    await reconciler.reconcile((NS, "c1"))  # both settled now
+    uids = {name: store.record(RECOMMENDATIONS, (NS, name)) for name in ("a", "b")}
+    assert set(reconciler._settled[(NS, "c1")]) == {r.uid for r in uids.values() if r}
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "a")], deleted=True)
+    await reconciler.reconcile((NS, "c1"))
+    b = uids["b"]
+    assert b is not None
+    assert set(reconciler._settled[(NS, "c1")]) == {b.uid}
+    store.apply(RECOMMENDATIONS, api.objects[(RECOMMENDATIONS, NS, "b")], deleted=True)
+    await reconciler.reconcile((NS, "c1"))
+    assert (NS, "c1") not in reconciler._settled

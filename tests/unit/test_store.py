@@ -13,6 +13,7 @@ import pytest
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import APPROVALS, ENDPOINTS, PLANS, RECOMMENDATIONS
+from coordinator.core.origin import Origin
 from coordinator.executors import endpoints as endpoints_
 from coordinator.k8s import client as client_
 from tests.support.fakeapi import FakeApi
@@ -87,13 +88,11 @@ def test_a_dependency_that_has_not_succeeded_holds_the_plan() -> None:
 
 def test_a_fresh_listing_removes_what_went_while_the_watch_was_away() -> None:
     api, store = FakeApi(), store_.Store()
-    told: list[tuple[str, bool]] = []
-    store.listeners.append(lambda plural, record, deleted, _: told.append((record.name, deleted)))
     for name in ("a", "b"):
         store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body(name)))
-    store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
+    gone = store.resync(RECOMMENDATIONS, lambda ns: ns == NS, {(NS, "a")})
     assert store.names_in(NS) == {"a"}
-    assert told[-1] == ("b", True)
+    assert [(c.record.name, c.deleted, c.origin) for c in gone] == [("b", True, Origin.LISTED)]
     assert dict(store.phases) == {"Pending": 1}
 
 

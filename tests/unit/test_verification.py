@@ -187,9 +187,7 @@ def test_no_data_is_never_successful(reading: Reading) -> None:
 
 
 def test_a_success_only_metric_fails_when_it_does_not_hold() -> None:
-    m = metric(failureCondition=None, count=1)
-    del m["failureCondition"]
-    checks = checks_of(tpl("t", m))
+    checks = checks_of(tpl("t", metric(failureCondition=None, count=1)))
     status = run(checks, [Reading(value=2.0)])
     assert status.phase is VerificationPhase.FAILED
     assert "not successCondition result <= baseline * 1.10 (result 2, baseline 1)" in (

@@ -1,6 +1,6 @@
 """Where a change of an object came from, as a value passed with the change.
 
-Every change reaches the work queue through one function (``Reconciler.enqueue``) with
+Every change reaches the work queue through one function (``WorkQueue.enqueue``) with
 its `Origin`: what a listing shows (start-up, a relist, the deletions a fresh listing
 finds) waits behind what changes now (`waits`); a watch event and the answer of the
 operator's own write go ahead. An own write never runs the reconcile that wrote it

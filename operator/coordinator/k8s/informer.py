@@ -47,15 +47,17 @@ WATCH_SECONDS: Final = 300
 
 
 class Sink(Protocol):
-    """Where an event source hands each object (``parts.dispatch.Dispatch``)."""
+    """Where an event source hands each object (``parts.dispatch.Dispatch``, which puts
+    it in the Store and dispatches the change: nothing comes back here)."""
 
     def deliver(
         self, plural: str, raw: Mapping[str, Any], *, deleted: bool, origin: Origin
     ) -> None: ...
 
-
-Resync = Callable[[str, Callable[[str], bool], set[tuple[str, str]]], None]
-"""(plural, which namespaces were listed, the keys listed)."""
+    def unlisted(
+        self, plural: str, namespaces: Callable[[str], bool], seen: set[tuple[str, str]]
+    ) -> None:
+        """A fresh listing of `plural` in `namespaces` ended: the keys it showed."""
 
 
 class _GoneError(Exception):
@@ -79,7 +81,6 @@ class Informer:
         plurals: Sequence[str],
         namespaces: Sequence[str],
         sink: Sink,
-        resync: Resync,
         listed: asyncio.Event,
     ) -> None:
         # Watches hold their connections: a client of their own, beside the operator's pool.
@@ -88,7 +89,6 @@ class Informer:
         self._plurals = tuple(plurals)
         self._scopes, self._wanted = scopes(namespaces)
         self._sink = sink
-        self._resync = resync
         self._stopping = threading.Event()
         self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,7 +178,7 @@ class Informer:
             if not token:
                 version = str(meta.get("resourceVersion") or "")
                 wanted = self._wanted if namespace is None else (lambda ns: ns == namespace)
-                self._call(self._resync, plural, wanted, seen)
+                self._call(self._sink.unlisted, plural, wanted, seen)
                 return version
 
     def _watch(self, plural: str, namespace: str | None, version: str) -> str:

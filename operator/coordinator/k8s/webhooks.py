@@ -57,6 +57,7 @@ HOOKS: Final = (
     Hook(id="approval-check", plural=common.APPROVALS, mutating=False, operations=("UPDATE",)),
     Hook(id="recommendation-stamp", plural=common.RECOMMENDATIONS, mutating=True),
     Hook(id="recommendation-check", plural=common.RECOMMENDATIONS, mutating=False),
+    Hook(id="template-check", plural=common.TEMPLATES, mutating=False),
 )
 """The admission webhooks; each id names its hook in ``coordinator.handlers.admission``."""
 SERVICE: Final = (defaults.OPERATOR_NAMESPACE, NAME, defaults.WEBHOOK_SERVICE_PORT)

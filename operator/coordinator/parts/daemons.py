@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from coordinator import outbox as outbox_
 from coordinator import runner as runner_
 from coordinator import store as store_
 from coordinator.api.common import FINALIZER, PLANS
@@ -57,6 +58,7 @@ class Daemons:
         self,
         *,
         store: store_.Store,
+        outbox: outbox_.Outbox,
         client: client_.Client,
         runner: runner_.PlanRunner,
         leading: asyncio.Event,
@@ -65,6 +67,8 @@ class Daemons:
         background: Background,
     ) -> None:
         self._store = store
+        self._outbox = outbox
+        """Where the finalizer patches' answers go: the Store, then dispatch."""
         self._client = client
         self._runner = runner
         self._leading = leading
@@ -176,17 +180,18 @@ class Daemons:
                 }
             }
             try:
-                self._store.own_write(PLANS, await self._client.patch(PLANS, namespace, name, body))
+                raw = await self._client.patch(PLANS, namespace, name, body)
+                self._outbox.own_write(PLANS, raw)
                 return
             except client_.ApiException as exc:
                 if exc.status == 404:
                     return
                 if exc.status != 409:
                     raise
-            raw = await self._client.get(PLANS, namespace, name)
-            if raw is None:
+            latest = await self._client.get(PLANS, namespace, name)
+            if latest is None:
                 return
-            self._store.apply(PLANS, raw)
+            self._outbox.read(PLANS, latest)
 
     async def stop(self) -> None:
         """At exit: each daemon finishes or leaves its step (STEP_GRACE_SECONDS); running
