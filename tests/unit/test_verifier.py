@@ -16,18 +16,19 @@ from typing import Any, cast
 
 import pytest
 
-from coordinator import plugin, usecases, verifier
+from coordinator import plangate, plugin, usecases, verifier
 from coordinator import runner as runner_
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS, TEMPLATES
 from coordinator.api.defaults import Backoff
 from coordinator.api.plan import ExecutionPlan, Executor, PlanPhase, Step, StepPhase
 from coordinator.api.verification import MeasurementPhase, PrometheusProvider, VerificationPhase
 from coordinator.core import plan as plan_
-from coordinator.core.verification import SKIP_BASELINE_ANNOTATION, Reading
+from coordinator.core.verification import SKIP_BASELINE_ANNOTATION, Reading, over_window
 from coordinator.executors import StepContext
 from coordinator.k8s import access
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.parts import daemons
 from tests.support import builders
 from tests.support.callers import NAMESPACE as CALLER_NS
 from tests.support.callers import FakeCaller
@@ -190,7 +191,7 @@ def test_the_baseline_is_recorded_before_the_first_step_runs() -> None:
     assert plan.status.verification.templates == ["latency"]
     assert plan.status.steps[0].phase is StepPhase.RUNNING
     assert setup.executor.executed == []  # recorded in the same write that starts the plan
-    assert setup.source.asked == ['avg_over_time((latency{deployment="workers"})[30m:])']
+    assert setup.source.asked == ['avg_over_time((latency{deployment="workers"})[30m:30s])']
 
 
 def test_a_plan_without_its_baseline_waits_pending_naming_the_metric_and_retries_later() -> None:
@@ -378,3 +379,16 @@ def test_the_plugin_passes_skip_baseline_to_the_start(monkeypatch: pytest.Monkey
             "spec": {"suspend": False},
         }
     ]
+
+
+def test_a_short_baseline_window_is_averaged_at_one_second_points() -> None:
+    """Without a resolution the subquery takes Prometheus's evaluation interval (1m):
+    a 10s window would then have no point at all."""
+    assert over_window("q", "10s") == "avg_over_time((q)[10s:1s])"
+    assert over_window("q", "2h") == "avg_over_time((q)[2h:120s])"
+
+
+def test_a_verifying_plan_is_driven_and_counted_as_in_flight() -> None:
+    """Fails before: a plan restarted while Verifying had no daemon, and stayed so."""
+    assert PlanPhase.VERIFYING.value in daemons.STARTED
+    assert PlanPhase.VERIFYING.value in plangate._IN_FLIGHT

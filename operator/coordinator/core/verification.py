@@ -259,9 +259,17 @@ def render(query: str, *, namespace: str, spec: RecommendationSpec) -> str:
     return query
 
 
+WINDOW_POINTS: Final = 60
+"""How many points a window's average is taken over (its subquery's resolution)."""
+
+
 def over_window(query: str, window: str) -> str:
-    """The query's average over the last ``window`` (a PromQL subquery)."""
-    return f"avg_over_time(({query})[{window}:])"
+    """The query's average over the last ``window`` (a PromQL subquery) at ``WINDOW_POINTS``
+    points (at least a second apart). The resolution is explicit: a subquery without one
+    uses Prometheus's evaluation interval (1m by default), which over a short window
+    gives no point at all."""
+    step = max(1, int(parse_duration(window).total_seconds()) // WINDOW_POINTS)
+    return f"avg_over_time(({query})[{window}:{step}s])"
 
 
 # --- the measurements ------------------------------------------------------------------------
