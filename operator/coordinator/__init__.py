@@ -79,6 +79,10 @@ The shell, from the bottom up:
     windows, the budget), and the ApprovalPolicies' notifications of what it decided.
 ``coordinator.runner``
     One plan: next move (``core.plan``) -> persist -> execute -> persist.
+``coordinator.verifier``
+    For the runner: the verification moves of a plan, with their I/O (the baseline before
+    the first step, the measurements due after the last, the ``<plan>-verify`` approval);
+    the decisions are ``core.verification``'s.
 ``coordinator.parts``
     The parts of the running operator, each one job with ``start`` and ``stop``:
     ``signals`` (the one owner of SIGTERM/SIGINT: they set the one stop event, kopf's

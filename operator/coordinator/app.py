@@ -48,6 +48,8 @@ from coordinator.parts import starts as starts_
 from coordinator.parts import webhooks as webhooks_
 from coordinator.parts.config import Config
 from coordinator.parts.webhooks import HOOKS, WebhooksNotInForceError
+from coordinator.providers.prometheus import Prometheus
+from coordinator.verifier import Verifier
 
 __all__ = ["CLEANUP_SECONDS", "HOOKS", "Config", "Operator", "WebhooksNotInForceError"]
 
@@ -116,8 +118,13 @@ class Operator:
         self.reconciler.notifications.send = self.notifier.send
         self.reconciler.notifications.lead = timedelta(seconds=config.notify_expiring_before)
         self.recorder.yield_to = self.reconciler.queue.idle
+        prometheus = Prometheus(self.client.read_secret_key, policy=config.endpoint_addresses)
         self.runner = runner_.PlanRunner(
             client=self.client,
+            verifier=Verifier(
+                client=self.client,
+                query=lambda p, q, ns, t: prometheus.query(p, q, namespace=ns, template=t),
+            ),
             submitter=self.facts.submitter_of,
             writer=self.writer,
             recorder=self.recorder,

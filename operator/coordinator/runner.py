@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from coordinator import metrics
+from coordinator import verifier as verifier_
 from coordinator.api.common import API_VERSION, PLANS
 from coordinator.api.plan import (
     ExecutionPlan,
@@ -52,7 +53,6 @@ from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
 
-WAIT_RECHECK_SECONDS: Final = 30.0
 START_ATTEMPTS: Final = 5
 """Tries of a transient error when starting a plan (no daemon yet to stop it): ~3 s."""
 START_CONFLICT_ROUNDS: Final = 5
@@ -102,8 +102,10 @@ class PlanRunner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         writer: status_.StatusWriter | None = None,
         submitter: Callable[[str, str], tuple[str | None, tuple[str, ...]]] | None = None,
+        verifier: verifier_.Verifier | None = None,
     ) -> None:
         self.client = client
+        self.verifier = verifier or verifier_.Verifier(client=client, query=None, clock=clock)
         self.submitter = submitter or (lambda namespace, name: (None, ()))
         """(namespace, recommendation) -> who submitted it and their groups (the stamps)."""
         self.writer = writer or status_.StatusWriter(client)
@@ -156,9 +158,7 @@ class PlanRunner:
         """The steps and the first move of a plan without a status; None on a conflict."""
         initial = plan_.initial_status(plan.spec)
         ready, why = dependencies
-        move = plan_.next_move(
-            spec=plan.spec, status=initial, now=self.clock(), dependencies_ready=ready
-        )
+        move = await self.verifier.next_move(plan, plan.spec, initial, ready=ready)
         match move:
             case plan_.Advance(status=new):
                 pass
@@ -207,7 +207,7 @@ class PlanRunner:
                 if isinstance(move, plan_.Done):
                     return move.phase
                 if isinstance(move, plan_.Wait):
-                    await wake(WAIT_RECHECK_SECONDS)
+                    await wake(self.verifier.pause(move))
         except retrying_.StoppedError:
             pass
         except _SupersededError as exc:
@@ -245,7 +245,7 @@ class PlanRunner:
         """
         status = current.status or plan_.initial_status(current.spec)
         ready, why = dependencies
-        move = plan_.next_move(spec=spec, status=status, now=self.clock(), dependencies_ready=ready)
+        move = await self.verifier.next_move(current, spec, status, ready=ready)
         submitter, groups = self.submitter(current.metadata.namespace, current.spec.recommendation)
         context = StepContext(
             namespace=current.metadata.namespace,

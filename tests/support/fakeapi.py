@@ -68,6 +68,14 @@ class FakeApi:
         found = self.objects.get((plural, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
+    async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        self.gets.append((plural, ""))
+        return [
+            copy.deepcopy(obj)
+            for (kind, ns, _), obj in sorted(self.objects.items())
+            if (kind, ns) == (plural, namespace)
+        ]
+
     async def patch_status(
         self,
         plural: str,

@@ -84,7 +84,7 @@ def test_queries_are_filled_in_and_averaged_for_the_baseline() -> None:
     query = 'x{ns="{{namespace}}",k="{{target.kind}}",n="{{target.name}}",c="{{customerId}}"}'
     (check,) = checks_of(tpl("t", metric(query=query), baseline={"window": "15m"}))
     assert check.query == 'x{ns="team-a",k="Deployment",n="workers",c="acme"}'
-    assert check.baseline_query == f"avg_over_time(({check.query})[15m:])"
+    assert check.baseline_query == f"avg_over_time(({check.query})[15m:15s])"
 
 
 @pytest.mark.parametrize("customer", ['acme"} or vector(0) #', "acme corp", "a{b}", "acme\nx"])

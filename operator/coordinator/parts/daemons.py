@@ -1,6 +1,6 @@
 """The plan driver: one daemon per started plan, from the Store.
 
-A plan that is started (Running, RollingBack) has a daemon while this process runs: it
+A plan that is started (Running, Verifying, RollingBack) has a daemon while this process runs: it
 puts the plan's finalizer on (so that a plan whose recommendation is deleted mid-run is
 rolled back before it goes), drives the plan with the runner while this replica leads
 (`drive_plan`), and takes the finalizer off once the plan has ended; pending and ended
@@ -36,7 +36,11 @@ DELETION_GRACE_SECONDS: Final = 120.0
 before its daemon is cancelled and its finalizer taken off."""
 DAEMON_RETRY_SECONDS: Final = 5.0
 """A plan daemon that failed (a bug, an error no retry covered) runs again after this."""
-STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
+STARTED: Final = frozenset(
+    {PlanPhase.RUNNING.value, PlanPhase.VERIFYING.value, PlanPhase.ROLLING_BACK.value}
+)
+"""The phases of a plan that is driven: its daemon holds it (Verifying: measured until the
+verification ends, coordinator.verifier)."""
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +93,8 @@ class Daemons:
             waker.set()
 
     def supervise(self, record: store_.Record, deleted: bool) -> None:
-        """A plan changed: run its daemon while it is started (Running, RollingBack), tell
+        """A plan changed: run its daemon while it is started (Running, Verifying,
+        RollingBack), tell
         it when the plan is being deleted, take the finalizer off once it has ended.
 
         The daemon holds the plan with a finalizer, so that a plan whose recommendation
@@ -267,13 +272,13 @@ class Daemons:
                     continue
                 if drive.done() and not drive.cancelled() and drive.exception() is not None:
                     raise drive.exception()  # type: ignore[misc]
-                if not stopped() and drive.result() in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                if not stopped() and drive.result() in STARTED:
                     # Another writer moved the plan (a former leader's late write): look
                     # again once the watch has shown it, rather than leave it until a restart.
                     await wake(STEP_GRACE_SECONDS)
                     continue
                 break
-            if deleted() and latest().status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+            if deleted() and latest().status_phase in STARTED:
                 # Deleted while running (its recommendation left Git): roll back before it goes.
                 await self._runner.drive(
                     latest(),
