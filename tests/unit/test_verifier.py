@@ -107,22 +107,14 @@ class Setup:
         self.api.put(RECOMMENDATIONS, rec)
         metric = builders.metric(interval=f"{INTERVAL}s", count=3)
         self.api.put(TEMPLATES, builders.template(namespace=NS, metrics=list(metrics) or [metric]))
-        plan = {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "ExecutionPlan",
-            "metadata": {
-                "name": NAME,
-                "namespace": NS,
-                "uid": UID,
-                "annotations": annotations or {},
-            },
-            "spec": {
-                "recommendation": NAME,
-                "customerId": "customer-1",
-                "suspend": False,
-                "steps": [{"name": n, "action": n, "executor": "simulated"} for n in ("a", "b")],
-            },
-        }
+        plan = builders.plan(
+            NAME,
+            namespace=NS,
+            metadata={"uid": UID, "annotations": annotations or {}},
+            customerId="customer-1",
+            suspend=False,
+            steps=[{"name": n, "action": n, "executor": "simulated"} for n in ("a", "b")],
+        )
         self.api.put(PLANS, plan)
         self.executor = Steps()
         self.runner = self.new_runner()
@@ -146,12 +138,12 @@ class Setup:
             ),
         )
 
-    def plan(self) -> ExecutionPlan:
+    def current(self) -> ExecutionPlan:
         return self.api.plan(NS, NAME)
 
     async def start(self) -> ExecutionPlan:
-        await self.runner.start(self.plan(), dependencies=(True, ""))
-        return self.plan()
+        await self.runner.start(self.current(), dependencies=(True, ""))
+        return self.current()
 
     async def drive(self, *, until: Any = lambda plan: False) -> PlanPhase:
         async def wake(seconds: float) -> None:
@@ -159,10 +151,10 @@ class Setup:
             self.clock.now += timedelta(seconds=max(seconds, 1.0))
 
         return await self.runner.drive(
-            self.plan(),
+            self.current(),
             latest=functools.partial(self.api.plan, NS, NAME),
             dependencies=lambda: (True, ""),
-            stopped=lambda: self.wakes > 40 or until(self.plan()),
+            stopped=lambda: self.wakes > 40 or until(self.current()),
             wake=wake,
         )
 
@@ -237,7 +229,7 @@ def test_a_plan_no_template_selects_runs_unverified() -> None:
     setup = Setup(Source(baseline=0.2))
     del setup.api.objects[(TEMPLATES, NS, "latency")]
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
-    plan = setup.plan()
+    plan = setup.current()
     assert plan.status is not None
     assert plan.status.verification is None
     assert setup.source.asked == []
@@ -249,7 +241,7 @@ def test_a_plan_no_template_selects_runs_unverified() -> None:
 def test_a_change_whose_metric_holds_succeeds_with_its_measurements() -> None:
     setup = Setup(Source(baseline=0.2, after=[0.2, 0.21, 0.19]))
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
-    plan = setup.plan()
+    plan = setup.current()
     measured = _measurements(plan)
     assert [m.value for m in measured] == [0.2, 0.21, 0.19]
     assert [m.phase for m in measured] == [MeasurementPhase.SUCCESSFUL] * 3
@@ -265,7 +257,7 @@ def test_a_change_whose_metric_holds_succeeds_with_its_measurements() -> None:
 def test_a_regression_rolls_the_steps_back_saying_metric_value_baseline_and_condition() -> None:
     setup = Setup(Source(baseline=0.2, after=[0.5]))
     assert run(setup.drive()) is PlanPhase.ROLLED_BACK
-    plan = setup.plan()
+    plan = setup.current()
     assert setup.executor.undone == ["b", "a"]  # reverse order
     message = plan.status.message if plan.status else ""
     for part in (METRIC, "result 0.5", "baseline 0.2", "result > baseline * 1.25"):
@@ -286,13 +278,13 @@ def test_no_data_asks_a_person_who_keeps_the_change() -> None:
     assert approval["spec"]["recommendation"] == NAME
     message = approval["status"]["message"]
     assert f"{METRIC}: [error, error, error] baseline 0.2 -> Inconclusive" in message
-    assert len(_measurements(setup.plan())) == 3
+    assert len(_measurements(setup.current())) == 3
     approval["spec"]["decision"] = "Approved"
     setup.api.bump((APPROVALS, NS, f"{NAME}-verify"))
     setup.wakes = 0
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
     assert setup.executor.undone == []
-    assert "kept by decision" in (setup.plan().status.message or "")  # type: ignore[union-attr]
+    assert "kept by decision" in (setup.current().status.message or "")  # type: ignore[union-attr]
     assert setup.api.objects[(APPROVALS, NS, f"{NAME}-verify")]["status"]["phase"] == "Approved"
 
 
@@ -317,7 +309,7 @@ def test_a_dry_run_metric_is_measured_and_never_decides() -> None:
     ]
     setup = Setup(Source(baseline=0.2, after=[0.2]), metrics=metrics)
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
-    plan = setup.plan()
+    plan = setup.current()
     errors = _measurements(plan, "latency/errors")
     assert [m.phase for m in errors] == [MeasurementPhase.FAILED]  # it failed: measured no more
     assert [m.phase for m in _measurements(plan)] == [MeasurementPhase.SUCCESSFUL] * 2
@@ -336,7 +328,7 @@ def test_a_restarted_operator_resumes_the_schedule_from_status() -> None:
     setup.clock.now += timedelta(seconds=3)  # the restart takes a while
     setup.runner, setup.wakes = setup.new_runner(), 0
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
-    measured = _measurements(setup.plan())
+    measured = _measurements(setup.current())
     times = [m.at for m in measured]
     assert len(times) == 3 == len(set(times))
     assert (times[2] - times[1]).total_seconds() >= INTERVAL
