@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
-import yaml
 
 import e2e
 from coordinator.api import defaults
@@ -73,7 +72,6 @@ EXPECTED_EVENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "RollbackFailed": ("StepSucceeded", "RollbackFailed"),
 }
 """The step Events a step's final phase implies (a rolled-back step succeeded first)."""
-OPERATOR_SA: Final = ("optiinfra-system", "optiinfra-coordinator")
 LEASE: Final = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]
 SCENARIOS: Final = ("kills", "expiry", "apiserver", "etcd", "replicas", "bursts")
 RESULTS: Final = REPO / "bench" / "results"
@@ -138,33 +136,12 @@ def kubectl_binary() -> str:
 def operator_kubeconfig(admin: Path) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount of manifests/, with
     exactly the rights they give it (as tests/cluster/conftest.py's operator_kubeconfig)."""
-    kubectl = kubectl_binary()
-    env = {**os.environ, "KUBECONFIG": str(admin)}
-    manifests = REPO / "manifests"
-    for name in ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml"):
-        subprocess.run(
-            [kubectl, "apply", "-f", str(manifests / name)],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-    namespace, account = OPERATOR_SA
-    token = subprocess.run(
-        [kubectl, "create", "token", account, "-n", namespace, "--duration=24h"],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    config = yaml.safe_load(admin.read_text())
-    user = f"system:serviceaccount:{namespace}:{account}"
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = user
-    path = WORK / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return localproc.operator_kubeconfig(
+        admin=admin,
+        kubectl=kubectl_binary(),
+        manifests=REPO / "manifests",
+        out=WORK / "operator.kubeconfig",
+    )
 
 
 # --- what the plans went through ------------------------------------------------------

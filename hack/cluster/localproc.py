@@ -24,9 +24,50 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
+import yaml
+
 from coordinator.core import webhook as protocol
 
 T = TypeVar("T")
+
+OPERATOR_SA = ("optiinfra-system", "optiinfra-coordinator")
+"""The operator's ServiceAccount in manifests/ (namespace, name)."""
+OPERATOR_MANIFESTS = (
+    "namespace.yaml",
+    "serviceaccount.yaml",
+    "operator-rbac.yaml",
+    "executor-role.yaml",
+    "local-webhooks-role.yaml",
+)
+"""What an operator run outside the cluster is granted: the ServiceAccount's rights of
+manifests/, and (it serves its webhooks from 127.0.0.1) local-webhooks-role.yaml."""
+
+
+def operator_kubeconfig(*, admin: Path, kubectl: Path | str, manifests: Path, out: Path) -> Path:
+    """Write `out`: a kubeconfig that authenticates as the operator's ServiceAccount (a
+    token from `kubectl create token`) with exactly the rights manifests/ gives it
+    (OPERATOR_MANIFESTS, applied as `admin`), so that the tests, chaos and the benchmarks
+    prove the ClusterRole by running the operator under it."""
+    env = {**os.environ, "KUBECONFIG": str(admin)}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [str(kubectl), *args], check=True, env=env, capture_output=True, text=True
+        )
+        return done.stdout
+
+    for name in OPERATOR_MANIFESTS:
+        run("apply", "-f", str(manifests / name))
+    namespace, account = OPERATOR_SA
+    token = run("create", "token", account, "-n", namespace, "--duration=24h").strip()
+    config = yaml.safe_load(admin.read_text())
+    user = f"system:serviceaccount:{namespace}:{account}"
+    config["users"] = [{"name": user, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = user
+    out.write_text(yaml.safe_dump(config))
+    out.chmod(0o600)
+    return out
 
 
 def free_port() -> int:

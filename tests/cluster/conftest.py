@@ -14,14 +14,13 @@ from pathlib import Path
 import flux as localflux
 import kubernetes
 import localcluster
+import localproc
 import prometheus as localprometheus
 import pytest
-import yaml
 
 from tests.support.cluster import (
     E2E_LABEL,
     E2E_PREFIX,
-    OPERATOR_SA,
     REPO,
     SHORT_EXPIRY,
     bind_users,
@@ -74,23 +73,12 @@ def operator_kubeconfig(
     """A kubeconfig that authenticates as the operator's ServiceAccount (a token from
     `kubectl create token`), with exactly the rights manifests/ gives it: the tests prove
     the ClusterRole by running the operator under it, not by reading it."""
-    manifests = REPO / "manifests"
-    # The operators of the tests run outside the cluster (local webhooks): they are also
-    # granted local-webhooks-role.yaml. The executor's rights are per namespace (opt_in).
-    names = ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml", "executor-role.yaml")
-    for name in (*names, "local-webhooks-role.yaml"):
-        kubectl("apply", "-f", str(manifests / name))
-    namespace, account = OPERATOR_SA
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    user = f"system:serviceaccount:{namespace}:{account}"
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = user
-    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return localproc.operator_kubeconfig(
+        admin=cluster.kubeconfig,
+        kubectl=cluster.bin_dir / "kubectl",
+        manifests=REPO / "manifests",
+        out=tmp_path_factory.mktemp("operator-identity") / "kubeconfig",
+    )
 
 
 @pytest.fixture(scope="session")

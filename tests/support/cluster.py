@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import localproc
 import yaml
 
 from coordinator.api.common import GROUP, PLANS, VERSION
@@ -28,7 +29,7 @@ SHORT_EXPIRY = "8s"
 """--expiry-critical of the shared operator: critical approvals expire quickly in tests."""
 
 
-OPERATOR_SA = ("optiinfra-system", "optiinfra-coordinator")
+OPERATOR_SA = localproc.OPERATOR_SA
 """The operator's ServiceAccount in manifests/: every operator of the tests runs as it."""
 
 
