@@ -5,6 +5,8 @@ calibration."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -389,3 +391,19 @@ def test_calibrated_ranking_orders_by_backed_savings(
 def test_an_agent_without_history_is_ranked_on_its_estimate() -> None:
     a = _agent_rec("rec-a", "new-agent", 100.0)
     assert verification.calibrated_rank(a, {}) == conflicts.rank(a)
+
+
+def test_the_operator_imports_the_cel_library_only_for_a_condition() -> None:
+    """The CEL package imports its command line (typer, rich, prompt_toolkit: 14 MB of
+    RSS) with itself; an operator without VerificationTemplates never loads it."""
+    probe = (
+        "import sys, coordinator.app, coordinator.handlers, coordinator.core.verification\n"
+        "assert 'cel' not in sys.modules, 'imported at start'\n"
+        "from coordinator.core import cel\n"
+        "assert cel.problem('result < baseline') is None\n"
+        "assert 'cel' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
