@@ -545,12 +545,16 @@ def test_the_templates_that_would_verify_each_recommendation_are_listed(
     capsys: Capture, tmp_path: Path
 ) -> None:
     target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    shrink: dict[str, Any] = {
+        "action": "scale_down",
+        "parameters": {"replicas": 1},
+        "target": target,
+    }
     path = write(
         tmp_path / "all.yaml",
         yaml_documents(
-            manifest("rec-1", "i-1", target=target, action="scale_down", parameters={"replicas": 1}),
-            manifest("rec-2", "i-2", customer="other", target=target, action="scale_down",
-                     parameters={"replicas": 1},
+            manifest("rec-1", "i-1", **shrink),
+            manifest("rec-2", "i-2", customer="other", **shrink,
                      verification={"templates": ["extra", "missing"]}),
             builders.template("latency", selector={"customerIds": ["customer-1"]}),
             builders.template("extra", selector={"customerIds": ["nobody"]},
