@@ -1,8 +1,8 @@
 """The synthetic workload metrics an example asks for, played into a metrics fixture.
 
 An example whose VerificationTemplate reads Prometheus says which gauges the metrics fixture
-(``prometheus.MetricsFixture``, scraped by a real Prometheus) must serve, one comment line
-each::
+(``prometheus.MetricsFixture``, scraped by a real Prometheus: ``prometheus.serving``) must
+serve, one comment line each::
 
     # gauge: NAME LABEL=VALUE ... VALUE            a constant
     # gauge: NAME LABEL=VALUE ... VALUE/replicas   VALUE divided by the replicas the
@@ -22,13 +22,27 @@ import dataclasses
 import re
 import threading
 from collections.abc import Callable, Iterator
-
-import prometheus
+from typing import Protocol
 
 ADDRESS = "http://127.0.0.1:9090"
 """The Prometheus address the examples are written with (Prometheus's default port)."""
 PERIOD = 0.5
 _LINE = re.compile(r"^# gauge: (\S+) ((?:\S+=\S+ )+)(\S+)$")
+
+
+class Fixture(Protocol):
+    """What is played into: ``prometheus.MetricsFixture``."""
+
+    def set(self, name: str, value: float, **labels: str) -> None: ...
+
+    def remove(self, name: str, **labels: str) -> None: ...
+
+
+class Server(Protocol):
+    """The Prometheus that scrapes the fixture: ``prometheus.Prometheus``."""
+
+    @property
+    def url(self) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +83,7 @@ def with_address(text: str, url: str) -> str:
 
 @contextlib.contextmanager
 def feeding(
-    fixture: prometheus.MetricsFixture,
+    fixture: Fixture,
     wanted: list[Gauge],
     *,
     namespace: str,

@@ -14,7 +14,6 @@ from typing import Any
 
 import examplemetrics
 import kubernetes
-import prometheus as localprometheus
 import yaml
 
 from coordinator.api.common import GROUP, PLANS, VERSION
@@ -169,7 +168,7 @@ def reach_example_outcomes(
     kubectl: Kubectl,
     e2e_namespace: str,
     objects: Objects,
-    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
+    prometheus: tuple[examplemetrics.Server, examplemetrics.Fixture],
     api: kubernetes.client.ApiClient,
 ) -> None:
     """Apply examples/ (their Prometheus address: `prometheus`'s, the gauges they ask for
