@@ -3,7 +3,9 @@
 Runs with KUBECONFIG pointing at the cluster and the pinned kubectl first on PATH (the
 Makefile sets both). Starts the operator for the demo namespace, applies examples/ in
 order, approves and rejects with kubectl patch, shows what happened, stops the operator.
-The cluster stays up afterwards so you can look around.
+For example 12 it starts a real Prometheus (built on demand, hack/cluster/prometheus.py)
+scraping the example's synthetic latencies (hack/cluster/examplemetrics.py), and stops it
+after. The cluster stays up afterwards so you can look around.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import kubernetes
 import yaml
 
 from coordinator.api.common import GROUP, RECOMMENDATIONS
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
+import examplemetrics  # noqa: E402
 import localproc  # noqa: E402
+import prometheus as localprometheus  # noqa: E402
 
 NAMESPACE = "optiinfra-demo"
 APPROVER = "kubectl --kubeconfig .cluster/kubeconfig-approver"
@@ -256,9 +261,51 @@ def story(agent: localproc.AgentProcess) -> None:
     run(f"{k} get rec rec-015 rec-016 -o custom-columns=NAME:.metadata.name,WHY:.status.message")
     run(f"kubectl optiinfra -n {NAMESPACE} why rec-015")
 
+    verified(k)
+
     say("Everything at a glance")
     run(f"{k} get optiinfra")
     run(f"{k} describe rec rec-010")
+
+
+def verified(k: str) -> None:
+    """Example 12: two scale_downs verified against a real Prometheus; one regresses."""
+    say("12: every change checked against its metrics; a regression rolls back by itself")
+    example = REPO / "examples" / "12-verified-scale-down.yaml"
+    text = example.read_text()
+    apps = kubernetes.client.AppsV1Api(
+        kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    )
+
+    def asked(name: str) -> int | None:
+        try:
+            found: int | None = apps.read_namespaced_deployment(name, NAMESPACE).spec.replicas
+        except kubernetes.client.ApiException:
+            return None
+        return found
+
+    directory = REPO / ".cluster" / "prometheus-demo"
+    shutil.rmtree(directory, ignore_errors=True)
+    print("$ prometheus --config.file=... (a real Prometheus; the latencies are synthetic)")
+    wanted = examplemetrics.gauges(text)
+    with (
+        localprometheus.serving(directory) as (server, fixture),
+        examplemetrics.feeding(fixture, wanted, namespace=NAMESPACE, replicas=asked),
+    ):
+        copy = REPO / ".cluster" / "demo-12-verified-scale-down.yaml"
+        copy.write_text(examplemetrics.with_address(text, server.url))
+        print(f"   (at {server.url}: the example's 127.0.0.1:9090 is replaced by it)")
+        run(f"{k} apply -f {copy.relative_to(REPO)}")
+        run(f"{k} get verificationtemplates")
+        wait_phase("rec", "rec-020", "RolledBack")
+        wait_phase("rec", "rec-021", "Succeeded")
+        run(f"kubectl optiinfra -n {NAMESPACE} plan rec-020")
+        run(f"kubectl optiinfra -n {NAMESPACE} plan rec-021")
+        run(f"{k} get deployment checkout reports")
+        say("12: the outcomes")
+        for name in ("rec-020", "rec-021"):
+            path = "{.status.phase}: {.status.message}"
+            print(f"{name} {run(f'{k} get rec {name} -o jsonpath={path!r}', show=False)}")
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ class Operator:
                 Executor.WEBHOOK: WebhookExecutor(self.endpoints, post=post),
             },
         )
+        self.runner.on_events = lambda plan, events: self.reconciler.notifications.plan_events(
+            self.store, plan, events
+        )
         self.elector = (
             lease_.Elector(
                 self.api,

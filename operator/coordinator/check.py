@@ -18,6 +18,10 @@ to the recommendations of its namespace that it selects, combined most-restricti
 the approvals required, who may decide, the expiry, autoApprove, and whether an approved
 plan could start at the time of the check (``--at``, default now) or waits for a window
 or a budget. So a pull request that changes a policy shows its effect.
+
+VerificationTemplates among the input files are listed for the recommendations they would
+verify (``core.verification.select``, the verifier's own choice): ``verification`` in JSON,
+a VERIFIED-BY column in the table.
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ from coordinator import policyflags
 from coordinator.api.common import format_time
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.api.verification import VerificationTemplate
 from coordinator.core import approval, catalogue, conflicts
 from coordinator.core import policy as policies_
+from coordinator.core import verification as verification_
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +58,9 @@ class Decision:
     merged: policies_.Merged = policies_.DEFAULT
     start: policies_.Gate = dataclasses.field(default_factory=policies_.Go)
     """Whether an approved plan could start at the time of the check (windows, budget)."""
+    verification: verification_.Selection | None = None
+    """The VerificationTemplates that would verify it; None when the input has none and it
+    names none."""
 
     def to_json(self) -> dict[str, Any]:
         """The entry of ``coordinator check -o json`` (see the API); with ``policies``,
@@ -81,6 +90,12 @@ class Decision:
                 ]
             },
         }
+        if self.verification is not None:
+            entry["verification"] = {
+                "templates": list(self.verification.templates),
+                "metrics": [check.name for check in self.verification.checks],
+                "problems": list(self.verification.problems),
+            }
         if self.merged.policies:  # what the ApprovalPolicies that select it add
             entry["approval"]["approvals"] = self.merged.required
             entry["approval"]["approvers"] = policies_.who_may_decide(self.merged.approver_sets)
@@ -109,11 +124,12 @@ def decide(
     *,
     policy: approval.ApprovalPolicy,
     policies: Sequence[ApprovalPolicy] = (),
+    templates: Sequence[VerificationTemplate] = (),
     now: datetime | None = None,
 ) -> list[Decision]:
     """What the operator will decide for each recommendation, as ``read`` gives them
-    (without status: all are new), under the ApprovalPolicies of their namespaces. Sorted
-    by namespace, customer and name.
+    (without status: all are new), under the ApprovalPolicies of their namespaces, and
+    which of `templates` would verify it. Sorted by namespace, customer and name.
     """
     at = now or datetime(2000, 1, 1, tzinfo=UTC)
     by_namespace: dict[str, list[ApprovalPolicy]] = collections.defaultdict(list)
@@ -155,6 +171,8 @@ def decide(
             # Whether it could start at `at`, given windows alone (the budget depends on
             # what runs then; check knows nothing running).
             start = policies_.window_gate(merged.windows, now=at) if merged.windows else None
+            selection = verification_.select(templates, recommendation, risk=assessment.risk)
+            verified = templates or selection.problems
             decisions.append(
                 Decision(
                     recommendation,
@@ -164,6 +182,7 @@ def decide(
                     expiry,
                     merged,
                     start or policies_.Go(),
+                    selection if verified else None,
                 )
             )
     return decisions
@@ -187,7 +206,12 @@ def table(decisions: Sequence[Decision]) -> str:
     """The decisions as a table for people, columns aligned as kubectl aligns them."""
     with_policies = any(decision.merged.policies for decision in decisions)
     columns = (*COLUMNS, "POLICIES", "START") if with_policies else COLUMNS
-    rows = [columns, *(_row(d, with_policies=with_policies) for d in decisions)]
+    verified = any(decision.verification is not None for decision in decisions)
+    columns = (*columns, "VERIFIED-BY") if verified else columns
+    rows = [
+        columns,
+        *((*_row(d, with_policies=with_policies), *_verified(d, verified)) for d in decisions),
+    ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(columns))]
     return "".join(
         "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -219,6 +243,17 @@ def _row(decision: Decision, *, with_policies: bool = False) -> tuple[str, ...]:
         return row
     start = "now" if isinstance(decision.start, policies_.Go) else decision.start.reason
     return (*row, ",".join(decision.merged.policies) or NONE, start)
+
+
+def _verified(decision: Decision, shown: bool) -> tuple[str, ...]:
+    """The VERIFIED-BY cell (when the column is shown): the templates, or why not."""
+    if not shown:
+        return ()
+    selection = decision.verification
+    if selection is None:
+        return (NONE,)
+    cell = ",".join(selection.templates) or NONE
+    return (cell + (" (problems: see -o json)" if selection.problems else ""),)
 
 
 def _conflicts_cell(verdict: conflicts.Verdict) -> str:
@@ -278,7 +313,7 @@ def _time(text: str) -> datetime:
 
 def run(arguments: argparse.Namespace) -> int:
     """Run ``coordinator check`` with parsed arguments: 0, or 1 when the input is invalid."""
-    found, policies, problems = manifests_.read_all(arguments.paths)
+    found, policies, templates, problems = manifests_.read_all(arguments.paths)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -288,6 +323,7 @@ def run(arguments: argparse.Namespace) -> int:
         [m.recommendation for m in found],
         policy=policyflags.policy_from(arguments),
         policies=policies,
+        templates=templates,
         now=arguments.at or datetime.now(UTC),
     )
     if arguments.output == "json":

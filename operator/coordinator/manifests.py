@@ -1,4 +1,5 @@
-"""Manifests read from files and folders: the Recommendations and ApprovalPolicies in them.
+"""Manifests read from files and folders: the Recommendations, ApprovalPolicies and
+VerificationTemplates in them.
 
 For ``coordinator check``. Each document is validated with the API models (and the params
 of each step, as the admission webhook does); every problem is one message naming the
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 import pydantic
 import yaml
@@ -19,12 +20,16 @@ import yaml
 from coordinator.api.common import API_VERSION
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
+from coordinator.api.verification import VerificationTemplate
 from coordinator.core import admission, catalogue
 from coordinator.core import policy as policies_
+from coordinator.core import verification as verification_
 
 SUFFIXES: Final = (".yaml", ".yml", ".json")
 KIND: Final = "Recommendation"
 POLICY_KIND: Final = "ApprovalPolicy"
+TEMPLATE_KIND: Final = "VerificationTemplate"
+_Admin = TypeVar("_Admin", ApprovalPolicy, VerificationTemplate)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,23 +48,52 @@ def read(paths: Sequence[str]) -> tuple[list[Manifest], list[str]]:
     whatever its name. Documents that are not Recommendations of this API version, and
     empty ones, are skipped. The status of a Recommendation is dropped unread.
     """
-    manifests, _, problems = read_all(paths)
-    return manifests, problems
+    found = read_all(paths)
+    return found.manifests, found.problems
 
 
-def read_all(paths: Sequence[str]) -> tuple[list[Manifest], list[ApprovalPolicy], list[str]]:
-    """``read``, and the ApprovalPolicies found among the same files."""
+class Contents(NamedTuple):
+    """Everything ``read_all`` found."""
+
+    manifests: list[Manifest]
+    policies: list[ApprovalPolicy]
+    templates: list[VerificationTemplate]
+    problems: list[str]
+
+
+def read_all(paths: Sequence[str]) -> Contents:
+    """``read``, and the ApprovalPolicies and VerificationTemplates found among the same
+    files (each validated as admission validates it)."""
     manifests: list[Manifest] = []
     policies: list[ApprovalPolicy] = []
+    templates: list[VerificationTemplate] = []
     problems: list[str] = []
     seen: dict[tuple[str, str], str] = {}
     for file in _files(paths, problems):
         documents = list(_documents(file, problems))
         for where, document in documents:
             origin = file if len(documents) == 1 and not where.item else f"{file} ({where})"
-            found = _policy(document, origin=origin, problems=problems)
+            found = _admin(
+                document,
+                ApprovalPolicy,
+                POLICY_KIND,
+                origin=origin,
+                problems=problems,
+                check=_windows,
+            )
             if found is not None:
                 policies.append(found)
+                continue
+            template = _admin(
+                document,
+                VerificationTemplate,
+                TEMPLATE_KIND,
+                origin=origin,
+                problems=problems,
+                check=_template,
+            )
+            if template is not None:
+                templates.append(template)
                 continue
             manifest = _manifest(document, origin=origin, problems=problems)
             if manifest is None:
@@ -73,7 +107,7 @@ def read_all(paths: Sequence[str]) -> tuple[list[Manifest], list[ApprovalPolicy]
                 continue
             seen[key] = origin
             manifests.append(manifest)
-    return manifests, policies, problems
+    return Contents(manifests, policies, templates, problems)
 
 
 def _of_kind(document: Any, kind: str) -> dict[str, Any] | None:
@@ -88,30 +122,47 @@ def _of_kind(document: Any, kind: str) -> dict[str, Any] | None:
     return {key: value for key, value in document.items() if key != "status"}
 
 
-def _policy(document: Any, *, origin: str, problems: list[str]) -> ApprovalPolicy | None:
-    """An ApprovalPolicy document, validated (its windows too); None for other kinds (and
-    for an invalid one, with the problems)."""
-    document = _of_kind(document, POLICY_KIND)
+def _admin(
+    document: Any,
+    model: type[_Admin],
+    kind: str,
+    *,
+    origin: str,
+    problems: list[str],
+    check: Callable[[_Admin], list[str]],
+) -> _Admin | None:
+    """A document of an admin's `kind` (ApprovalPolicy, VerificationTemplate), validated
+    by the model and by `check` (the fields the admission webhook checks, each problem
+    naming its field); None for other kinds (and for an invalid one, with the problems)."""
+    document = _of_kind(document, kind)
     if document is None:
         return None
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
-    what = f"{POLICY_KIND} {name or 'without a name'}"
+    what = f"{kind} {name or 'without a name'}"
     try:
-        found = ApprovalPolicy.model_validate(document)
+        found = model.model_validate(document)
     except pydantic.ValidationError as error:
         problems.extend(
             f"{origin}: {what}: {_field(problem['loc'])}{problem['msg']}"
             for problem in error.errors()
         )
         return None
-    bad = [
-        f"{origin}: {what}: spec.windows[{index}]: {problem}"
-        for index, window in enumerate(found.spec.windows)
-        if (problem := policies_.window_problem(window))
-    ]
+    bad = [f"{origin}: {what}: {problem}" for problem in check(found)]
     problems.extend(bad)
     return None if bad else found
+
+
+def _windows(policy: ApprovalPolicy) -> list[str]:
+    return [
+        f"spec.windows[{index}]: {problem}"
+        for index, window in enumerate(policy.spec.windows)
+        if (problem := policies_.window_problem(window))
+    ]
+
+
+def _template(template: VerificationTemplate) -> list[str]:
+    return verification_.template_problems(template.spec)
 
 
 def _files(paths: Sequence[str], problems: list[str]) -> Iterator[str]:

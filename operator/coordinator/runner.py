@@ -20,7 +20,7 @@ Events (which ones: ``core.planevents``): each transition event is named after t
 uid and the transition (see ``coordinator.k8s.events``). When the runner starts driving a
 plan, and when it sees a plan that ended lately, it records again every event the stored
 status implies: those already posted are answered 409 and not duplicated, those a crash
-lost are posted.
+lost are posted. The events of its own writes (never replays) also go to ``on_events``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ START_ATTEMPTS: Final = 5
 START_CONFLICT_ROUNDS: Final = 5
 REPLAY_WINDOW: Final = timedelta(minutes=10)
 """Ended plans whose events are recorded again when seen: those that ended this lately
-(a restart soon after a crash). Older ones are left alone: a restart with thousands of
-ended plans does not post thousands of events again."""
+(a crash may have lost them); a restart does not post again the events of old plans."""
 
 
 def _wait_text(message: str, ready: bool, why: str) -> str:
@@ -68,8 +67,7 @@ def _wait_text(message: str, ready: bool, why: str) -> str:
 
 
 def _moved(read: ExecutionPlanStatus | None, stored: ExecutionPlanStatus | None) -> bool:
-    """Whether another writer moved the plan: its phase, or a step's phase or start, is
-    not what this runner read."""
+    """Whether another writer moved the plan (its phase, a step's phase or start)."""
     if read is None or stored is None:
         return (read is None) != (stored is None)
     if read.phase is not stored.phase:
@@ -114,6 +112,7 @@ class PlanRunner:
         self.executors = executors
         self.clock = clock
         self.sleep = sleep
+        self.on_events: Callable[[ExecutionPlan, list[planevents.PlanEvent]], None] | None = None
 
     async def start(
         self,
@@ -379,7 +378,9 @@ class PlanRunner:
         if raw is None:  # nothing changed
             return current
         written = ExecutionPlan.model_validate(raw)
-        self._record(current, planevents.transition_events(old, new))
+        self._record(current, events := planevents.transition_events(old, new))
+        if self.on_events is not None:  # the notifications (coordinator.app)
+            self.on_events(current, events)
         _observe(current, old, new)
         return written
 

@@ -10,6 +10,8 @@ import json
 import urllib.request
 from typing import Any
 
+import kubernetes
+import prometheus as localprometheus
 import yaml
 
 from tests.support import Kubectl, wait_for
@@ -313,9 +315,13 @@ def test_transitions_are_recorded_as_events(
 
 
 def test_every_example_reaches_the_outcome_its_comment_states(
-    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
+    api: kubernetes.client.ApiClient,
 ) -> None:
-    reach_example_outcomes(kubectl, e2e_namespace, objects)
+    reach_example_outcomes(kubectl, e2e_namespace, objects, prometheus, api)
 
 
 def test_prometheus_metrics_are_served(

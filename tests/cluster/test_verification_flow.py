@@ -135,6 +135,14 @@ def test_a_regression_rolls_back_and_says_why(scene: Scene) -> None:
     steps = done["status"]["steps"]
     assert [s["phase"] for s in steps] == ["RolledBack", "RolledBack"]
     assert steps[1]["rolledBackAt"] <= steps[0]["rolledBackAt"]  # in reverse order
+    # kubectl optiinfra plan: the verification window with its baseline and measurements.
+    shown = optiinfra(scene.kubectl, scene.namespace, "plan", "rec-v", user="viewer")
+    assert shown.returncode == 0, shown.stderr
+    verify = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("verify"))
+    assert "x" in verify.split("|")[1]  # the failed measurement on the bar
+    assert "| Failed (" in verify
+    assert f"{METRIC}: Failed, baseline 0.2" in shown.stdout
+    assert " 0.5 Failed " in shown.stdout
 
 
 @pytest.mark.timeout(150)

@@ -8,16 +8,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import examplemetrics
 import kubernetes
 import localproc
 import yaml
 
 from coordinator.api.common import GROUP, PLANS, VERSION
 from tests.support import builders, examples
-from tests.support.examples import EXAMPLES, load
+from tests.support.examples import load
 from tests.support.kube import APPROVALS, RECS, Kubectl, Objects, replicas, wait_for
 from tests.support.processes import KEY
 
@@ -163,11 +165,42 @@ def release_plans(api: kubernetes.client.ApiClient, namespace: str) -> None:
                 )  # fmt: skip
 
 
-def reach_example_outcomes(kubectl: Kubectl, e2e_namespace: str, objects: Objects) -> None:
-    """Apply examples/, run each one's `then` commands as the approver, and wait until
-    every outcome its comments state is reached."""
+def reach_example_outcomes(
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    prometheus: tuple[examplemetrics.Server, examplemetrics.Fixture],
+    api: kubernetes.client.ApiClient,
+) -> None:
+    """Apply examples/ (their Prometheus address: `prometheus`'s, the gauges they ask for
+    played into its metrics fixture: ``examplemetrics``), run each one's `then` commands
+    as the approver, and wait until every outcome its comments state is reached."""
+    server, fixture = prometheus
     examples = load()
-    kubectl("apply", "-n", e2e_namespace, "-f", str(EXAMPLES))
+    wanted = [g for e in examples for g in examplemetrics.gauges(e.path.read_text())]
+    apps = kubernetes.client.AppsV1Api(api)
+
+    def asked(name: str) -> int | None:
+        try:
+            found: int | None = apps.read_namespaced_deployment(name, e2e_namespace).spec.replicas
+        except kubernetes.client.ApiException:
+            return None
+        return found
+
+    with (
+        examplemetrics.feeding(fixture, wanted, namespace=e2e_namespace, replicas=asked),
+        tempfile.TemporaryDirectory() as copies,
+    ):
+        for example in examples:
+            copy = Path(copies) / example.path.name
+            copy.write_text(examplemetrics.with_address(example.path.read_text(), server.url))
+        kubectl("apply", "-n", e2e_namespace, "-f", copies)
+        _reach(kubectl, e2e_namespace, objects, examples)
+
+
+def _reach(
+    kubectl: Kubectl, e2e_namespace: str, objects: Objects, examples: list[examples.Example]
+) -> None:
     for example in examples:
         for command in example.then:
             assert command[0] == "kubectl"

@@ -539,3 +539,59 @@ def test_a_bad_policy_is_refused_naming_the_field(capsys: Capture, tmp_path: Pat
     )  # fmt: skip
     problems = run_invalid(capsys, "-f", path)
     assert any("ApprovalPolicy bad: spec.windows[0]: window w:" in p for p in problems), problems
+
+
+def test_the_templates_that_would_verify_each_recommendation_are_listed(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    shrink: dict[str, Any] = {
+        "action": "scale_down",
+        "parameters": {"replicas": 1},
+        "target": target,
+    }
+    path = write(
+        tmp_path / "all.yaml",
+        yaml_documents(
+            manifest("rec-1", "i-1", **shrink),
+            manifest("rec-2", "i-2", customer="other", **shrink,
+                     verification={"templates": ["extra", "missing"]}),
+            builders.template("latency", selector={"customerIds": ["customer-1"]}),
+            builders.template("extra", selector={"customerIds": ["nobody"]},
+                              metrics=[builders.metric("errors")]),
+        ),
+    )  # fmt: skip
+    by_name = {entry["name"]: entry for entry in run_json(capsys, "-f", path)}
+    assert by_name["rec-1"]["verification"] == {
+        "templates": ["latency"],
+        "metrics": ["latency/latency"],
+        "problems": [],
+    }
+    second = by_name["rec-2"]["verification"]
+    assert second["templates"] == ["extra"]  # named by the recommendation, not selecting it
+    assert second["problems"] == [
+        "VerificationTemplate missing (spec.verification.templates) does not exist"
+    ]
+    assert check.main(["-f", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "VERIFIED-BY" in table
+    assert "extra (problems: see -o json)" in table
+    # Without templates in the input, neither the field nor the column.
+    alone = write(tmp_path / "one" / "rec.yaml", yaml_documents(manifest("rec-1", "i-1")))
+    assert "verification" not in run_json(capsys, "-f", alone)[0]
+
+
+def test_a_template_admission_would_refuse_is_refused_naming_the_field(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    bad = builders.metric(successCondition="result <=", query="up{x='{{target.nme}}'}")
+    path = write(
+        tmp_path / "t.yaml",
+        yaml_documents(manifest("rec-1", "i-1"), builders.template("bad", metrics=[bad])),
+    )
+    problems = run_invalid(capsys, "-f", path)
+    assert any(
+        "VerificationTemplate bad: spec.metrics[0].query: unknown placeholder {{target.nme}}" in p
+        for p in problems
+    ), problems
+    assert any("VerificationTemplate bad: spec.metrics[0].successCondition:" in p for p in problems)

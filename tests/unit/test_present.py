@@ -221,3 +221,52 @@ def test_short_steps_are_placed_by_their_duration_not_whole_seconds() -> None:
     assert placed == {"a": (0.0, 200.0, None), "b": (200.0, 800.0, None)}
     bars = [line.split("|")[1] for line in present.timeline(plan, now=NOW, width=8)[1:]]
     assert bars == ["##      ", "  ######"]
+
+
+def test_the_timeline_shows_the_baseline_and_each_measurement_in_the_verifying_window() -> None:
+    def measured(second: int, value: float | None, phase: str, message: str) -> dict[str, Any]:
+        at = f"2026-01-02T12:00:{second:02d}Z"
+        return {"at": at, "value": value, "phase": phase, "message": message}
+
+    plan = builders.plan(
+        "p",
+        steps=[{"name": "scale"}],
+        status={
+            "phase": "RollingBack",
+            "startedAt": "2026-01-02T12:00:00Z",
+            "steps": [{"name": "scale", "phase": "Succeeded", "durationMs": 10000,
+                       "startedAt": "2026-01-02T12:00:00Z"}],
+            "verification": {
+                "phase": "Failed",
+                "startedAt": "2026-01-02T12:00:10Z",
+                "finishedAt": "2026-01-02T12:00:40Z",
+                "message": "lat/p99: 0.45 (baseline 0.2) met result > baseline * 1.5",
+                "baseline": {"lat/p99": 0.2},
+                "metrics": [{"name": "lat/p99", "phase": "Failed", "measurements": [
+                    measured(20, 0.21, "Successful", "result <= baseline * 1.1"),
+                    measured(30, None, "Error", "no data"),
+                    measured(40, 0.45, "Failed", "result > baseline * 1.5"),
+                ]}],
+            },
+        },
+    )  # fmt: skip
+    window = present.verification(plan, now=NOW)
+    assert window is not None
+    assert (window["phase"], window["start"], window["end"]) == ("Failed", 10000, 40000)
+    assert [m["at"] for m in window["metrics"][0]["measurements"]] == [20000, 30000, 40000]
+    lines = present.timeline(plan, now=NOW, width=40)
+    bars = {line.split()[0]: line.split("|")[1] for line in lines[1:] if "|" in line}
+    assert bars["scale"] == "#" * 10 + " " * 30  # the axis runs to the verification's end
+    assert bars["verify"] == " " * 10 + "=" * 10 + "+" + "=" * 9 + "e" + "=" * 8 + "x"
+    text = "\n".join(lines)
+    assert "| Failed (lat/p99: 0.45 (baseline 0.2) met result > baseline * 1.5)" in text
+    assert "lat/p99: Failed, baseline 0.2" in text
+    assert "+10s 0.21 Successful result <= baseline * 1.1" in text
+    assert "+20s no data Error no data" in text
+    assert "+30s 0.45 Failed result > baseline * 1.5" in text
+
+
+def test_a_plan_without_a_baseline_has_no_verification_window() -> None:
+    plan = builders.plan("p", status={"phase": "Running", "startedAt": "2026-01-02T12:00:00Z"})
+    assert present.verification(plan, now=NOW) is None
+    assert not any("verify" in line for line in present.timeline(plan, now=NOW))

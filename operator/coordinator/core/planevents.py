@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from coordinator.api.plan import ExecutionPlanStatus, PlanPhase, StepPhase
+from coordinator.api.verification import VerificationPhase
 
 _STEP_EVENTS: Final[Mapping[StepPhase, tuple[str, str]]] = {
     StepPhase.SUCCEEDED: ("StepSucceeded", "Normal"),
@@ -26,6 +27,11 @@ _PLAN_EVENTS: Final[Mapping[PlanPhase, tuple[str, str]]] = {
     PlanPhase.ROLLED_BACK: ("RolledBack", "Warning"),
     PlanPhase.FAILED: ("Failed", "Warning"),
 }
+_VERIFICATION_EVENTS: Final[Mapping[VerificationPhase, str]] = {
+    VerificationPhase.FAILED: "VerificationFailed",
+    VerificationPhase.INCONCLUSIVE: "VerificationInconclusive",
+}
+"""The verification outcomes that have an event (and a notification: ``core.policy``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,7 +70,24 @@ def transition_events(old: ExecutionPlanStatus | None, new: ExecutionPlanStatus)
         events.append(
             PlanEvent(reason, type_, new.message or new.phase.value, _phase_key(new.phase))
         )
-    return events
+    return [*_verification_events(old, new), *events]
+
+
+def _verification_events(
+    old: ExecutionPlanStatus | None, new: ExecutionPlanStatus
+) -> list[PlanEvent]:
+    """VerificationFailed or VerificationInconclusive once the verification reaches it (a
+    verification reaches each phase at most once); the message names the metrics and why."""
+    before = old.verification.phase if old and old.verification else None
+    verification = new.verification
+    phase = verification.phase if verification is not None else None
+    if verification is None or phase is None or phase is before:
+        return []
+    reason = _VERIFICATION_EVENTS.get(phase)
+    if reason is None:
+        return []
+    message = f"Verification {phase.value}: {verification.message or 'no detail'}"
+    return [PlanEvent(reason, "Warning", message, f"verification|{phase.value}")]
 
 
 def implied_events(status: ExecutionPlanStatus) -> list[PlanEvent]:

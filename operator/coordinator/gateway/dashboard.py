@@ -1,5 +1,5 @@
 """The read-only dashboard: its page, and the state it draws (per customer, the conflict
-graph, the approval queue and the plans), read as the caller."""
+graph, the approval queue and the plans with their verification), read as the caller."""
 
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ async def state(request: web.Request) -> web.Response:
         shaped["timeline"] = {
             "span_ms": span,
             "steps": {n: {"start": a, "end": b, "undone": c} for n, (a, b, c) in placed.items()},
+            "verification": present.verification(plan, now=now),
         }
         group(str((plan.get("spec") or {}).get("customerId")))["plans"].append(shaped)
     return web.json_response(
