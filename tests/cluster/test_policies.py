@@ -419,3 +419,62 @@ def test_two_of_three_with_reasons_by_kubectl_patch_and_by_the_plugin(
     assert proc.returncode == 0, proc.stderr
     rejected = objects.wait_phase(APPROVALS, "rec-r3", "Rejected")
     assert rejected["status"]["reason"] == "not during the freeze"
+
+
+VOTE_PATHS = [
+    (decision, reason, way)
+    for decision in ("Approved", "Rejected")
+    for reason in ("checked the graphs", None)
+    for way in ("kubectl patch", "plugin")
+    if (decision, reason, way) != ("Rejected", None, "plugin")
+]
+"""Every path of the mutating webhook's patch for a first vote under 2-of-3 (the plugin
+asks a rejection for its reason: `reject` without --reason ends before any request)."""
+
+
+def test_every_first_vote_path_leaves_a_spec_the_api_server_accepts(
+    people: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    deciders: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Approve and reject, with and without a reason, by kubectl patch and by the plugin:
+    the API server validates the webhook's JSON patch against the schema (a null written
+    into a non-nullable field is refused), so each call must succeed and its vote be
+    recorded with its reason; an approval stays Pending, a rejection decides at once."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    ns = e2e_namespace
+    apply(people, ns, TWO_OF_THREE)
+    for index, (decision, reason, way) in enumerate(VOTE_PATHS):
+        name = f"rec-v{index}"
+        apply(people, ns, recommendation(name), user="agent")
+        wait_policies(objects, name, ["two-of-three"])
+        objects.wait_phase(APPROVALS, name, "Pending")
+        if way == "kubectl patch":
+            vote = {"decision": decision} | ({"reason": reason} if reason else {})
+            proc = patch_approval(people, ns, name, {"spec": vote}, user="bob")
+        else:
+            verb = "approve" if decision == "Approved" else "reject"
+            extra = ["--reason", reason] if reason else []
+            proc = people("optiinfra", verb, name, "-n", ns, *extra, user="bob", check=False)
+        case = (decision, reason, way)
+        assert proc.returncode == 0, (case, proc.stderr)
+        assert "Invalid value" not in proc.stderr, (case, proc.stderr)
+        expected = "Pending" if decision == "Approved" else "Rejected"
+        voted = wait_for(
+            lambda name=name: (  # type: ignore[misc]
+                approval
+                if (approval := objects.get(APPROVALS, name) or {})
+                .get("status", {})
+                .get("responses")
+                else None
+            ),
+            what=f"the vote of {case} in status.responses",
+        )
+        responses = [(r["user"], r.get("reason")) for r in voted["status"]["responses"]]
+        assert responses == [("bob", reason)], case
+        assert objects.wait_phase(APPROVALS, name, expected)["spec"].get("reason", "") is not None
+    refused = people("optiinfra", "reject", "rec-v0", "-n", ns, user="carol", check=False)
+    assert refused.returncode == 2
+    assert "--reason" in refused.stderr

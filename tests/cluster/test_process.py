@@ -204,6 +204,71 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     objects.wait_phase(PLANS, "rec-after", "Succeeded")
 
 
+def test_a_write_the_moment_a_start_reports_webhooks_registered_is_stamped(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    """Issue 22: after a stop took the webhooks out, a start's "admission webhooks
+    registered" once came seconds before the API server applied them, and writes in that
+    window were admitted unstamped. The start now reports it only after a server-side
+    dry-run came back stamped, so a write at once, on every start, is stamped."""
+    objects = Objects(api, own_namespace)
+    for start in range(3):
+        process = own_operator(f"start-{start}")
+        apply(kubectl, own_namespace, recommendation(f"rec-at-once-{start}", riskLevel="low"))
+        created = objects.get("recommendations", f"rec-at-once-{start}")
+        assert created is not None
+        annotations = created["metadata"].get("annotations") or {}
+        assert "optiinfra.io/submitted-by" in annotations, (start, annotations)
+        process.stop()  # a graceful stop takes the webhooks out: the next start's window
+
+
+def test_an_unstamped_recommendation_is_not_trusted_until_it_is_updated(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written while no webhook covered its namespace, a recommendation has no submitter
+    stamp: no policy approves it, a person's decision on it is refused naming the remedy,
+    and a condition says so; after the remedy (an update: a `kubectl apply` of the same
+    file sends nothing), it is stamped."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    objects = Objects(api, own_namespace)
+    document = recommendation("rec-unstamped", riskLevel="medium")
+    apply(kubectl, own_namespace, document)  # no operator, no webhooks here yet
+    own_operator("op")
+
+    def admitted() -> dict[str, Any] | None:
+        rec = objects.get("recommendations", "rec-unstamped") or {}
+        conditions = rec.get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Admitted"), None)
+
+    condition = wait_for(admitted, what="the Admitted condition")
+    assert (condition["status"], condition["reason"]) == ("False", "NotStamped")
+    remedy = "kubectl annotate recommendation rec-unstamped optiinfra.io/resubmitted=1 --overwrite"
+    assert remedy in condition["message"]
+    objects.wait_phase("approvals", "rec-unstamped", "Pending")
+    refused = kubectl("optiinfra", "approve", "rec-unstamped", "-n", own_namespace, check=False)
+    assert refused.returncode != 0
+    assert remedy in refused.stderr, refused.stderr
+    assert objects.phase("approvals", "rec-unstamped") == "Pending"
+    stored = objects.get("recommendations", "rec-unstamped") or {}
+    assert "optiinfra.io/submitted-by" not in (stored["metadata"].get("annotations") or {})
+
+    kubectl(*remedy.split()[1:], "-n", own_namespace)  # the remedy the messages name
+    wait_for(
+        lambda: (admitted() or {}).get("reason") == "Stamped",
+        what="the recommendation stamped after it was applied again",
+    )
+    stamped = objects.get("recommendations", "rec-unstamped") or {}
+    assert stamped["metadata"]["annotations"]["optiinfra.io/submitted-by"]
+    objects.wait_phase("approvals", "rec-unstamped", "Pending")  # a person still decides
+
+
 # --- replicas: one acts, the other stands by and takes over --------------------------------
 
 

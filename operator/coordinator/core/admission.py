@@ -34,6 +34,7 @@ from coordinator.api.endpoint import AgentEndpointSpec
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.api.verification import VerificationTemplate
+from coordinator.core import approval as approval_
 from coordinator.core import catalogue, steps, verification
 from coordinator.core import policy as policy_
 
@@ -178,10 +179,8 @@ def check_decision(
         rec = new.spec.recommendation
         return (
             f"recommendation {rec} was not stamped by the admission webhooks (who submitted it "
-            f"is unknown), so approval {name} cannot be decided: its submitter re-applies it "
-            "(kubectl apply with any change, or kubectl annotate recommendation "
-            f"{rec} optiinfra.io/resubmitted=1 --overwrite), which stamps it; then another "
-            "person decides"
+            f"is unknown), so approval {name} cannot be decided: {approval_.resubmit_hint(rec)}; "
+            "then another person decides"
         )
     if submitter is not None and submitter == user:
         return (

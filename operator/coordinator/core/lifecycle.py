@@ -539,7 +539,7 @@ def _status(
                 reason="Stamped" if admitted else "NotStamped",
                 message="The admission webhooks stamped its submitter"
                 if admitted
-                else policy_.NOT_ADMITTED,
+                else policy_.not_admitted(rec.metadata.name),
                 generation=rec.metadata.generation,
                 now=now,
             )
