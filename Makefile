@@ -34,10 +34,10 @@ build/.installed: pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@mkdir -p build && touch $@
 
-lint: build/.installed ## ruff, mypy --strict, import-linter layer contracts
+lint: build/.installed ## ruff, mypy --strict (the package and tests/support), import-linter layer contracts
 	$(VENV)/bin/ruff check operator tests bench hack
 	$(VENV)/bin/ruff format --check operator tests bench hack
-	$(VENV)/bin/mypy operator/coordinator
+	$(VENV)/bin/mypy operator/coordinator tests/support
 	$(VENV)/bin/lint-imports
 
 fmt: build/.installed ## format the code

@@ -42,13 +42,9 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -56,7 +52,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
-import yaml
 
 import e2e
 from coordinator.api import defaults
@@ -65,6 +60,8 @@ from coordinator.api.common import APPROVALS, GROUP, PLANS, RECOMMENDATIONS, VER
 REPO: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack" / "cluster"))
 import localcluster  # noqa: E402
+import localproc  # noqa: E402
+import planwatch  # noqa: E402
 
 ENDED: Final = frozenset({"Succeeded", "Failed", "RolledBack"})
 STEP_REASONS: Final = frozenset({"StepSucceeded", "StepFailed", "StepRolledBack", "RollbackFailed"})
@@ -75,7 +72,6 @@ EXPECTED_EVENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "RollbackFailed": ("StepSucceeded", "RollbackFailed"),
 }
 """The step Events a step's final phase implies (a rolled-back step succeeded first)."""
-OPERATOR_SA: Final = ("optiinfra-system", "optiinfra-coordinator")
 LEASE: Final = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]
 SCENARIOS: Final = ("kills", "expiry", "apiserver", "etcd", "replicas", "bursts")
 RESULTS: Final = REPO / "bench" / "results"
@@ -102,10 +98,6 @@ class Operator(e2e.OperatorProcess):
             args=args,
         )
         self.name = name
-        self.ready_port = e2e.free_port()
-        self.command[self.command.index("--readiness=")] = (
-            f"--readiness=http://127.0.0.1:{self.ready_port}/readyz"
-        )
         self.starts = 0
 
     def start(self, *, timeout: float = 90) -> Operator:
@@ -113,28 +105,6 @@ class Operator(e2e.OperatorProcess):
         self.log = WORK / f"{self.name}-{self.starts}.log"
         super().start(timeout=timeout)
         return self
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no clean-up, as a node failure would."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        if self._out is not None:
-            self._out.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def readiness(self) -> tuple[int, str]:
-        """(status, text) of /readyz; (0, why) when it does not answer."""
-        url = f"http://127.0.0.1:{self.ready_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read().decode()
-        except OSError as exc:
-            return 0, str(exc)
 
     def acting(self) -> bool:
         return self.readiness() == (200, "acting\n")
@@ -146,14 +116,15 @@ class Operator(e2e.OperatorProcess):
 def wait_until(
     probe: Callable[[], Any], *, what: str, timeout: float, interval: float = 0.1
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # the API server may be restarting
-            found = probe()
-            if found:
-                return found
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """``localproc.wait``, an exception of `probe` counting as not yet (the API server may
+    be restarting)."""
+
+    def tolerant() -> Any:
+        with contextlib.suppress(Exception):
+            return probe()
+        return None
+
+    return localproc.wait(tolerant, what=what, timeout=timeout, interval=interval)
 
 
 def kubectl_binary() -> str:
@@ -165,121 +136,15 @@ def kubectl_binary() -> str:
 def operator_kubeconfig(admin: Path) -> Path:
     """A kubeconfig that authenticates as the operator's ServiceAccount of manifests/, with
     exactly the rights they give it (as tests/cluster/conftest.py's operator_kubeconfig)."""
-    kubectl = kubectl_binary()
-    env = {**os.environ, "KUBECONFIG": str(admin)}
-    manifests = REPO / "manifests"
-    for name in ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml"):
-        subprocess.run(
-            [kubectl, "apply", "-f", str(manifests / name)],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-    namespace, account = OPERATOR_SA
-    token = subprocess.run(
-        [kubectl, "create", "token", account, "-n", namespace, "--duration=24h"],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    config = yaml.safe_load(admin.read_text())
-    user = f"system:serviceaccount:{namespace}:{account}"
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = user
-    path = WORK / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return localproc.operator_kubeconfig(
+        admin=admin,
+        kubectl=kubectl_binary(),
+        manifests=REPO / "manifests",
+        out=WORK / "operator.kubeconfig",
+    )
 
 
 # --- what the plans went through ------------------------------------------------------
-
-
-class PlanWatch(threading.Thread):
-    """Every version of every plan in a namespace, as the API server stored them; the
-    watch resumes from its last resourceVersion when the API server goes away."""
-
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        super().__init__(name="watch-plans", daemon=True)
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self.namespace = namespace
-        self.seen: list[tuple[str, str, dict[str, Any]]] = []
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.stopping = threading.Event()
-        self.reconnects = 0
-        self._lock = threading.Lock()
-
-    def run(self) -> None:
-        version = ""
-        while not self.stopping.is_set():
-            watch = kubernetes.watch.Watch()
-            try:
-                for event in watch.stream(
-                    self._custom.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    PLANS,
-                    resource_version=version,
-                    timeout_seconds=5,
-                ):
-                    obj = event["object"]
-                    if event["type"] == "ERROR":
-                        version = ""
-                        break
-                    version = obj["metadata"]["resourceVersion"]
-                    name = obj["metadata"]["name"]
-                    with self._lock:
-                        self.latest[name] = obj
-                        for step in (obj.get("status") or {}).get("steps") or ():
-                            self.seen.append((name, version, step))
-                    if self.stopping.is_set():
-                        break
-            except kubernetes.client.ApiException as exc:
-                if exc.status == 410:
-                    version = ""
-                self.reconnects += 1
-                time.sleep(0.2)
-            except Exception:  # the API server is down: try again from where it was
-                self.reconnects += 1
-                time.sleep(0.2)
-            finally:
-                watch.stop()
-
-    def running_steps(self) -> int:
-        with self._lock:
-            return sum(
-                1
-                for obj in self.latest.values()
-                for step in (obj.get("status") or {}).get("steps") or ()
-                if step.get("phase") == "Running"
-            )
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(10)
-
-
-def rewritten(seen: Sequence[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """Steps whose completed record changed afterwards: a step run or recorded twice.
-    (The logic of tests/cluster/test_process.py.)"""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    problems = []
-    for plan, _, step in seen:
-        key = (plan, step["name"])
-        if step["phase"] in ("Succeeded", "Failed") and key not in done:
-            done[key] = step
-        elif key in done and step["phase"] in ("Succeeded", "Failed", "Running", "Pending"):
-            first = done[key]
-            if (step.get("startedAt"), step.get("finishedAt"), step["phase"]) != (
-                first.get("startedAt"),
-                first.get("finishedAt"),
-                first["phase"],
-            ):
-                problems.append(f"{plan}/{step['name']}: {first} then {step}")
-    return problems
 
 
 def progress(plans: Mapping[str, dict[str, Any]]) -> dict[str, tuple[tuple[str, str], ...]]:
@@ -453,12 +318,12 @@ def verdict(
     namespace: str,
     recs: Sequence[Mapping[str, Any]],
     plans: Mapping[str, dict[str, Any]],
-    watch: PlanWatch,
+    watch: planwatch.PlanWatch,
     *,
     events: bool,
 ) -> dict[str, Any]:
     """Repeated steps, wrong final phases and (with `events`) missing/duplicated Events."""
-    repeated = rewritten(watch.seen)
+    repeated = planwatch.rewritten(watch.seen)
     wrong = {}
     for rec in recs:
         name = rec["metadata"]["name"]
@@ -520,7 +385,7 @@ def kills(chaos: Chaos, *, plans: int, kills: int) -> dict[str, Any]:
     with chaos.scenario("kills") as (namespace, operators):
         operator = chaos.operator(namespace, "kills", "op")
         operators.append(operator.start())
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         restarts, in_flight = [], []
         queue = list(recs)
@@ -644,7 +509,7 @@ def control_plane(chaos: Chaos, component: str, *, plans: int, steps: int) -> di
         operator = chaos.operator(namespace, key, "op")
         operators.append(operator.start())
         pid = operator.pid
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         try:
             for rec in recs:
@@ -740,7 +605,7 @@ def replicas(chaos: Chaos, *, kills: int, per_wave: int) -> dict[str, Any]:
         wait_until(a.acting, what="the first replica to act", timeout=60)
         b.start()
         wait_until(b.standing_by, what="the second replica to stand by", timeout=60)
-        watch = PlanWatch(chaos.api, namespace)
+        watch = planwatch.PlanWatch(chaos.api, namespace)
         watch.start()
         try:
             for k in range(kills):

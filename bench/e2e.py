@@ -47,7 +47,6 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import kubernetes
 import yaml
@@ -79,9 +78,13 @@ from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.core import plan as plan_
 from coordinator.k8s import client as client_
+from coordinator.k8s import registrar as registrar_
 from coordinator.k8s import webhooks as webhooks_
 
 REPO: Final = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack" / "cluster"))
+import localproc  # noqa: E402
+
 RESULTS: Final = REPO / "bench" / "results"
 KINDS: Final = (RECOMMENDATIONS, APPROVALS, PLANS)
 STARTED: Final = frozenset({"Running", "Succeeded", "Failed", "RollingBack", "RolledBack"})
@@ -389,10 +392,7 @@ def watching(
 # --- processes: the operator, the control plane ---------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = localproc.free_port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -411,8 +411,10 @@ def memory_mb(pid: int) -> dict[str, float]:
     return values
 
 
-class OperatorProcess:
-    """`coordinator run` as a user starts it, watching the namespaces that match a glob."""
+class OperatorProcess(localproc.OperatorProcess):
+    """`coordinator run` as a user starts it, watching the namespaces that match a glob,
+    its admission webhooks where the namespace label SCOPE_LABEL has the value `scope`;
+    the operator's source comes first, whichever copy the environment has installed."""
 
     def __init__(
         self,
@@ -424,72 +426,25 @@ class OperatorProcess:
         args: Sequence[str],
         source: Path = REPO / "operator",
     ) -> None:
-        self.source = source
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.command = [
-            sys.executable,
-            "-m",
-            "coordinator",
-            "run",
-            f"--namespace={namespace}",
-            f"--liveness=http://127.0.0.1:{self.port}/healthz",
-            "--readiness=",
-            f"--metrics-port={self.metrics_port}",
-            f"--webhook-namespace-labels={SCOPE_LABEL}={scope}",
-            "--allow-loopback-endpoints",  # the reference agent listens on 127.0.0.1
-            *args,
-        ]
-        self.kubeconfig = kubeconfig
+        path = os.pathsep.join(p for p in (str(source), os.environ.get("PYTHONPATH")) if p)
+        super().__init__(
+            kubeconfig=kubeconfig,
+            log=log,
+            args=[
+                f"--namespace={namespace}",
+                f"--webhook-namespace-labels={SCOPE_LABEL}={scope}",
+                *args,
+            ],
+            env={"PYTHONPATH": path},
+            fresh_log=True,
+        )
         self.namespace = namespace
         self.scope = scope
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._out: IO[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def healthy(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def start(self, *, timeout: float = 60) -> OperatorProcess:
-        self._out = self.log.open("wb")
-        # The operator's source comes first, whichever copy the environment has installed.
-        path = os.pathsep.join(p for p in (str(self.source), os.environ.get("PYTHONPATH")) if p)
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": path,
-        }
-        self.proc = subprocess.Popen(
-            self.command, stdout=self._out, stderr=subprocess.STDOUT, env=env
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the operator exited; see {self.log}")
-            registered = "--webhooks=off" in self.command or (
-                "admission webhooks registered" in self.log.read_text(errors="replace")
-            )
-            if self.healthy() and registered:
-                return self
-            time.sleep(0.1)
-        self.stop()  # nobody else holds it yet: it would outlive the benchmark
-        raise RuntimeError(f"the operator was not healthy within {timeout:.0f}s; see {self.log}")
 
     def drop_webhooks(self, api: kubernetes.client.ApiClient) -> None:
         """Unregister this operator's admission webhooks (a diagnostic: --no-webhooks)."""
         selector = webhooks_.namespace_selector((self.namespace,), {SCOPE_LABEL: self.scope})
-        webhooks_.Registrar(api).remove(webhooks_.local_name((self.namespace,), selector))
+        registrar_.Registrar(api).remove(webhooks_.local_name((self.namespace,), selector))
 
     def metric(self, name: str) -> float:
         """The sum of a Prometheus metric's samples (NaN when it cannot be read)."""
@@ -505,17 +460,6 @@ class OperatorProcess:
             if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{")
         ]
         return sum(values) if values else math.nan
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._out is not None:
-            self._out.close()
 
 
 class Profiler:

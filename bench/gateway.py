@@ -30,7 +30,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,18 +48,15 @@ import yaml
 from coordinator.api.common import API_VERSION, GROUP, RECOMMENDATIONS, VERSION
 
 REPO: Final = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack" / "cluster"))
+import localproc  # noqa: E402
+
 RESULTS: Final = REPO / "bench" / "results"
 SCOPE_LABEL: Final = "optiinfra.io/bench-gateway"
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -142,11 +138,7 @@ def process(command: list[str], log_path: Path, ready: Callable[[], bool]) -> It
 
 
 def up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+    return localproc.get(url)[0] == 200
 
 
 def setup(namespace: str) -> str:
@@ -278,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
 
         client_ms = [timed(lambda i=i: client_write(i)) for i in range(options.writes)]
-        port = free_port()
+        port = localproc.free_port()
         url = f"http://127.0.0.1:{port}"
         gateway = [
             sys.executable, "-m", "coordinator", "gateway", f"--listen=127.0.0.1:{port}",
@@ -325,21 +317,19 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. settled answers, with an operator watching a fresh namespace (only the pairs).
         namespace, token = settled_namespace, setup(settled_namespace)
-        health = free_port()
-        operator = [
-            sys.executable, "-m", "coordinator", "run", f"--namespace={namespace}",
-            f"--liveness=http://127.0.0.1:{health}/healthz", "--readiness=",
-            f"--metrics-port={free_port()}", f"--webhook-namespace-labels={SCOPE_LABEL}=true",
-            "--allow-loopback-endpoints",  # agents on 127.0.0.1
-        ]  # fmt: skip
-        port = free_port()
+        operator = localproc.OperatorProcess(
+            kubeconfig=Path(os.environ["KUBECONFIG"]),
+            log=work / f"operator-{run}.log",
+            args=[f"--namespace={namespace}", f"--webhook-namespace-labels={SCOPE_LABEL}=true"],
+        )
+        port = localproc.free_port()
         url = f"http://127.0.0.1:{port}"
         gateway = [
             sys.executable, "-m", "coordinator", "gateway", f"--listen=127.0.0.1:{port}",
             f"--namespace={namespace}",
         ]  # fmt: skip
         with (
-            process(operator, work / f"operator-{run}.log", lambda: up(f"http://127.0.0.1:{health}/healthz")),
+            operator,
             process(gateway, work / f"gateway-settled-{run}.log", lambda: up(f"{url}/health")),
         ):  # fmt: skip
             call = Caller(url, token)

@@ -3,26 +3,33 @@
 Runs with KUBECONFIG pointing at the cluster and the pinned kubectl first on PATH (the
 Makefile sets both). Starts the operator for the demo namespace, applies examples/ in
 order, approves and rejects with kubectl patch, shows what happened, stops the operator.
-The cluster stays up afterwards so you can look around.
+For example 12 it starts a real Prometheus (built on demand, hack/cluster/prometheus.py)
+scraping the example's synthetic latencies (hack/cluster/examplemetrics.py), and stops it
+after. The cluster stays up afterwards so you can look around.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import kubernetes
 import yaml
 
 from coordinator.api.common import GROUP, RECOMMENDATIONS
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "hack" / "cluster"))
+import examplemetrics  # noqa: E402
+import localproc  # noqa: E402
+import prometheus as localprometheus  # noqa: E402
+
 NAMESPACE = "optiinfra-demo"
 APPROVER = "kubectl --kubeconfig .cluster/kubeconfig-approver"
 """Whoever submitted a recommendation cannot decide it: the approver is another user."""
@@ -66,35 +73,18 @@ def wait_discovered(resource: str, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_operator(log: Path) -> subprocess.Popen[bytes]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "coordinator", "run", f"--namespace={NAMESPACE}",
-        f"--liveness=http://127.0.0.1:{port}/healthz", "--readiness=", "--metrics-port=0",
-        "--allow-loopback-endpoints",  # the demo's agent listens on 127.0.0.1
-    ]  # fmt: skip
+def start_operator(log: Path) -> localproc.OperatorProcess:
+    operator = localproc.OperatorProcess(
+        kubeconfig=Path(os.environ["KUBECONFIG"]),
+        log=log,
+        args=[f"--namespace={NAMESPACE}"],
+        fresh_log=True,
+    )
     print(f"$ coordinator run --namespace={NAMESPACE} ...   (log: {log.relative_to(REPO)})")
-    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the operator exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                pass
-        except OSError:
-            time.sleep(0.2)
-            continue
-        if "admission webhooks registered" in log.read_text(errors="replace"):
-            return proc  # healthy, and the API server sends it the admission reviews
-        time.sleep(0.2)
-    raise SystemExit("the operator did not become healthy in 60s")
+    try:  # healthy, and the API server sends it the admission reviews
+        return operator.start()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 AGENTS = tuple(
@@ -111,27 +101,13 @@ AGENTS = tuple(
 AgentEndpoints (the reference agent, coordinator.agent, plays all of them here)."""
 
 
-def start_agent(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_agent(directory: Path) -> localproc.AgentProcess:
     """The reference agent on a free port of 127.0.0.1, with a fresh HMAC key."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = directory / "agent-hmac.key"
-    key.write_bytes(os.urandom(32).hex().encode())
-    port = free_port()
-    command = [
-        sys.executable, "-m", "coordinator.agent", "--port", str(port),
-        "--key-file", str(key), "--state", str(directory / "agent-state.json"),
-    ]  # fmt: skip
-    log = directory / "agent-demo.log"
-    print(f"$ python -m coordinator.agent --port {port} ...   (log: {log.relative_to(REPO)})")
-    proc = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc, f"http://127.0.0.1:{port}/"
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("the reference agent did not start in 30s")
+    print(f"$ python -m coordinator.agent ...   (log: {directory.relative_to(REPO)}/agent.log)")
+    try:
+        return localproc.AgentProcess(directory, os.urandom(32).hex().encode())
+    except TimeoutError as exc:
+        raise SystemExit(f"the reference agent did not start: {exc}") from None
 
 
 def register_agents(url: str, key: Path) -> None:
@@ -174,7 +150,7 @@ def main() -> int:
     say("Start the operator, and the reference agent that carries out the agents' steps")
     logs = REPO / ".cluster" / "logs"
     operator = start_operator(logs / "operator-demo.log")
-    agent, agent_url = start_agent(logs)
+    agent = start_agent(logs / "agent-demo")
     try:
         # A previous run's objects go first, while the operator can release them.
         run(f"kubectl delete namespace {NAMESPACE} --ignore-not-found --timeout=60s", show=False)
@@ -193,13 +169,11 @@ def main() -> int:
             "--serviceaccount=optiinfra-system:optiinfra-coordinator"
         )
         say("Agents: an admin registers where each agent is reached (never a URL in a rec)")
-        register_agents(agent_url, logs / "agent-hmac.key")
-        story(agent_url)
+        register_agents(agent.url, agent.key_file)
+        story(agent)
     finally:
-        operator.terminate()
-        operator.wait(timeout=60)
-        agent.terminate()
-        agent.wait(timeout=10)
+        operator.stop()
+        agent.stop()
     say(f"Done in {time.monotonic() - started:.0f}s. The cluster is still up; look around:")
     print(f"  export KUBECONFIG={os.environ.get('KUBECONFIG', '')}")
     kubectl = shutil.which("kubectl")
@@ -209,7 +183,7 @@ def main() -> int:
     return 0
 
 
-def story(agent_url: str) -> None:
+def story(agent: localproc.AgentProcess) -> None:
     k = f"kubectl -n {NAMESPACE}"
     say("01: two recommendations without conflict")
     run(f"{k} apply -f examples/01-no-conflict.yaml")
@@ -279,8 +253,7 @@ def story(agent_url: str) -> None:
         "ROLLED-BACK-AT:.status.steps[*].rolledBackAt"
     )
     say("Steps the agents carried out (the reference agent's record: each key applied once)")
-    with urllib.request.urlopen(f"{agent_url.rstrip('/')}/applied", timeout=5) as response:
-        print(response.read().decode().strip(), flush=True)
+    print(json.dumps(agent.applied()), flush=True)  # a signed read, as the agent requires
 
     say("09: a circular dependency blocks both until it is broken")
     run(f"{k} apply -f examples/09-circular-dependency.yaml")
@@ -288,9 +261,51 @@ def story(agent_url: str) -> None:
     run(f"{k} get rec rec-015 rec-016 -o custom-columns=NAME:.metadata.name,WHY:.status.message")
     run(f"kubectl optiinfra -n {NAMESPACE} why rec-015")
 
+    verified(k)
+
     say("Everything at a glance")
     run(f"{k} get optiinfra")
     run(f"{k} describe rec rec-010")
+
+
+def verified(k: str) -> None:
+    """Example 12: two scale_downs verified against a real Prometheus; one regresses."""
+    say("12: every change checked against its metrics; a regression rolls back by itself")
+    example = REPO / "examples" / "12-verified-scale-down.yaml"
+    text = example.read_text()
+    apps = kubernetes.client.AppsV1Api(
+        kubernetes.config.new_client_from_config(config_file=os.environ["KUBECONFIG"])
+    )
+
+    def asked(name: str) -> int | None:
+        try:
+            found: int | None = apps.read_namespaced_deployment(name, NAMESPACE).spec.replicas
+        except kubernetes.client.ApiException:
+            return None
+        return found
+
+    directory = REPO / ".cluster" / "prometheus-demo"
+    shutil.rmtree(directory, ignore_errors=True)
+    print("$ prometheus --config.file=... (a real Prometheus; the latencies are synthetic)")
+    wanted = examplemetrics.gauges(text)
+    with (
+        localprometheus.serving(directory) as (server, fixture),
+        examplemetrics.feeding(fixture, wanted, namespace=NAMESPACE, replicas=asked),
+    ):
+        copy = REPO / ".cluster" / "demo-12-verified-scale-down.yaml"
+        copy.write_text(examplemetrics.with_address(text, server.url))
+        print(f"   (at {server.url}: the example's 127.0.0.1:9090 is replaced by it)")
+        run(f"{k} apply -f {copy.relative_to(REPO)}")
+        run(f"{k} get verificationtemplates")
+        wait_phase("rec", "rec-020", "RolledBack")
+        wait_phase("rec", "rec-021", "Succeeded")
+        run(f"kubectl optiinfra -n {NAMESPACE} plan rec-020")
+        run(f"kubectl optiinfra -n {NAMESPACE} plan rec-021")
+        run(f"{k} get deployment checkout reports")
+        say("12: the outcomes")
+        for name in ("rec-020", "rec-021"):
+            path = "{.status.phase}: {.status.message}"
+            print(f"{name} {run(f'{k} get rec {name} -o jsonpath={path!r}', show=False)}")
 
 
 if __name__ == "__main__":

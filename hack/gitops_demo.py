@@ -122,8 +122,7 @@ def main() -> int:
         )
         story(flux)
     finally:
-        operator.terminate()
-        operator.wait(timeout=60)
+        operator.stop()
     demo.say(f"Done in {time.monotonic() - started:.0f}s. Flux and the cluster are still up:")
     print(f"  kubectl get kustomizations,optiinfra -n {NAMESPACE}")
     print("  make cluster-down   # stops Flux too")

@@ -25,12 +25,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import localcluster
+import localproc
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "flux-system"
@@ -70,31 +70,11 @@ def flux_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) the Flux controllers, niced; returns their directory."""
-    out = subprocess.run(
-        ["nice", "-n", "10", "bash", str(HERE / "build-flux.sh")],
-        check=False,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise localcluster.ClusterError("building Flux failed (see the go output above)")
-    return Path(out.stdout.strip().splitlines()[-1])
+    return localcluster.run_build(["nice", "-n", "10", "bash", str(HERE / "build-flux.sh")], "Flux")
 
 
 def _state() -> dict[str, object] | None:
-    try:
-        data = json.loads((flux_dir() / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+    return localcluster.read_state(flux_dir())
 
 
 def _binary(component: str) -> str:
@@ -112,7 +92,7 @@ def running() -> Flux | None:
     assert isinstance(probes, dict)
     if not all(localcluster._alive(int(pid), _binary(c)) for c, pid in pids.items()):
         return None
-    if not all(_answers(str(url)) for url in probes.values()):
+    if not all(localcluster.answers(str(url)) for url in probes.values()):
         return None
     return Flux(flux_dir(), str(state["git_url"]), Path(str(state["bin_dir"])))
 
@@ -150,7 +130,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
         capture_output=True,
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
     )
-    git_port, storage_port = localcluster._free_port(), localcluster._free_port()
+    git_port, storage_port = localproc.free_port(), localproc.free_port()
     git_url = f"http://127.0.0.1:{git_port}"
     commands: dict[str, list[str]] = {
         GITSERVER: [
@@ -162,10 +142,10 @@ def up(cluster: localcluster.Cluster) -> Flux:
     Flux(d, git_url, bin_dir).repository("health")
     probes = {GITSERVER: f"{git_url}/health.git/info/refs"}
     for controller in CONTROLLERS:
-        health = localcluster._free_port()
+        health = localproc.free_port()
         args = [
             str(bin_dir / controller),
-            f"--metrics-addr=127.0.0.1:{localcluster._free_port()}",
+            f"--metrics-addr=127.0.0.1:{localproc.free_port()}",
             f"--health-addr=127.0.0.1:{health}",
             "--events-addr=",
             "--log-level=info",
@@ -188,7 +168,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
         procs[name] = localcluster._spawn_command(command, d / "logs" / f"{name}.log", env)
     deadline = time.monotonic() + READY_TIMEOUT
     for name, url in probes.items():
-        while not _answers(url):
+        while not localcluster.answers(url):
             if procs[name].poll() is not None or time.monotonic() > deadline:
                 for proc in procs.values():
                     with contextlib.suppress(ProcessLookupError):
@@ -196,8 +176,7 @@ def up(cluster: localcluster.Cluster) -> Flux:
                 log = d / "logs" / f"{name}.log"
                 why = f"exited with {procs[name].returncode}" if procs[name].poll() else "hung"
                 raise localcluster.ClusterError(
-                    f"{name} {why} before it was ready. Last lines of {log}:\n"
-                    f"{localcluster._tail(log)}"
+                    f"{name} {why} before it was ready. Last lines of {log}:\n{localproc.tail(log)}"
                 )
             time.sleep(0.2)
     state = {
@@ -217,17 +196,8 @@ def down(*, quiet: bool = False) -> None:
     pids = state.get("pids", {})
     assert isinstance(pids, dict)
     for name, pid in pids.items():
-        if localcluster._alive(int(pid), _binary(name)):
-            os.kill(int(pid), signal.SIGTERM)
-            for _ in range(100):
-                if not localcluster._alive(int(pid), _binary(name)):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            if not quiet:
-                print(f"stopped {name} (pid {pid})")
+        if localcluster.stop_pid(int(pid), _binary(name)) and not quiet:
+            print(f"stopped {name} (pid {pid})")
     shutil.rmtree(flux_dir(), ignore_errors=True)
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import localproc
 import pki
 
 HERE = Path(__file__).resolve().parent
@@ -87,18 +88,26 @@ def cluster_dir() -> Path:
 
 def build() -> Path:
     """Build (or find cached) binaries; returns their directory."""
-    out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=False, stdout=subprocess.PIPE, text=True
-    )
+    return run_build(["bash", str(HERE / "build.sh")], "the control plane")
+
+
+def run_build(command: list[str], what: str) -> Path:
+    """Run a build script of hack/cluster/ (it prints its bin directory last; the go
+    output goes to stderr); returns that directory, ClusterError naming `what` if it fails."""
+    out = subprocess.run(command, check=False, stdout=subprocess.PIPE, text=True)
     if out.returncode != 0:
-        raise ClusterError("building the control plane failed (see the go output above)")
+        raise ClusterError(f"building {what} failed (see the go output above)")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 within 2 s (a readiness probe)."""
+    return localproc.get(url, timeout=2)[0] == 200
+
+
+# The names hack/cluster/prometheus.py calls.
+_free_port = localproc.free_port
+_tail = localproc.tail
 
 
 def _port_free(port: int) -> bool:
@@ -132,11 +141,19 @@ def _alive(pid: int, binary: str) -> bool:
     return cmdline.decode(errors="replace").endswith("/" + binary)
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+def stop_pid(pid: int, binary: str) -> bool:
+    """SIGTERM process `pid` if it is still our `binary` (`_alive`), SIGKILL if it is still
+    there 10 s later; whether it was running."""
+    if not _alive(pid, binary):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _alive(pid, binary):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def _ready(server: str, ca: Path, cert: Path, key: Path) -> bool:
@@ -259,7 +276,8 @@ def mint_user(cluster: Cluster, user: str, groups: tuple[str, ...] = ()) -> Path
     return path
 
 
-def _state(d: Path) -> dict[str, object] | None:
+def read_state(d: Path) -> dict[str, object] | None:
+    """The state.json an `up` wrote in `d`; None when there is none (or it is unreadable)."""
     try:
         data = json.loads((d / "state.json").read_text())
     except (OSError, ValueError):
@@ -270,7 +288,7 @@ def _state(d: Path) -> dict[str, object] | None:
 def running() -> Cluster | None:
     """The control plane started from this directory, if it is up and ready."""
     d = cluster_dir()
-    state = _state(d)
+    state = read_state(d)
     if state is None or state.get("mode") != "local":
         return _kind_cluster(d, state)
     pids = state.get("pids", {})
@@ -349,7 +367,7 @@ def up() -> Cluster:
     sa = pki.service_account_keys()
     pki.write(sa, pk, "sa")
 
-    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (_free_port() for _ in range(5))
+    etcd_port, etcd_peer, api_port, kcm_port, sched_port = (localproc.free_port() for _ in range(5))
     server = f"https://127.0.0.1:{api_port}"
     logs = d / "logs"
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -359,7 +377,7 @@ def up() -> Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         log = logs / f"{component}.log"
-        return ClusterError(f"{component} {why}. Last lines of {log}:\n{_tail(log)}")
+        return ClusterError(f"{component} {why}. Last lines of {log}:\n{localproc.tail(log)}")
 
     procs["etcd"] = _spawn(
         bin_dir / "etcd",
@@ -494,7 +512,7 @@ def restart(component: str, *, down_for: float = 0.0) -> dict[str, float]:
     if component not in COMPONENTS:
         raise ClusterError(f"unknown component {component} (known: {', '.join(COMPONENTS)})")
     d = cluster_dir()
-    state = _state(d)
+    state = read_state(d)
     if state is None or state.get("mode") != "local":
         raise ClusterError(f"no local control plane in {d}")
     pids = state.get("pids", {})
@@ -539,7 +557,7 @@ def restart(component: str, *, down_for: float = 0.0) -> dict[str, float]:
             log = d / "logs" / f"{component}.log"
             raise ClusterError(
                 f"{component} exited with status {proc.returncode} after its restart. "
-                f"Last lines of {log}:\n{_tail(log)}"
+                f"Last lines of {log}:\n{localproc.tail(log)}"
             )
         if time.monotonic() > deadline:
             raise ClusterError(
@@ -591,24 +609,15 @@ def down(*, quiet: bool = False) -> None:
         import flux  # noqa: PLC0415 - flux imports this module
 
         flux.down(quiet=quiet)
-    state = _state(d) or {}
+    state = read_state(d) or {}
     if state.get("mode") == "kind":
         subprocess.run(["kind", "delete", "cluster", "--name", str(state["name"])], check=False)
     pids = state.get("pids", {})
     assert isinstance(pids, dict)
     for component in reversed(COMPONENTS):
         pid = int(pids.get(component, 0))
-        if pid and _alive(pid, component):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not _alive(pid, component):
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if not quiet:
-                print(f"stopped {component} (pid {pid})")
+        if pid and stop_pid(pid, component) and not quiet:
+            print(f"stopped {component} (pid {pid})")
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -636,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             was_running = running() is not None
             cluster = up_kind() if args.kind else up()
-            state = _state(cluster.directory) or {}
+            state = read_state(cluster.directory) or {}
             how = (
                 "already running"
                 if was_running

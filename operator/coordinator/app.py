@@ -16,20 +16,22 @@ import asyncio
 import dataclasses
 import logging
 from datetime import timedelta
-from typing import Any
 
 import kopf
 import kubernetes
 
 from coordinator import metrics
+from coordinator import outbox as outbox_
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
 from coordinator import store as store_
 from coordinator.api.plan import Executor
+from coordinator.executors.endpoints import ClientResolver
 from coordinator.executors.kubernetes import KubernetesExecutor
 from coordinator.executors.notify import Notifier
+from coordinator.executors.post import checked_post
 from coordinator.executors.simulated import SimulatedExecutor
-from coordinator.executors.webhook import ClientResolver, WebhookExecutor, checked_post
+from coordinator.executors.webhook import WebhookExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import informer as informer_
@@ -47,6 +49,8 @@ from coordinator.parts import starts as starts_
 from coordinator.parts import webhooks as webhooks_
 from coordinator.parts.config import Config
 from coordinator.parts.webhooks import HOOKS, WebhooksNotInForceError
+from coordinator.providers.prometheus import Prometheus
+from coordinator.verifier import Verifier
 
 __all__ = ["CLEANUP_SECONDS", "HOOKS", "Config", "Operator", "WebhooksNotInForceError"]
 
@@ -86,8 +90,10 @@ class Operator:
         """Set on SIGTERM/SIGINT (``parts.signals``): kopf's stop flag."""
         self.recorder = events_.Recorder(self.client)
         self.store = store_.Store(loader=self.client.get)
-        """What the operator knows of its kinds (filled by `source`, and by its writes)."""
-        self.writer = status_.StatusWriter(self.client, self.store.apply)
+        """What the operator knows of its kinds (filled by `informer`, and by its writes)."""
+        self.outbox = outbox_.Outbox(self.store)
+        """The runner's and daemons' own writes: in the Store at once, dispatched after."""
+        self.writer = status_.StatusWriter(self.client, self.outbox.own_write)
         self.webhooks = webhooks_.Webhooks(config, self.api, self.client)
         self.admission_hooks = self.webhooks.hooks
         self.reconciler = reconciler_.Reconciler(
@@ -99,9 +105,7 @@ class Operator:
             store=self.store,
             workers=config.workers,
         )
-        self.endpoints = ClientResolver(
-            self.client, lambda ns, name: self.store.endpoint((ns, name))
-        )
+        self.endpoints = ClientResolver(self.client, self.store.endpoint_in)
         self.facts = facts_.Facts(
             config=config,
             api=self.api,
@@ -115,8 +119,13 @@ class Operator:
         self.reconciler.notifications.send = self.notifier.send
         self.reconciler.notifications.lead = timedelta(seconds=config.notify_expiring_before)
         self.recorder.yield_to = self.reconciler.queue.idle
+        prometheus = Prometheus(self.client.read_secret_key, policy=config.endpoint_addresses)
         self.runner = runner_.PlanRunner(
             client=self.client,
+            verifier=Verifier(
+                client=self.client,
+                query=lambda p, q, ns, t: prometheus.query(p, q, namespace=ns, template=t),
+            ),
             submitter=self.facts.submitter_of,
             writer=self.writer,
             recorder=self.recorder,
@@ -125,6 +134,9 @@ class Operator:
                 Executor.KUBERNETES: KubernetesExecutor(self.client, kinds=config.executor_kinds),
                 Executor.WEBHOOK: WebhookExecutor(self.endpoints, post=post),
             },
+        )
+        self.runner.on_events = lambda plan, events: self.reconciler.notifications.plan_events(
+            self.store, plan, events
         )
         self.elector = (
             lease_.Elector(
@@ -138,48 +150,58 @@ class Operator:
         )
         self.leading = self.reconciler.acting
         """Set while this replica may act (``parts.leadership``); the reconciler's own flag."""
-        self.leadership = leadership_.Leadership(
-            self.elector,
-            leading=self.leading,
-            taken=lambda: self.dispatch.resync(),  # noqa: PLW0108 - built below
-        )
-        self.following = self.leadership.following
-        self.source: informer_.Informer | kopfwatch.KopfSource
-        """What lists and watches the kinds into the Store (--watch)."""
-        watching: dict[str, Any] = {
-            "plurals": tuple(store_.KINDS),
-            "namespaces": config.namespaces,
-            "deliver": lambda *delivery: self.dispatch.deliver(*delivery),  # noqa: PLW0108
-            "resync": self.store.resync,
-        }
-        source: Part
-        if config.watch == "kopf":  # kopf's watching, its event handlers (handlers.registry)
-            self.source = source = kopfwatch.KopfSource(self.client.http, **watching)
-        else:
-            self.source = informer_.Informer(self.api, **watching)
-            source = Task("informer", self.source.run, close=self.source.close)
+        self.following = asyncio.Event()
+        """Set while it may not (``parts.leadership``)."""
+        self.listed = asyncio.Event()
+        """Set once the event source listed every kind into the Store."""
         background = Background(logger)
         self.daemons = daemons_.Daemons(
             store=self.store,
+            outbox=self.outbox,
             client=self.client,
             runner=self.runner,
             leading=self.leading,
             following=self.following,
-            listed=self.source.listed,
+            listed=self.listed,
             background=background,
         )
         self.starts = starts_.Starts(
             store=self.store, runner=self.runner, reconciler=self.reconciler, leading=self.leading
         )
-        self.dispatch: dispatch_.Dispatch = dispatch_.Dispatch(
+        self.dispatch = dispatch_.Dispatch(
             store=self.store,
+            outbox=self.outbox,
             reconciler=self.reconciler,
             daemons=self.daemons,
             starts=self.starts,
             leading=self.leading,
-            listed=self.source.listed,
+            listed=self.listed,
             background=background,
         )
+        self.leadership = leadership_.Leadership(
+            self.elector, leading=self.leading, following=self.following, taken=self.dispatch.resync
+        )
+        self.source: informer_.Informer | kopfwatch.KopfSource
+        """What lists and watches the kinds into the Store (``--watch``; kopf's only to be
+        measured against the informer: docs/design.md)."""
+        source: Part
+        if config.watch == "kopf":  # kopf's watching, its event handlers (handlers.registry)
+            self.source = source = kopfwatch.KopfSource(
+                self.client.http,
+                plurals=tuple(store_.KINDS),
+                namespaces=config.namespaces,
+                sink=self.dispatch,
+                listed=self.listed,
+            )
+        else:
+            self.source = informer_.Informer(
+                self.api,
+                plurals=tuple(store_.KINDS),
+                namespaces=config.namespaces,
+                sink=self.dispatch,
+                listed=self.listed,
+            )
+            source = Task("informer", self.source.run, close=self.source.close)
         self.parts: list[Part] = [
             # Started in this order, stopped in the reverse: acting stops (leadership)
             # before the reconciler and the plans' daemons, which leave their steps before
@@ -244,7 +266,7 @@ class Operator:
         """Readiness (``parts.readiness``)."""
         return readiness_.ready(
             started=self.started,
-            listed=self.source.listed.is_set(),
+            listed=self.listed.is_set(),
             leading=self.leading.is_set(),
             elector=self.elector,
         )

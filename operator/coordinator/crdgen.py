@@ -58,6 +58,8 @@ class Kind:
 
 
 AGE = Column("Age", "date", ".metadata.creationTimestamp", "Time since creation.")
+PHASE = Column("Phase", "string", ".status.phase", "Where it stands.")
+RISK = Column("Risk", "string", ".spec.riskLevel", "Risk level.")
 
 KINDS = (
     Kind(
@@ -72,10 +74,10 @@ KINDS = (
         columns=(
             Column("Customer", "string", ".spec.customerId", "Customer of the change."),
             Column("Action", "string", ".spec.action", "What the change does."),
-            Column("Risk", "string", ".spec.riskLevel", "Risk level."),
+            RISK,
             Column("Priority", "integer", ".spec.priority", "Priority (higher wins)."),
             Column("Savings", "number", ".spec.estimatedSavings", "Monthly savings, USD."),
-            Column("Phase", "string", ".status.phase", "Where it stands."),
+            PHASE,
             Column("Superseded-By", "string", ".status.supersededBy", "Winner.", priority=1),
             Column("Message", "string", ".status.message", "Why.", priority=1),
             AGE,
@@ -92,8 +94,8 @@ KINDS = (
         status=approval.ApprovalStatus,
         columns=(
             Column("Recommendation", "string", ".spec.recommendation", "What is decided on."),
-            Column("Risk", "string", ".spec.riskLevel", "Risk level."),
-            Column("Phase", "string", ".status.phase", "Where it stands."),
+            RISK,
+            PHASE,
             Column("Decided-By", "string", ".status.decidedBy", "Who decided."),
             Column("Expires", "string", ".spec.expiresAt", "When it can no longer be decided."),
             Column("Reason", "string", ".status.reason", "Why.", priority=1),
@@ -111,7 +113,7 @@ KINDS = (
         status=plan.ExecutionPlanStatus,
         columns=(
             Column("Recommendation", "string", ".spec.recommendation", "What it carries out."),
-            Column("Phase", "string", ".status.phase", "Where it stands."),
+            PHASE,
             Column("Step", "string", ".status.progress", "Steps finished / all steps."),
             Column("Suspended", "boolean", ".spec.suspend", "Waiting to be started."),
             Column(

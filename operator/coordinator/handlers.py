@@ -26,6 +26,7 @@ from coordinator.api.approval import Approval
 from coordinator.api.common import GROUP, SUBMITTER_MAY_NOT_ANNOTATION, VERSION
 from coordinator.api.plan import Step
 from coordinator.api.recommendation import Recommendation
+from coordinator.api.verification import VerificationTemplate
 from coordinator.app import Operator
 from coordinator.core import admission as admission_
 from coordinator.core import catalogue
@@ -97,6 +98,7 @@ def admission(facts: Facts) -> dict[str, Hook]:
         "approval-check": approval_check,
         "recommendation-stamp": recommendation_stamp,
         "recommendation-check": recommendation_check,
+        "template-check": template_check,
     }
     return {id_: functools.partial(hook, facts) for id_, hook in hooks.items()}
 
@@ -247,3 +249,13 @@ async def recommendation_check(facts: Facts, review: Review) -> Verdict:
         existing = facts.names_in(new.metadata.namespace)
         verdict.warnings.extend(admission_.dependency_warnings(new, existing=existing))
     return verdict
+
+
+async def template_check(facts: Facts, review: Review) -> Verdict:
+    """A VerificationTemplate whose conditions or queries cannot work is refused, the field
+    named (its CEL is compiled here: the API server's schema cannot)."""
+    del facts  # the template alone says it
+    new, _ = _models(VerificationTemplate, review)
+    if new is not None and (problem := admission_.template_problem(new)) is not None:
+        raise RefusedError(problem, code=422)
+    return Verdict()

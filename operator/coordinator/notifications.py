@@ -1,19 +1,23 @@
 """The ApprovalPolicies' notifications of what a reconcile decided: which event, to whom
 (``core.policy``), with which body; handed to `send` (``executors.notify``'s queue), never
 waited for. ApprovalExpiringSoon is sent once per approval (per process), `lead` before
-its expiry."""
+its expiry. The plan runner hands over the events of its status writes (``plan_events``):
+VerificationFailed and VerificationInconclusive are notified once per transition written."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
+from coordinator import store as store_
 from coordinator.api.approval import Approval
 from coordinator.api.common import format_time
+from coordinator.api.plan import ExecutionPlan
 from coordinator.api.policy import ApprovalPolicy, NotifyEvent
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import lifecycle
 from coordinator.core import policy as policies_
+from coordinator.core.planevents import PlanEvent
 
 
 class Notifications:
@@ -40,6 +44,23 @@ class Notifications:
         event = policies_.NOTIFY_EVENTS.get(reason)
         if event is not None:
             self._post(rec, approval, policies, event, message)
+
+    def plan_events(
+        self, store: store_.Store, plan: ExecutionPlan, events: Sequence[PlanEvent]
+    ) -> None:
+        """The events of a plan's status write that are notified (its verification's
+        outcome), to the ApprovalPolicies of its recommendation (read from `store`)."""
+        notified = [e for e in events if e.reason in policies_.NOTIFY_EVENTS]
+        if self.send is None or not notified:
+            return
+        ns = plan.metadata.namespace
+        key = (ns, plan.spec.recommendation)
+        rec, policies = store.recommendation(key), store.policies(ns)
+        if rec is None or not policies:
+            return
+        approval = store.approval(key)
+        for event in notified:
+            self.event(rec, approval, policies, event.reason, event.message)
 
     def _post(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Final
 
 from coordinator import store as store_
 from coordinator.api.approval import POLICY_DECIDER
@@ -17,6 +18,12 @@ from coordinator.core import admission, conflicts
 from coordinator.core import policy as policies_
 
 ObjectKey = store_.ObjectKey
+
+
+_IN_FLIGHT: Final = frozenset(
+    {PlanPhase.RUNNING.value, PlanPhase.VERIFYING.value, PlanPhase.ROLLING_BACK.value}
+)
+"""The plans a budget counts (one being verified is still in flight: its change is live)."""
 
 
 class PlanGate:
@@ -58,7 +65,7 @@ class PlanGate:
                 plan = self.store.record(PLANS, record.key)
                 if plan is None:
                     continue
-                if plan.phase in (PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value):
+                if plan.phase in _IN_FLIGHT:
                     running.append(record.name)
                 elif self._ready_but_for_budget(record.key, policies, now=now):
                     other = self.store.recommendation(record.key)

@@ -7,6 +7,7 @@ the user's own kubeconfig: RBAC decides, and the admission webhooks record who d
   kubectl optiinfra approve NAME [--reason TEXT]   decide an Approval
   kubectl optiinfra reject NAME --reason TEXT
   kubectl optiinfra start NAME                     start a suspended ExecutionPlan
+  kubectl optiinfra start NAME --skip-baseline     start one waiting for its baseline
   kubectl optiinfra abort NAME                     roll a running plan back
   kubectl optiinfra why NAME                       why a Recommendation has its phase
   kubectl optiinfra queue [-A]                     approvals waiting, soonest expiry first
@@ -63,8 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     reject = commands.add_parser("reject", help="reject an Approval (a reason is required)")
     reject.add_argument("name")
     reject.add_argument("--reason", required=True)
+    start = commands.add_parser("start", help="start a suspended ExecutionPlan")
+    start.add_argument("name")
+    start.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="start a plan that waits for its verification baseline without one",
+    )
     for command, text in (
-        ("start", "start a suspended ExecutionPlan"),
         ("abort", "abort an ExecutionPlan: roll back what it did"),
         ("why", "why a Recommendation has its phase"),
         ("plan", "an ExecutionPlan's steps as a timeline"),
@@ -103,12 +110,16 @@ def _decide(session: Session, name: str, decision: str, reason: str | None) -> s
     return f"approval {name}: {decision} sent; the operator has not recorded it yet"
 
 
-def _plan_switch(session: Session, name: str, *, start: bool) -> str:
-    switch = usecases.start if start else usecases.abort
+def _plan_switch(session: Session, name: str, *, start: bool, skip_baseline: bool = False) -> str:
     try:
-        switch(session.api, session.namespace, name)
+        if start:
+            usecases.start(session.api, session.namespace, name, skip_baseline=skip_baseline)
+        else:
+            usecases.abort(session.api, session.namespace, name)
     except caller.CallerError as exc:
         raise FailureError(caller.denied(exc.message)) from None
+    if skip_baseline:
+        return f"executionplan {name} started without its verification baseline"
     return f"executionplan {name} " + ("started" if start else "aborted: rolling back")
 
 
@@ -190,7 +201,8 @@ def run(argv: Sequence[str]) -> str:
         decision = "Approved" if command == "approve" else "Rejected"
         return _decide(session, options.name, decision, options.reason)
     if command in ("start", "abort"):
-        return _plan_switch(session, options.name, start=command == "start")
+        skip = bool(getattr(options, "skip_baseline", False))
+        return _plan_switch(session, options.name, start=command == "start", skip_baseline=skip)
     if command == "why":
         return _why(session, options.name)
     if command == "plan":

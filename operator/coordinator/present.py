@@ -1,6 +1,7 @@
 """What a person reads: why a recommendation has its phase, the approval queue, a plan's
-timeline. Pure functions over the objects as the API server returns them (plain dicts,
-so that an object written by a newer operator still reads); ``now`` is passed in.
+timeline (its steps, then its verification: the baseline and each measurement). Pure
+functions over the objects as the API server returns them (plain dicts, so that an object
+written by a newer operator still reads); ``now`` is passed in.
 
 Used by the kubectl plugin (``coordinator.plugin``) and the gateway's dashboard. They
 explain what the objects' status says; they decide nothing.
@@ -8,9 +9,10 @@ explain what the objects' status says; they decide nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from coordinator.api.approval import POLICY_DECIDER, ApprovalPhase
 from coordinator.api.common import RiskLevel
@@ -226,11 +228,7 @@ def intervals(
     start = parse_time(status.get("startedAt"))
     if start is None:
         return 0.0, {}
-
-    def offset(value: Any) -> float | None:
-        moment = parse_time(value)
-        return None if moment is None else (moment - start).total_seconds() * 1000
-
+    offset = functools.partial(_offset, start)
     states = {str(s.get("name")): s for s in status.get("steps") or []}
     order = [str(s.get("name")) for s in _spec(plan).get("steps") or []]
     placed: dict[str, tuple[float, float, float | None]] = {}
@@ -255,8 +253,94 @@ def intervals(
             cursor = max(undone, cursor)
             placed[name] = (placed[name][0], placed[name][1], cursor)
     finished = offset(status.get("finishedAt")) or 0.0
-    span = max(cursor, finished, float(status.get("totalDurationMs") or 0), 1.0)
+    window = verification(plan, now=now)
+    verifying = 0.0 if window is None else window["end"] or window["start"] or 0.0
+    span = max(cursor, finished, verifying, float(status.get("totalDurationMs") or 0), 1.0)
     return span, placed
+
+
+def _offset(start: datetime, value: Any) -> float | None:
+    """`value` (a time) in ms after `start`; None when it is not a time."""
+    moment = parse_time(value)
+    return None if moment is None else (moment - start).total_seconds() * 1000
+
+
+def verification(plan: Obj, *, now: datetime) -> dict[str, Any] | None:
+    """A plan's verification window on the time axis of ``intervals`` (ms from the plan's
+    start): ``phase`` (Pending until the last step), ``start``, ``end`` (now while it
+    runs), ``message``, ``decision``, ``baseline`` and per metric its ``measurements``
+    (``at`` in ms, ``time``, ``value``, ``phase``, ``message``); None when the plan is not
+    verified (no baseline recorded)."""
+    status = _status(plan)
+    found, start = status.get("verification"), parse_time(status.get("startedAt"))
+    if not isinstance(found, Mapping) or start is None:
+        return None
+    began, end = (_offset(start, found.get(key)) for key in ("startedAt", "finishedAt"))
+    if began is not None and end is None:
+        end = max(_offset(start, now.isoformat()) or began, began)
+    baseline = found.get("baseline") or {}
+    return {
+        "phase": str(found.get("phase") or "Pending"),
+        "start": began,
+        "end": end,
+        **{k: found.get(k) for k in ("message", "decision")},
+        "baseline": dict(baseline),
+        "baseline_skipped_by": found.get("baselineSkippedBy"),
+        "metrics": [
+            {
+                "name": str(metric.get("name")),
+                "phase": str(metric.get("phase") or "Running"),
+                "dry_run": bool(metric.get("dryRun")),
+                "baseline": baseline.get(metric.get("name")),
+                "measurements": [
+                    {"at": _offset(start, m.get("at")), "time": m.get("at")}
+                    | {k: m.get(k) for k in ("value", "phase", "message")}
+                    for m in metric.get("measurements") or []
+                ],
+            }
+            for metric in found.get("metrics") or []
+        ],
+    }
+
+
+_MEASURED: Final = {"Successful": "+", "Failed": "x", "Inconclusive": "?", "Error": "e"}
+
+
+def _verification_lines(
+    window: Mapping[str, Any], column: Callable[[float], int], *, width: int, label: int
+) -> list[str]:
+    """The verification's bar (``=`` its window, a mark per measurement) and, per metric,
+    its baseline and measurements (time after the verification started, value, phase)."""
+    bar = [" "] * width
+    began = window["start"]
+    if began is not None:
+        for i in range(column(began), max(column(began), column(window["end"] - 0.001)) + 1):
+            bar[i] = "="
+    for metric in window["metrics"]:
+        for m in metric["measurements"]:
+            if m["at"] is not None:
+                bar[column(m["at"])] = _MEASURED.get(m["phase"], "?")
+    head = window["phase"] + (f" ({window['message']})" if window["message"] else "")
+    head += f", decided: {window['decision']}" if window["decision"] else ""
+    lines = [f"  {'verify':<{label}} |{''.join(bar)}| {head}"]
+    if window["baseline_skipped_by"]:
+        lines.append(f"  {'':<{label}}  baseline skipped by {window['baseline_skipped_by']}")
+    for metric in window["metrics"]:
+        base = metric["baseline"]
+        lines.append(
+            f"  {'':<{label}}  {metric['name']}: {metric['phase']}"
+            + (f", baseline {_value(base)}" if base is not None else ", no baseline")
+            + (" (dry run)" if metric["dry_run"] else "")
+        )
+        for m in metric["measurements"]:
+            after = duration(((m["at"] or 0.0) - (began or 0.0)) / 1000)
+            why = f" {m['message']}" if m["message"] else ""
+            lines.append(f"  {'':<{label}}    +{after} {_value(m['value'])} {m['phase']}{why}")
+    return lines
+
+
+def _value(value: Any) -> str:
+    return "no data" if value is None else f"{float(value):.6g}"
 
 
 def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
@@ -275,7 +359,7 @@ def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
     if spec.get("abort"):
         head += " (aborted)"
     lines = [head]
-    label = max([len(str(s.get("name"))) for s in spec.get("steps") or []] + [4])
+    label = max([len(str(s.get("name"))) for s in spec.get("steps") or []] + [6])
 
     def column(ms: float) -> int:
         return min(width - 1, max(0, int(ms / span * width)))
@@ -308,6 +392,9 @@ def timeline(plan: Obj, *, now: datetime, width: int = 40) -> list[str]:
             lines.append(f"  {'':<{label}}  error: {state['error']}")
         if state.get("message"):
             lines.append(f"  {'':<{label}}  {state['message']}")
+    window = verification(plan, now=now)
+    if window is not None:
+        lines += _verification_lines(window, column, width=width, label=label)
     if status.get("message"):
         lines.append(f"  {status['message']}")
     return lines

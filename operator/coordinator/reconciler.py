@@ -2,8 +2,11 @@
 
 Every change of a Recommendation, Approval or ExecutionPlan in the Store puts its group —
 one customer in one namespace — on the work queue, except the reconciler's own writes to
-the group it is reconciling (see `Reconciler._written`). A worker takes the group and runs one
-reconcile, a short numbered sequence:
+the group it is reconciling (``workqueue.Reconciling``), through one function with the
+change's origin (``WorkQueue.enqueue``, called by ``parts.dispatch`` with the change the
+Store answered, ``core.origin``). A worker of ``parts.dispatch`` takes the group and
+hands it to `work`: one reconcile, with a context of its own passed down to every
+write, a short numbered sequence:
 
 1. observe: the group's recommendations, with the Approval and plan each owns, from the
    Store (no LIST per event), which holds the operator's own writes as soon as they are
@@ -13,11 +16,13 @@ reconcile, a short numbered sequence:
 2. compute: ``core.lifecycle.evaluate`` decides every status, approval and plan;
 3. act: write each status that changed in one merge patch (``k8s.status.StatusWriter``),
    create, withdraw or replace approvals, create or delete plans, post Events;
-4. return when to run again: at the earliest expiry of a pending approval, so expiry
-   needs no event (`Result.requeue_after`), or when an ApprovalPolicy's
-   ApprovalExpiringSoon is due; and the plans to start: those it created, and in a
-   namespace with ApprovalPolicies the group's pending plans (a budget freed, a window
-   opened: see `plan_gate`).
+4. return, as values (`Result`, computed by ``coordinator.followup``): when to run
+   again — at the earliest expiry of a pending approval, so expiry needs no event, or
+   when an ApprovalPolicy's ApprovalExpiringSoon is due; the plans to start — those it
+   created, and in a namespace with ApprovalPolicies the group's pending plans (a budget
+   freed, a window opened: see `plan_gate`); and its writes: their versions and the
+   changes they made in the Store, which the worker's caller dispatches (nothing of a
+   reconcile calls back up into the parts).
 
 `plan_gate` asks the one place a plan's start is gated (``coordinator.plangate``); a
 plan held by a window puts its group back on the queue for when the window opens or
@@ -26,228 +31,52 @@ ends. What a reconcile decided is told to the ApprovalPolicies' endpoints by
 
 A key added while it is being reconciled is reconciled again afterwards, never twice at
 once; a reconcile that raises is tried again after a per-key exponential backoff
-(`WorkQueue.retry`, ``api.defaults.RECONCILE_RETRY``). The queue is the only state
-besides the Store.
+(`WorkQueue.retry`, ``api.defaults.RECONCILE_RETRY``). Besides the Store and the queue
+(``coordinator.workqueue``), the one state kept from one reconcile to the next is
+which ended recommendations are settled, and from which inputs (``coordinator.settled``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextvars
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from coordinator import metrics, plangate
+from coordinator import followup, metrics, plangate, settled, workqueue
 from coordinator import notifications as notifications_
 from coordinator import store as store_
-from coordinator.api import defaults
-from coordinator.api.approval import POLICY_DECIDER, Approval, ApprovalPhase, ApprovalStatus
+from coordinator.api.approval import Approval
 from coordinator.api.common import (
     API_VERSION,
     APPROVALS,
-    ENDPOINTS,
     PLANS,
-    POLICIES,
     RECOMMENDATIONS,
 )
-from coordinator.api.defaults import Backoff
-from coordinator.api.plan import ExecutionPlan, PlanPhase
+from coordinator.api.plan import ExecutionPlan
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
-from coordinator.core import backoff, conflicts, lifecycle
+from coordinator.core import conflicts, lifecycle
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
 from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
 
+CREATE_AGAIN_SECONDS = followup.CREATE_AGAIN_SECONDS
+SETTLE_AGAIN_SECONDS = followup.SETTLE_AGAIN_SECONDS
+
 GroupKey = store_.GroupKey
 ObjectKey = store_.ObjectKey
 
 C = TypeVar("C", Approval, ExecutionPlan)
 
-Version = tuple[str, ObjectKey, int]
-"""(plural, object, resourceVersion) of a change or a write."""
-_WRITES: contextvars.ContextVar[set[Version] | None] = contextvars.ContextVar(
-    "reconciler_writes", default=None
-)
-"""The writes of the reconcile running in this task (and the tasks it gathers)."""
-
-
-class WorkQueue:
-    """Keys to reconcile: each at most once at a time, re-run if it changed meanwhile;
-    `add_after` brings one back at a time, `retry` after a per-key exponential backoff.
-
-    Two priorities, as controller-runtime's priority queue has them: what a listing
-    shows (a start-up with 10 000 recommendations queues all 500 groups) is the backlog,
-    taken only when no key of a change happening now waits; a key of the backlog that
-    changes now moves ahead."""
-
-    def __init__(self, *, retry: Backoff = defaults.RECONCILE_RETRY) -> None:
-        self._queue: collections.deque[GroupKey] = collections.deque()
-        self._backlog: collections.deque[GroupKey] = collections.deque()
-        self._queued: dict[GroupKey, bool] = {}
-        """Each key waiting, and whether it is (only) in the backlog."""
-        self._active: set[GroupKey] = set()
-        self._dirty: set[GroupKey] = set()
-        self._timers: dict[GroupKey, asyncio.TimerHandle] = {}
-        self._limiter = backoff.RateLimiter[GroupKey](retry)
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def add(self, key: GroupKey, *, backlog: bool = False) -> None:
-        self._idle.clear()
-        if key in self._active:
-            self._dirty.add(key)
-            return
-        waiting = self._queued.get(key)
-        if waiting is None or (waiting and not backlog):  # new, or out of the backlog
-            self._queued[key] = backlog
-            (self._backlog if backlog else self._queue).append(key)
-            self._ready.set()
-
-    def add_after(self, key: GroupKey, seconds: float) -> None:
-        """Add `key` in `seconds` (the earliest of the times asked for wins)."""
-        loop = asyncio.get_running_loop()
-        old = self._timers.get(key)
-        if old is not None and old.when() <= loop.time() + seconds:
-            return
-        if old is not None:
-            old.cancel()
-        self._timers[key] = loop.call_later(max(0.0, seconds), self._fire, key)
-
-    def _fire(self, key: GroupKey) -> None:
-        self._timers.pop(key, None)
-        self.add(key)
-
-    def retry(self, key: GroupKey) -> float:
-        """`key` failed: add it again after its backoff; the delay."""
-        delay = self._limiter.when(key)
-        self.add_after(key, delay)
-        return delay
-
-    def forget(self, key: GroupKey) -> None:
-        """`key` succeeded: its next failure starts the backoff again."""
-        self._limiter.forget(key)
-
-    async def get(self) -> GroupKey:
-        while True:
-            while not self._queue and not self._backlog:
-                self._ready.clear()
-                await self._ready.wait()
-            from_backlog = not self._queue
-            key = (self._backlog if from_backlog else self._queue).popleft()
-            waiting = self._queued.get(key)
-            if waiting is None or waiting != from_backlog:
-                continue  # taken already, or moved ahead (its other entry counts)
-            del self._queued[key]
-            self._active.add(key)
-            return key
-
-    def done(self, key: GroupKey) -> None:
-        self._active.discard(key)
-        if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
-        elif not self._queued and not self._active:
-            self._idle.set()
-
-    async def idle(self) -> None:
-        """Until nothing is queued or being reconciled."""
-        await self._idle.wait()
-
-    def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-
-    def __len__(self) -> int:
-        return len(self._queued)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Result:
-    """What one reconcile asks for: to run again after `requeue_after` seconds (an
-    approval's expiry, an ApprovalExpiringSoon), the plans it created (to start at once),
-    and the pending plans to consider again (a namespace with ApprovalPolicies)."""
-
-    requeue_after: float | None = None
-    created_plans: tuple[ExecutionPlan, ...] = ()
-    pending_plans: tuple[ExecutionPlan, ...] = ()
-
-
-_ENDED: Final = frozenset(p.value for p in RecommendationPhase if p.ended)
-
-Ref = tuple[str, int] | None
-"""An approval's or plan's uid and resourceVersion; None: there is none."""
-
-
-def _inputs(
-    rv: int,
-    approval: Ref,
-    plan: Ref,
-    *,
-    phase: RecommendationPhase,
-    verdict: conflicts.Verdict | None,
-    policies: tuple[tuple[str, str | None], ...],
-) -> tuple[Any, ...]:
-    """What a recommendation's desired state is decided from, as versions: the objects'
-    resourceVersions, its effective phase (expiry included), its verdict, the
-    namespace's ApprovalPolicies. The same inputs that once decided nothing to do decide
-    nothing again: only its time-dependent parts could differ, and each of those (an
-    expiry) changes the effective phase."""
-    return (rv, approval, plan, phase, verdict, policies)
-
-
-def _observed_inputs(
-    observed: lifecycle.Observed,
-    phase: RecommendationPhase,
-    verdict: conflicts.Verdict | None,
-    policies: tuple[tuple[str, str | None], ...],
-) -> tuple[Any, ...]:
-    """`_inputs` of a recommendation as observed (its models)."""
-
-    def ref(model: Approval | ExecutionPlan | None) -> Ref:
-        if model is None:
-            return None
-        return (model.metadata.uid or "", store_.version(model.metadata.resource_version))
-
-    rec = observed.recommendation
-    return _inputs(
-        store_.version(rec.metadata.resource_version),
-        ref(observed.approval),
-        ref(observed.plan),
-        phase=phase,
-        verdict=verdict,
-        policies=policies,
-    )
-
-
-def _ended_inputs(
-    rec: store_.Record,
-    approval: store_.Record | None,
-    plan: store_.Record | None,
-    policies: tuple[tuple[str, str | None], ...],
-) -> tuple[Any, ...] | None:
-    """`_inputs` of an ended recommendation, from the records alone (no model, nothing
-    evicted read again): an ended one's effective phase is the one it has once settled,
-    and it gets no verdict. None when it has not ended."""
-    if rec.phase not in _ENDED:
-        return None
-    return _inputs(
-        rec.rv,
-        (approval.uid, approval.rv) if approval else None,
-        (plan.uid, plan.rv) if plan else None,
-        phase=RecommendationPhase(rec.phase),
-        verdict=None,
-        policies=policies,
-    )
+Reconciling = workqueue.Reconciling
+Result = workqueue.Result
+WorkQueue = workqueue.WorkQueue
 
 
 class Reconciler:
@@ -267,17 +96,16 @@ class Reconciler:
         self.recorder = recorder
         self.policy = policy
         self.store = store
-        self.writer = status_.StatusWriter(client, self._written)
-        """The reconciler's own writer: what it writes goes into the Store without queueing
-        its own group again (see `changed`)."""
-        self._writing = False
-        self._settled: dict[str, tuple[Any, ...]] = {}
-        """Recommendations (by uid) whose last evaluation decided nothing to do, and the
-        inputs it was decided from (`_inputs`): with the same inputs they are not decided
-        again (most of a group is settled when one of it changes; deciding was most of a
-        reconcile's CPU)."""
-        self._seen: dict[GroupKey, set[Version]] = {}
-        """The groups being reconciled, and the changes seen meanwhile by the watch."""
+        self.writer = status_.StatusWriter(client)
+        """The reconciler's own writer: each write's answer comes back as its return value
+        and goes to the reconcile's context (`Reconciling.written`), which puts it in the
+        Store as an own write and keeps its change for the `Result`."""
+        self._settled: dict[GroupKey, dict[str, tuple[Any, ...]]] = {}
+        """Per group, its recommendations (by uid) whose last evaluation decided nothing to
+        do, and the inputs it was decided from (``coordinator.settled``): with the same
+        inputs they are not decided again (most of a group is settled when one of it
+        changes; deciding was most of a reconcile's CPU). Those no longer in the group
+        (deleted) leave it when the group is observed next (`observe`)."""
         self.clock = clock
         self.workers = workers
         self.queue = WorkQueue()
@@ -290,94 +118,31 @@ class Reconciler:
         self.gate = plangate.PlanGate(store, clock=now)
         """Whether a plan may start (`plan_gate`)."""
 
-    # --- what triggers a reconcile ------------------------------------------------------
+    # --- one key, for a worker (``parts.dispatch``) --------------------------------------
 
-    def changed(
-        self, plural: str, record: store_.Record, deleted: bool = False, *, backlog: bool = False
-    ) -> None:
-        """An object of the store changed (or went): queue the groups it concerns — its
-        own, and for a recommendation the groups of those that depend on it; for an
-        ApprovalPolicy every group of its namespace; an AgentEndpoint none. `backlog`:
-        shown by a listing (start-up, a relist), not a change now: queued behind those."""
-        if plural == ENDPOINTS:
-            return
-        if plural == POLICIES:
-            for key in self.store.groups_in(record.namespace):
-                self.queue.add(key, backlog=backlog)
-            return
-        if deleted and plural == RECOMMENDATIONS:
-            self._settled.pop(record.uid, None)
-        group = (record.namespace, record.customer)
-        seen = self._seen.get(group)
-        if seen is not None:  # being reconciled: known at its end whether it was an echo
-            if not self._writing:
-                seen.add((plural, record.key, -1 if deleted else record.rv))
-        elif not self._writing:
-            self.queue.add(group, backlog=backlog)
-        if plural != RECOMMENDATIONS:
-            return
-        for dependent in self.store.dependents(record.key):
-            customer = self.store.customer_of(dependent)
-            if customer is not None:
-                self.queue.add((record.namespace, customer), backlog=backlog)
-
-    def _written(self, plural: str, raw: Mapping[str, Any]) -> None:
-        """A write of a reconcile, into the Store. Its own group is not queued again: the
-        reconcile that wrote it computed the group's whole desired state from what it
-        observed, so running it again right away would only find nothing to do (it was
-        one extra reconcile of the whole group per write; the profile put reconciles at a
-        third of the operator's CPU). The groups that depend on it are still queued, and
-        anyone else's change (a watch event at another version) queues the group."""
-        meta = raw.get("metadata") or {}
-        key = (meta.get("namespace") or "default", meta.get("name") or "")
-        writes = _WRITES.get()
-        if writes is not None:
-            writes.add((plural, key, store_.version(meta.get("resourceVersion"))))
-        self._writing = True
+    async def work(self, key: GroupKey) -> Result:
+        """Reconcile group `key`, taken from the queue by a worker, in a context of its own
+        (passed down to every write); what it gives back, with its writes and their
+        changes in the Store, for the worker's caller to dispatch (it calls `queue.done`
+        after). A failure is retried after the key's backoff; nothing is raised."""
+        ctx = Reconciling(key, self.store)
+        result = Result()
         try:
-            self.store.apply(plural, raw)
-        finally:
-            self._writing = False
-
-    # --- the workers --------------------------------------------------------------------
-
-    async def run(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
-        """Run the workers until cancelled; `started` starts the plans a reconcile created
-        (before their watch event does the same: an approved change does not wait)."""
-        tasks = [
-            asyncio.create_task(self._work(started), name=f"reconciler-{i}")
-            for i in range(self.workers)
-        ]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            self.queue.close()
-
-    async def _work(self, started: Callable[[ExecutionPlan], Awaitable[None]]) -> None:
-        while True:
-            key = await self.queue.get()
-            try:
-                await self.acting.wait()  # a replica that does not lead keeps its queue
-                result = await self._reconcile_seen(key)
-                self.queue.forget(key)
-                if result.requeue_after is not None:
-                    self.queue.add_after(key, result.requeue_after)
-                for plan in (*result.created_plans, *result.pending_plans):
-                    await started(plan)
-            except client_.ApiException as exc:
-                if client_.namespace_gone(exc):  # the namespace is going away with it all
-                    continue
+            await self.acting.wait()  # a replica that does not lead keeps its queue
+            result = await self.reconcile(ctx)
+            self.queue.forget(key)
+            if result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
+        except client_.ApiException as exc:
+            if not client_.namespace_gone(exc):  # else the namespace is going away with it all
                 metrics.RECONCILE_ERRORS.inc()
                 delay = self.queue.retry(key)
                 logger.error("reconcile of %s/%s failed, again in %.1fs: %s", *key, delay, exc)
-            except Exception:
-                metrics.RECONCILE_ERRORS.inc()
-                delay = self.queue.retry(key)
-                logger.exception("reconcile of %s/%s failed; again in %.1fs", *key, delay)
-            finally:
-                self.queue.done(key)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            delay = self.queue.retry(key)
+            logger.exception("reconcile of %s/%s failed; again in %.1fs", *key, delay)
+        return dataclasses.replace(result, writes=frozenset(ctx.writes), changes=tuple(ctx.changes))
 
     # --- one reconcile ------------------------------------------------------------------
 
@@ -391,11 +156,18 @@ class Reconciler:
         memory (`Store.evict`). An evicted one that is needed is read again."""
         store = self.store
         observed = []
-        for record in store.group(key):
+        records = store.group(key)
+        known = self._settled.get(key)
+        if known is not None:  # a recommendation deleted since: forgotten
+            for uid in known.keys() - {record.uid for record in records}:
+                del known[uid]
+            if not records:
+                del self._settled[key]
+        for record in records:
             approval = store.child_record(APPROVALS, record)
             plan = store.child_record(PLANS, record)
-            ended = _ended_inputs(record, approval, plan, policies)
-            if ended is not None and self._settled.get(record.uid) == ended:
+            ended = settled.ended_inputs(record, approval, plan, policies)
+            if ended is not None and known is not None and known.get(record.uid) == ended:
                 continue
             observed.append(
                 lifecycle.Observed(
@@ -406,29 +178,16 @@ class Reconciler:
             )
         return observed
 
-    async def _reconcile_seen(self, key: GroupKey) -> Result:
-        """Reconcile `key`, and again afterwards if the watch showed a change of the group
-        meanwhile that was not one of this reconcile's own writes. The watch often shows
-        a write before its response arrives: that echo is no reason to run again (it was
-        one extra reconcile of the whole group per recommendation, measured)."""
-        seen: set[Version] = set()
-        writes: set[Version] = set()
-        self._seen[key] = seen
-        token = _WRITES.set(writes)
-        try:
-            return await self.reconcile(key)
-        finally:
-            _WRITES.reset(token)
-            del self._seen[key]
-            if seen - writes:
-                self.queue.add(key)  # still active: it runs again once this one is done
-
-    async def reconcile(self, key: GroupKey) -> Result:
+    async def reconcile(self, ctx: Reconciling | GroupKey) -> Result:
+        """One reconcile, in the worker's context (or, given a group's key, one of its own)."""
+        if not isinstance(ctx, Reconciling):
+            ctx = Reconciling(ctx, self.store)
         metrics.RECONCILES.inc()
         with metrics.RECONCILE_DURATION.time():
-            return await self._reconcile(key)
+            return await self._reconcile(ctx)
 
-    async def _reconcile(self, key: GroupKey) -> Result:
+    async def _reconcile(self, ctx: Reconciling) -> Result:
+        key = ctx.key
         policies = self.store.policies(key[0])
         context = tuple((p.metadata.name, p.metadata.resource_version) for p in policies)
         group = await self.observe(key, context)
@@ -443,13 +202,14 @@ class Reconciler:
         )
         now = self.clock()
         inputs: dict[str, tuple[Any, ...]] = {}
+        settled_here = self._settled.setdefault(key, {})
 
         def known(
             o: lifecycle.Observed, phase: RecommendationPhase, verdict: conflicts.Verdict | None
         ) -> lifecycle.Desired | None:
             rec = o.recommendation
-            seen = inputs[rec.name] = _observed_inputs(o, phase, verdict, context)
-            if rec.status is None or self._settled.get(rec.metadata.uid or "") != seen:
+            seen = inputs[rec.name] = settled.observed_inputs(o, phase, verdict, context)
+            if rec.status is None or settled_here.get(rec.metadata.uid or "") != seen:
                 return None
             return lifecycle.Desired(status=rec.status)  # what it decided last time: nothing
 
@@ -466,54 +226,35 @@ class Reconciler:
             uid = o.recommendation.metadata.uid or ""
             wanted = desired[o.recommendation.name]
             if lifecycle.settled(o, wanted):
-                self._settled[uid] = inputs[o.recommendation.name]
+                settled_here[uid] = inputs[o.recommendation.name]
                 rec_key = (o.recommendation.metadata.namespace or "", o.recommendation.name)
                 record = self.store.record(RECOMMENDATIONS, rec_key)
                 if wanted.status.phase.ended and record is not None and record.uid == uid:
                     self.store.evict(record)  # its approval and plan: out of memory
             else:
-                self._settled.pop(uid, None)
+                settled_here.pop(uid, None)
                 ending = ending or wanted.status.phase.ended
         acted = await asyncio.gather(
-            *(self._act(o, desired[o.recommendation.name], policies) for o in group)
+            *(self._act(ctx, o, desired[o.recommendation.name], policies) for o in group)
         )
-        expiries = []
-        for o in group:  # when a pending approval expires, or is to be told expiring soon
-            wanted = desired[o.recommendation.name]
-            if wanted.status.phase is not RecommendationPhase.AWAITING_APPROVAL:
-                continue
-            if wanted.create_approval is not None:  # created now: no watch event brings it back
-                expires = wanted.create_approval.spec.expires_at
-                expiries.append(expires)
-                if policies:
-                    expiries.append(max(now, expires - self.notifications.lead))
-            elif o.approval is not None:
-                expiries.append(o.approval.spec.expires_at)
-        if policies:
-            expiries.extend(self.notifications.expiring(group, desired, policies, now=now))
-        requeue = None
-        if expiries:
-            requeue = max(0.0, (min(expiries) - now).total_seconds()) + 0.05
-        if any(again for _, again in acted):
-            requeue = min(requeue, CREATE_AGAIN_SECONDS) if requeue else CREATE_AGAIN_SECONDS
-        if ending:
-            requeue = min(requeue, SETTLE_AGAIN_SECONDS) if requeue else SETTLE_AGAIN_SECONDS
         plans = tuple(plan for plan, _ in acted if plan is not None)
-        pending: tuple[ExecutionPlan, ...] = ()
-        if policies:  # a budget freed or a window opened: the gate is asked again
-            created = {p.metadata.name for p in plans}
-            pending = tuple(
-                o.plan
-                for o in group
-                if o.plan is not None
-                and o.plan.metadata.name not in created
-                and o.plan.status_phase is PlanPhase.PENDING
-                and not o.plan.spec.suspend
-            )
+        requeue = followup.requeue_after(
+            group,
+            desired,
+            policies,
+            self.notifications,
+            now=now,
+            create_again=any(again for _, again in acted),
+            ending=ending,
+        )
+        # In a namespace with ApprovalPolicies a budget freed or a window opened: the
+        # group's pending plans ask the gate again.
+        pending = followup.pending_plans(group, plans) if policies else ()
         return Result(requeue_after=requeue, created_plans=plans, pending_plans=pending)
 
     async def _act(
         self,
+        ctx: Reconciling,
         observed: lifecycle.Observed,
         desired: lifecycle.Desired,
         policies: list[ApprovalPolicy],
@@ -530,20 +271,20 @@ class Reconciler:
         if desired.create_approval is not None:  # a plan never exists without its approval
             if approval is not None:
                 await self.client.delete(APPROVALS, ns, rec.name, uid=approval.metadata.uid)
-            made = await self._create(APPROVALS, rec, desired.create_approval)
+            made = await self._create(ctx, APPROVALS, rec, desired.create_approval)
             again = made is None
             approval = made or desired.create_approval
         if desired.create_plan is not None:  # before the decision is recorded: no wait
-            created_plan = await self._create(PLANS, rec, desired.create_plan)
+            created_plan = await self._create(ctx, PLANS, rec, desired.create_plan)
             again = again or created_plan is None
         if (
             desired.create_approval is None
             and desired.approval_status is not None
             and approval is not None
         ):
-            await self._write_status(APPROVALS, approval, desired.approval_status.to_wire())
-            _observe_decision(approval, desired.approval_status)
-        await self._write_status(RECOMMENDATIONS, rec, desired.status.to_wire())
+            await self._write_status(ctx, APPROVALS, approval, desired.approval_status.to_wire())
+            followup.observe_decision(approval, desired.approval_status)
+        await self._write_status(ctx, RECOMMENDATIONS, rec, desired.status.to_wire())
         for event in desired.events:
             target = approval if event.on_approval else rec
             if target is not None:
@@ -562,44 +303,36 @@ class Reconciler:
         delay = max(0.0, (when - self.clock()).total_seconds()) + 0.05
         self.queue.add_after(key, delay)
 
-    async def _create(self, plural: str, owner: Recommendation, child: C) -> C | None:
+    async def _create(
+        self, ctx: Reconciling, plural: str, owner: Recommendation, child: C
+    ) -> C | None:
         """Create `child` with its first status; the object as written, or None when the
         name is still taken by the old one going away."""
         ns = owner.metadata.namespace
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": child.kind,
-            "metadata": {
-                "name": child.metadata.name,
-                "namespace": ns,
-                "annotations": dict(child.metadata.annotations),
-                "ownerReferences": [
-                    client_.owner_reference(
-                        {
-                            "apiVersion": API_VERSION,
-                            "kind": owner.kind,
-                            "metadata": {"name": owner.name, "uid": owner.metadata.uid},
-                        }
-                    )
-                ],
-            },
-            "spec": child.spec.to_wire(),
-        }
+        body = followup.child_body(owner, child)
         status = child.status.to_wire() if child.status is not None else None
         try:
-            raw = await self.writer.create(plural, ns, body, status)
+            answers = await self.writer.create(plural, ns, body, status)
         except client_.ApiException as exc:
             if exc.status == 409:  # the old one is still going away: try again shortly
                 return None
             raise
-        return type(child).model_validate(raw)
+        for raw in answers:  # the create's own watch event is old
+            ctx.written(plural, raw)
+        return type(child).model_validate(answers[-1])
 
     async def _write_status(
-        self, plural: str, obj: Recommendation | Approval | ExecutionPlan, new: Mapping[str, Any]
+        self,
+        ctx: Reconciling,
+        plural: str,
+        obj: Recommendation | Approval | ExecutionPlan,
+        new: Mapping[str, Any],
     ) -> None:
         old = obj.status.to_wire() if obj.status is not None else None
         meta = obj.metadata
-        await self.writer.write(plural, meta.namespace, meta.name, old, new, missing_ok=True)
+        raw = await self.writer.write(plural, meta.namespace, meta.name, old, new, missing_ok=True)
+        if raw is not None:
+            ctx.written(plural, raw)
 
     def _event(self, target: Recommendation | Approval, event: lifecycle.Event) -> None:
         if target.metadata.uid is None:
@@ -618,22 +351,3 @@ class Reconciler:
         self.recorder.record(
             ref, reason=event.reason, message=event.message, key=key, type_=event.type.value
         )
-
-
-CREATE_AGAIN_SECONDS: Final = 0.5
-"""When a create found the name still taken (the old object is going away)."""
-SETTLE_AGAIN_SECONDS: Final = 1.0
-"""When a recommendation was written ended: the group is reconciled again, finds it
-settled, and lets its approval and plan go (`Store.evict`); nothing else might bring
-the group back."""
-
-
-def _observe_decision(approval: Approval, status: ApprovalStatus) -> None:
-    """A person's decision was just recorded: how long did it take?"""
-    was = approval.status.phase if approval.status else ApprovalPhase.PENDING
-    decided = status.phase in (ApprovalPhase.APPROVED, ApprovalPhase.REJECTED)
-    if was is not ApprovalPhase.PENDING or not decided or status.decided_by == POLICY_DECIDER:
-        return
-    if status.decided_at is not None and status.requested_at is not None:
-        wait = (status.decided_at - status.requested_at).total_seconds()
-        metrics.APPROVAL_WAIT.labels(status.phase.value).observe(max(0.0, wait))

@@ -13,26 +13,26 @@ only the spec or metadata changed, it decides again from the fresh object (recor
 the outcome of a step it already ran, never running it again).
 
 Transient API errors (5xx, 429, connection refused or reset, timeouts) in those reads
-and writes are retried here, with a short exponential backoff, until the daemon stops.
+and writes are retried (``k8s.retrying``), with a short exponential backoff, until the
+daemon stops.
 
-Events: each transition event is named after the plan's uid and the transition (see
-``coordinator.k8s.events``). When the runner starts driving a plan, and when it sees a
-plan that ended lately, it records again every event the stored status implies: those
-already posted are answered 409 and not duplicated, those a crash lost are posted.
+Events (which ones: ``core.planevents``): each transition event is named after the plan's
+uid and the transition (see ``coordinator.k8s.events``). When the runner starts driving a
+plan, and when it sees a plan that ended lately, it records again every event the stored
+status implies: those already posted are answered 409 and not duplicated, those a crash
+lost are posted. The events of its own writes (never replays) also go to ``on_events``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final, TypeVar
+from typing import Final
 
 from coordinator import metrics
-from coordinator.api import defaults
+from coordinator import verifier as verifier_
 from coordinator.api.common import API_VERSION, PLANS
 from coordinator.api.plan import (
     ExecutionPlan,
@@ -43,105 +43,22 @@ from coordinator.api.plan import (
     StepPhase,
 )
 from coordinator.core import plan as plan_
+from coordinator.core import planevents
 from coordinator.executors import Executor as StepExecutor
 from coordinator.executors import StepContext
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import retrying as retrying_
 from coordinator.k8s import status as status_
 
 logger = logging.getLogger(__name__)
 
-WAIT_RECHECK_SECONDS: Final = 30.0
-STOP_POLL_SECONDS: Final = 0.1
-"""How often a backoff pause checks whether the daemon is stopping."""
 START_ATTEMPTS: Final = 5
 """Tries of a transient error when starting a plan (no daemon yet to stop it): ~3 s."""
 START_CONFLICT_ROUNDS: Final = 5
 REPLAY_WINDOW: Final = timedelta(minutes=10)
 """Ended plans whose events are recorded again when seen: those that ended this lately
-(a restart soon after a crash). Older ones are left alone: a restart with thousands of
-ended plans does not post thousands of events again."""
-
-T = TypeVar("T")
-
-_STEP_EVENTS: Final[Mapping[StepPhase, tuple[str, str]]] = {
-    StepPhase.SUCCEEDED: ("StepSucceeded", "Normal"),
-    StepPhase.FAILED: ("StepFailed", "Warning"),
-    StepPhase.ROLLED_BACK: ("StepRolledBack", "Normal"),
-    StepPhase.ROLLBACK_FAILED: ("RollbackFailed", "Warning"),
-}
-_PLAN_EVENTS: Final[Mapping[PlanPhase, tuple[str, str]]] = {
-    PlanPhase.RUNNING: ("PlanStarted", "Normal"),
-    PlanPhase.ROLLING_BACK: ("RollingBack", "Warning"),
-    PlanPhase.SUCCEEDED: ("Succeeded", "Normal"),
-    PlanPhase.ROLLED_BACK: ("RolledBack", "Warning"),
-    PlanPhase.FAILED: ("Failed", "Warning"),
-}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PlanEvent:
-    """One event of a plan transition; `key` names it (with the plan's uid and reason)."""
-
-    reason: str
-    type: str
-    message: str
-    key: str
-
-
-def _step_key(name: str, phase: StepPhase) -> str:
-    # A step reaches each of these phases at most once, and RolledBack/RollbackFailed
-    # only in a rollback: its name and phase name the transition.
-    return f"step|{name}|{phase.value}"
-
-
-def _phase_key(phase: PlanPhase) -> str:
-    return f"phase|{phase.value}"  # a plan reaches each phase at most once
-
-
-def transition_events(old: ExecutionPlanStatus | None, new: ExecutionPlanStatus) -> list[PlanEvent]:
-    """The events of every step and plan transition from `old` to `new`."""
-    events = []
-    old_steps = {s.name: s.phase for s in old.steps} if old else {}
-    for step in new.steps:
-        if old_steps.get(step.name) is step.phase or step.phase not in _STEP_EVENTS:
-            continue
-        reason, type_ = _STEP_EVENTS[step.phase]
-        detail = step.error or (f"in {step.duration_ms} ms" if step.duration_ms is not None else "")
-        message = f"Step {step.name}: {step.phase.value} {detail}".strip()
-        events.append(PlanEvent(reason, type_, message, _step_key(step.name, step.phase)))
-    if (old.phase if old else PlanPhase.PENDING) is not new.phase and new.phase in _PLAN_EVENTS:
-        reason, type_ = _PLAN_EVENTS[new.phase]
-        events.append(
-            PlanEvent(reason, type_, new.message or new.phase.value, _phase_key(new.phase))
-        )
-    return events
-
-
-def implied_events(status: ExecutionPlanStatus) -> list[PlanEvent]:
-    """The events a plan with this stored status has posted (or should have): one per
-    step in a phase that has an event, PlanStarted once it started, its phase's event."""
-    events = transition_events(None, status)
-    undone = (StepPhase.ROLLED_BACK, StepPhase.ROLLBACK_FAILED)
-    for step in status.steps:  # undone steps had succeeded first (their event may be lost)
-        if step.phase in undone:
-            reason, type_ = _STEP_EVENTS[StepPhase.SUCCEEDED]
-            detail = f"in {step.duration_ms} ms" if step.duration_ms is not None else ""
-            message = f"Step {step.name}: {StepPhase.SUCCEEDED.value} {detail}".strip()
-            events.append(
-                PlanEvent(reason, type_, message, _step_key(step.name, StepPhase.SUCCEEDED))
-            )
-    rolled_back = any(step.phase in undone for step in status.steps)
-    if status.phase is not PlanPhase.ROLLING_BACK and (
-        rolled_back or status.phase is PlanPhase.ROLLED_BACK
-    ):
-        reason, type_ = _PLAN_EVENTS[PlanPhase.ROLLING_BACK]
-        key = _phase_key(PlanPhase.ROLLING_BACK)
-        events.append(PlanEvent(reason, type_, "Rolling back", key))
-    if status.started_at is not None and status.phase is not PlanPhase.RUNNING:
-        reason, type_ = _PLAN_EVENTS[PlanPhase.RUNNING]
-        events.append(PlanEvent(reason, type_, "Plan started", _phase_key(PlanPhase.RUNNING)))
-    return events
+(a crash may have lost them); a restart does not post again the events of old plans."""
 
 
 def _wait_text(message: str, ready: bool, why: str) -> str:
@@ -150,8 +67,7 @@ def _wait_text(message: str, ready: bool, why: str) -> str:
 
 
 def _moved(read: ExecutionPlanStatus | None, stored: ExecutionPlanStatus | None) -> bool:
-    """Whether another writer moved the plan: its phase, or a step's phase or start, is
-    not what this runner read."""
+    """Whether another writer moved the plan (its phase, a step's phase or start)."""
     if read is None or stored is None:
         return (read is None) != (stored is None)
     if read.phase is not stored.phase:
@@ -161,25 +77,12 @@ def _moved(read: ExecutionPlanStatus | None, stored: ExecutionPlanStatus | None)
     return mine != theirs
 
 
-class _StoppedError(Exception):
-    """The daemon was stopped while an API call was being retried."""
-
-
 class _SupersededError(Exception):
     """Another writer moved the plan (or it is gone): this runner stops driving it."""
 
     def __init__(self, plan: ExecutionPlan | None) -> None:
         super().__init__()
         self.plan = plan
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Control:
-    """How API calls are retried: until `stopped()`, or `attempts` tries; `sleep` waits."""
-
-    stopped: Callable[[], bool]
-    sleep: Callable[[float], Awaitable[None]]
-    attempts: int | None = None
 
 
 _AGAIN: Final = None
@@ -197,8 +100,10 @@ class PlanRunner:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         writer: status_.StatusWriter | None = None,
         submitter: Callable[[str, str], tuple[str | None, tuple[str, ...]]] | None = None,
+        verifier: verifier_.Verifier | None = None,
     ) -> None:
         self.client = client
+        self.verifier = verifier or verifier_.Verifier(client=client, query=None, clock=clock)
         self.submitter = submitter or (lambda namespace, name: (None, ()))
         """(namespace, recommendation) -> who submitted it and their groups (the stamps)."""
         self.writer = writer or status_.StatusWriter(client)
@@ -207,6 +112,7 @@ class PlanRunner:
         self.executors = executors
         self.clock = clock
         self.sleep = sleep
+        self.on_events: Callable[[ExecutionPlan, list[planevents.PlanEvent]], None] | None = None
 
     async def start(
         self,
@@ -221,7 +127,9 @@ class PlanRunner:
         of that first move in one write: a move from Pending never runs a step, so there
         is nothing between the two that a crash could lose. Returns the status reached.
         """
-        control = _Control(stopped=lambda: False, sleep=self.sleep, attempts=START_ATTEMPTS)
+        control = retrying_.Control(
+            stopped=lambda: False, sleep=self.sleep, attempts=START_ATTEMPTS
+        )
         current = plan
         try:
             for _ in range(START_CONFLICT_ROUNDS):
@@ -244,14 +152,12 @@ class PlanRunner:
         self,
         plan: ExecutionPlan,
         dependencies: tuple[bool, str],
-        control: _Control,
+        control: retrying_.Control,
     ) -> ExecutionPlan | None:
         """The steps and the first move of a plan without a status; None on a conflict."""
         initial = plan_.initial_status(plan.spec)
         ready, why = dependencies
-        move = plan_.next_move(
-            spec=plan.spec, status=initial, now=self.clock(), dependencies_ready=ready
-        )
+        move = await self.verifier.next_move(plan, plan.spec, initial, ready=ready)
         match move:
             case plan_.Advance(status=new):
                 pass
@@ -284,7 +190,9 @@ class PlanRunner:
         early, leaving the plan as it is, when another writer moved it, or when
         `stopped()` during the retries of a transient API error.
         """
-        control = _Control(stopped=stopped, sleep=lambda t: self._pause(t, stopped))
+        control = retrying_.Control(
+            stopped=stopped, sleep=lambda t: retrying_.pause(t, stopped, self.sleep)
+        )
         current = plan
         self.replay(current)
         try:
@@ -298,8 +206,8 @@ class PlanRunner:
                 if isinstance(move, plan_.Done):
                     return move.phase
                 if isinstance(move, plan_.Wait):
-                    await wake(WAIT_RECHECK_SECONDS)
-        except _StoppedError:
+                    await wake(self.verifier.pause(move))
+        except retrying_.StoppedError:
             pass
         except _SupersededError as exc:
             return exc.plan.status_phase if exc.plan is not None else current.status_phase
@@ -309,11 +217,7 @@ class PlanRunner:
         """Record every event the stored status of `plan` implies (see the module)."""
         if plan.status is None or not plan.metadata.uid:
             return
-        ref = _ref(plan)
-        for event in implied_events(plan.status):
-            self.recorder.record(
-                ref, reason=event.reason, message=event.message, key=event.key, type_=event.type
-            )
+        self._record(plan, planevents.implied_events(plan.status))
 
     def replay_if_recent(self, plan: ExecutionPlan) -> None:
         """`replay` for a plan that ended within REPLAY_WINDOW (a crash may have lost the
@@ -329,7 +233,7 @@ class PlanRunner:
         current: ExecutionPlan,
         spec: ExecutionPlanSpec,
         dependencies: tuple[bool, str],
-        control: _Control,
+        control: retrying_.Control,
         *,
         abort: bool = False,
     ) -> tuple[ExecutionPlan, plan_.Move | None]:
@@ -340,7 +244,7 @@ class PlanRunner:
         """
         status = current.status or plan_.initial_status(current.spec)
         ready, why = dependencies
-        move = plan_.next_move(spec=spec, status=status, now=self.clock(), dependencies_ready=ready)
+        move = await self.verifier.next_move(current, spec, status, ready=ready)
         submitter, groups = self.submitter(current.metadata.namespace, current.spec.recommendation)
         context = StepContext(
             namespace=current.metadata.namespace,
@@ -398,15 +302,8 @@ class PlanRunner:
             spec = fresh.spec.model_copy(update={"abort": True}) if abort else fresh.spec
             new = record(spec, status)
 
-    async def _pause(self, seconds: float, stopped: Callable[[], bool]) -> None:
-        """Sleep `seconds`, or less when `stopped()` becomes true."""
-        left = seconds
-        while left > 0 and not stopped():
-            await self.sleep(min(STOP_POLL_SECONDS, left))
-            left -= STOP_POLL_SECONDS
-
     async def _reread(
-        self, current: ExecutionPlan, read: ExecutionPlanStatus | None, control: _Control
+        self, current: ExecutionPlan, read: ExecutionPlanStatus | None, control: retrying_.Control
     ) -> ExecutionPlan:
         """The plan as stored now, after a write of ours was refused (409 Conflict).
 
@@ -414,7 +311,7 @@ class PlanRunner:
         runner read `read`.
         """
         ns, name = current.metadata.namespace, current.metadata.name
-        raw = await self._retrying(
+        raw = await retrying_.retrying(
             lambda: self.client.get(PLANS, ns, name), control, f"read plan {ns}/{name}"
         )
         fresh = ExecutionPlan.model_validate(raw) if raw is not None else None
@@ -433,42 +330,19 @@ class PlanRunner:
             raise _SupersededError(fresh)
         return fresh
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]], control: _Control, what: str) -> T:
-        """`call()`, tried again after transient API errors (see `client.transient`) with
-        exponential backoff and jitter (``api.defaults.API_RETRY``), until it succeeds, fails
-        otherwise, or the caller stops (`_StoppedError`).
-
-        A 403 counts as transient here: the operator checked at start that it may read and
-        write its plans (``k8s.access``), so a refusal now is an API server that restarted
-        and has not loaded its RBAC roles yet (measured by ``make chaos``: for about a
-        second, with no other sign), or a role being changed. The plan waits, logging why,
-        rather than leave its state unrecorded or stall behind kopf's 60 s daemon backoff.
-        """
-        pauses = defaults.API_RETRY.delays(random.random)
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                attempt += 1
-                forbidden = isinstance(exc, client_.ApiException) and exc.status == 403
-                if not (client_.transient(exc) or forbidden):
-                    raise
-                if control.attempts is not None and attempt >= control.attempts:
-                    raise
-                if control.stopped():
-                    raise _StoppedError from exc
-                delay = next(pauses)
-                logger.warning(
-                    "%s: %s (attempt %d); trying again in %.1fs",
-                    what,
-                    _describe(exc),
-                    attempt,
-                    delay,
-                )
-                await control.sleep(delay)
-                if control.stopped():
-                    raise _StoppedError from exc
+    def _record(self, plan: ExecutionPlan, events: list[planevents.PlanEvent]) -> None:
+        """Record `events` on `plan` (each under its key: posted at most once)."""
+        ref = events_.ObjectRef(
+            API_VERSION,
+            "ExecutionPlan",
+            plan.metadata.namespace,
+            plan.metadata.name,
+            plan.metadata.uid,
+        )
+        for event in events:
+            self.recorder.record(
+                ref, reason=event.reason, message=event.message, key=event.key, type_=event.type
+            )
 
     @staticmethod
     async def _run(call: Awaitable[plan_.Outcome]) -> plan_.Outcome:
@@ -485,7 +359,7 @@ class PlanRunner:
         current: ExecutionPlan,
         old: ExecutionPlanStatus | None,
         new: ExecutionPlanStatus,
-        control: _Control,
+        control: retrying_.Control,
     ) -> ExecutionPlan:
         """Write `new` over `old` if the plan is still at the version of `current`.
 
@@ -494,7 +368,7 @@ class PlanRunner:
         new = plan_.with_conditions(new, generation=current.metadata.generation, now=self.clock())
         ns, name = current.metadata.namespace, current.metadata.name
         before, after = old.to_wire() if old else None, new.to_wire()
-        raw = await self._retrying(
+        raw = await retrying_.retrying(
             lambda: self.writer.write(
                 PLANS, ns, name, before, after, resource_version=current.metadata.resource_version
             ),
@@ -504,25 +378,11 @@ class PlanRunner:
         if raw is None:  # nothing changed
             return current
         written = ExecutionPlan.model_validate(raw)
-        ref = _ref(current)
-        for event in transition_events(old, new):
-            self.recorder.record(
-                ref, reason=event.reason, message=event.message, key=event.key, type_=event.type
-            )
+        self._record(current, events := planevents.transition_events(old, new))
+        if self.on_events is not None:  # the notifications (coordinator.app)
+            self.on_events(current, events)
         _observe(current, old, new)
         return written
-
-
-def _ref(plan: ExecutionPlan) -> events_.ObjectRef:
-    return events_.ObjectRef(
-        API_VERSION, "ExecutionPlan", plan.metadata.namespace, plan.metadata.name, plan.metadata.uid
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, client_.ApiException):
-        return f"({exc.status}) {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _observe(

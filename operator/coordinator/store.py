@@ -1,17 +1,17 @@
 """The Store: what the operator knows of its kinds, compact, in one place.
 
-The watches (``coordinator.k8s.informer``) and the operator's own writes feed it raw
-objects; it keeps, per object, a slotted record of the fields the shell looks things up
-by (namespace, name, uid, resourceVersion, customer, phase, dependsOn, owner) and the
-rest of the object as compact JSON, packed (`Packer`: zlib primed with an object of the
-same kind, ~4x smaller) — ``managedFields``, the last-applied annotation and every
-annotation not under ``optiinfra.io/`` dropped at the first parse.
+Its one job: hold the objects (one ``records.Record`` each: the fields looked up by, the
+rest packed) and answer each change with a `Change`: the record, and where the change
+came from (``core.origin``: listed, watched, or the answer of an own write, `own_write`).
+It calls nobody: whoever applies a change gets it back and dispatches it
+(``parts.dispatch.Dispatch.deliver``, the reconcile's context ``workqueue.Reconciling``,
+the runner's and daemons' writes through ``coordinator.outbox``).
 No pydantic model and no watch response is kept: a reconcile materialises the models
 of the one group it works on (`recommendation`, `approval`, `plan`), from a small cache
 of the latest ones.
 
 The store is also the resourceVersion tracker of the operator's own writes: a write's
-response is put in it at once (`apply`), and a watch event older than what it holds is
+response is put in it at once (`own_write`), and a watch event older than what it holds is
 ignored, so a reconcile never decides from a copy older than its own last write.
 
 ApprovalPolicies are kept the same way (few, looked up by namespace), and AgentEndpoints
@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
-import sys
-import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
@@ -47,7 +44,6 @@ from coordinator.api.approval import Approval, ApprovalPhase
 from coordinator.api.common import (
     APPROVALS,
     ENDPOINTS,
-    OWN_ANNOTATIONS,
     PLANS,
     POLICIES,
     RECOMMENDATIONS,
@@ -56,11 +52,26 @@ from coordinator.api.endpoint import AgentEndpoint
 from coordinator.api.plan import ExecutionPlan, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation
+from coordinator.core.origin import Origin
+from coordinator.records import Change, EvictedError, ObjectKey, Packer, Record, strip, version
+
+__all__ = [
+    "AT_REST",
+    "KINDS",
+    "Change",
+    "EvictedError",
+    "GroupKey",
+    "ObjectKey",
+    "Origin",
+    "Packer",
+    "Record",
+    "Store",
+    "strip",
+    "version",
+]
 
 GroupKey = tuple[str, str]
 """(namespace, customerId)."""
-ObjectKey = tuple[str, str]
-"""(namespace, name)."""
 
 M = TypeVar("M", Recommendation, Approval, ExecutionPlan, ApprovalPolicy, AgentEndpoint)
 
@@ -74,147 +85,12 @@ to wait for its turn: with ~3 versions of a recommendation and 2 of an approval 
 plan written in a few seconds, most of the cache could be versions nobody asks for).
 7 to 12 KB a model (measured: recommendation, approval, plan)."""
 
-_META_KEPT: Final = (
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "ownerReferences",
-)
-
-
 AT_REST: Final[Mapping[str, frozenset[str]]] = {
     APPROVALS: frozenset(p.value for p in ApprovalPhase if p is not ApprovalPhase.PENDING),
     PLANS: frozenset(p.value for p in PlanPhase if p.ended),
 }
 """The phases in which an approval or a plan changes no more by itself: only such are
 evicted (a pending approval expires; a running plan is being driven)."""
-
-
-class EvictedError(LookupError):
-    """The object is known but not held in memory (see `Store.evict`): `Store.fetch` it."""
-
-
-def version(raw: str | None) -> int:
-    """A resourceVersion as a number (etcd's revisions: newer is larger)."""
-    return int(raw) if raw and raw.isdigit() else 0
-
-
-def _intern(value: Any) -> Any:
-    return sys.intern(value) if type(value) is str else value
-
-
-def strip(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """`raw` without what the operator never reads: managedFields, labels, and every
-    annotation not under ``optiinfra.io/`` (``kubectl apply`` keeps a copy of the whole
-    manifest in one)."""
-    meta = raw.get("metadata") or {}
-    kept: dict[str, Any] = {k: meta[k] for k in _META_KEPT if k in meta}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if OWN_ANNOTATIONS in k}
-    if annotations:
-        kept["annotations"] = annotations
-    body = {k: v for k, v in raw.items() if k not in ("metadata", "apiVersion", "kind")}
-    body["metadata"] = kept
-    return body
-
-
-class Packer:
-    """Compresses the JSON of one kind's records (zlib, primed with a dictionary).
-
-    Objects of one kind share most of their text — field names, the namespace, the
-    customer ids, the condition messages — so the dictionary is the first object of the
-    kind seen with a status: measured on the benchmark's objects, a ~1.1 KB body keeps
-    ~250 B (zlib alone: ~520 B), for ~40 µs to pack and ~15 µs to unpack. Each record
-    keeps the dictionary it was packed with."""
-
-    __slots__ = ("zdict",)
-
-    def __init__(self) -> None:
-        self.zdict = b""
-
-    def pack(self, text: bytes) -> tuple[bytes, bytes]:
-        """`text` packed, and the dictionary it was packed with."""
-        if not self.zdict and b'"status":{' in text:
-            self.zdict = text
-        packer = zlib.compressobj(1, zdict=self.zdict)
-        return packer.compress(text) + packer.flush(), self.zdict
-
-
-def unpack(body: bytes, zdict: bytes) -> bytes:
-    unpacker = zlib.decompressobj(zdict=zdict)
-    return unpacker.decompress(body) + unpacker.flush()
-
-
-class Record:
-    """One object: the fields looked up by, and the rest as packed compact JSON (`body`;
-    None once evicted; `text` unpacks it)."""
-
-    __slots__ = (
-        "body",
-        "conflicts",
-        "customer",
-        "deleting",
-        "depends_on",
-        "finalizers",
-        "name",
-        "namespace",
-        "owner",
-        "phase",
-        "rv",
-        "uid",
-        "zdict",
-    )
-
-    def __init__(self, raw: Mapping[str, Any], packer: Packer | None = None) -> None:
-        meta = raw.get("metadata") or {}
-        spec = raw.get("spec") or {}
-        status = raw.get("status") or {}
-        self.namespace: str = sys.intern(meta.get("namespace") or "default")
-        self.name: str = sys.intern(meta.get("name") or "")
-        self.uid: str = meta.get("uid") or ""
-        self.rv: int = version(meta.get("resourceVersion"))
-        self.customer: str = sys.intern(str(spec.get("customerId") or ""))
-        self.phase: str | None = _intern(status.get("phase"))
-        self.depends_on: tuple[str, ...] = tuple(
-            sys.intern(str(d)) for d in spec.get("dependsOn") or ()
-        )
-        owners = meta.get("ownerReferences") or ()
-        self.owner: str | None = next((o.get("uid") for o in owners if o.get("controller")), None)
-        if self.owner is None and owners:
-            self.owner = owners[0].get("uid")
-        self.deleting: bool = bool(meta.get("deletionTimestamp"))
-        self.finalizers: tuple[str, ...] = tuple(
-            sys.intern(str(f)) for f in meta.get("finalizers") or ()
-        )
-        self.conflicts: tuple[str, ...] = tuple(
-            sys.intern(str(c.get("type"))) for c in status.get("conflicts") or ()
-        )
-        self.zdict = b""
-        self.body: bytes | None = None
-        self.pack(raw, packer or Packer())
-
-    def pack(self, raw: Mapping[str, Any], packer: Packer) -> None:
-        self.body, self.zdict = packer.pack(_encode(raw))
-
-    def text(self) -> bytes:
-        """The object as compact JSON (what is kept of it); EvictedError once evicted."""
-        if self.body is None:
-            raise EvictedError(
-                f"{self.namespace}/{self.name} is not held in memory "
-                "(its recommendation ended): fetch it"
-            )
-        return unpack(self.body, self.zdict)
-
-    @property
-    def key(self) -> ObjectKey:
-        return (self.namespace, self.name)
-
-
-def _encode(raw: Mapping[str, Any]) -> bytes:
-    return json.dumps(strip(raw), separators=(",", ":")).encode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,8 +107,7 @@ KINDS: Final[Mapping[str, Kind[Any]]] = {
     ENDPOINTS: Kind(ENDPOINTS, AgentEndpoint),
 }
 
-Listener = Callable[[str, Record, bool], None]
-"""Told of every change: (plural, record, deleted)."""
+
 Loader = Callable[[str, str, str], Awaitable[Mapping[str, Any] | None]]
 """Reads one object from the API server: (plural, namespace, name) → it, or None (gone)."""
 
@@ -256,7 +131,6 @@ class Store:
         """Conflict entries on recommendations, by type."""
         self.counts: collections.Counter[tuple[str, bool]] = collections.Counter()
         """Objects by kind and whether their body is held (False: evicted stubs)."""
-        self.listeners: list[Listener] = []
         self.loader = loader
         """How `fetch` reads an evicted object again (the operator's client)."""
         self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
@@ -264,19 +138,26 @@ class Store:
 
     # --- changes ------------------------------------------------------------------------
 
-    def apply(self, plural: str, raw: Mapping[str, Any], *, deleted: bool = False) -> bool:
-        """A watch event or the response of a write. Ignored (False) when the store holds
-        the same object at a newer version already; a deletion removes it whatever."""
+    def apply(
+        self,
+        plural: str,
+        raw: Mapping[str, Any],
+        *,
+        deleted: bool = False,
+        origin: Origin = Origin.WATCHED,
+    ) -> Change | None:
+        """An object listed or watched, or the answer to a write (`origin`): the change,
+        for the caller to dispatch. None when the store holds the same object at the same
+        or a newer version already; a deletion removes it whatever."""
         meta = raw.get("metadata") or {}
         key = (meta.get("namespace") or "default", meta.get("name") or "")
         objects = self._objects[plural]
         old = objects.get(key)
         if deleted:
             if old is None or (old.uid != meta.get("uid") and meta.get("uid")):
-                return False
+                return None
             self._remove(plural, old)
-            self._tell(plural, old, deleted=True)
-            return True
+            return Change(plural, old, True, origin)
         if old is not None and old.uid == meta.get("uid"):
             rv = version(meta.get("resourceVersion"))
             if old.rv >= rv:
@@ -284,25 +165,28 @@ class Store:
                     old.pack(raw, self._packers[plural])
                     self.counts[(plural, False)] -= 1
                     self.counts[(plural, True)] += 1
-                return False
+                return None
         record = Record(raw, self._packers[plural])
         if old is not None:
             self._remove(plural, old)
         self._add(plural, record)
-        self._tell(plural, record, deleted=False)
-        return True
+        return Change(plural, record, False, origin)
 
-    def resync(self, plural: str, namespaces: Callable[[str], bool], seen: set[ObjectKey]) -> None:
+    def own_write(self, plural: str, raw: Mapping[str, Any]) -> Change | None:
+        """The API server's answer to a write of the operator (`apply`, as an own write)."""
+        return self.apply(plural, raw, origin=Origin.OWN_WRITE)
+
+    def resync(
+        self, plural: str, namespaces: Callable[[str], bool], seen: set[ObjectKey]
+    ) -> list[Change]:
         """After a fresh listing: the objects of `plural` in the listed namespaces that
-        were not listed are gone (deleted while the watch was away)."""
+        were not listed are gone (deleted while the watch was away); their deletions."""
+        gone = []
         for key, record in list(self._objects[plural].items()):
             if namespaces(key[0]) and key not in seen:
                 self._remove(plural, record)
-                self._tell(plural, record, deleted=True)
-
-    def _tell(self, plural: str, record: Record, *, deleted: bool) -> None:
-        for listener in self.listeners:
-            listener(plural, record, deleted)
+                gone.append(Change(plural, record, True, Origin.LISTED))
+        return gone
 
     def _add(self, plural: str, record: Record) -> None:
         self._objects[plural][record.key] = record
@@ -394,14 +278,18 @@ class Store:
 
     async def fetch(self, plural: str, record: Record) -> Any:
         """The model of `record`, read again from the API server when it was evicted (None
-        if it is gone there, or was replaced by another object of the same name)."""
+        if it is gone there, or was replaced by another object of the same name). The same
+        version gets its body back; a newer one is returned but not kept: it is a change,
+        which its watch event brings through dispatch (the Store tells nobody)."""
         if record.body is not None:
             return self.model(plural, record)
         if self.loader is None:
             raise EvictedError(f"{plural} {record.namespace}/{record.name}: no loader to fetch it")
         raw = await self.loader(plural, record.namespace, record.name)
-        if raw is None:
+        if raw is None or (raw.get("metadata") or {}).get("uid") != record.uid:
             return None
+        if version((raw.get("metadata") or {}).get("resourceVersion")) > record.rv:
+            return KINDS[plural].model.model_validate(raw)
         self.apply(plural, raw)
         now = self._objects[plural].get(record.key)
         if now is None or now.uid != record.uid or now.body is None:
@@ -424,6 +312,11 @@ class Store:
         """The AgentEndpoint `key`, or None when the store does not hold it (yet)."""
         found: AgentEndpoint | None = self.get(ENDPOINTS, key)
         return found
+
+    def endpoint_in(self, namespace: str, name: str) -> AgentEndpoint | None:
+        """`endpoint` by namespace and name (what ``executors.webhook.ClientResolver``
+        looks up)."""
+        return self.endpoint((namespace, name))
 
     def child_record(self, plural: str, owner: Record) -> Record | None:
         """The approval or plan `owner` owns (same name, its uid as owner), or None."""

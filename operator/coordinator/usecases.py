@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 from coordinator import present
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.core import policy
+from coordinator.core.verification import SKIP_BASELINE_ANNOTATION
 from coordinator.k8s import caller
 
 T = TypeVar("T")
@@ -186,10 +187,29 @@ def _switch(api: Any, namespace: str, name: str, *, start: bool) -> dict[str, An
     return caller.patch(api, namespace, PLANS, name, body)
 
 
-def start(api: Any, namespace: str, name: str) -> dict[str, Any]:
+def start(api: Any, namespace: str, name: str, *, skip_baseline: bool = False) -> dict[str, Any]:
     """Start the suspended ExecutionPlan `name`; the plan as patched. RefusedError when it
-    does not exist, has ended or is already started."""
-    return _switch(api, namespace, name, start=True)
+    does not exist, has ended or is already started.
+
+    With `skip_baseline`, a pending plan that waits for its verification baseline starts
+    without one (suspended or not): the annotation ``optiinfra.io/skip-baseline`` names
+    the caller as the API server authenticates them, and the operator records it in
+    ``status.verification.baselineSkippedBy``."""
+    if not skip_baseline:
+        return _switch(api, namespace, name, start=True)
+    plan = read(api, namespace, PLANS, name)
+    phase = present.phase(plan)
+    if phase in ENDED:
+        raise RefusedError(Refusal.ENDED, f"executionplan {name} already ended: {phase}")
+    if phase != "Pending":
+        raise RefusedError(
+            Refusal.STARTED, f"executionplan {name} is already started ({phase}): past its baseline"
+        )
+    user, _ = caller.whoami(api)
+    body: dict[str, Any] = {"metadata": {"annotations": {SKIP_BASELINE_ANNOTATION: user}}}
+    if (plan.get("spec") or {}).get("suspend", False):
+        body["spec"] = {"suspend": False}
+    return caller.patch(api, namespace, PLANS, name, body)
 
 
 def abort(api: Any, namespace: str, name: str) -> dict[str, Any]:

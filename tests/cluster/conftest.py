@@ -1,35 +1,36 @@
-"""Fixtures for the end-to-end tests: the CRDs, a running operator, helpers to read objects."""
+"""Fixtures for the end-to-end tests: the CRDs, a running operator, a fresh namespace set up
+as an admin sets one up, objects read back. What they are made of is in tests/support."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import flux as localflux
 import kubernetes
 import localcluster
+import localproc
+import prometheus as localprometheus
 import pytest
-import yaml
 
-from coordinator.api.common import GROUP, PLANS, VERSION
-from tests import examples_support
-from tests.agent_process import KEY, AgentProcess
-from tests.gateway_support import GatewayProcess, gateway
-from tests.operator_process import OperatorProcess
-from tests.support import Kubectl, wait_for
-
-REPO = Path(__file__).parents[2]
-E2E_PREFIX = "e2e-"
-E2E_LABEL = "optiinfra.io/e2e"
-"""Namespaces of the shared operator carry it; its admission webhooks apply only there."""
-SHORT_EXPIRY = "8s"
-"""--expiry-critical of the shared operator: critical approvals expire quickly in tests."""
+from tests.support.cluster import (
+    E2E_LABEL,
+    E2E_PREFIX,
+    REPO,
+    SHORT_EXPIRY,
+    bind_users,
+    opt_in,
+    register_agents,
+    release_plans,
+)
+from tests.support.gateway import GatewayProcess, gateway
+from tests.support.kube import Kubectl, Objects, wait_for
+from tests.support.processes import AgentProcess, OperatorProcess
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +56,14 @@ def flux(cluster: localcluster.Cluster) -> Iterator[localflux.Flux]:
         localflux.down(quiet=True)
 
 
-OPERATOR_SA = ("optiinfra-system", "optiinfra-coordinator")
-"""The operator's ServiceAccount in manifests/: every operator of the tests runs as it."""
+@pytest.fixture(scope="session")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[localprometheus.Prometheus, localprometheus.MetricsFixture]]:
+    """A real Prometheus (built on demand, hack/cluster/prometheus.py) scraping a metrics
+    fixture on 127.0.0.1 every second, whose gauges the tests set; stopped by PID at the end."""
+    with localprometheus.serving(tmp_path_factory.mktemp("prometheus")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="session")
@@ -66,23 +73,12 @@ def operator_kubeconfig(
     """A kubeconfig that authenticates as the operator's ServiceAccount (a token from
     `kubectl create token`), with exactly the rights manifests/ gives it: the tests prove
     the ClusterRole by running the operator under it, not by reading it."""
-    manifests = REPO / "manifests"
-    # The operators of the tests run outside the cluster (local webhooks): they are also
-    # granted local-webhooks-role.yaml. The executor's rights are per namespace (opt_in).
-    names = ("namespace.yaml", "serviceaccount.yaml", "operator-rbac.yaml", "executor-role.yaml")
-    for name in (*names, "local-webhooks-role.yaml"):
-        kubectl("apply", "-f", str(manifests / name))
-    namespace, account = OPERATOR_SA
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=24h").stdout.strip()
-    config = yaml.safe_load(cluster.kubeconfig.read_text())
-    user = f"system:serviceaccount:{namespace}:{account}"
-    config["users"] = [{"name": user, "user": {"token": token}}]
-    for context in config["contexts"]:
-        context["context"]["user"] = user
-    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
+    return localproc.operator_kubeconfig(
+        admin=cluster.kubeconfig,
+        kubectl=cluster.bin_dir / "kubectl",
+        manifests=REPO / "manifests",
+        out=tmp_path_factory.mktemp("operator-identity") / "kubeconfig",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -109,78 +105,10 @@ def operator(
     process.stop()
 
 
-ROLES = {"agent": "optiinfra-agent", "approver": "optiinfra-approver", "viewer": "optiinfra-viewer"}
-
-
 @pytest.fixture(scope="session")
 def user_roles(kubectl: Kubectl) -> None:
     """The user roles from manifests/ (agent, approver, viewer)."""
     kubectl("apply", "-f", str(REPO / "manifests" / "user-roles.yaml"))
-
-
-def bind_users(api: kubernetes.client.ApiClient, namespace: str) -> None:
-    """Bind the users agent, approver and viewer to their roles in `namespace`."""
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
-    for user, role in ROLES.items():
-        rbac.create_namespaced_role_binding(
-            namespace,
-            {
-                "metadata": {"name": f"{user}-binding"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
-                ],
-            },
-        )
-
-
-def grant_endpoint_secrets(
-    kubectl: Kubectl, api: kubernetes.client.ApiClient, namespace: str, secrets: list[str]
-) -> None:
-    """What an admin does for webhook steps: manifests/endpoint-secrets-role.yaml in
-    `namespace`, naming exactly `secrets`; waits until the operator may read them."""
-    template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
-    docs = [d for d in yaml.safe_load_all(template.replace("TENANT-NAMESPACE", namespace)) if d]
-    for doc in docs:
-        if doc["kind"] == "Role":
-            doc["rules"][0]["resourceNames"] = list(secrets)
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
-    account = "system:serviceaccount:{}:{}".format(*OPERATOR_SA)
-    for secret in secrets:
-        ask = ("auth", "can-i", "get", f"secret/{secret}", "-n", namespace, f"--as={account}")
-        wait_for(
-            lambda ask=ask: kubectl(*ask, check=False).stdout.strip() == "yes",
-            what=f"the operator to be allowed to read Secret {namespace}/{secret}",
-        )
-
-
-def opt_in(kubectl: Kubectl, namespace: str) -> None:
-    """What a namespace does to let plans change its workloads: bind optiinfra-executor
-    (manifests/executor-role.yaml) to the operator there; waits until it may."""
-    account = "{}:{}".format(*OPERATOR_SA)
-    kubectl(
-        "create", "rolebinding", "optiinfra-executor", "-n", namespace,
-        "--clusterrole=optiinfra-executor", f"--serviceaccount={account}",
-    )  # fmt: skip
-    ask = ("auth", "can-i", "patch", "deployments.apps", "-n", namespace)
-    wait_for(
-        lambda: (
-            kubectl(*ask, f"--as=system:serviceaccount:{account}", check=False).stdout.strip()
-            == "yes"
-        ),
-        what=f"the operator to be allowed to change workloads in {namespace}",
-    )
-
-
-AGENTS = examples_support.agents()
-"""The agents of the examples (the tests' own recommendations use them too): each e2e
-namespace registers an AgentEndpoint for each, so that their default plans (webhook steps)
-are admitted and carried out."""
-AGENT_SECRET = "agents-hmac"
 
 
 @pytest.fixture(scope="session")
@@ -189,48 +117,6 @@ def reference_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentP
     process = AgentProcess(tmp_path_factory.mktemp("agent"))
     yield process
     process.stop()
-
-
-SUBMITTERS: list[dict[str, Any]] = [{"group": "system:authenticated"}]
-"""Whose recommendations the tests' AgentEndpoints take: any authenticated user (the tests
-submit as agent, admin, alice, ...); the tests of `submitters` register their own."""
-
-
-def register_agents(
-    kubectl: Kubectl,
-    namespace: str,
-    url: str,
-    submitters: list[dict[str, Any]] | None = None,
-) -> None:
-    """An admin's part, in one apply: the HMAC Secret, the Role that lets the operator read
-    exactly that Secret, and one AgentEndpoint per agent (taking the steps of
-    `submitters`, by default SUBMITTERS)."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": AGENT_SECRET, "namespace": namespace},
-        "data": {"hmac": base64.b64encode(KEY).decode()},
-    }
-    endpoints = [
-        {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "AgentEndpoint",
-            "metadata": {"name": agent, "namespace": namespace},
-            "spec": {
-                "url": url,
-                "secretRef": {"name": AGENT_SECRET, "key": "hmac"},
-                "submitters": SUBMITTERS if submitters is None else submitters,
-            },
-        }
-        for agent in AGENTS
-    ]
-    template = (REPO / "manifests" / "endpoint-secrets-role.yaml").read_text()
-    role = [d for d in yaml.safe_load_all(template.replace("TENANT-NAMESPACE", namespace)) if d]
-    for doc in role:
-        if doc["kind"] == "Role":
-            doc["rules"][0]["resourceNames"] = [AGENT_SECRET]
-    # The endpoints last: a plan waiting for one starts as soon as it exists.
-    kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([secret, *role, *endpoints]))
 
 
 @contextlib.contextmanager
@@ -300,19 +186,6 @@ def own_namespace(api: kubernetes.client.ApiClient, crds: None) -> Iterator[str]
     release_plans(api, name)
 
 
-def release_plans(api: kubernetes.client.ApiClient, namespace: str) -> None:
-    """A plan left Running holds the operator's finalizer, and its operator is stopped by
-    now: let it go, or it (and its namespace) stays Terminating for the cluster's life."""
-    custom = kubernetes.client.CustomObjectsApi(api)
-    for plan in custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLANS)["items"]:
-        if plan["metadata"].get("finalizers"):
-            with contextlib.suppress(kubernetes.client.ApiException):
-                custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLANS, plan["metadata"]["name"],
-                    {"metadata": {"finalizers": None}},
-                )  # fmt: skip
-
-
 @pytest.fixture
 def own_operator(
     operator_kubeconfig: Path, own_namespace: str, tmp_path: Path
@@ -335,49 +208,6 @@ def own_operator(
         process.stop()
 
 
-class Objects:
-    """Read optiinfra.io objects of one namespace through the admin client."""
-
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str) -> None:
-        self._custom = kubernetes.client.CustomObjectsApi(api)
-        self.namespace = namespace
-
-    def get(self, plural: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self._custom.get_namespaced_custom_object(
-                "optiinfra.io", "v1alpha1", self.namespace, plural, name
-            )
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return found
-
-    def status(self, plural: str, name: str) -> dict[str, Any]:
-        obj = self.get(plural, name)
-        return (obj or {}).get("status") or {}
-
-    def phase(self, plural: str, name: str) -> str | None:
-        phase: str | None = self.status(plural, name).get("phase")
-        return phase
-
-    def wait_phase(
-        self, plural: str, name: str, phase: str, *, timeout: float = 30
-    ) -> dict[str, Any]:
-        """Wait until `name` has `phase`; returns the object."""
-
-        def reached() -> dict[str, Any] | None:
-            obj = self.get(plural, name)
-            return obj if obj and (obj.get("status") or {}).get("phase") == phase else None
-
-        return wait_for(
-            reached,
-            what=f"{plural}/{name} in {self.namespace} to be {phase} "
-            f"(it is {self.phase(plural, name)})",
-            timeout=timeout,
-        )
-
-
 @pytest.fixture
 def objects(api: kubernetes.client.ApiClient, e2e_namespace: str) -> Objects:
     return Objects(api, e2e_namespace)
@@ -398,3 +228,11 @@ def served(
     """A `coordinator gateway` for the test's namespace (the gateway and dashboard tests)."""
     with gateway(cluster.kubeconfig, e2e_namespace, tmp_path / "gateway.log") as process:
         yield process
+
+
+@pytest.fixture
+def plugin_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where `pip install` put kubectl-optiinfra, first on PATH (kubectl finds it there)."""
+    venv_bin = Path(sys.executable).parent
+    assert (venv_bin / "kubectl-optiinfra").exists()
+    monkeypatch.setenv("PATH", f"{venv_bin}{os.pathsep}{os.environ['PATH']}")

@@ -16,7 +16,8 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.cluster.surface_support import (
+from tests.support import Kubectl
+from tests.support.surface import (
     EXAMPLES,
     MANIFESTS,
     Doc,
@@ -28,7 +29,6 @@ from tests.cluster.surface_support import (
     object_exists,
     render_manifests,
 )
-from tests.support import Kubectl
 
 INVALID = Path(__file__).parent / "invalid"
 OPERATOR_NAMESPACE = "optiinfra-system"

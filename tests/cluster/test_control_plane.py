@@ -13,6 +13,7 @@ import localcluster
 import pytest
 
 from tests.support import Kubectl, wait_for
+from tests.support.builders import deployment
 
 GO_MOD = Path(__file__).parents[2] / "hack" / "cluster" / "go.mod"
 
@@ -122,21 +123,6 @@ def test_the_kwok_node_is_ready_untainted_and_roomy(api: kubernetes.client.ApiCl
     assert node.status.node_info.kubelet_version.startswith("kwok-")
 
 
-def _deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
-            },
-        },
-    }
-
-
 def _ready_replicas(apps: kubernetes.client.AppsV1Api, namespace: str, name: str) -> int:
     status = apps.read_namespaced_deployment_status(name, namespace).status
     return int(status.ready_replicas or 0)
@@ -147,7 +133,7 @@ def test_deployment_pods_are_scheduled_on_the_kwok_node_and_become_ready(
 ) -> None:
     apps = kubernetes.client.AppsV1Api(api)
     core = kubernetes.client.CoreV1Api(api)
-    apps.create_namespaced_deployment(namespace, _deployment("pause", 3))
+    apps.create_namespaced_deployment(namespace, deployment("pause", 3))
     wait_for(
         lambda: _ready_replicas(apps, namespace, "pause") == 3,
         what="deployment pause 3/3 Ready",

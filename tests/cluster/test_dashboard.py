@@ -1,6 +1,7 @@
 """The gateway's read-only dashboard, loaded in headless Chromium (Debian's `chromium`)
-against the local control plane: the conflict graph, the approval queue and a plan's
-timeline with its rollback, as a viewer's token may read them.
+against the local control plane: the conflict graph, the approval queue, a plan's
+timeline with its rollback and one with its verification window (measured by the real
+Prometheus), as a viewer's token may read them.
 
 The screenshot goes to the test's temporary directory; with
 OPTIINFRA_DASHBOARD_SCREENSHOT=PATH it is also written to PATH (the README's picture
@@ -17,12 +18,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import kubernetes
+import prometheus as localprometheus
 import pytest
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, fast_steps, recommendation
-from tests.gateway_support import GatewayProcess, service_account_tokens
 from tests.support import Kubectl
+from tests.support.builders import fast_steps, metric, recommendation, template
+from tests.support.gateway import GatewayProcess, service_account_tokens
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -56,6 +58,39 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def verified(
+    kubectl: Kubectl,
+    namespace: str,
+    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
+) -> None:
+    """rec-verified: a low-risk scale_down of Deployment web-v that runs at once, verified
+    by the template `latency` it names (two measurements a second apart of a gauge that holds)."""
+    server, gauges = prometheus
+    gauges.set("optiinfra_test_latency_seconds", 0.2, namespace=namespace, deployment="web-v")
+    series = (
+        'optiinfra_test_latency_seconds{namespace="{{namespace}}",deployment="{{target.name}}"}'
+    )
+    query = f"max({series})"
+    apply(
+        kubectl,
+        namespace,
+        template(
+            "latency", selector={"customerIds": ["nobody"]},
+            provider={"prometheus": {"address": server.url, "timeoutSeconds": 5}},
+            baseline={"window": "10s"},
+            metrics=[metric("p99", query=query, interval="1s", count=2)],
+        ),
+        recommendation(
+            "rec-verified", action="scale_down", riskLevel="low", autoApprove=True,
+            executeNow=True, affectedResources=["web-v"],
+            target={"apiVersion": "apps/v1", "kind": "Deployment", "name": "web-v"},
+            verification={"templates": ["latency"]},
+            steps=[{"name": "shrink", "action": "shrink", "executor": "simulated",
+                    "params": {"durationMs": 200}}],
+        ),
+    )  # fmt: skip
+
+
 def dump(url: str) -> Elements:
     proc = chromium("--dump-dom", url)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -75,8 +110,10 @@ def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positio
     objects: Objects,
     served: GatewayProcess,
     tmp_path: Path,
+    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
 ) -> None:
     tokens = service_account_tokens(api, kubectl, e2e_namespace)
+    verified(kubectl, e2e_namespace, prometheus)
     apply(
         kubectl,
         e2e_namespace,
@@ -110,6 +147,7 @@ def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positio
     objects.wait_phase(PLANS, "rec-rollback", "RolledBack")
     for name in ("rec-003", "rec-005", "rec-other"):
         objects.wait_phase(APPROVALS, name, "Pending")
+    objects.wait_phase(PLANS, "rec-verified", "Succeeded", timeout=60)
 
     url = f"{served.url}/?namespace={e2e_namespace}#token={tokens['gw-viewer']}"
     page = dump(url)
@@ -121,7 +159,9 @@ def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positio
 
     # The conflict graph: nodes, edges coloured by type, the winners marked.
     nodes = {a["data-id"]: a for a in page.having("data-id")}
-    assert set(nodes) == {"rec-003", "rec-004", "rec-005", "rec-006", "rec-rollback", "rec-other"}
+    assert set(nodes) == {
+        "rec-003", "rec-004", "rec-005", "rec-006", "rec-rollback", "rec-other", "rec-verified"
+    }  # fmt: skip
     assert nodes["rec-003"]["data-winner"] == "true"
     assert nodes["rec-005"]["data-winner"] == "true"
     assert nodes["rec-004"]["data-winner"] == "false"
@@ -142,9 +182,21 @@ def test_dashboard_in_headless_chromium(  # noqa: PLR0917 - fixtures are positio
 
     # The plan's timeline: the failed step and the two rolled back.
     steps = {a["data-step"]: a["data-status"] for a in page.having("data-step")}
-    assert steps == {"one": "rolled_back", "two": "rolled_back", "three": "failed"}
+    assert steps == {
+        "one": "rolled_back", "two": "rolled_back", "three": "failed", "shrink": "completed"
+    }  # fmt: skip
     assert "rec-rollback — rolled_back" in text
     assert text.count("↩ undone") == 2
+
+    # The verified plan's window: its outcome, a mark per measurement, the baseline.
+    assert [a["data-verification"] for a in page.having("data-verification")] == ["Successful"]
+    marks = [a for a in page.having("data-measurement") if a["data-measurement"] == "latency/p99"]
+    assert len(marks) == 2
+    assert all("0.2 Successful" in a["title"] for a in marks)
+    metrics = {a["data-metric"]: a["data-status"] for a in page.having("data-metric")}
+    assert metrics == {"latency/p99": "Successful"}
+    assert "latency/p99: Successful" in text
+    assert "0.2 Successful, 0.2 Successful" in text
 
     screenshot = tmp_path / "dashboard.png"
     shot = chromium("--window-size=1280,1500", f"--screenshot={screenshot}", url)

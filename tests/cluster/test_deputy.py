@@ -12,10 +12,9 @@ from typing import Any
 
 import kubernetes
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import APPROVALS, RECS, recommendation
-from tests.cluster.test_trust import submit
 from tests.support import wait_for
+from tests.support.builders import recommendation
+from tests.support.kube import APPROVALS, RECS, Objects, submit
 
 WEB = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
 

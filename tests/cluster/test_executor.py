@@ -15,9 +15,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import PLANS, apply, deployment, recommendation
 from tests.support import Kubectl, wait_for
+from tests.support.builders import deployment, recommendation
+from tests.support.kube import PLANS, Objects, apply
 
 FAIL = {
     "name": "verify",

@@ -10,16 +10,11 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.agent_process import AgentProcess
-from tests.cluster.conftest import Objects, register_agents
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS
-from tests.gateway_support import (
-    GatewayProcess,
-    curl,
-    request,
-    service_account_tokens,
-)
 from tests.support import Kubectl, wait_for
+from tests.support.cluster import register_agents
+from tests.support.gateway import GatewayProcess, curl, request, service_account_tokens
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects
+from tests.support.processes import AgentProcess
 
 # The origin document's clients know nothing of AgentEndpoints: every request here is
 # sent against a namespace where none exists (the executed plan's test registers one).

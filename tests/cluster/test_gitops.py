@@ -23,23 +23,11 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import (
-    APPROVALS,
-    PLANS,
-    RECS,
-    apply,
-    deployment,
-    fast_steps,
-    recommendation,
-    replicas,
-    scale_step,
-)
-from tests.cluster.test_plugin import optiinfra, plugin_on_path  # noqa: F401 - autouse
-from tests.cluster.test_policies import policy
 from tests.support import Kubectl, wait_for
+from tests.support.builders import deployment, fast_steps, policy, recommendation, scale_step
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply, optiinfra, replicas
 
-pytestmark = pytest.mark.gitops
+pytestmark = [pytest.mark.gitops, pytest.mark.usefixtures("plugin_on_path")]
 
 SOURCE = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
 KUSTOMIZATION = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations")

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import kubernetes
+import prometheus as localprometheus
 
 from coordinator.core import lifecycle
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import reach_example_outcomes
-from tests.health_support import GITOPS_FAMILY, argocd_health, kstatus
 from tests.support import Kubectl
+from tests.support.cluster import reach_example_outcomes
+from tests.support.health import GITOPS_FAMILY, argocd_health, kstatus
+from tests.support.kube import Objects
 
 APPROVALS = {"Pending": "InProgress", "Approved": "Current", "Rejected": "Failed",
              "Expired": "Failed", "Withdrawn": "Failed"}  # fmt: skip
@@ -38,9 +39,13 @@ def _listed(api: kubernetes.client.ApiClient, namespace: str, plural: str) -> li
 
 
 def test_the_examples_real_statuses_read_the_same_to_kstatus_and_argocd(
-    api: kubernetes.client.ApiClient, kubectl: Kubectl, e2e_namespace: str, objects: Objects
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
 ) -> None:
-    reach_example_outcomes(kubectl, e2e_namespace, objects)
+    reach_example_outcomes(kubectl, e2e_namespace, objects, prometheus, api)
     seen: dict[str, set[tuple[str, str]]] = {}
     for plural in ("recommendations", "approvals", "executionplans"):
         for obj in _listed(api, e2e_namespace, plural):

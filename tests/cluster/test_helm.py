@@ -293,8 +293,10 @@ def test_install_upgrade_uninstall(
     assert f"{prefix}-coordinator.{namespace}.svc" in names.get_values_for_type(x509.DNSName)
     configurations = _webhook_configurations(api, f"{prefix}-coordinator")
     assert len(configurations) == 2
+    validating, mutating = configurations
+    assert len(validating.webhooks) == 3  # recommendation-check, approval-check, template-check
+    assert len(mutating.webhooks) == 2  # the stamps
     for configuration in configurations:
-        assert len(configuration.webhooks) == 2
         for hook in configuration.webhooks:
             service = hook.client_config.service
             assert (service.namespace, service.name, service.port) == (

@@ -5,34 +5,17 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 import kubernetes
 
 from coordinator.api.common import APPROVALS, GROUP, RECOMMENDATIONS, VERSION
-from tests.cluster.conftest import Objects
-from tests.operator_process import OperatorProcess
 from tests.support import wait_for
+from tests.support.builders import recommendation
+from tests.support.kube import Objects
+from tests.support.processes import OperatorProcess
 
 PRESENT = 30
 """Recommendations that exist before the operator starts: its listing."""
-
-
-def recommendation(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Recommendation",
-        "metadata": {"name": name},
-        "spec": {
-            "customerId": f"customer-{name}",
-            "agentId": "cost-agent-1",
-            "agentType": "cost",
-            "title": f"Recommendation {name}",
-            "action": "migrate_to_spot",
-            "riskLevel": "medium",
-            "affectedResources": [f"i-{name}"],
-        },
-    }
 
 
 def stored_recommendations(process: OperatorProcess) -> float:
@@ -56,7 +39,11 @@ def test_kopf_watching_lists_before_ready_decides_and_forgets_deletions(
     objects = Objects(api, own_namespace)
     for i in range(PRESENT):
         custom.create_namespaced_custom_object(
-            GROUP, VERSION, own_namespace, RECOMMENDATIONS, recommendation(f"before-{i}")
+            GROUP,
+            VERSION,
+            own_namespace,
+            RECOMMENDATIONS,
+            recommendation(f"before-{i}", customerId=f"customer-before-{i}"),
         )
 
     process = own_operator("operator", "--watch=kopf")
@@ -70,7 +57,11 @@ def test_kopf_watching_lists_before_ready_decides_and_forgets_deletions(
 
     # A new recommendation is decided: it awaits its approval, which exists.
     custom.create_namespaced_custom_object(
-        GROUP, VERSION, own_namespace, RECOMMENDATIONS, recommendation("after")
+        GROUP,
+        VERSION,
+        own_namespace,
+        RECOMMENDATIONS,
+        recommendation("after", customerId="customer-after"),
     )
     decided = objects.wait_phase(RECOMMENDATIONS, "after", "AwaitingApproval")
     approval = objects.get(APPROVALS, decided["status"]["approval"])

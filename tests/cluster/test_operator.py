@@ -10,53 +10,15 @@ import json
 import urllib.request
 from typing import Any
 
+import kubernetes
+import prometheus as localprometheus
 import yaml
 
-from tests.cluster.conftest import Objects
-from tests.examples_support import EXAMPLES, load
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
-
-RECS = "recommendations"
-APPROVALS = "approvals"
-PLANS = "executionplans"
-
-
-def recommendation(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": name},
-        "spec": {
-            "customerId": "customer-1",
-            "agentId": "cost-agent-1",
-            "agentType": "cost",
-            "title": f"Recommendation {name}",
-            "action": "migrate_to_spot",
-            "riskLevel": "medium",
-            "affectedResources": [f"i-{name}"],
-            **spec,
-        },
-    }
-
-
-def apply(kubectl: Kubectl, namespace: str, *docs: dict[str, Any], user: str = "admin") -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs), user=user)
-
-
-def fast_steps(
-    *fail_at: str, names: tuple[str, ...] = ("one", "two", "three")
-) -> list[dict[str, Any]]:
-    """Quick simulated steps; the ones named in `fail_at` fail."""
-    return [
-        {
-            "name": n,
-            "action": f"do_{n}",
-            "executor": "simulated",
-            "params": {"durationMs": 50, **({"fail": f"{n} broke"} if n in fail_at else {})},
-        }
-        for n in names
-    ]
+from tests.support.builders import deployment, fast_steps, recommendation, scale_step
+from tests.support.cluster import reach_example_outcomes
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply, replicas
+from tests.support.processes import OperatorProcess
 
 
 def ready(obj: dict[str, Any]) -> tuple[str, str]:
@@ -231,37 +193,6 @@ def test_deleting_a_recommendation_removes_what_it_owns(
     )
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}]},
-            },
-        },
-    }
-
-
-def replicas(kubectl: Kubectl, namespace: str, name: str) -> int:
-    out = kubectl("get", "deployment", name, "-n", namespace, "-o", "jsonpath={.spec.replicas}")
-    return int(out.stdout)
-
-
-def scale_step(name: str, to: int) -> dict[str, Any]:
-    return {
-        "name": "scale",
-        "action": "scale_workload",
-        "executor": "kubernetes",
-        "params": {"kind": "Deployment", "name": name, "replicas": to},
-    }
-
-
 def test_a_kubernetes_scale_is_restored_when_a_later_critical_step_fails(
     kubectl: Kubectl, e2e_namespace: str, objects: Objects
 ) -> None:
@@ -384,40 +315,13 @@ def test_transitions_are_recorded_as_events(
 
 
 def test_every_example_reaches_the_outcome_its_comment_states(
-    kubectl: Kubectl, e2e_namespace: str, objects: Objects
+    kubectl: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    prometheus: tuple[localprometheus.Prometheus, localprometheus.MetricsFixture],
+    api: kubernetes.client.ApiClient,
 ) -> None:
-    reach_example_outcomes(kubectl, e2e_namespace, objects)
-
-
-def reach_example_outcomes(kubectl: Kubectl, e2e_namespace: str, objects: Objects) -> None:
-    """Apply examples/, run each one's `then` commands as the approver, and wait until
-    every outcome its comments state is reached."""
-    examples = load()
-    kubectl("apply", "-n", e2e_namespace, "-f", str(EXAMPLES))
-    for example in examples:
-        for command in example.then:
-            assert command[0] == "kubectl"
-            name = command[3]
-            wait_for(lambda n=name: objects.get(APPROVALS, n), what=f"approval {name}")
-            kubectl(*command[1:], "-n", e2e_namespace, user="approver")
-    for example in examples:
-        for name, what, value in example.outcomes:
-            if name.startswith("deployment/") and what == "replicas":
-                deployment_name = name.split("/", 1)[1]
-                wait_for(
-                    lambda d=deployment_name, v=value: (
-                        replicas(kubectl, e2e_namespace, d) == int(v)
-                    ),
-                    what=f"{name} to have {value} replicas ({example.path.name})",
-                )
-            elif name.startswith("deployment/") and what == "memory-limit":
-                path = "{.spec.template.spec.containers[0].resources.limits.memory}"
-                found = kubectl("get", name, "-n", e2e_namespace, "-o", f"jsonpath={path}")
-                assert (found.stdout.strip() or "none") == value, example.path.name
-            elif what == "exists":
-                kubectl("get", name, "-n", e2e_namespace)
-            else:
-                objects.wait_phase(RECS, name, what, timeout=90)
+    reach_example_outcomes(kubectl, e2e_namespace, objects, prometheus, api)
 
 
 def test_prometheus_metrics_are_served(

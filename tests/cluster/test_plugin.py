@@ -3,32 +3,15 @@ run as the local users (agent, approver, viewer, admin) against the shared opera
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, fast_steps, recommendation
 from tests.support import Kubectl
+from tests.support.builders import fast_steps, recommendation
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply, optiinfra
 
-VENV_BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(autouse=True)
-def plugin_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where `pip install` put kubectl-optiinfra, first on PATH (kubectl finds it there)."""
-    assert (VENV_BIN / "kubectl-optiinfra").exists()
-    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-
-
-def optiinfra(
-    kubectl: Kubectl, namespace: str, *args: str, user: str = "approver"
-) -> subprocess.CompletedProcess[str]:
-    return kubectl("optiinfra", *args, "-n", namespace, user=user, check=False)
+pytestmark = pytest.mark.usefixtures("plugin_on_path")
 
 
 def test_kubectl_finds_the_plugin(kubectl: Kubectl) -> None:

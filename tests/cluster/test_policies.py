@@ -22,12 +22,11 @@ import localcluster
 import pytest
 
 from coordinator.core import webhook as protocol
-from tests.agent_process import KEY
-from tests.cluster.conftest import AGENT_SECRET, Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, apply, recommendation
-from tests.cluster.test_trust import APPROVE, patch_approval
-from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
+from tests.support.builders import endpoint, fast_steps, policy, recommendation
+from tests.support.kube import APPROVALS, APPROVE, PLANS, RECS, Objects, apply, patch_approval
+from tests.support.net import free_port
+from tests.support.processes import KEY, OperatorProcess
 
 PEOPLE = {"alice": (), "bob": ("sre",), "carol": ()}
 """Users minted for these tests: bob is in group sre (his certificate's organisation)."""
@@ -72,15 +71,6 @@ def deciders(api: kubernetes.client.ApiClient, e2e_namespace: str) -> None:
         )
 
 
-def policy(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "ApprovalPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 TWO_OF_THREE = policy(
     "two-of-three",
     approvals={
@@ -88,13 +78,6 @@ TWO_OF_THREE = policy(
         "approvers": [{"user": "alice"}, {"user": "approver"}, {"group": "sre"}],
     },
 )
-
-
-def quick_steps(duration_ms: int = 50) -> list[dict[str, Any]]:
-    return [
-        {"name": "one", "action": "do_one", "executor": "simulated",
-         "params": {"durationMs": duration_ms}},
-    ]  # fmt: skip
 
 
 def wait_policies(objects: Objects, name: str, expected: list[str]) -> dict[str, Any]:
@@ -230,7 +213,9 @@ def test_a_deny_window_holds_an_approved_plan_until_it_ends(
     apply(
         kubectl,
         ns,
-        recommendation("rec-p4", riskLevel="low", executeNow=True, steps=quick_steps()),
+        recommendation(
+            "rec-p4", riskLevel="low", executeNow=True, steps=fast_steps(names=("one",))
+        ),
     )
     held = wait_for(
         lambda: (
@@ -257,7 +242,12 @@ def test_a_budget_of_one_runs_two_plans_one_after_the_other(
         kubectl,
         ns,
         *(
-            recommendation(n, riskLevel="low", executeNow=True, steps=quick_steps(3000))
+            recommendation(
+                n,
+                riskLevel="low",
+                executeNow=True,
+                steps=fast_steps(names=("one",), duration_ms=3000),
+            )
             for n in names
         ),
     )
@@ -320,15 +310,6 @@ def receiver() -> Iterator[Receiver]:
     r.server.server_close()
 
 
-def endpoint(name: str, url: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "AgentEndpoint",
-        "metadata": {"name": name},
-        "spec": {"url": url, "secretRef": {"name": AGENT_SECRET, "key": "hmac"}},
-    }
-
-
 def notifications(operator: OperatorProcess, event: str, outcome: str) -> float:
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -350,8 +331,8 @@ def test_notifications_are_signed_and_a_receiver_that_is_down_delays_nothing(
     apply(
         kubectl,
         ns,
-        endpoint("pager-down", down),
-        endpoint("chat", receiver.url),
+        endpoint("pager-down", url=down),
+        endpoint("chat", url=receiver.url),
         policy(
             "tell-people",
             notify=[
@@ -438,3 +419,62 @@ def test_two_of_three_with_reasons_by_kubectl_patch_and_by_the_plugin(
     assert proc.returncode == 0, proc.stderr
     rejected = objects.wait_phase(APPROVALS, "rec-r3", "Rejected")
     assert rejected["status"]["reason"] == "not during the freeze"
+
+
+VOTE_PATHS = [
+    (decision, reason, way)
+    for decision in ("Approved", "Rejected")
+    for reason in ("checked the graphs", None)
+    for way in ("kubectl patch", "plugin")
+    if (decision, reason, way) != ("Rejected", None, "plugin")
+]
+"""Every path of the mutating webhook's patch for a first vote under 2-of-3 (the plugin
+asks a rejection for its reason: `reject` without --reason ends before any request)."""
+
+
+def test_every_first_vote_path_leaves_a_spec_the_api_server_accepts(
+    people: Kubectl,
+    e2e_namespace: str,
+    objects: Objects,
+    deciders: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Approve and reject, with and without a reason, by kubectl patch and by the plugin:
+    the API server validates the webhook's JSON patch against the schema (a null written
+    into a non-nullable field is refused), so each call must succeed and its vote be
+    recorded with its reason; an approval stays Pending, a rejection decides at once."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    ns = e2e_namespace
+    apply(people, ns, TWO_OF_THREE)
+    for index, (decision, reason, way) in enumerate(VOTE_PATHS):
+        name = f"rec-v{index}"
+        apply(people, ns, recommendation(name), user="agent")
+        wait_policies(objects, name, ["two-of-three"])
+        objects.wait_phase(APPROVALS, name, "Pending")
+        if way == "kubectl patch":
+            vote = {"decision": decision} | ({"reason": reason} if reason else {})
+            proc = patch_approval(people, ns, name, {"spec": vote}, user="bob")
+        else:
+            verb = "approve" if decision == "Approved" else "reject"
+            extra = ["--reason", reason] if reason else []
+            proc = people("optiinfra", verb, name, "-n", ns, *extra, user="bob", check=False)
+        case = (decision, reason, way)
+        assert proc.returncode == 0, (case, proc.stderr)
+        assert "Invalid value" not in proc.stderr, (case, proc.stderr)
+        expected = "Pending" if decision == "Approved" else "Rejected"
+        voted = wait_for(
+            lambda name=name: (  # type: ignore[misc]
+                approval
+                if (approval := objects.get(APPROVALS, name) or {})
+                .get("status", {})
+                .get("responses")
+                else None
+            ),
+            what=f"the vote of {case} in status.responses",
+        )
+        responses = [(r["user"], r.get("reason")) for r in voted["status"]["responses"]]
+        assert responses == [("bob", reason)], case
+        assert objects.wait_phase(APPROVALS, name, expected)["spec"].get("reason", "") is not None
+    refused = people("optiinfra", "reject", "rec-v0", "-n", ns, user="carol", check=False)
+    assert refused.returncode == 2
+    assert "--reason" in refused.stderr

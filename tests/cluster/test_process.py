@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,25 +19,24 @@ from typing import Any
 
 import kubernetes
 import localcluster
+import planwatch
 import pytest
 import yaml
 
 from coordinator.k8s import webhooks
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import recommendation
-from tests.operator_process import OperatorProcess, free_port
 from tests.support import Kubectl, wait_for
+from tests.support.builders import recommendation
+from tests.support.kube import Objects, apply
+from tests.support.net import free_port
+from tests.support.processes import OperatorProcess
 
 PLANS = "executionplans"
 LEASE = ["--lease=optiinfra-coordinator", "--lease-namespace=optiinfra-system"]
 """The Lease the manifests' Role lets the operator's ServiceAccount use."""
 SHUTDOWN_BOUND = 10.0
 """--shutdown-timeout's default: the process is gone this long after SIGTERM."""
-
-
-def rec(name: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Approved by policy and started at once; its own (simulated) steps."""
-    return recommendation(name, riskLevel="low", executeNow=True, steps=steps)
+RUN_NOW = {"riskLevel": "low", "executeNow": True}
+"""Approved by policy and started at once (with the recommendation's own simulated steps)."""
 
 
 def sim(name: str, ms: int | None = None) -> dict[str, Any]:
@@ -47,10 +45,6 @@ def sim(name: str, ms: int | None = None) -> dict[str, Any]:
     if ms is not None:
         step["params"] = {"durationMs": ms}
     return step
-
-
-def apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(body))
 
 
 def start_failing(
@@ -87,7 +81,7 @@ def webhooks_of(api: kubernetes.client.ApiClient) -> dict[str, str]:
 
 
 def ours(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, str]:
-    """The webhooks of the operators that watch `namespace` only (four in all)."""
+    """The webhooks of the operators that watch `namespace` only (one per hook)."""
     scope = webhooks.local_scope([namespace], webhooks.namespace_selector([namespace], {}))
     return {n: u for n, u in webhooks_of(api).items() if f".{scope}." in n}
 
@@ -164,12 +158,12 @@ def test_sigterm_mid_step_ends_the_process_in_bounded_time_and_the_plan_resumes(
 ) -> None:
     objects = Objects(api, own_namespace)
     process = own_operator("first")
-    assert len(ours(api, own_namespace)) == 4, webhooks_of(api)
+    assert len(ours(api, own_namespace)) == len(webhooks.HOOKS), webhooks_of(api)
     steps = [
         sim("long", 60_000),
         sim("after", 50),
     ]
-    apply(kubectl, own_namespace, rec("rec-term", steps))
+    apply(kubectl, own_namespace, recommendation("rec-term", steps=steps, **RUN_NOW))
     wait_for(
         lambda: (
             (objects.status(PLANS, "rec-term").get("steps") or [{}])[0].get("phase") == "Running"
@@ -198,7 +192,7 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     assert ours(api, own_namespace) == before  # left behind, failing closed
     refused = kubectl(
         "apply", "-n", own_namespace, "-f", "-", check=False,
-        stdin=yaml.safe_dump(rec("rec-after", [sim("s")])),
+        stdin=yaml.safe_dump(recommendation("rec-after", steps=[sim("s")], **RUN_NOW)),
     )  # fmt: skip
     assert refused.returncode != 0
     assert "connection refused" in refused.stderr, refused.stderr
@@ -206,62 +200,76 @@ def test_webhooks_left_by_a_killed_process_are_replaced_at_start(
     after = ours(api, own_namespace)
     assert set(after) == set(before)
     assert after != before
-    apply(kubectl, own_namespace, rec("rec-after", [sim("s")]))
+    apply(kubectl, own_namespace, recommendation("rec-after", steps=[sim("s")], **RUN_NOW))
     objects.wait_phase(PLANS, "rec-after", "Succeeded")
 
 
+def test_a_write_the_moment_a_start_reports_webhooks_registered_is_stamped(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+) -> None:
+    """Issue 22: after a stop took the webhooks out, a start's "admission webhooks
+    registered" once came seconds before the API server applied them, and writes in that
+    window were admitted unstamped. The start now reports it only after a server-side
+    dry-run came back stamped, so a write at once, on every start, is stamped."""
+    objects = Objects(api, own_namespace)
+    for start in range(3):
+        process = own_operator(f"start-{start}")
+        apply(kubectl, own_namespace, recommendation(f"rec-at-once-{start}", riskLevel="low"))
+        created = objects.get("recommendations", f"rec-at-once-{start}")
+        assert created is not None
+        annotations = created["metadata"].get("annotations") or {}
+        assert "optiinfra.io/submitted-by" in annotations, (start, annotations)
+        process.stop()  # a graceful stop takes the webhooks out: the next start's window
+
+
+def test_an_unstamped_recommendation_is_not_trusted_until_it_is_updated(
+    api: kubernetes.client.ApiClient,
+    kubectl: Kubectl,
+    own_namespace: str,
+    own_operator: Callable[..., OperatorProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written while no webhook covered its namespace, a recommendation has no submitter
+    stamp: no policy approves it, a person's decision on it is refused naming the remedy,
+    and a condition says so; after the remedy (an update: a `kubectl apply` of the same
+    file sends nothing), it is stamped."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    objects = Objects(api, own_namespace)
+    document = recommendation("rec-unstamped", riskLevel="medium")
+    apply(kubectl, own_namespace, document)  # no operator, no webhooks here yet
+    own_operator("op")
+
+    def admitted() -> dict[str, Any] | None:
+        rec = objects.get("recommendations", "rec-unstamped") or {}
+        conditions = rec.get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Admitted"), None)
+
+    condition = wait_for(admitted, what="the Admitted condition")
+    assert (condition["status"], condition["reason"]) == ("False", "NotStamped")
+    remedy = "kubectl annotate recommendation rec-unstamped optiinfra.io/resubmitted=1 --overwrite"
+    assert remedy in condition["message"]
+    objects.wait_phase("approvals", "rec-unstamped", "Pending")
+    refused = kubectl("optiinfra", "approve", "rec-unstamped", "-n", own_namespace, check=False)
+    assert refused.returncode != 0
+    assert remedy in refused.stderr, refused.stderr
+    assert objects.phase("approvals", "rec-unstamped") == "Pending"
+    stored = objects.get("recommendations", "rec-unstamped") or {}
+    assert "optiinfra.io/submitted-by" not in (stored["metadata"].get("annotations") or {})
+
+    kubectl(*remedy.split()[1:], "-n", own_namespace)  # the remedy the messages name
+    wait_for(
+        lambda: (admitted() or {}).get("reason") == "Stamped",
+        what="the recommendation stamped after it was applied again",
+    )
+    stamped = objects.get("recommendations", "rec-unstamped") or {}
+    assert stamped["metadata"]["annotations"]["optiinfra.io/submitted-by"]
+    objects.wait_phase("approvals", "rec-unstamped", "Pending")  # a person still decides
+
+
 # --- replicas: one acts, the other stands by and takes over --------------------------------
-
-
-def watch_steps(
-    api: kubernetes.client.ApiClient, namespace: str, stop: threading.Event
-) -> tuple[threading.Thread, list[tuple[str, str, dict[str, Any]]]]:
-    """Record every version of every plan's steps, as the API server stored them."""
-    seen: list[tuple[str, str, dict[str, Any]]] = []
-    custom = kubernetes.client.CustomObjectsApi(api)
-
-    def run() -> None:
-        version = ""
-        while not stop.is_set():
-            w = kubernetes.watch.Watch()
-            try:
-                for event in w.stream(
-                    custom.list_namespaced_custom_object,
-                    "optiinfra.io", "v1alpha1", namespace, PLANS,
-                    resource_version=version, timeout_seconds=2,
-                ):  # fmt: skip
-                    obj = event["object"]
-                    version = obj["metadata"]["resourceVersion"]
-                    for step in (obj.get("status") or {}).get("steps") or ():
-                        seen.append((obj["metadata"]["name"], version, step))
-                    if stop.is_set():
-                        break
-            except kubernetes.client.ApiException as exc:
-                if exc.status == 410:
-                    version = ""
-            finally:
-                w.stop()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, seen
-
-
-def rewritten(seen: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """Steps whose completed record changed afterwards: a step run or recorded twice."""
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    problems = []
-    for plan, _, step in seen:
-        key = (plan, step["name"])
-        if step["phase"] in ("Succeeded", "Failed") and key not in done:
-            done[key] = step
-        elif key in done and step["phase"] in ("Succeeded", "Failed", "Running", "Pending"):
-            first = done[key]
-            if (step.get("startedAt"), step.get("finishedAt"), step["phase"]) != (
-                first.get("startedAt"), first.get("finishedAt"), first["phase"]
-            ):  # fmt: skip
-                problems.append(f"{plan}/{step['name']}: {first} then {step}")
-    return problems
 
 
 def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_twice(
@@ -279,12 +287,12 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
         lambda: second.readiness()[0] == 200 and "standing by" in second.readiness()[1],
         what="the second replica to stand by",
     )
-    stop = threading.Event()
-    thread, seen = watch_steps(api, own_namespace, stop)
+    watch = planwatch.PlanWatch(api, own_namespace)
+    watch.start()
     try:
         steps = [sim(f"s{i}", 700) for i in range(8)]
         for i in range(3):
-            apply(kubectl, own_namespace, rec(f"rec-ha-{i}", steps))
+            apply(kubectl, own_namespace, recommendation(f"rec-ha-{i}", steps=steps, **RUN_NOW))
         wait_for(
             lambda: all(
                 objects.status(PLANS, f"rec-ha-{i}").get("currentStep", 0) >= 2 for i in range(3)
@@ -301,10 +309,9 @@ def test_with_a_lease_one_replica_acts_and_the_other_takes_over_without_a_step_t
         for i in range(3):
             objects.wait_phase(PLANS, f"rec-ha-{i}", "Succeeded", timeout=60)
     finally:
-        stop.set()
-        thread.join(timeout=10)
-    assert seen, "the watch saw nothing"
-    assert rewritten(seen) == []
+        watch.stop()
+    assert watch.seen, "the watch saw nothing"
+    assert planwatch.rewritten(watch.seen) == []
 
 
 def test_a_replica_that_stops_hands_over_at_once(
@@ -343,5 +350,5 @@ def test_peering_with_a_namespace_no_longer_freezes_it_elects_with_a_lease(
     )
     assert "use --lease=optiinfra-coordinator" in process.log.read_text()
     wait_for(lambda: process.readiness() == (200, "acting\n"), what="the operator to lead")
-    apply(kubectl, own_namespace, rec("rec-peering", [sim("s")]))
+    apply(kubectl, own_namespace, recommendation("rec-peering", steps=[sim("s")], **RUN_NOW))
     Objects(api, own_namespace).wait_phase(PLANS, "rec-peering", "Succeeded")

@@ -12,13 +12,13 @@ import functools
 import json
 from collections.abc import Iterator
 from subprocess import CompletedProcess
-from typing import Any
 
 import kubernetes
 import pytest
 import yaml
 
-from tests.cluster.surface_support import (
+from tests.support import Kubectl, builders, wait_for
+from tests.support.surface import (
     MANIFESTS,
     Doc,
     install_crds,
@@ -26,7 +26,6 @@ from tests.cluster.surface_support import (
     object_exists,
     render_manifests,
 )
-from tests.support import Kubectl, wait_for
 
 GROUP = "optiinfra.io"
 USERS = ("agent", "approver", "viewer")
@@ -37,10 +36,17 @@ ROLE_OF = {
 }
 POLICY_ADMIN = "optiinfra-policy-admin"
 """Writes ApprovalPolicies; aggregated into admin only (no user of the matrix has it)."""
-RESOURCES = ("recommendations", "approvals", "executionplans", "agentendpoints", "approvalpolicies")
+RESOURCES = (
+    "recommendations",
+    "approvals",
+    "executionplans",
+    "agentendpoints",
+    "approvalpolicies",
+    "verificationtemplates",
+)
 VERBS = ("create", "get", "list", "patch", "delete", "get-status", "patch-status")
 STATUS_VERBS = {"get-status", "patch-status"}
-NO_STATUS = {"agentendpoints", "approvalpolicies"}
+NO_STATUS = {"agentendpoints", "approvalpolicies", "verificationtemplates"}
 """Kinds without a status subresource: the status cases do not apply."""
 
 # The design: what each user may do; everything else is Forbidden.
@@ -53,6 +59,8 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "executionplans": READ,
         "agentendpoints": {"get", "list"},
         "approvalpolicies": {"get", "list"},
+        # An agent does not choose its own success criteria: it reads templates, never writes.
+        "verificationtemplates": {"get", "list"},
     },
     "approver": {
         "recommendations": READ,
@@ -61,6 +69,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         "agentendpoints": {"get", "list", "create", "patch", "delete"},
         # Policies hold approvers to account: only admins write them.
         "approvalpolicies": {"get", "list"},
+        "verificationtemplates": {"get", "list"},
     },
     "viewer": {
         resource: READ - (STATUS_VERBS if resource in NO_STATUS else set())
@@ -77,41 +86,37 @@ def named(stem: str, resource: str) -> str:
 
 def manifest(resource: str, name: str) -> Doc:
     """A small valid object of each kind."""
-    meta = {"name": name}
     if resource == "recommendations":
-        spec: dict[str, Any] = {
-            "customerId": "acme",
-            "agentId": "cost-agent-1",
-            "agentType": "cost",
-            "title": "Scale the batch workers down at night",
-            "action": "scale_down",
-            "riskLevel": "medium",
-            "affectedResources": ["deployment/batch"],
-        }
-        kind = "Recommendation"
-    elif resource == "agentendpoints":
-        spec = {"url": "https://agent.example.com/hook", "secretRef": {"name": "hmac", "key": "k"}}
-        kind = "AgentEndpoint"
-    elif resource == "approvalpolicies":
-        spec = {"approvals": {"required": 2}}
-        kind = "ApprovalPolicy"
-    elif resource == "approvals":
-        spec = {
-            "recommendation": "rec-001",
-            "recommendationGeneration": 1,
-            "customerId": "acme",
-            "riskLevel": "medium",
-            "expiresAt": "2030-01-01T00:00:00Z",
-        }
-        kind = "Approval"
-    else:
-        spec = {
-            "recommendation": "rec-001",
-            "customerId": "acme",
-            "steps": [{"name": "scale", "action": "scale_workload", "executor": "simulated"}],
-        }
-        kind = "ExecutionPlan"
-    return {"apiVersion": f"{GROUP}/v1alpha1", "kind": kind, "metadata": meta, "spec": spec}
+        return builders.recommendation(
+            name,
+            customerId="acme",
+            title="Scale the batch workers down at night",
+            action="scale_down",
+            affectedResources=["deployment/batch"],
+        )
+    if resource == "agentendpoints":
+        return builders.endpoint(
+            name, url="https://agent.example.com/hook", secretRef={"name": "hmac", "key": "k"}
+        )
+    if resource == "approvalpolicies":
+        return builders.policy(name, approvals={"required": 2})
+    if resource == "verificationtemplates":
+        p99 = {"name": "p99", "query": "up", "failureCondition": "result < 1.0"}
+        return builders.template(
+            name,
+            provider={"prometheus": {"address": "http://prometheus.monitoring:9090"}},
+            metrics=[p99],
+        )
+    if resource == "approvals":
+        return builders.approval(
+            name, recommendation="rec-001", customerId="acme", expiresAt="2030-01-01T00:00:00Z"
+        )
+    return builders.plan(
+        name,
+        recommendation="rec-001",
+        customerId="acme",
+        steps=[{"name": "scale", "action": "scale_workload", "executor": "simulated"}],
+    )
 
 
 def cluster_roles(kubectl: Kubectl) -> dict[str, Doc]:
@@ -400,6 +405,7 @@ OPERATOR_PERMISSIONS = {
     },
     *{(GROUP, "agentendpoints", v, ()) for v in ("get", "list", "watch")},
     *{(GROUP, "approvalpolicies", v, ()) for v in ("get", "list", "watch")},
+    *{(GROUP, "verificationtemplates", v, ()) for v in ("get", "list", "watch")},
     # No secrets: endpoint keys are granted per namespace, by name (endpoint-secrets-role.yaml).
     *{(g, "events", v, ()) for g in ("", "events.k8s.io") for v in ("create", "patch")},
     *{

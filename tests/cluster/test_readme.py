@@ -40,9 +40,9 @@ import kubernetes
 import localcluster
 import pytest
 
-from tests.cluster.conftest import REPO, release_plans
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl, wait_for
+from tests.support.cluster import REPO, release_plans
+from tests.support.processes import OperatorProcess
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->$")

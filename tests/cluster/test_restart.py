@@ -10,9 +10,9 @@ from typing import Any
 import kubernetes
 import yaml
 
-from tests.cluster.conftest import Objects
-from tests.operator_process import OperatorProcess
-from tests.support import Kubectl, wait_for
+from tests.support import Kubectl, builders, wait_for
+from tests.support.kube import Objects
+from tests.support.processes import OperatorProcess
 
 PLANS = "executionplans"
 
@@ -25,41 +25,9 @@ def test_sigkill_mid_plan_then_restart_completes_without_repeating_a_step(
 ) -> None:
     objects = Objects(api, own_namespace)
     process = own_operator("operator")
-    steps = [
-        {
-            "name": "first",
-            "action": "first",
-            "executor": "simulated",
-            "params": {"durationMs": 200},
-        },
-        {
-            "name": "second",
-            "action": "second",
-            "executor": "simulated",
-            "params": {"durationMs": 4000},
-        },
-        {
-            "name": "third",
-            "action": "third",
-            "executor": "simulated",
-            "params": {"durationMs": 200},
-        },
-    ]
-    rec = {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": "rec-kill"},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": "survives a crash",
-            "action": "migrate_to_spot",
-            "riskLevel": "low",
-            "executeNow": True,
-            "steps": steps,
-        },
-    }
+    steps = builders.fast_steps(names=("first", "second", "third"), duration_ms=200)
+    steps[1]["params"]["durationMs"] = 4000  # long enough to be killed in
+    rec = builders.recommendation("rec-kill", riskLevel="low", executeNow=True, steps=steps)
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
 
     def second_running() -> dict[str, object] | None:
@@ -117,34 +85,9 @@ def test_a_runner_does_not_overwrite_a_status_another_writer_changed(
 ) -> None:
     objects = Objects(api, own_namespace)
     process = own_operator("operator")
-    rec = {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": "rec-stale"},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": "another writer moves the plan",
-            "action": "migrate_to_spot",
-            "riskLevel": "low",
-            "executeNow": True,
-            "steps": [
-                {
-                    "name": "first",
-                    "action": "first",
-                    "executor": "simulated",
-                    "params": {"durationMs": 3000},
-                },
-                {
-                    "name": "second",
-                    "action": "second",
-                    "executor": "simulated",
-                    "params": {"durationMs": 200},
-                },
-            ],
-        },
-    }
+    slow_first = builders.fast_steps(names=("first", "second"), duration_ms=200)
+    slow_first[0]["params"]["durationMs"] = 3000  # still at work when the other writer moves it
+    rec = builders.recommendation("rec-stale", riskLevel="low", executeNow=True, steps=slow_first)
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
 
     def first_running() -> dict[str, object] | None:
@@ -181,20 +124,15 @@ def test_an_expiry_that_passes_while_the_operator_is_down_is_not_missed(
 ) -> None:
     objects = Objects(api, own_namespace)
     first = own_operator("first", "--expiry-critical=4s")
-    rec = {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": "rec-late"},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": "decided too late",
-            "action": "migrate_database",
-            "riskLevel": "critical",
-            "steps": [{"name": "switch", "action": "switch", "executor": "simulated"}],
-        },
-    }
+    rec = builders.recommendation(
+        "rec-late",
+        customerId="c",
+        agentId="a",
+        title="decided too late",
+        action="migrate_database",
+        riskLevel="critical",
+        steps=[{"name": "switch", "action": "switch", "executor": "simulated"}],
+    )
     kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
     approval = objects.wait_phase("approvals", "rec-late", "Pending")
     # The approval is created before the recommendation's status is written (two writes):

@@ -13,26 +13,9 @@ from typing import Any
 import kubernetes
 import yaml
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import APPROVALS, PLANS, RECS, recommendation
 from tests.support import Kubectl, wait_for
-
-
-def submit(kubectl: Kubectl, namespace: str, *docs: dict[str, Any], user: str = "agent") -> str:
-    proc = kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs), user=user)
-    return proc.stderr
-
-
-def patch_approval(
-    kubectl: Kubectl, namespace: str, name: str, body: dict[str, Any], *, user: str, **kw: Any
-) -> Any:
-    return kubectl(
-        "patch", "approval", name, "-n", namespace, "--type", "merge",
-        "-p", json.dumps(body), user=user, check=False, **kw,
-    )  # fmt: skip
-
-
-APPROVE = {"spec": {"decision": "Approved"}}
+from tests.support.builders import recommendation
+from tests.support.kube import APPROVALS, APPROVE, PLANS, RECS, Objects, patch_approval, submit
 
 
 def pending(objects: Objects, name: str) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from coordinator.core import webhook as protocol
-from tests.agent_process import KEY, AgentProcess
-from tests.cluster.conftest import SUBMITTERS, Objects, grant_endpoint_secrets
-from tests.operator_process import OperatorProcess
-from tests.support import Kubectl, wait_for
+from tests.support import Kubectl, builders, wait_for
+from tests.support.builders import recommendation
+from tests.support.cluster import SUBMITTERS, grant_endpoint_secrets
+from tests.support.kube import Objects, submit
+from tests.support.processes import KEY, AgentProcess, OperatorProcess
 
 PLANS = "executionplans"
 SECRET = "agent-hmac"
@@ -34,17 +35,15 @@ def agent(tmp_path: Path) -> Iterator[AgentProcess]:
 def endpoint_manifest(
     name: str, url: str, submitters: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "AgentEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "url": url,
-            "secretRef": {"name": SECRET, "key": "hmac"},
-            "timeoutSeconds": 10,
-            "submitters": submitters if submitters is not None else SUBMITTERS,
-        },
-    }
+    """AgentEndpoint `name` at `url`, its key in Secret SECRET, taking the steps of
+    `submitters` (by default SUBMITTERS)."""
+    return builders.endpoint(
+        name,
+        url=url,
+        secretRef={"name": SECRET, "key": "hmac"},
+        timeoutSeconds=10,
+        submitters=submitters if submitters is not None else SUBMITTERS,
+    )
 
 
 def set_up_endpoint(
@@ -78,33 +77,27 @@ def endpoint(
     return agent
 
 
-def recommendation(name: str, customer: str, **params: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": name},
-        "spec": {
-            "customerId": customer,
-            "agentId": "capacity-agent",
-            "agentType": "cost",
-            "title": "Resize the node pool",
+RESIZE = {
+    "agentId": "capacity-agent",
+    "title": "Resize the node pool",
+    "action": "resize_pool",
+    "riskLevel": "low",
+    "executeNow": True,
+    "affectedResources": None,
+}
+"""The capacity agent's change: low risk, started at once, no resources named."""
+
+
+def resize(**params: Any) -> list[dict[str, Any]]:
+    """The one webhook step that resizes the spot pool through endpoint `agent`."""
+    return [
+        {
+            "name": "resize",
             "action": "resize_pool",
-            "riskLevel": "low",
-            "executeNow": True,
-            "steps": [
-                {
-                    "name": "resize",
-                    "action": "resize_pool",
-                    "executor": "webhook",
-                    "params": {"endpoint": "agent", "pool": "spot", **params},
-                }
-            ],
-        },
-    }
-
-
-def submit(kubectl: Kubectl, namespace: str, rec: dict[str, Any]) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent")
+            "executor": "webhook",
+            "params": {"endpoint": "agent", "pool": "spot", **params},
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -116,7 +109,13 @@ def test_webhook_step_succeeds_with_the_agents_result(
     """200 at once, 202 twice then 200, 503 twice then 200: the step succeeds with the
     agent's result; the agent applied the change once."""
     agent, e2e_namespace = endpoint, objects.namespace
-    submit(kubectl, e2e_namespace, recommendation("rec-hook", "acme", agentBehaviour=behaviour))
+    submit(
+        kubectl,
+        e2e_namespace,
+        recommendation(
+            "rec-hook", customerId="acme", steps=resize(agentBehaviour=behaviour), **RESIZE
+        ),
+    )
     plan = objects.wait_phase(PLANS, "rec-hook", "Succeeded", timeout=60)
     key = protocol.idempotency_key(plan["metadata"]["uid"], "resize", "execute")
     [step] = plan["status"]["steps"]
@@ -134,7 +133,11 @@ def test_a_4xx_fails_the_step_with_the_agents_message(
 ) -> None:
     agent, e2e_namespace = endpoint, objects.namespace
     params = {"agentBehaviour": "fail", "agentError": "no spot capacity in eu-west-1"}
-    submit(kubectl, e2e_namespace, recommendation("rec-refused", "acme", **params))
+    submit(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-refused", customerId="acme", steps=resize(**params), **RESIZE),
+    )
     plan = objects.wait_phase(PLANS, "rec-refused", "RolledBack", timeout=60)
     [step] = plan["status"]["steps"]
     assert step["phase"] == "Failed"
@@ -150,7 +153,11 @@ def test_without_the_secret_role_the_step_names_the_secret_and_the_role(
     agent: AgentProcess,
 ) -> None:
     set_up_endpoint(kubectl, api, e2e_namespace, agent.url, grant=False)
-    submit(kubectl, e2e_namespace, recommendation("rec-ungranted", "acme"))
+    submit(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-ungranted", customerId="acme", steps=resize(), **RESIZE),
+    )
     plan = objects.wait_phase(PLANS, "rec-ungranted", "RolledBack", timeout=60)
     error = plan["status"]["steps"][0]["error"]
     assert f"Secret {e2e_namespace}/{SECRET}" in error
@@ -168,7 +175,11 @@ def test_a_missing_endpoint_never_refuses_its_plan_waits_and_starts_once_registe
     """The endpoint does not exist yet: the recommendation is admitted and approved by
     policy (low risk); its plan waits, Pending, naming the endpoint; registered by an
     admin (taking the agent's steps), the plan starts, from the watch."""
-    submit(kubectl, e2e_namespace, recommendation("rec-early", "acme"))
+    submit(
+        kubectl,
+        e2e_namespace,
+        recommendation("rec-early", customerId="acme", steps=resize(), **RESIZE),
+    )
 
     def waiting() -> dict[str, Any] | None:
         status = objects.get(PLANS, "rec-early") or {}
@@ -191,7 +202,7 @@ def test_admission_refuses_what_it_can_know_of_endpoints(
 ) -> None:
     """A webhook step without params.endpoint, and an endpoint whose submitters exclude
     the submitter, are refused; a missing endpoint is not."""
-    rec = recommendation("rec-nowhere", "acme")
+    rec = recommendation("rec-nowhere", customerId="acme", steps=resize(), **RESIZE)
     del rec["spec"]["steps"][0]["params"]["endpoint"]
     proc = kubectl(
         "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
@@ -203,7 +214,7 @@ def test_admission_refuses_what_it_can_know_of_endpoints(
     # operator's watch may not have shown it yet), refused all the same.
     infra = endpoint_manifest("agent", "https://agent.example.com/hook", [{"user": "infra"}])
     kubectl("create", "-n", e2e_namespace, "-f", "-", stdin=json.dumps(infra), user="approver")
-    rec = recommendation("rec-elsewhere", "acme")
+    rec = recommendation("rec-elsewhere", customerId="acme", steps=resize(), **RESIZE)
     proc = kubectl(
         "create", "-n", e2e_namespace, "-f", "-", stdin=yaml.safe_dump(rec), user="agent",
         check=False,
@@ -245,7 +256,12 @@ def test_sigkill_during_a_call_then_restart_applies_the_change_once(
         objects = Objects(api, own_namespace)
         set_up_endpoint(kubectl, api, own_namespace, agent.url)
         process = own_operator("operator")
-        rec = recommendation("rec-kill", "acme", agentBehaviour="hold", holdSeconds=3)
+        rec = recommendation(
+            "rec-kill",
+            customerId="acme",
+            steps=resize(agentBehaviour="hold", holdSeconds=3),
+            **RESIZE,
+        )
         kubectl("apply", "-n", own_namespace, "-f", "-", stdin=yaml.safe_dump(rec))
         wait_for(agent.requests, what="the agent to receive the first request", timeout=30)
         process.kill()

@@ -7,26 +7,13 @@ Without webhooks nothing stamps who decided, so decisions are recorded as made b
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import kubernetes
 
-from tests.cluster.conftest import Objects
-from tests.cluster.test_operator import apply, recommendation
-from tests.operator_process import OperatorProcess
 from tests.support import Kubectl
-
-
-def rec(name: str, *, risk: str) -> dict[str, Any]:
-    return recommendation(
-        name,
-        riskLevel=risk,
-        action="scale_down",
-        executeNow=True,
-        steps=[
-            {"name": "one", "action": "one", "executor": "simulated", "params": {"durationMs": 50}}
-        ],
-    )
+from tests.support.builders import fast_steps, recommendation
+from tests.support.kube import Objects, apply
+from tests.support.processes import OperatorProcess
 
 
 def test_the_operator_runs_without_webhooks_and_says_what_that_costs(
@@ -46,7 +33,20 @@ def test_the_operator_runs_without_webhooks_and_says_what_that_costs(
     ]
     assert not [name for name in registered if own_namespace in name], registered
 
-    apply(kubectl, own_namespace, rec("low", risk="low"), rec("medium", risk="medium"))
+    apply(
+        kubectl,
+        own_namespace,
+        *(
+            recommendation(
+                name,
+                riskLevel=name,
+                action="scale_down",
+                executeNow=True,
+                steps=fast_steps(names=("one",)),
+            )
+            for name in ("low", "medium")
+        ),
+    )
     objects.wait_phase("executionplans", "low", "Succeeded")
     objects.wait_phase("approvals", "medium", "Pending")
     kubectl(

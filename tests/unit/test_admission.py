@@ -10,6 +10,7 @@ from coordinator.api.endpoint import AgentEndpointSpec
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue, policy
+from tests.support import builders
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 BY = admission.DECIDED_BY_ANNOTATION
@@ -18,51 +19,34 @@ SUBMITTED = admission.SUBMITTED_BY_ANNOTATION
 GROUPS = admission.SUBMITTED_GROUPS_ANNOTATION
 
 
-def approval(
+def asked(
     decision: str = "Pending",
     *,
     annotations: dict[str, str] | None = None,
     phase: str | None = None,
-    expires: datetime = NOW + timedelta(hours=1),
-    required: int = 1,
-    sets: list[dict[str, Any]] | None = None,
+    **spec: Any,
 ) -> Approval:
-    body: dict[str, Any] = {
-        "metadata": {"name": "rec-1", "annotations": annotations or {}},
-        "spec": {
-            "recommendation": "rec-1",
-            "recommendationGeneration": 1,
-            "customerId": "c",
-            "riskLevel": "medium",
-            "expiresAt": expires,
-            "decision": decision,
-            "required": required,
-            "approverSets": sets or [],
-        },
-    }
-    if phase:
-        body["status"] = {"phase": phase}
-    return Approval.model_validate(body)
+    """The Approval of rec-1 as a webhook reads it, expiring an hour after NOW."""
+    return Approval.model_validate(
+        builders.approval(
+            metadata={"annotations": annotations or {}},
+            status={"phase": phase} if phase else None,
+            **({"expiresAt": NOW + timedelta(hours=1), "decision": decision} | spec),
+        )
+    )
 
 
-def rec(
-    *, priority: int = 0, annotations: dict[str, str] | None = None, phase: str | None = None
+def proposed(
+    *, annotations: dict[str, str] | None = None, phase: str | None = None, **spec: Any
 ) -> Recommendation:
-    body: dict[str, Any] = {
-        "metadata": {"name": "rec-1", "annotations": annotations or {}},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": "t",
-            "action": "scale_down",
-            "riskLevel": "medium",
-            "priority": priority,
-        },
-    }
-    if phase:
-        body["status"] = {"phase": phase}
-    return Recommendation.model_validate(body)
+    """Recommendation rec-1 (scale_down) as a webhook reads it."""
+    return Recommendation.model_validate(
+        builders.recommendation(
+            metadata={"annotations": annotations or {}},
+            status={"phase": phase} if phase else None,
+            **({"action": "scale_down"} | spec),
+        )
+    )
 
 
 RESPONSES = policy.RESPONSES_ANNOTATION
@@ -75,7 +59,7 @@ def stamp(old: Approval | None, new: Approval, user: str, **kw: Any) -> admissio
 
 
 def test_a_decision_is_stamped_with_the_authenticated_user_and_the_time() -> None:
-    outcome = stamp(approval(), approval("Approved", annotations={BY: "ceo"}), "alice")
+    outcome = stamp(asked(), asked("Approved", annotations={BY: "ceo"}), "alice")
     assert outcome.refusal is None
     assert outcome.spec == {}
     assert outcome.annotations[BY] == "alice"
@@ -84,8 +68,8 @@ def test_a_decision_is_stamped_with_the_authenticated_user_and_the_time() -> Non
 
 
 def test_stamps_cannot_be_changed_afterwards() -> None:
-    old = approval("Approved", annotations={BY: "alice", AT: "2026-11-24T12:00:00Z"})
-    new = approval("Approved", annotations={BY: "mallory", RESPONSES: "[]"})
+    old = asked("Approved", annotations={BY: "alice", AT: "2026-11-24T12:00:00Z"})
+    new = asked("Approved", annotations={BY: "mallory", RESPONSES: "[]"})
     assert stamp(old, new, "mallory").annotations == {
         BY: "alice",
         AT: "2026-11-24T12:00:00Z",
@@ -94,70 +78,72 @@ def test_stamps_cannot_be_changed_afterwards() -> None:
 
 
 def test_stamps_sent_with_a_new_approval_are_dropped() -> None:
-    new = approval("Approved", annotations={BY: "mallory", AT: "x"})
+    new = asked("Approved", annotations={BY: "mallory", AT: "x"})
     assert stamp(None, new, "mallory").annotations == {BY: None, AT: None}
 
 
 def test_no_stamp_without_a_decision() -> None:
-    assert stamp(approval(), approval(), "bob").annotations == {}
+    assert stamp(asked(), asked(), "bob").annotations == {}
 
 
 SETS = [{"policy": "p", "approvers": [{"group": "sre"}, {"user": "alice"}]}]
 
 
 def test_two_of_three_through_the_same_patch() -> None:
-    first = stamp(approval(required=2, sets=SETS), approval("Approved", required=2, sets=SETS),
-                  "alice")  # fmt: skip
+    first = stamp(asked(required=2, approverSets=SETS),
+                  asked("Approved", required=2, approverSets=SETS), "alice")  # fmt: skip
     assert first.refusal is None
     assert first.spec == {"decision": "Pending"}  # not decided yet: the next one patches too
     assert "still needed: 1 more of 2 approvals" in (first.warning or "")
     votes = first.annotations[RESPONSES]
     assert votes is not None
-    after_first = approval(required=2, sets=SETS, annotations={RESPONSES: votes})
-    again = stamp(after_first, approval("Approved", required=2, sets=SETS), "alice")
+    after_first = asked(required=2, approverSets=SETS, annotations={RESPONSES: votes})
+    again = stamp(after_first, asked("Approved", required=2, approverSets=SETS), "alice")
     assert again.spec == {"decision": "Pending"}
     assert "counts once" in (again.warning or "")
-    outsider = stamp(after_first, approval("Approved", required=2, sets=SETS), "mallory")
+    outsider = stamp(after_first, asked("Approved", required=2, approverSets=SETS), "mallory")
     assert outsider.refusal == (
         "mallory may not decide approval rec-1: the approvers are group sre or user alice "
         "(policy p)"
     )
-    second = stamp(after_first, approval("Approved", required=2, sets=SETS), "bob", groups=("sre",))
+    second = stamp(
+        after_first, asked("Approved", required=2, approverSets=SETS), "bob", groups=("sre",)
+    )
     assert second.spec == {}
     assert second.annotations[BY] == "alice, bob"
 
 
 def test_the_first_rejection_rejects() -> None:
-    outcome = stamp(approval(required=3), approval("Rejected", required=3), "bob")
+    outcome = stamp(asked(required=3), asked("Rejected", required=3), "bob")
     assert outcome.spec == {}
     assert outcome.annotations[BY] == "bob"
 
 
 def test_the_submitter_cannot_decide() -> None:
     reason = admission.check_decision(
-        old=approval(), new=approval("Approved"), user="alice", submitter="alice", now=NOW
+        old=asked(), new=asked("Approved"), user="alice", submitter="alice", now=NOW
     )
     assert reason is not None
     assert "alice submitted or last changed recommendation rec-1" in reason
     assert (
         admission.check_decision(
-            old=approval(), new=approval("Approved"), user="bob", submitter="alice", now=NOW
+            old=asked(), new=asked("Approved"), user="bob", submitter="alice", now=NOW
         )
         is None
     )
 
 
 def test_an_expired_approval_cannot_be_decided_and_the_message_says_when() -> None:
-    expired = approval(expires=NOW)
+    expired = asked(expiresAt=NOW)
     reason = admission.check_decision(
-        old=expired, new=approval("Rejected", expires=NOW), user="bob", submitter=None, now=NOW
+        old=expired, new=asked("Rejected", expiresAt=NOW), user="bob", submitter=None, now=NOW
     )
     assert reason == "approval rec-1 expired at 2026-11-24T12:00:00Z and can no longer be decided"
 
 
 def test_a_withdrawn_approval_cannot_be_decided() -> None:
     reason = admission.check_decision(
-        old=approval(phase="Withdrawn"), new=approval("Approved"), user="b", submitter=None, now=NOW
+        old=asked(phase="Withdrawn"), new=asked("Approved"), user="b", submitter=None, now=NOW
     )
     assert reason is not None
     assert "withdrawn" in reason
@@ -176,18 +162,18 @@ def submit(old: Recommendation | None, new: Recommendation, user: str) -> admiss
 
 def test_submitter_is_recorded_on_spec_changes_only() -> None:
     groups = '["agents", "system:authenticated"]'
-    assert submit(None, rec(), "agent") == {SUBMITTED: "agent", GROUPS: groups}
-    old = rec(annotations={SUBMITTED: "agent", GROUPS: "[]"})
-    assert submit(old, rec(priority=5), "bob") == {SUBMITTED: "bob", GROUPS: groups}
-    same = rec(annotations={SUBMITTED: "forged", GROUPS: '["system:masters"]'})
+    assert submit(None, proposed(), "agent") == {SUBMITTED: "agent", GROUPS: groups}
+    old = proposed(annotations={SUBMITTED: "agent", GROUPS: "[]"})
+    assert submit(old, proposed(priority=5), "bob") == {SUBMITTED: "bob", GROUPS: groups}
+    same = proposed(annotations={SUBMITTED: "forged", GROUPS: '["system:masters"]'})
     assert submit(old, same, "bob") == {SUBMITTED: "agent", GROUPS: "[]"}
 
 
 def test_an_unstamped_recommendation_is_stamped_by_any_update() -> None:
     """Stored without the stamps (webhooks not in force then): whoever updates it next,
     even without a spec change, is stamped as its submitter (and checked as one)."""
-    unstamped = rec()
-    assert submit(unstamped, rec(), "agent")[SUBMITTED] == "agent"
+    unstamped = proposed()
+    assert submit(unstamped, proposed(), "agent")[SUBMITTED] == "agent"
     assert admission.resubmitted(unstamped.spec, unstamped.spec, {})
     assert not admission.resubmitted(unstamped.spec, unstamped.spec, {SUBMITTED: "agent"})
     assert admission.submitter_groups({GROUPS: '["a", "b"]'}) == ["a", "b"]
@@ -196,14 +182,14 @@ def test_an_unstamped_recommendation_is_stamped_by_any_update() -> None:
 
 def test_no_decision_on_an_unstamped_recommendation() -> None:
     reason = admission.check_decision(
-        old=approval(), new=approval("Approved"), user="b", submitter=None, now=NOW, stamped=False
+        old=asked(), new=asked("Approved"), user="b", submitter=None, now=NOW, stamped=False
     )
     assert reason is not None
     assert "not stamped by the admission webhooks" in reason
     assert "re-applies it" in reason
     outcome = admission.record_vote(
-        old=approval(),
-        new=approval("Approved"),
+        old=asked(),
+        new=asked("Approved"),
         user="b",
         groups=(),
         submitter=None,
@@ -216,21 +202,18 @@ def test_no_decision_on_an_unstamped_recommendation() -> None:
 # --- AgentEndpoint submitters -------------------------------------------------------------
 
 
-def endpoint(submitters: list[dict[str, Any]] | None) -> AgentEndpointSpec:
-    spec: dict[str, Any] = {
-        "url": "https://agent.example.com/",
-        "secretRef": {"name": "s", "key": "k"},
-    }
-    if submitters is not None:
-        spec["submitters"] = submitters
-    return AgentEndpointSpec.model_validate(spec)
+def submitted_by(submitters: list[dict[str, Any]] | None) -> AgentEndpointSpec:
+    """The spec of an AgentEndpoint listing `submitters` (None: the field left out)."""
+    return AgentEndpointSpec.model_validate(builders.endpoint(submitters=submitters)["spec"])
 
 
 def webhook_rec(agent: str = "infra-agent") -> Recommendation:
-    body = rec().model_dump(by_alias=True, exclude_none=True)
-    body["metadata"]["namespace"] = "team-a"
-    body["spec"] |= {"agentId": agent, "action": "resize_database", "riskLevel": "low"}
-    return Recommendation.model_validate(body)
+    """A low-risk resize_database of `agent` in team-a: its default plan is a webhook step."""
+    return Recommendation.model_validate(
+        builders.recommendation(
+            namespace="team-a", agentId=agent, action="resize_database", riskLevel="low"
+        )
+    )
 
 
 def test_a_missing_endpoint_never_refuses_a_recommendation() -> None:
@@ -249,7 +232,7 @@ def test_an_endpoint_takes_steps_only_of_its_submitters() -> None:
     """cost-agent may not have the operator call infra-agent's endpoint for it."""
     r = webhook_rec()
     steps = catalogue.plan_steps(r.spec)
-    infra = endpoint(
+    infra = submitted_by(
         [
             {"user": "infra-agent"},
             {"group": "infra-team"},
@@ -289,10 +272,10 @@ def test_an_endpoint_without_submitters_needs_a_person() -> None:
     """One not there yet is judged when the plan would start (it waits for it)."""
     steps = catalogue.plan_steps(webhook_rec().spec)
     assert admission.endpoint_deputy(steps, endpoints={"infra-agent": None}) is None
-    open_ = admission.endpoint_deputy(steps, endpoints={"infra-agent": endpoint(None)})
+    open_ = admission.endpoint_deputy(steps, endpoints={"infra-agent": submitted_by(None)})
     assert open_ is not None
     assert "only with a person's approval (it lists no submitters)" in open_
-    listed = endpoint([{"user": "infra-agent"}])
+    listed = submitted_by([{"user": "infra-agent"}])
     assert admission.endpoint_deputy(steps, endpoints={"infra-agent": listed}) is None
 
 
@@ -312,37 +295,31 @@ def test_a_plan_waits_for_its_endpoint_and_for_whom_it_takes() -> None:
     missing = wait(None, person=True)
     assert missing is not None
     assert "waiting for AgentEndpoint infra-agent to be registered in namespace team-a" in missing
-    assert wait(endpoint(None), person=True) is None
-    by_policy = wait(endpoint(None), person=False)
+    assert wait(submitted_by(None), person=True) is None
+    by_policy = wait(submitted_by(None), person=False)
     assert by_policy is not None
     assert "takes only plans a person approved" in by_policy
-    excluded = wait(endpoint([{"user": "infra"}]), person=True)
+    excluded = wait(submitted_by([{"user": "infra"}]), person=True)
     assert excluded is not None
     assert "does not take steps of cost" in excluded
-    assert wait(endpoint([{"user": "cost"}]), person=False) is None
+    assert wait(submitted_by([{"user": "cost"}]), person=False) is None
 
 
 def test_the_spec_is_frozen_while_executing() -> None:
-    executing = rec(phase="Executing")
-    assert admission.check_spec_change(old=executing, new=rec(priority=3)) is not None
-    assert admission.check_spec_change(old=executing, new=rec()) is None
-    assert admission.check_spec_change(old=rec(phase="Approved"), new=rec(priority=3)) is None
+    executing = proposed(phase="Executing")
+    assert admission.check_spec_change(old=executing, new=proposed(priority=3)) is not None
+    assert admission.check_spec_change(old=executing, new=proposed()) is None
+    assert (
+        admission.check_spec_change(old=proposed(phase="Approved"), new=proposed(priority=3))
+        is None
+    )
 
 
 def test_missing_dependencies_are_warned_about() -> None:
     r = Recommendation.model_validate(
-        {
-            "metadata": {"name": "rec-2", "namespace": "team-a"},
-            "spec": {
-                "customerId": "c",
-                "agentId": "a",
-                "agentType": "cost",
-                "title": "t",
-                "action": "scale_down",
-                "riskLevel": "low",
-                "dependsOn": ["rec-1", "rec-9"],
-            },
-        }
+        builders.recommendation(
+            "rec-2", namespace="team-a", riskLevel="low", dependsOn=["rec-1", "rec-9"]
+        )
     )
     assert admission.dependency_warnings(r, existing={"rec-1"}) == [
         "spec.dependsOn: recommendation rec-9 does not exist in namespace team-a; "

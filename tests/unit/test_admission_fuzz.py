@@ -103,6 +103,12 @@ HOOKS = {
     "recommendation-check": "recommendations",
     "approval-stamp": "approvals",
     "approval-check": "approvals",
+    "template-check": "verificationtemplates",
+}
+KINDS = {
+    "recommendations": "Recommendation",
+    "approvals": "Approval",
+    "verificationtemplates": "VerificationTemplate",
 }
 
 
@@ -147,7 +153,7 @@ def _objects(plural: str) -> st.SearchStrategy[dict[str, Any]]:
             "generation": st.integers(1, 5),
         },
     )
-    kind = "Recommendation" if plural == "recommendations" else "Approval"
+    kind = KINDS[plural]
     return st.fixed_dictionaries(
         {
             "apiVersion": st.just("optiinfra.io/v1alpha1"),

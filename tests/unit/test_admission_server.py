@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.k8s import webhooks
+from coordinator.k8s import certificates
 from coordinator.k8s.admission import (
     MAX_DEPTH,
     RefusedError,
@@ -96,7 +96,7 @@ def test_an_allowed_request_carries_warnings_and_the_patch() -> None:
 
 
 def test_the_server_answers_over_tls_by_hook_id(tmp_path: Path) -> None:
-    certs = webhooks.generate(tmp_path, hosts=["127.0.0.1"])
+    certs = certificates.generate(tmp_path, hosts=["127.0.0.1"])
     seen: list[Review] = []
 
     async def stamp(review: Review) -> Verdict:
@@ -109,7 +109,7 @@ def test_the_server_answers_over_tls_by_hook_id(tmp_path: Path) -> None:
         raise KeyError("bug")
 
     async def test() -> None:
-        port = webhooks.free_port()
+        port = certificates.free_port()
         server = Server(
             {"stamp": stamp, "broken": broken},
             addr="127.0.0.1",

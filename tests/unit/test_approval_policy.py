@@ -11,7 +11,7 @@ import pytest
 from coordinator.api.common import RiskLevel
 from coordinator.api.plan import Executor, Step
 from coordinator.core import approval
-from tests.unit.conflict_support import rec
+from tests.support.conflicts import rec
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

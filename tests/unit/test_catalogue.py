@@ -14,6 +14,7 @@ import pytest
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import RecommendationSpec
 from coordinator.core import catalogue
+from tests.support import builders
 
 # The actions the examples use, each with its own (not the generic) default plan.
 EXAMPLE_ACTIONS = (
@@ -27,7 +28,7 @@ EXAMPLE_ACTIONS = (
 )
 
 
-def recommendation(
+def spec_of(
     action: str,
     steps: list[Step] | None = None,
     *,
@@ -35,23 +36,21 @@ def recommendation(
     parameters: dict[str, Any] | None = None,
     agent: str = "cost-agent-1",
 ) -> RecommendationSpec:
-    return RecommendationSpec.model_validate(
-        {
-            "customerId": "customer-1",
-            "agentId": agent,
-            "agentType": "cost",
-            "title": "A change",
-            "action": action,
-            "riskLevel": "low",
-            "steps": [s.to_wire() for s in steps] if steps is not None else None,
-            "target": target,
-            "parameters": parameters,
-        }
+    """The spec of a low-risk recommendation of `agent` to do `action`."""
+    document = builders.recommendation(
+        agentId=agent,
+        title="A change",
+        action=action,
+        riskLevel="low",
+        steps=[s.to_wire() for s in steps] if steps is not None else None,
+        target=target,
+        parameters=parameters,
     )
+    return RecommendationSpec.model_validate(document["spec"])
 
 
 def defaults(action: str, **kwargs: Any) -> list[Step]:
-    return catalogue.default_steps(recommendation(action, **kwargs))
+    return catalogue.default_steps(spec_of(action, **kwargs))
 
 
 WEB = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
@@ -130,16 +129,16 @@ def test_plan_steps_prefers_the_recommendations_own_steps() -> None:
             executor=Executor.SIMULATED,
         )
     ]
-    assert catalogue.plan_steps(recommendation("migrate_to_spot", own)) == own
+    assert catalogue.plan_steps(spec_of("migrate_to_spot", own)) == own
 
 
 def test_plan_steps_falls_back_to_the_default_of_the_action() -> None:
-    assert catalogue.plan_steps(recommendation("scale_up", None)) == defaults("scale_up")
+    assert catalogue.plan_steps(spec_of("scale_up", None)) == defaults("scale_up")
 
 
 def test_an_empty_step_list_is_refused_rather_than_taken_as_the_default() -> None:
     with pytest.raises(pydantic.ValidationError, match="at least 1 item"):
-        recommendation("scale_up", [])
+        spec_of("scale_up", [])
 
 
 def test_each_call_returns_fresh_values() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from coordinator import check, cli
+from tests.support import builders
 
 Capture = pytest.CaptureFixture[str]
 
@@ -21,24 +22,14 @@ def manifest(
     customer: str = "customer-1",
     **spec: Any,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": metadata,
-        "spec": {
-            "customerId": customer,
-            "agentId": "agent-1",
-            "agentType": "cost",
-            "title": f"Recommendation {name}",
-            "action": "rightsize",
-            "riskLevel": "medium",
-            "affectedResources": list(resources),
-            **spec,
-        },
+    """A medium-risk rightsize by agent-1 of `customer` affecting `resources`."""
+    defaults = {
+        "customerId": customer,
+        "agentId": "agent-1",
+        "action": "rightsize",
+        "affectedResources": list(resources),
     }
+    return builders.recommendation(name, namespace=namespace, **(defaults | spec))
 
 
 def yaml_documents(*documents: Any) -> str:
@@ -497,15 +488,6 @@ def test_step_params_are_checked_as_admission_checks_them(tmp_path: Path, capsys
     ]
 
 
-def policy_doc(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "ApprovalPolicy",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
 def test_policies_among_the_inputs_apply(capsys: Capture, tmp_path: Path) -> None:
     path = write(
         tmp_path / "all.yaml",
@@ -513,7 +495,7 @@ def test_policies_among_the_inputs_apply(capsys: Capture, tmp_path: Path) -> Non
             manifest("rec-1", "i-1"),
             manifest("rec-2", "i-2", riskLevel="low"),
             manifest("rec-3", "i-3", customer="other"),
-            policy_doc(
+            builders.policy(
                 "strict",
                 selector={"customerIds": ["customer-1"]},
                 approvals={"required": 2, "approvers": [{"group": "sre"}]},
@@ -551,9 +533,65 @@ def test_a_bad_policy_is_refused_naming_the_field(capsys: Capture, tmp_path: Pat
         tmp_path / "p.yaml",
         yaml_documents(
             manifest("rec-1", "i-1"),
-            policy_doc("bad", windows=[{"name": "w", "kind": "Deny", "schedule": "61 * * * *",
+            builders.policy("bad", windows=[{"name": "w", "kind": "Deny", "schedule": "61 * * * *",
                                         "duration": "1h", "timeZone": "Mars/Olympus"}]),
         ),
     )  # fmt: skip
     problems = run_invalid(capsys, "-f", path)
     assert any("ApprovalPolicy bad: spec.windows[0]: window w:" in p for p in problems), problems
+
+
+def test_the_templates_that_would_verify_each_recommendation_are_listed(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    shrink: dict[str, Any] = {
+        "action": "scale_down",
+        "parameters": {"replicas": 1},
+        "target": target,
+    }
+    path = write(
+        tmp_path / "all.yaml",
+        yaml_documents(
+            manifest("rec-1", "i-1", **shrink),
+            manifest("rec-2", "i-2", customer="other", **shrink,
+                     verification={"templates": ["extra", "missing"]}),
+            builders.template("latency", selector={"customerIds": ["customer-1"]}),
+            builders.template("extra", selector={"customerIds": ["nobody"]},
+                              metrics=[builders.metric("errors")]),
+        ),
+    )  # fmt: skip
+    by_name = {entry["name"]: entry for entry in run_json(capsys, "-f", path)}
+    assert by_name["rec-1"]["verification"] == {
+        "templates": ["latency"],
+        "metrics": ["latency/latency"],
+        "problems": [],
+    }
+    second = by_name["rec-2"]["verification"]
+    assert second["templates"] == ["extra"]  # named by the recommendation, not selecting it
+    assert second["problems"] == [
+        "VerificationTemplate missing (spec.verification.templates) does not exist"
+    ]
+    assert check.main(["-f", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "VERIFIED-BY" in table
+    assert "extra (problems: see -o json)" in table
+    # Without templates in the input, neither the field nor the column.
+    alone = write(tmp_path / "one" / "rec.yaml", yaml_documents(manifest("rec-1", "i-1")))
+    assert "verification" not in run_json(capsys, "-f", alone)[0]
+
+
+def test_a_template_admission_would_refuse_is_refused_naming_the_field(
+    capsys: Capture, tmp_path: Path
+) -> None:
+    bad = builders.metric(successCondition="result <=", query="up{x='{{target.nme}}'}")
+    path = write(
+        tmp_path / "t.yaml",
+        yaml_documents(manifest("rec-1", "i-1"), builders.template("bad", metrics=[bad])),
+    )
+    problems = run_invalid(capsys, "-f", path)
+    assert any(
+        "VerificationTemplate bad: spec.metrics[0].query: unknown placeholder {{target.nme}}" in p
+        for p in problems
+    ), problems
+    assert any("VerificationTemplate bad: spec.metrics[0].successCondition:" in p for p in problems)

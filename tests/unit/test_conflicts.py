@@ -10,7 +10,7 @@ import pytest
 from coordinator.api.common import RiskLevel
 from coordinator.api.recommendation import Conflict, ConflictType, RecommendationPhase
 from coordinator.core import actions, conflicts
-from tests.unit.conflict_support import minutes, outcomes, rec
+from tests.support.conflicts import minutes, outcomes, rec
 
 Phase = RecommendationPhase
 KEPT = "kept"

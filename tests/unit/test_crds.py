@@ -12,6 +12,7 @@ import yaml
 
 from coordinator import crdgen
 from coordinator.k8s import access, webhooks
+from coordinator.k8s import registrar as registrar_
 
 CRDS = Path(__file__).parents[2] / "crds"
 
@@ -114,10 +115,12 @@ class _NoConfigurations:
 def test_an_in_cluster_operator_says_to_apply_the_manifest_when_a_configuration_is_missing() -> (
     None
 ):
-    registrar = webhooks.Registrar(kubernetes.client.ApiClient(), create=False)
+    registrar = registrar_.Registrar(kubernetes.client.ApiClient(), create=False)
     registrar._api = _NoConfigurations()  # the API calls, faked
     validating, mutating = yaml.safe_load_all(webhooks.manifest())
-    with pytest.raises(webhooks.MissingConfigurationError, match=r"apply manifests/webhooks\.yaml"):
+    with pytest.raises(
+        registrar_.MissingConfigurationError, match=r"apply manifests/webhooks\.yaml"
+    ):
         registrar.apply(validating, mutating)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from coordinator.api.plan import ExecutionPlanStatus, PlanPhase, StepPhase, StepStatus
+from coordinator.core.planevents import implied_events, transition_events
 from coordinator.k8s.events import NAME_LIMIT, event_name
-from coordinator.runner import implied_events, transition_events
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from coordinator import check
-from tests.examples_support import EXAMPLES, Example, load
+from tests.support.examples import EXAMPLES, Example, load
 
 
 @functools.cache

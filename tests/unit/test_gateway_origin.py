@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from coordinator.gateway import origin
+from tests.support import builders
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -110,23 +111,22 @@ def test_decision_bodies() -> None:
         origin.decision_request({"user_id": 7}, reject=False)
 
 
-def rec(name: str, phase: str, *, generation: int = 1, **status: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "generation": generation, "resourceVersion": "1"},
-        "spec": {"customerId": "customer-1", "riskLevel": "medium", "action": "scale_down"},
-        "status": {"phase": phase, "observedGeneration": 1, **status},
-    }
+def at_phase(name: str, phase: str, *, generation: int = 1, **status: Any) -> dict[str, Any]:
+    """Recommendation `name` (scale_down) with `status`, observed at generation 1."""
+    return builders.recommendation(
+        name,
+        metadata={"generation": generation, "resourceVersion": "1"},
+        status={"phase": phase, "observedGeneration": 1, **status},
+        action="scale_down",
+    )
 
 
-def approval(name: str, phase: str, decided_by: str | None = None) -> dict[str, Any]:
+def decided(name: str, phase: str, decided_by: str | None = None) -> dict[str, Any]:
+    """The Approval of `name` in `phase`, decided by `decided_by`."""
     status: dict[str, Any] = {"phase": phase}
     if decided_by:
         status["decidedBy"] = decided_by
-    return {
-        "metadata": {"name": name},
-        "spec": {"recommendation": name, "customerId": "customer-1", "riskLevel": "medium"},
-        "status": status,
-    }
+    return builders.approval(name, status=status)
 
 
 RESOURCE = {
@@ -139,8 +139,8 @@ RESOLUTION = "Kept recommendation rec-003 (priority: 10, savings: 2000.00), disc
 
 
 def test_each_conflict_once_with_the_resolution_from_either_side() -> None:
-    kept = rec("rec-003", "AwaitingApproval", conflicts=[{**RESOURCE, "with": ["rec-004"]}])
-    lost = rec(
+    kept = at_phase("rec-003", "AwaitingApproval", conflicts=[{**RESOURCE, "with": ["rec-004"]}])
+    lost = at_phase(
         "rec-004",
         "Superseded",
         supersededBy="rec-003",
@@ -161,25 +161,22 @@ def test_each_conflict_once_with_the_resolution_from_either_side() -> None:
 
 def test_the_summary_counts_what_the_status_says() -> None:
     recs = [
-        rec("rec-001", "AwaitingApproval", approval="rec-001"),
-        rec("rec-002", "Approved", approval="rec-002", plan="rec-002"),
-        rec("rec-004", "Superseded", supersededBy="rec-001"),
+        at_phase("rec-001", "AwaitingApproval", approval="rec-001"),
+        at_phase("rec-002", "Approved", approval="rec-002", plan="rec-002"),
+        at_phase("rec-004", "Superseded", supersededBy="rec-001"),
     ]
-    plan = {
-        "metadata": {"name": "rec-002"},
-        "spec": {
-            "recommendation": "rec-002",
-            "customerId": "customer-1",
-            "suspend": True,
-            "steps": [{"name": "a", "action": "take_snapshot"}],
-        },
-    }
+    plan = builders.plan(
+        "rec-002",
+        customerId="customer-1",
+        suspend=True,
+        steps=[{"name": "a", "action": "take_snapshot"}],
+    )
     answer = origin.summary(
         coordination_id="coord-1",
         recs=recs,
         approvals={
-            "rec-001": approval("rec-001", "Pending"),
-            "rec-002": approval("rec-002", "Approved", "policy"),
+            "rec-001": decided("rec-001", "Pending"),
+            "rec-002": decided("rec-002", "Approved", "policy"),
         },
         plans={"rec-002": plan},
         now=NOW,
@@ -211,30 +208,32 @@ def test_the_summary_counts_what_the_status_says() -> None:
 
 
 def test_settled_needs_this_generation_and_what_follows_from_it() -> None:
-    waiting = rec("rec-001", "AwaitingApproval", approval="rec-001")
+    waiting = at_phase("rec-001", "AwaitingApproval", approval="rec-001")
     assert not origin.settled(None, None, None)
-    assert not origin.settled(rec("rec-001", "Pending", generation=2), None, None)
+    assert not origin.settled(at_phase("rec-001", "Pending", generation=2), None, None)
     assert not origin.settled(waiting, None, None)
-    assert not origin.settled(waiting, approval("rec-001", "Withdrawn"), None)
-    assert origin.settled(waiting, approval("rec-001", "Pending"), None)
-    approved = rec("rec-002", "Approved", approval="rec-002", plan="rec-002")
-    assert not origin.settled(approved, approval("rec-002", "Approved"), None)
-    assert origin.settled(approved, approval("rec-002", "Approved"), {"metadata": {}})
-    assert origin.settled(rec("rec-004", "Superseded"), None, None)
+    assert not origin.settled(waiting, decided("rec-001", "Withdrawn"), None)
+    assert origin.settled(waiting, decided("rec-001", "Pending"), None)
+    approved = at_phase("rec-002", "Approved", approval="rec-002", plan="rec-002")
+    assert not origin.settled(approved, decided("rec-002", "Approved"), None)
+    assert origin.settled(approved, decided("rec-002", "Approved"), {"metadata": {}})
+    assert origin.settled(at_phase("rec-004", "Superseded"), None, None)
 
 
 def test_plan_status_in_the_origins_words() -> None:
-    plan = {
-        "metadata": {"name": "p"},
-        "spec": {"recommendation": "r", "customerId": "c", "steps": [{"name": "a"}, {"name": "b"}]},
-        "status": {
+    plan = builders.plan(
+        "p",
+        recommendation="r",
+        customerId="c",
+        steps=[{"name": "a"}, {"name": "b"}],
+        status={
             "phase": "RolledBack",
             "steps": [
                 {"name": "a", "phase": "RolledBack", "rolledBackAt": "2026-01-01T00:00:02Z"},
                 {"name": "b", "phase": "Failed", "error": "broke"},
             ],
         },
-    }
+    )
     shown = origin.plan(plan)
     assert shown["status"] == "rolled_back"
     assert [s["status"] for s in shown["steps"]] == ["rolled_back", "failed"]

@@ -14,18 +14,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from coordinator.gateway import server
-from tests.operator_process import free_port
+from coordinator.gateway import callers, server
+from coordinator.gateway import http as http_
+from tests.support.net import free_port
 
 COORDINATE = "/coordination/coordinate"
 BEARER = {"Authorization": "Bearer s3cret-token"}
 
 
-def _gateway() -> server.Gateway:
+def _gateway() -> callers.Gateway:
     """A gateway whose API server is down (nothing listens on its port)."""
     base = kubernetes.client.Configuration(host=f"http://127.0.0.1:{free_port()}")
     base.retries = 0
-    return server.Gateway(base=base, namespace="default", settle_timeout=1.0)
+    return callers.Gateway(base=base, namespace="default", settle_timeout=1.0)
 
 
 def in_process(test: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
@@ -45,24 +46,24 @@ def _request(token: str) -> web.Request:
 def test_tokens_are_cached_under_their_hash_and_the_caches_are_bounded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(server, "CLIENTS", 16)
-    monkeypatch.setattr(server, "IDENTITIES", 32)
+    monkeypatch.setattr(callers, "CLIENTS", 16)
+    monkeypatch.setattr(callers, "IDENTITIES", 32)
     gateway = _gateway()
-    tokens = [f"token-{n}" for n in range(server.CLIENTS + 10)]
+    tokens = [f"token-{n}" for n in range(callers.CLIENTS + 10)]
     for token in tokens:
         gateway.client(_request(token))
-    assert len(gateway._clients) == server.CLIENTS
+    assert len(gateway._clients) == callers.CLIENTS
     assert not set(tokens) & set(gateway._clients)
-    assert server._key(tokens[-1]) in gateway._clients
-    assert server._key(tokens[0]) not in gateway._clients  # the least recently used went
+    assert callers._key(tokens[-1]) in gateway._clients
+    assert callers._key(tokens[0]) not in gateway._clients  # the least recently used went
     gateway.client(_request(tokens[10]))  # used again: kept over those used before it
-    for n in range(server.CLIENTS - 1):
+    for n in range(callers.CLIENTS - 1):
         gateway.client(_request(f"more-{n}"))
-    assert server._key(tokens[10]) in gateway._clients
-    assert server._key(tokens[-1]) not in gateway._clients
-    for n in range(server.IDENTITIES + 5):
-        gateway._who.keep(server._key(f"t{n}"), (time.monotonic() + 30, f"user-{n}"))
-    assert len(gateway._who) == server.IDENTITIES
+    assert callers._key(tokens[10]) in gateway._clients
+    assert callers._key(tokens[-1]) not in gateway._clients
+    for n in range(callers.IDENTITIES + 5):
+        gateway._who.keep(callers._key(f"t{n}"), (time.monotonic() + 30, f"user-{n}"))
+    assert len(gateway._who) == callers.IDENTITIES
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,7 @@ def test_health_says_only_whether_the_api_server_answers() -> None:
     in_process(test)
 
 
-async def _served(gateway: server.Gateway) -> tuple[web.AppRunner, int]:
+async def _served(gateway: callers.Gateway) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(server.application(gateway), **server.server_options())
     await runner.setup()
     port = free_port()
@@ -139,7 +140,7 @@ def test_a_client_that_trickles_headers_or_body_is_cut_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(server, "HEADER_SECONDS", 0.5)
-    monkeypatch.setattr(server, "BODY_SECONDS", 0.5)
+    monkeypatch.setattr(http_, "BODY_SECONDS", 0.5)
     asyncio.run(_slow_clients())
 
 

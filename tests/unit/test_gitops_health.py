@@ -20,8 +20,8 @@ from coordinator.api.common import Condition, ConditionStatus
 from coordinator.api.plan import ExecutionPlanStatus, PlanPhase
 from coordinator.api.recommendation import RecommendationPhase
 from coordinator.core import conditions, lifecycle, plan
-from tests.health_support import GITOPS_FAMILY, KINDS, argocd_health, kstatus, script
-from tests.unit.test_lifecycle import NOW, World, rec, world
+from tests.support.health import GITOPS_FAMILY, KINDS, argocd_health, kstatus, script
+from tests.support.lifecycle import NOW, World, rec, world
 
 DOCS = Path(__file__).parents[2] / "docs"
 

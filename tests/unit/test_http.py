@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 from aiohttp import web
 
-from coordinator.k8s import webhooks
+from coordinator.k8s import certificates
 from coordinator.k8s.client import Client, transient
 
 
@@ -42,7 +42,7 @@ def test_calls_carry_the_configuration_token_and_fail_as_the_client_does() -> No
         app.router.add_route("*", "/{tail:.*}", handle)
         runner = web.AppRunner(app)
         await runner.setup()
-        port = webhooks.free_port()
+        port = certificates.free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         configuration = kubernetes.client.Configuration()
         configuration.host = f"http://127.0.0.1:{port}"

@@ -7,128 +7,26 @@ deletion) and the tests step it until nothing changes, as the operator would.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from coordinator.api.approval import (
     HISTORY_LIMIT,
-    Approval,
     ApprovalPhase,
     ApprovalRecord,
     Decision,
 )
 from coordinator.api.common import Condition
-from coordinator.api.plan import ExecutionPlan, ExecutionPlanStatus, PlanPhase
+from coordinator.api.plan import PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.core import policy as policies_
-
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-POLICY = policy_.ApprovalPolicy()
-_uids = itertools.count(1)
-
-
-def rec(name: str, *, generation: int = 1, **spec: Any) -> Recommendation:
-    body = {
-        "customerId": "customer-1",
-        "agentId": "agent",
-        "agentType": "cost",
-        "title": name,
-        "action": "migrate_to_spot",
-        "riskLevel": "medium",
-        "affectedResources": [f"res-{name}"],
-        **spec,
-    }
-    return Recommendation.model_validate(
-        {
-            "metadata": {"name": name, "uid": f"uid-{next(_uids)}", "generation": generation},
-            "spec": body,
-        }
-    )
-
-
-@dataclasses.dataclass
-class World:
-    """Recommendations with the approvals and plans they own, changed only by `step`."""
-
-    recs: dict[str, Recommendation]
-    approvals: dict[str, Approval] = dataclasses.field(default_factory=dict)
-    plans: dict[str, ExecutionPlan] = dataclasses.field(default_factory=dict)
-    events: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    policies: list[ApprovalPolicy] = dataclasses.field(default_factory=list)
-
-    def observed(self) -> list[lifecycle.Observed]:
-        return [
-            lifecycle.Observed(
-                recommendation=r, approval=self.approvals.get(n), plan=self.plans.get(n)
-            )
-            for n, r in self.recs.items()
-        ]
-
-    def step(self, *, now: datetime = NOW) -> int:
-        """Apply one evaluation; return how many writes it made."""
-        desired = lifecycle.evaluate(
-            self.observed(), policy=POLICY, now=now, policies=self.policies
-        )
-        writes = 0
-        for name, d in desired.items():
-            self.events += [(name, e.reason) for e in d.events]
-            if d.delete_plan:
-                self.plans.pop(name, None)
-                writes += 1
-            if d.create_approval is not None:
-                self.approvals[name] = d.create_approval
-                writes += 1
-            elif d.approval_status is not None:
-                self.approvals[name] = self.approvals[name].model_copy(
-                    update={"status": d.approval_status}
-                )
-                writes += 1
-            if d.create_plan is not None:
-                self.plans[name] = d.create_plan
-                writes += 1
-            if d.status != self.recs[name].status:
-                self.recs[name] = self.recs[name].model_copy(update={"status": d.status})
-                writes += 1
-        return writes
-
-    def settle(self, *, now: datetime = NOW) -> None:
-        for _ in range(10):
-            if self.step(now=now) == 0:
-                return
-        raise AssertionError("the lifecycle does not settle")
-
-    def phase(self, name: str) -> RecommendationPhase:
-        return self.recs[name].phase
-
-    def decide(
-        self, name: str, decision: Decision, *, by: str = "approver", reason: str = ""
-    ) -> None:
-        approval = self.approvals[name]
-        self.approvals[name] = approval.model_copy(
-            update={
-                "spec": approval.spec.model_copy(
-                    update={"decision": decision, "reason": reason or None}
-                ),
-                "metadata": approval.metadata.model_copy(
-                    update={"annotations": {lifecycle.DECIDED_BY_ANNOTATION: by}}
-                ),
-            }
-        )
-
-    def set_plan(self, name: str, phase: PlanPhase) -> None:
-        plan = self.plans[name]
-        self.plans[name] = plan.model_copy(update={"status": ExecutionPlanStatus(phase=phase)})
-
-
-def world(*recs: Recommendation) -> World:
-    return World({r.name: r for r in recs})
+from tests.support import builders
+from tests.support.lifecycle import NOW, POLICY, World, rec, world
 
 
 def test_medium_risk_asks_for_a_decision_that_expires_after_48h() -> None:
@@ -515,10 +413,7 @@ def test_a_self_dependency_is_reported_as_a_conflict_with_itself() -> None:
 
 
 TWO = ApprovalPolicy.model_validate(
-    {
-        "metadata": {"name": "two"},
-        "spec": {"approvals": {"required": 2}, "expiry": {"medium": "1h"}},
-    }
+    builders.policy("two", approvals={"required": 2}, expiry={"medium": "1h"})
 )
 
 

@@ -17,9 +17,10 @@ from coordinator import metrics
 from coordinator.api.policy import ApprovalPolicySpec, NotifyEvent
 from coordinator.core import addresses, policy
 from coordinator.core import webhook as protocol
+from coordinator.executors.endpoints import Target
 from coordinator.executors.notify import ATTEMPTS, Notification, Notifier
-from coordinator.executors.webhook import NoAnswerError, Target, checked_post
-from tests.unit.answer_support import CHUNK, HUGE, Huge, with_huge
+from coordinator.executors.post import NoAnswerError, checked_post
+from tests.support.answers import CHUNK, HUGE, Huge, with_huge
 
 KEY = b"k" * 32
 Headers = Mapping[str, str]

@@ -17,7 +17,7 @@ from coordinator.api.plan import (
 )
 from coordinator.api.recommendation import RecommendationPhase
 from coordinator.core import plan
-from tests.unit.plan_support import START, Harness, RecordingExecutor, plan_spec, step
+from tests.support.plans import START, Harness, RecordingExecutor, plan_spec, step
 
 P = StepPhase
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coordinator.api.plan import ExecutionPlanSpec, ExecutionPlanStatus, PlanPhase, StepPhase
 from coordinator.core import plan
-from tests.unit.plan_support import Call, Crash, Harness, RecordingExecutor, plan_spec, step
+from tests.support.plans import Call, Crash, Harness, RecordingExecutor, plan_spec, step
 
 P = StepPhase
 # Once a step is persisted in one of these phases, it is never executed (undone) again.

@@ -21,8 +21,9 @@ from coordinator.api.verification import (
 )
 from coordinator.core import plan
 from coordinator.core.verification import Check, Reading
-from tests.unit.plan_support import START, Crash, Harness, plan_spec, step
-from tests.unit.verification_support import checks_of, metric, tpl
+from tests.support.builders import metric
+from tests.support.plans import START, Crash, Harness, plan_spec, step
+from tests.support.verification import checks_of, tpl
 
 Readings = Callable[[str, int], Reading]
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from coordinator.api.recommendation import ConflictType, Recommendation, RecommendationPhase
 from coordinator.core import conflicts
-from tests.unit.conflict_support import minutes, rec
+from tests.support.conflicts import minutes, rec
 
 NAMES = [f"rec-{index}" for index in range(10)]
 RESOURCES = [f"i-{index}" for index in range(8)]

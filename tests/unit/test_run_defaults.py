@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator import app, run
+from coordinator import app, run, runflags
 from coordinator.k8s import lease as lease_
 from coordinator.k8s import webhooks as webhooks_
 
@@ -60,7 +60,7 @@ def test_a_flag_left_out_is_the_configs_default(parsed: argparse.Namespace) -> N
 
 def test_no_flag_writes_out_a_default_of_the_config_again() -> None:
     fields = {field.name for field in app.Config.__dataclass_fields__.values()}
-    tree = ast.parse(inspect.getsource(run))
+    tree = ast.parse(inspect.getsource(runflags))
     restated = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"):

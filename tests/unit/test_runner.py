@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -11,6 +12,7 @@ from typing import Any, cast
 import urllib3
 
 from coordinator import runner as runner_
+from coordinator.api.common import PLANS
 from coordinator.api.meta import ObjectMeta
 from coordinator.api.plan import (
     ExecutionPlan,
@@ -21,80 +23,19 @@ from coordinator.api.plan import (
     Step,
 )
 from coordinator.core import plan as plan_
+from coordinator.core import planevents
 from coordinator.executors import StepContext
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import retrying as retrying_
+from tests.support.fakeapi import FakeApi, FakeRecorder
 
 NS, NAME, UID = "team", "rec-1", "uid-1"
+KEY = (PLANS, NS, NAME)
 
 
 def _error(status: int) -> client_.ApiException:
     return client_.ApiException(status=status, reason={409: "Conflict"}.get(status, "Error"))
-
-
-class FakeApi:
-    """One ExecutionPlan on a fake API server: merge patches of its status, honouring the
-    resourceVersion precondition; `failures` are raised by the next status writes."""
-
-    def __init__(self, plan: ExecutionPlan) -> None:
-        self.obj: dict[str, Any] = plan.to_wire()
-        self.obj["metadata"] = {"name": NAME, "namespace": NS, "uid": UID, "generation": 1}
-        self.rv = 0
-        self.bump()
-        self.failures: list[BaseException] = []
-        self.writes: list[dict[str, Any]] = []
-        self.gets = 0
-
-    def bump(self) -> None:
-        self.rv += 1
-        self.obj["metadata"]["resourceVersion"] = str(self.rv)
-
-    def plan(self) -> ExecutionPlan:
-        return ExecutionPlan.model_validate(copy.deepcopy(self.obj))
-
-    async def patch_status(
-        self,
-        plural: str,
-        namespace: str,
-        name: str,
-        patch: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
-    ) -> dict[str, Any]:
-        if self.failures:
-            raise self.failures.pop(0)
-        if resource_version is not None and resource_version != str(self.rv):
-            raise _error(409)
-        status = dict(self.obj.get("status") or {})
-        for key, value in patch.items():
-            if value is None:
-                status.pop(key, None)
-            else:
-                status[key] = copy.deepcopy(value)
-        self.obj["status"] = status
-        self.bump()
-        self.writes.append(dict(patch))
-        return copy.deepcopy(self.obj)
-
-    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self.gets += 1
-        return copy.deepcopy(self.obj)
-
-
-class FakeRecorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []  # (reason, key)
-
-    def record(
-        self,
-        ref: events_.ObjectRef,
-        *,
-        reason: str,
-        message: str,
-        key: str,
-        type_: str = "Normal",
-    ) -> None:
-        self.events.append((reason, key))
 
 
 class CountingExecutor:
@@ -135,7 +76,12 @@ class Clock:
 
 
 def _api(*steps: str) -> FakeApi:
-    return FakeApi(ExecutionPlan(metadata=ObjectMeta(name=NAME), spec=_spec(*steps)))
+    api = FakeApi()
+    plan = ExecutionPlan(metadata=ObjectMeta(name=NAME), spec=_spec(*steps)).to_wire()
+    api.put(
+        PLANS, {**plan, "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1}}
+    )
+    return api
 
 
 def _runner(api: FakeApi) -> tuple[runner_.PlanRunner, CountingExecutor, FakeRecorder]:
@@ -163,7 +109,7 @@ async def _drive(runner: runner_.PlanRunner, api: FakeApi, plan: ExecutionPlan) 
 
     return await runner.drive(
         plan,
-        latest=api.plan,
+        latest=functools.partial(api.plan, NS, NAME),
         dependencies=lambda: (True, ""),
         stopped=lambda: len(sleeps) > 50,
         wake=wake,
@@ -171,8 +117,8 @@ async def _drive(runner: runner_.PlanRunner, api: FakeApi, plan: ExecutionPlan) 
 
 
 async def _started(runner: runner_.PlanRunner, api: FakeApi) -> ExecutionPlan:
-    await runner.start(api.plan(), dependencies=(True, ""))
-    return api.plan()
+    await runner.start(api.plan(NS, NAME), dependencies=(True, ""))
+    return api.plan(NS, NAME)
 
 
 def test_transient_errors_in_status_writes_are_retried_in_the_runner() -> None:
@@ -191,7 +137,7 @@ def test_transient_errors_in_status_writes_are_retried_in_the_runner() -> None:
         phase = await _drive(runner, api, plan)
         assert phase is PlanPhase.SUCCEEDED
         assert executor.executed == ["a", "b"]  # each step ran once
-        assert api.plan().status_phase is PlanPhase.SUCCEEDED
+        assert api.plan(NS, NAME).status_phase is PlanPhase.SUCCEEDED
         assert not api.failures
 
     asyncio.run(scenario())
@@ -214,7 +160,7 @@ def test_the_retry_of_a_transient_error_stops_when_the_daemon_stops() -> None:
         runner.sleep = sleep
         phase = await runner.drive(
             plan,
-            latest=api.plan,
+            latest=functools.partial(api.plan, NS, NAME),
             dependencies=lambda: (True, ""),
             stopped=lambda: sum(slept) >= 2.0,  # the daemon stops during the backoff
             wake=wake,
@@ -222,7 +168,7 @@ def test_the_retry_of_a_transient_error_stops_when_the_daemon_stops() -> None:
         assert phase is PlanPhase.RUNNING  # left as it is, for the next daemon
         tries = 1000 - len(api.failures)
         assert 2 <= tries <= 6, tries  # paced: 0.2 s doubling (with jitter), not a hot loop
-        assert max(slept) <= runner_.STOP_POLL_SECONDS  # stopping is noticed within 0.1 s
+        assert max(slept) <= retrying_.STOP_POLL_SECONDS  # stopping is noticed within 0.1 s
 
     asyncio.run(scenario())
 
@@ -246,27 +192,27 @@ def test_a_stale_runner_does_not_overwrite_a_newer_steps_list() -> None:
         stale = await _started(runner, api)  # step a Running, as this runner read it
         # Meanwhile another replica recorded a and started b.
         other, _, _ = _runner(api)
-        newer = api.plan()
+        newer = api.plan(NS, NAME)
         await other._move(  # a's outcome
             newer,
             newer.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
-        newer = api.plan()
+        newer = api.plan(NS, NAME)
         await other._move(  # b Running
             newer,
             newer.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )
-        theirs = copy.deepcopy(api.obj["status"])
+        theirs = copy.deepcopy(api.objects[KEY]["status"])
         assert [s["phase"] for s in theirs["steps"]] == ["Succeeded", "Running", "Pending"]
         writes = len(api.writes)
 
         phase = await _drive(runner, api, stale)
 
-        assert api.obj["status"] == theirs  # nothing of the stale runner's was written
+        assert api.objects[KEY]["status"] == theirs  # nothing of the stale runner's was written
         assert len(api.writes) == writes
         assert phase is PlanPhase.RUNNING
         assert executor.executed == ["a"]  # it ran its step, and stopped at the refusal
@@ -280,11 +226,11 @@ def test_a_harmless_conflict_is_written_again_on_the_fresh_version() -> None:
         runner, executor, _ = _runner(api)
         plan = await _started(runner, api)
         # Every step changes the plan's metadata (a finalizer, an annotation) meanwhile.
-        executor.on_execute = lambda step: api.bump()
+        executor.on_execute = lambda step: api.bump(KEY)
         phase = await _drive(runner, api, plan)
         assert phase is PlanPhase.SUCCEEDED
         assert executor.executed == ["a", "b"]
-        assert api.gets == 2  # one read per refused write
+        assert len(api.gets) == 2  # one read per refused write
 
     asyncio.run(scenario())
 
@@ -298,13 +244,13 @@ def test_drive_records_again_the_events_the_stored_status_implies() -> None:
             plan,
             plan.spec,
             (True, ""),
-            runner_._Control(stopped=lambda: False, sleep=asyncio.sleep),
+            retrying_.Control(stopped=lambda: False, sleep=asyncio.sleep),
         )  # a Succeeded: its event recorded once
         before = list(recorder.events)
         assert before.count(("StepSucceeded", "step|a|Succeeded")) == 1
         # A restart: a new runner drives the plan from its stored status.
         again, _, replayed = _runner(api)
-        await _drive(again, api, api.plan())
+        await _drive(again, api, api.plan(NS, NAME))
         assert ("StepSucceeded", "step|a|Succeeded") in replayed.events
         assert ("PlanStarted", "phase|Running") in replayed.events
         keys = [key for _, key in replayed.events]
@@ -323,13 +269,13 @@ def test_ended_plans_are_replayed_only_when_they_ended_lately() -> None:
         "startedAt": "2026-01-02T03:04:00Z",
         "finishedAt": "2026-01-02T03:04:05Z",
     }
-    api.obj["status"] = status
+    api.objects[KEY]["status"] = status
     runner.clock = lambda: finished + timedelta(minutes=1)
-    runner.replay_if_recent(api.plan())
+    runner.replay_if_recent(api.plan(NS, NAME))
     assert {r for r, _ in recorder.events} == {"Succeeded", "PlanStarted"}
     recorder.events.clear()
     runner.clock = lambda: finished + runner_.REPLAY_WINDOW + timedelta(seconds=1)
-    runner.replay_if_recent(api.plan())
+    runner.replay_if_recent(api.plan(NS, NAME))
     assert recorder.events == []
 
 
@@ -377,7 +323,7 @@ def test_a_rolled_back_plan_implies_the_success_of_the_steps_it_undid() -> None:
             ],
         }
     )
-    implied = {(e.reason, e.message) for e in runner_.implied_events(status)}
+    implied = {(e.reason, e.message) for e in planevents.implied_events(status)}
     assert implied == {
         ("StepSucceeded", "Step a: Succeeded in 700 ms"),
         ("StepRolledBack", "Step a: RolledBack in 700 ms"),

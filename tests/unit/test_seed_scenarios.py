@@ -19,20 +19,12 @@ from coordinator import check
 from coordinator.api.common import RiskLevel
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import approval, conflicts
+from tests.support.builders import recommendation
 
 REQUESTED_AT = datetime(2025, 10, 20, 9, 0, tzinfo=UTC)
 
 
-def manifest(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": name},
-        "spec": {"customerId": "customer-1", **spec},
-    }
-
-
-REC_001 = manifest(
+REC_001 = recommendation(
     "rec-001",
     agentId="cost-agent-1",
     agentType="cost",
@@ -47,7 +39,7 @@ REC_001 = manifest(
     confidence=0.92,
     autoApprove=True,
 )
-REC_002 = manifest(
+REC_002 = recommendation(
     "rec-002",
     agentId="perf-agent-1",
     agentType="performance",
@@ -62,7 +54,7 @@ REC_002 = manifest(
     confidence=0.88,
     autoApprove=True,
 )
-REC_003 = manifest(
+REC_003 = recommendation(
     "rec-003",
     agentId="cost-agent-1",
     agentType="cost",
@@ -76,7 +68,7 @@ REC_003 = manifest(
     confidence=0.92,
     autoApprove=False,
 )
-REC_004 = manifest(
+REC_004 = recommendation(
     "rec-004",
     agentId="resource-agent-1",
     agentType="resource",
@@ -90,7 +82,7 @@ REC_004 = manifest(
     confidence=0.85,
     autoApprove=False,
 )
-REC_005 = manifest(
+REC_005 = recommendation(
     "rec-005",
     agentId="resource-agent-1",
     agentType="resource",
@@ -104,7 +96,7 @@ REC_005 = manifest(
     confidence=0.90,
     autoApprove=False,
 )
-REC_006 = manifest(
+REC_006 = recommendation(
     "rec-006",
     agentId="cost-agent-1",
     agentType="cost",
@@ -118,7 +110,7 @@ REC_006 = manifest(
     confidence=0.88,
     autoApprove=False,
 )
-REC_007 = manifest(
+REC_007 = recommendation(
     "rec-007",
     agentId="cost-agent-1",
     agentType="cost",
@@ -132,7 +124,7 @@ REC_007 = manifest(
     confidence=0.75,
     autoApprove=False,
 )
-REC_008 = manifest(
+REC_008 = recommendation(
     "rec-008",
     agentId="cost-agent-1",
     agentType="cost",

@@ -11,6 +11,7 @@ from coordinator.api.plan import Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, steps
 from coordinator.core.steps import ABSENT, Field
+from tests.support import builders
 
 TARGET = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
 
@@ -147,20 +148,13 @@ def test_simulated_params_are_free() -> None:
 
 
 def test_admission_checks_only_a_new_or_changed_spec() -> None:
-    doc = {
-        "apiVersion": "optiinfra.io/v1alpha1",
-        "kind": "Recommendation",
-        "metadata": {"name": "r", "namespace": "team-a"},
-        "spec": {
-            "customerId": "c",
-            "agentId": "a",
-            "agentType": "cost",
-            "title": "t",
-            "action": "scale_down",
-            "riskLevel": "low",
-            "steps": [{"name": "s", "action": "patch", "executor": "kubernetes"}],
-        },
-    }
+    doc = builders.recommendation(
+        "r",
+        namespace="team-a",
+        action="scale_down",
+        riskLevel="low",
+        steps=[{"name": "s", "action": "patch", "executor": "kubernetes"}],
+    )
     rec = Recommendation.model_validate(doc)
     assert admission.step_problems(old=None, new=rec) == [
         "spec.steps[0].params.target: required ({apiVersion, kind, name} of an object in the "
@@ -361,21 +355,14 @@ def test_the_allowlist_is_configurable() -> None:
 
 def test_a_default_plan_on_a_kind_outside_the_allowlist_names_spec_target() -> None:
     rec = Recommendation.model_validate(
-        {
-            "apiVersion": "optiinfra.io/v1alpha1",
-            "kind": "Recommendation",
-            "metadata": {"name": "r", "namespace": "team-a"},
-            "spec": {
-                "customerId": "c",
-                "agentId": "a",
-                "agentType": "cost",
-                "title": "t",
-                "action": "scale_down",
-                "riskLevel": "low",
-                "target": {"apiVersion": "v1", "kind": "Secret", "name": "agent-hmac"},
-                "parameters": {"replicas": 1},
-            },
-        }
+        builders.recommendation(
+            "r",
+            namespace="team-a",
+            action="scale_down",
+            riskLevel="low",
+            target={"apiVersion": "v1", "kind": "Secret", "name": "agent-hmac"},
+            parameters={"replicas": 1},
+        )
     )
     found = admission.step_problems(old=None, new=rec)
     assert len(found) == 1, found

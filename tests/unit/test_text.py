@@ -12,10 +12,10 @@ import pytest
 from coordinator import plugin
 from coordinator.api.plan import ExecutionPlanStatus, PlanPhase, StepPhase
 from coordinator.core import plan, text
+from coordinator.core.planevents import implied_events
 from coordinator.k8s.client import Client
 from coordinator.k8s.events import ObjectRef, Recorder
-from coordinator.runner import implied_events
-from tests.unit.plan_support import Call, Harness, RecordingExecutor, plan_spec, step
+from tests.support.plans import Call, Harness, RecordingExecutor, plan_spec, step
 
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 """What must never reach a terminal (newline and tab are judged per place)."""

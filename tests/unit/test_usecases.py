@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from coordinator import plugin, usecases
 from coordinator.api.common import APPROVALS, PLANS
 from coordinator.core import policy
-from coordinator.gateway import server
-from tests.unit.caller_support import (
+from coordinator.gateway import callers, server
+from tests.support.callers import (
     NAMESPACE,
     FakeCaller,
     approval,
@@ -247,7 +247,7 @@ def _gateway(fake: FakeCaller, *requests: tuple[str, str]) -> list[tuple[int, An
     """Each (method, path) sent to the gateway in process, with a bearer token; the
     statuses and JSON answers."""
     config = kubernetes.client.Configuration(host="http://127.0.0.1:9")
-    gateway = server.Gateway(base=config, namespace=NAMESPACE, settle_timeout=1.0)
+    gateway = callers.Gateway(base=config, namespace=NAMESPACE, settle_timeout=1.0)
     answers = []
 
     async def run() -> None:

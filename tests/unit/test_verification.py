@@ -5,6 +5,8 @@ calibration."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -22,7 +24,8 @@ from coordinator.api.verification import (
 )
 from coordinator.core import conflicts, verification
 from coordinator.core.verification import Check, Reading
-from tests.unit.verification_support import NO_DATA, T0, checks_of, metric, rec, tpl
+from tests.support.builders import metric
+from tests.support.verification import NO_DATA, T0, checks_of, rec, tpl
 
 
 def started(
@@ -83,7 +86,7 @@ def test_queries_are_filled_in_and_averaged_for_the_baseline() -> None:
     query = 'x{ns="{{namespace}}",k="{{target.kind}}",n="{{target.name}}",c="{{customerId}}"}'
     (check,) = checks_of(tpl("t", metric(query=query), baseline={"window": "15m"}))
     assert check.query == 'x{ns="team-a",k="Deployment",n="workers",c="acme"}'
-    assert check.baseline_query == f"avg_over_time(({check.query})[15m:])"
+    assert check.baseline_query == f"avg_over_time(({check.query})[15m:15s])"
 
 
 @pytest.mark.parametrize("customer", ['acme"} or vector(0) #', "acme corp", "a{b}", "acme\nx"])
@@ -186,9 +189,7 @@ def test_no_data_is_never_successful(reading: Reading) -> None:
 
 
 def test_a_success_only_metric_fails_when_it_does_not_hold() -> None:
-    m = metric(failureCondition=None, count=1)
-    del m["failureCondition"]
-    checks = checks_of(tpl("t", m))
+    checks = checks_of(tpl("t", metric(failureCondition=None, count=1)))
     status = run(checks, [Reading(value=2.0)])
     assert status.phase is VerificationPhase.FAILED
     assert "not successCondition result <= baseline * 1.10 (result 2, baseline 1)" in (
@@ -390,3 +391,19 @@ def test_calibrated_ranking_orders_by_backed_savings(
 def test_an_agent_without_history_is_ranked_on_its_estimate() -> None:
     a = _agent_rec("rec-a", "new-agent", 100.0)
     assert verification.calibrated_rank(a, {}) == conflicts.rank(a)
+
+
+def test_the_operator_imports_the_cel_library_only_for_a_condition() -> None:
+    """The CEL package imports its command line (typer, rich, prompt_toolkit: 14 MB of
+    RSS) with itself; an operator without VerificationTemplates never loads it."""
+    probe = (
+        "import sys, coordinator.app, coordinator.handlers, coordinator.core.verification\n"
+        "assert 'cel' not in sys.modules, 'imported at start'\n"
+        "from coordinator.core import cel\n"
+        "assert cel.problem('result < baseline') is None\n"
+        "assert 'cel' in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

@@ -14,28 +14,23 @@ import yaml
 from coordinator.api.recommendation import RecommendationSpec
 from coordinator.api.verification import VerificationTemplateSpec
 from coordinator.core import cel, verification
+from tests.support import builders
+from tests.support.builders import metric
 
 ROLES = Path(__file__).parents[2] / "manifests" / "user-roles.yaml"
 
 
-def template(*metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {
-        "provider": {"prometheus": {"address": "http://127.0.0.1:9090"}},
-        "metrics": list(metrics)
-        or [{"name": "latency", "query": "q", "successCondition": "result < 1.0"}],
-        **extra,
-    }
-
-
-def metric(name: str = "latency", **fields: Any) -> dict[str, Any]:
-    return {"name": name, "query": "rate(x[5m])", **fields}
+def template_spec(*metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The spec of a VerificationTemplate measuring `metrics`."""
+    spec: dict[str, Any] = builders.template(metrics=list(metrics), **extra)["spec"]
+    return spec
 
 
 # --- the model -------------------------------------------------------------------------------
 
 
 def test_defaults_are_those_of_the_contract() -> None:
-    spec = VerificationTemplateSpec.model_validate(template(metric(successCondition="true")))
+    spec = VerificationTemplateSpec.model_validate(template_spec(metric(successCondition="true")))
     m = spec.metrics[0]
     assert (m.interval, m.count, m.initial_delay) == ("1m", 5, "0")
     assert (m.failure_limit, m.inconclusive_limit, m.consecutive_error_limit) == (0, 0, 4)
@@ -47,18 +42,21 @@ def test_defaults_are_those_of_the_contract() -> None:
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        (template(metric()), "a metric needs a successCondition, a failureCondition or both"),
         (
-            template(metric(successCondition="true"), metric(failureCondition="false")),
+            template_spec(metric(successCondition=None, failureCondition=None)),
+            "a metric needs a successCondition, a failureCondition or both",
+        ),
+        (
+            template_spec(metric(successCondition="true"), metric(failureCondition="false")),
             "metric names must be unique; repeated: latency",
         ),
-        (template(metric(successCondition="true", interval="")), "interval"),
-        (template(metric(successCondition="true", interval="5 minutes")), "interval"),
-        (template(metric(successCondition="true"), baseline={"window": "0"}), "window"),
-        (template(metric(successCondition="true", count=0)), "count"),
-        (template(metric(successCondition="true")) | {"metrics": []}, "metrics"),
+        (template_spec(metric(successCondition="true", interval="")), "interval"),
+        (template_spec(metric(successCondition="true", interval="5 minutes")), "interval"),
+        (template_spec(metric(successCondition="true"), baseline={"window": "0"}), "window"),
+        (template_spec(metric(successCondition="true", count=0)), "count"),
+        (template_spec(metric(successCondition="true")) | {"metrics": []}, "metrics"),
         (
-            template(metric(successCondition="true"))
+            template_spec(metric(successCondition="true"))
             | {"provider": {"prometheus": {"address": "file:///etc/passwd"}}},
             "address",
         ),
@@ -162,7 +160,7 @@ def test_evaluation_needs_the_baseline_it_reads() -> None:
 
 def test_a_valid_template_has_no_problems() -> None:
     spec = VerificationTemplateSpec.model_validate(
-        template(
+        template_spec(
             metric(
                 query='histogram_quantile(0.99, rate(latency_bucket{namespace="{{namespace}}",'
                 'deployment="{{target.name}}",kind="{{target.kind}}",c="{{customerId}}"}[5m]))',
@@ -177,7 +175,7 @@ def test_a_valid_template_has_no_problems() -> None:
 
 def test_template_problems_name_the_field() -> None:
     spec = VerificationTemplateSpec.model_validate(
-        template(
+        template_spec(
             metric("a", query='up{pod="{{pod}}"}', successCondition="result > 0.0"),
             metric("b", successCondition="result >", failureCondition="cost > 1.0"),
             metric("c", query="up{x='{{namespace'}", failureCondition="result > 1.0"),

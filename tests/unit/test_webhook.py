@@ -33,17 +33,11 @@ from coordinator.core import addresses
 from coordinator.core import webhook as protocol
 from coordinator.core.addresses import Policy
 from coordinator.executors import StepContext
-from coordinator.executors.webhook import (
-    AddressRefused,
-    EndpointError,
-    NoAnswerError,
-    Target,
-    WebhookExecutor,
-    aiohttp_post,
-    checked_post,
-)
-from coordinator.k8s import webhooks as certs_
-from tests.unit.answer_support import CHUNK, HUGE, Huge, serving, with_huge
+from coordinator.executors.endpoints import EndpointError, Target
+from coordinator.executors.post import AddressRefused, NoAnswerError, aiohttp_post, checked_post
+from coordinator.executors.webhook import WebhookExecutor
+from coordinator.k8s import certificates as certs_
+from tests.support.answers import CHUNK, HUGE, Huge, serving, with_huge
 
 KEY = b"s3cret-hmac-key"
 CONTEXT = StepContext(

@@ -11,6 +11,7 @@ import kubernetes
 import pytest
 
 from coordinator import app, run
+from coordinator.k8s import registrar as registrar_
 from coordinator.k8s import webhooks as webhooks_
 
 NAME = "it-abc123-coordinator"
@@ -48,7 +49,7 @@ def test_the_flag_reaches_the_config() -> None:
 
 
 def test_the_registrar_reads_and_creates_the_configurations_of_its_name() -> None:
-    registrar = webhooks_.Registrar(kubernetes.client.ApiClient(), name=NAME)
+    registrar = registrar_.Registrar(kubernetes.client.ApiClient(), name=NAME)
     fake = FakeAdmission()
     registrar._api = fake
     registrar.apply(*_bodies(NAME))
@@ -57,7 +58,7 @@ def test_the_registrar_reads_and_creates_the_configurations_of_its_name() -> Non
 
 
 def test_in_a_cluster_a_missing_configuration_is_named_in_the_error() -> None:
-    registrar = webhooks_.Registrar(kubernetes.client.ApiClient(), name=NAME, create=False)
+    registrar = registrar_.Registrar(kubernetes.client.ApiClient(), name=NAME, create=False)
     registrar._api = FakeAdmission()
-    with pytest.raises(webhooks_.MissingConfigurationError, match=NAME):
+    with pytest.raises(registrar_.MissingConfigurationError, match=NAME):
         registrar.apply(*_bodies(NAME))

@@ -69,6 +69,9 @@ and watch threads that failed together do not come back together)."""
 AGENT_RETRY: Final = Backoff(first=0.5, cap=5.0)
 """Between the requests of a webhook step to its agent (no answer, 202, 5xx) and between
 the attempts of a notification: 0.5 s, doubling, at most 5 s."""
+BASELINE_RETRY: Final = Backoff(first=2.0, cap=300.0)
+"""Before a plan that could not get its verification baseline (no data, Prometheus not
+answering) asks again: 2 s, doubling per failure of the same plan, at most 5 minutes."""
 WAIT_POLL: Final = Backoff(first=0.5, cap=5.0)
 """Between the reads of a kubernetes ``wait`` step: 0.5 s, doubling, at most 5 s."""
 CONFLICT_RETRY: Final = Backoff(first=0.05, cap=0.4)

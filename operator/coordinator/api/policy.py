@@ -164,6 +164,8 @@ class NotifyEvent(enum.StrEnum):
     EXPIRED = "Expired"
     PLAN_FAILED = "PlanFailed"
     ROLLED_BACK = "RolledBack"
+    VERIFICATION_FAILED = "VerificationFailed"
+    VERIFICATION_INCONCLUSIVE = "VerificationInconclusive"
 
 
 class Notify(Model):
@@ -174,7 +176,7 @@ class Notify(Model):
     )
     events: list[NotifyEvent] = pydantic.Field(
         default_factory=list,
-        max_length=7,
+        max_length=9,
         description="Which events (empty: all of them).",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )

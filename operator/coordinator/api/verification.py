@@ -406,6 +406,11 @@ class VerificationStatus(Model):
         description="Each metric's (template/metric) value over baseline.window before the "
         "first step ran.",
     )
+    baseline_skipped_by: str | None = pydantic.Field(
+        default=None,
+        description="Who started the plan without a baseline (kubectl optiinfra start "
+        "--skip-baseline); conditions that read the baseline then cannot be evaluated.",
+    )
     metrics: list[MetricStatus] = pydantic.Field(
         default_factory=list,
         description="One entry per metric.",

@@ -6,7 +6,9 @@ before and after. Mutations return the annotations to set; validations return th
 reason to refuse, or None. A decision is stamped with the deciding user and time in
 annotations that no client can write, and the operator copies them into the
 Approval's status (which approvers cannot write at all). A webhook step must name an
-AgentEndpoint; one that exists must list the submitter among its ``submitters``.
+AgentEndpoint; one that exists must list the submitter among its ``submitters``. A
+VerificationTemplate's CEL conditions must compile and its queries use only the known
+placeholders (``template_problem``).
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -31,7 +33,9 @@ from coordinator.api.common import (
 from coordinator.api.endpoint import AgentEndpointSpec
 from coordinator.api.plan import Executor, Step
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
-from coordinator.core import catalogue, steps
+from coordinator.api.verification import VerificationTemplate
+from coordinator.core import approval as approval_
+from coordinator.core import catalogue, steps, verification
 from coordinator.core import policy as policy_
 
 Annotations = dict[str, str | None]
@@ -175,10 +179,8 @@ def check_decision(
         rec = new.spec.recommendation
         return (
             f"recommendation {rec} was not stamped by the admission webhooks (who submitted it "
-            f"is unknown), so approval {name} cannot be decided: its submitter re-applies it "
-            "(kubectl apply with any change, or kubectl annotate recommendation "
-            f"{rec} optiinfra.io/resubmitted=1 --overwrite), which stamps it; then another "
-            "person decides"
+            f"is unknown), so approval {name} cannot be decided: {approval_.resubmit_hint(rec)}; "
+            "then another person decides"
         )
     if submitter is not None and submitter == user:
         return (
@@ -260,6 +262,16 @@ def plan_problem(rec: Recommendation) -> str | None:
     except catalogue.NoDefaultPlanError as exc:
         return f"recommendation {rec.name} has no plan: {exc}"
     return None
+
+
+def template_problem(template: VerificationTemplate) -> str | None:
+    """Why a VerificationTemplate is refused (each problem naming its field: a CEL condition
+    that does not compile or reads other names, an unknown or unclosed query placeholder),
+    or None. The API server's schema cannot compile CEL held in a string."""
+    problems = verification.template_problems(template.spec)
+    if not problems:
+        return None
+    return f"VerificationTemplate {template.metadata.name}: " + "; ".join(problems)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

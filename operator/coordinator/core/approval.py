@@ -108,11 +108,22 @@ def assess(
     return Assessment(risk=risk, needs_person=needs_person, reasons=tuple(reasons))
 
 
-NOT_ADMITTED: Final = (
-    "the admission webhooks did not stamp it (who submitted it is unknown): re-apply it "
-    "(kubectl apply), which stamps it; until then no policy decides it and no person's "
-    "decision on it is accepted"
-)
+def resubmit_hint(name: str) -> str:
+    """How an unstamped recommendation gets its stamp: any update stamps it, but a
+    `kubectl apply` of the same file sends nothing, so the hint names a change that does."""
+    return (
+        "its submitter re-applies it (kubectl apply with any change, or kubectl annotate "
+        f"recommendation {name} optiinfra.io/resubmitted=1 --overwrite), which stamps it"
+    )
+
+
+def not_admitted(name: str) -> str:
+    """Why recommendation `name`, not stamped by admission, is not trusted, and the remedy."""
+    return (
+        "the admission webhooks did not stamp it (who submitted it is unknown): "
+        f"{resubmit_hint(name)}; until then no policy decides it and no person's decision "
+        "on it is accepted"
+    )
 
 
 def stamped(annotations: Mapping[str, str]) -> bool:
@@ -130,7 +141,7 @@ def unchecked_reason(
     if admission is None or stamped(annotations):
         return None
     if admission:
-        return f"a person must approve: {NOT_ADMITTED}"
+        return f"a person must approve: {not_admitted('<name>')}"
     acting = sorted({s.executor.value for s in steps if s.executor is not Executor.SIMULATED})
     if not acting:
         return None

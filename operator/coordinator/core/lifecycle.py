@@ -14,7 +14,8 @@ Two passes:
    Rejected or Expired, an ended plan ends the recommendation. These phases feed
    ``conflicts.evaluate``, so a winner that was just rejected frees its losers in the
    same evaluation.
-2. ``decide``: with the verdict of the evaluation, the desired status and actions.
+2. ``decide``: with the verdict of the evaluation, the desired status and actions. The
+   Approvals it creates and the status each should have are ``core.approvalstatus``'.
 
 Pure: no I/O, no clock (``now`` is passed in), no kopf, no kubernetes client.
 """
@@ -28,24 +29,14 @@ from datetime import datetime
 from typing import Final
 
 from coordinator.api.approval import (
-    HISTORY_LIMIT,
     POLICY_DECIDER,
     Approval,
     ApprovalPhase,
-    ApprovalRecord,
-    ApprovalSpec,
     ApprovalStatus,
-    ApproverSet,
     Decision,
-    Response,
 )
 from coordinator.api.common import (
-    DECIDED_AT_ANNOTATION,
-    DECIDED_BY_ANNOTATION,
     GENERATION_ANNOTATION,
-    SUBMITTED_BY_ANNOTATION,
-    Condition,
-    ConditionStatus,
     format_time,
 )
 from coordinator.api.meta import ObjectMeta
@@ -58,13 +49,10 @@ from coordinator.api.recommendation import (
     RecommendationStatus,
 )
 from coordinator.core import approval as policy_
-from coordinator.core import catalogue, conflicts
+from coordinator.core import approvalstatus, catalogue, conflicts
 from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
 from coordinator.core import policy as policies_
-
-UNKNOWN_DECIDER: Final = "unknown"
-"""decidedBy when no admission webhook recorded who decided."""
 
 _FINAL: Final = frozenset(
     {RecommendationPhase.SUCCEEDED, RecommendationPhase.FAILED, RecommendationPhase.ROLLED_BACK}
@@ -135,12 +123,6 @@ def _current(observed: Observed) -> Approval | None:
     return approval
 
 
-def _expired(approval: Approval, *, now: datetime) -> bool:
-    return approval.spec.decision is Decision.PENDING and policy_.is_expired(
-        approval.spec.expires_at, now=now
-    )
-
-
 def effective_phase(observed: Observed, *, now: datetime) -> RecommendationPhase:
     """The phase the world shows, before conflict resolution."""
     rec = observed.recommendation
@@ -155,7 +137,7 @@ def effective_phase(observed: Observed, *, now: datetime) -> RecommendationPhase
             return RecommendationPhase.EXPIRED
         if approval.spec.decision is Decision.REJECTED:
             return RecommendationPhase.REJECTED
-        if _expired(approval, now=now):
+        if approvalstatus.expired(approval, now=now):
             return RecommendationPhase.EXPIRED
     if rec.phase in (RecommendationPhase.REJECTED, RecommendationPhase.EXPIRED):
         # Ended for the generation it was decided on; a new spec is a new proposal.
@@ -289,7 +271,7 @@ def _ended_or_executing(observed: Observed, draft: _Draft, *, now: datetime) -> 
         return dataclasses.replace(
             draft, message=draft.message or _phase_message(observed, draft.phase)
         )
-    status = _approval_status(approval, ended, now=now)
+    status = approvalstatus.status_in(approval, ended, now=now)
     if ended is ApprovalPhase.REJECTED:
         message = f"Rejected by {status.decided_by}" + (
             f": {status.reason}" if status.reason else ""
@@ -303,7 +285,7 @@ def _ended_or_executing(observed: Observed, draft: _Draft, *, now: datetime) -> 
         draft,
         message=message,
         approval_status=status,
-        approval_events=(event,) if _changed_phase(approval, ended) else (),
+        approval_events=(event,) if approvalstatus.changed_phase(approval, ended) else (),
     )
 
 
@@ -320,13 +302,15 @@ def _sidelined(
     draft = dataclasses.replace(draft, phase=phase, delete_plan=observed.plan is not None)
     if approval is None or approval.spec.decision is not Decision.PENDING:
         return draft
-    status = _approval_status(approval, ApprovalPhase.WITHDRAWN, now=now)
+    status = approvalstatus.status_in(approval, ApprovalPhase.WITHDRAWN, now=now)
     why = "superseded" if phase is RecommendationPhase.SUPERSEDED else "blocked"
     event = Event("Withdrawn", f"The recommendation was {why} before a decision", on_approval=True)
     return dataclasses.replace(
         draft,
         approval_status=status,
-        approval_events=(event,) if _changed_phase(approval, ApprovalPhase.WITHDRAWN) else (),
+        approval_events=(event,)
+        if approvalstatus.changed_phase(approval, ApprovalPhase.WITHDRAWN)
+        else (),
     )
 
 
@@ -364,7 +348,7 @@ def _kept(
     if approval is None:
         # A new request replaces the approval of an earlier generation (or a withdrawn
         # one): its record moves into the new one's status.history.
-        fresh = new_approval(
+        fresh = approvalstatus.new_approval(
             rec,
             policy=policy,
             now=now,
@@ -389,15 +373,15 @@ def _with_decision(
     plan = observed.plan
     stale_plan = plan is not None and _plan_generation(plan) != rec.metadata.generation
     create = approval if created else None
-    unbacked = not created and _unbacked(approval, rec)
+    unbacked = not created and approvalstatus.unbacked(approval, rec)
     if approval.spec.decision is Decision.PENDING or unbacked:
         status = (
             approval.status
             if created
-            else _approval_status(approval, ApprovalPhase.PENDING, now=now)
+            else approvalstatus.status_in(approval, ApprovalPhase.PENDING, now=now)
         )
         until = format_time(approval.spec.expires_at)
-        needs = _still_needed(approval, rec)
+        needs = approvalstatus.still_needed(approval, rec)
         if unbacked:  # fail closed: never a plan on a decision the webhook did not count
             needs = (
                 "spec.decision says Approved, but the votes the admission webhook recorded "
@@ -416,12 +400,14 @@ def _with_decision(
         )
     # Approved (Rejected was an effective phase already and never gets here).
     status = (
-        approval.status if created else _approval_status(approval, ApprovalPhase.APPROVED, now=now)
+        approval.status
+        if created
+        else approvalstatus.status_in(approval, ApprovalPhase.APPROVED, now=now)
     )
     assert status is not None
-    decided_by = status.decided_by or UNKNOWN_DECIDER
+    decided_by = status.decided_by or approvalstatus.UNKNOWN_DECIDER
     events: tuple[Event, ...] = ()
-    if not created and _changed_phase(approval, ApprovalPhase.APPROVED):
+    if not created and approvalstatus.changed_phase(approval, ApprovalPhase.APPROVED):
         events = (Event("Approved", f"Approved by {decided_by}", on_approval=True),)
     make_plan = plan is None or stale_plan
     return dataclasses.replace(
@@ -438,260 +424,6 @@ def _with_decision(
         create_plan=new_plan(rec) if make_plan else None,
         delete_plan=stale_plan,
         approval_events=events,
-    )
-
-
-def _unbacked(approval: Approval, rec: Recommendation) -> bool:
-    """An N-of-M approval whose spec says Approved without the votes that approve it (set
-    while the admission webhooks were off): it must not count."""
-    if approval.spec.decision is not Decision.APPROVED:
-        return False
-    if approval.spec.required == 1 and not approval.spec.approver_sets:
-        return False
-    return _tally(approval, rec).outcome != "Approved"
-
-
-def _tally(approval: Approval, rec: Recommendation) -> policies_.Tally:
-    votes = policies_.read_votes(approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION))
-    sets = [
-        policies_.ApproverSet(s.policy, tuple(s.approvers)) for s in approval.spec.approver_sets
-    ]
-    submitter = rec.metadata.annotations.get(SUBMITTED_BY_ANNOTATION)
-    return policies_.tally(votes, required=approval.spec.required, sets=sets, submitter=submitter)
-
-
-def _still_needed(approval: Approval, rec: Recommendation) -> str:
-    """What an N-of-M approval still needs, when it needs more than one person."""
-    if approval.spec.required == 1 and not approval.spec.approver_sets:
-        return ""
-    result = _tally(approval, rec)
-    return f"still needed: {result.missing}" if result.missing else ""
-
-
-def _responses(approval: Approval) -> list[Response]:
-    """The votes the admission webhook recorded, for status.responses."""
-    return [
-        Response(
-            user=v.user,
-            groups=list(v.groups),
-            decision=Decision(v.decision),
-            reason=v.reason,
-            at=v.at,
-        )
-        for v in policies_.read_votes(
-            approval.metadata.annotations.get(policies_.RESPONSES_ANNOTATION)
-        )
-        if v.decision in (Decision.APPROVED.value, Decision.REJECTED.value)
-    ]
-
-
-def _changed_phase(approval: Approval, phase: ApprovalPhase) -> bool:
-    return approval.status is None or approval.status.phase is not phase
-
-
-def _approval_message(approval: Approval, phase: ApprovalPhase) -> str:
-    """The message of `phase`; a pending one keeps what it said at creation (why a person
-    must decide)."""
-    base = _APPROVAL_MESSAGES[phase]
-    said = approval.status.message if approval.status else None
-    if phase is ApprovalPhase.PENDING and said and said.startswith(base):
-        return said
-    return base
-
-
-def _approval_status(approval: Approval, phase: ApprovalPhase, *, now: datetime) -> ApprovalStatus:
-    """The status an existing approval should have in `phase`, keeping what was recorded."""
-    old = approval.status or ApprovalStatus()
-    annotations = approval.metadata.annotations
-    decided = phase in (ApprovalPhase.APPROVED, ApprovalPhase.REJECTED)
-    decided_at = old.decided_at
-    decided_by = old.decided_by
-    if decided and decided_at is None:
-        raw = annotations.get(DECIDED_AT_ANNOTATION)
-        decided_at = datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else now
-        decided_by = annotations.get(DECIDED_BY_ANNOTATION, UNKNOWN_DECIDER)
-    return old.model_copy(
-        update={
-            "phase": phase,
-            "requested_at": old.requested_at or approval.metadata.creation_timestamp or now,
-            "expires_at": approval.spec.expires_at,
-            "decided_at": decided_at if decided else None,
-            "decided_by": decided_by if decided else None,
-            "reason": approval.spec.reason if decided else None,
-            "observed_generation": approval.metadata.generation,
-            "responses": _responses(approval),
-            "message": _approval_message(approval, phase),
-            "conditions": _approval_conditions(
-                old.conditions,
-                phase,
-                approval.metadata.generation,
-                expires_at=approval.spec.expires_at,
-                now=now,
-            ),
-        }
-    )
-
-
-_APPROVAL_READY: Final[Mapping[ApprovalPhase, ConditionStatus]] = {
-    ApprovalPhase.PENDING: ConditionStatus.UNKNOWN,
-    ApprovalPhase.APPROVED: ConditionStatus.TRUE,
-    ApprovalPhase.REJECTED: ConditionStatus.FALSE,
-    ApprovalPhase.EXPIRED: ConditionStatus.FALSE,
-    ApprovalPhase.WITHDRAWN: ConditionStatus.FALSE,
-}
-
-
-_APPROVAL_PROGRESS: Final[Mapping[ApprovalPhase, conditions_.Progress]] = {
-    ApprovalPhase.PENDING: conditions_.Progress.IN_PROGRESS,
-    ApprovalPhase.APPROVED: conditions_.Progress.CURRENT,
-    ApprovalPhase.REJECTED: conditions_.Progress.FAILED,
-    ApprovalPhase.EXPIRED: conditions_.Progress.FAILED,
-    ApprovalPhase.WITHDRAWN: conditions_.Progress.FAILED,
-}
-
-
-def _approval_conditions(
-    old: Sequence[Condition],
-    phase: ApprovalPhase,
-    generation: int | None,
-    *,
-    expires_at: datetime,
-    now: datetime,
-) -> list[Condition]:
-    """An approval's conditions, the reason of each the phase. Ready: True once approved,
-    Unknown while pending, False when it ended otherwise. Reconciling while pending
-    (waiting for people, until `expires_at`); Stalled once rejected, expired or withdrawn:
-    it can never be decided again (a new Approval replaces a withdrawn one)."""
-    ready = conditions_.condition(
-        old,
-        conditions_.READY,
-        _APPROVAL_READY[phase],
-        reason=phase.value,
-        message=_APPROVAL_MESSAGES[phase],
-        generation=generation,
-        now=now,
-    )
-    message = _APPROVAL_MESSAGES[phase]
-    if phase is ApprovalPhase.PENDING:
-        message += f" (it expires at {format_time(expires_at)})"
-    return conditions_.progressed(
-        conditions_.merged(old, ready),
-        _APPROVAL_PROGRESS[phase],
-        old=old,
-        reason=phase.value,
-        message=message,
-        generation=generation,
-        now=now,
-    )
-
-
-def history_record(approval: Approval, *, now: datetime) -> ApprovalRecord:
-    """How `approval` ended, for the history of the approval that replaces it.
-
-    Its decision as the spec and the admission webhook's annotations show it, even if
-    the operator had not recorded it in the status yet; a request that was withdrawn, or
-    never decided, ended Withdrawn (or Expired, if its time was over).
-    """
-    status = approval.status or ApprovalStatus()
-    decision = approval.spec.decision
-    if status.phase is ApprovalPhase.WITHDRAWN:  # a late decision on it never counted
-        phase = ApprovalPhase.WITHDRAWN
-    elif decision is Decision.APPROVED:
-        phase = ApprovalPhase.APPROVED
-    elif decision is Decision.REJECTED:
-        phase = ApprovalPhase.REJECTED
-    elif status.phase is ApprovalPhase.EXPIRED or _expired(approval, now=now):
-        phase = ApprovalPhase.EXPIRED
-    else:
-        phase = ApprovalPhase.WITHDRAWN
-    recorded = _approval_status(approval, phase, now=now)
-    return ApprovalRecord(
-        generation=approval.spec.recommendation_generation,
-        phase=phase,
-        requested_at=recorded.requested_at,
-        expires_at=approval.spec.expires_at,
-        decided_at=recorded.decided_at,
-        decided_by=recorded.decided_by,
-        reason=recorded.reason,
-    )
-
-
-def _history(previous: Approval | None, *, now: datetime) -> list[ApprovalRecord]:
-    """The history of an approval that replaces `previous`: its history and its record,
-    the newest HISTORY_LIMIT entries."""
-    if previous is None:
-        return []
-    earlier = previous.status.history if previous.status is not None else []
-    return [*earlier, history_record(previous, now=now)][-HISTORY_LIMIT:]
-
-
-_APPROVAL_MESSAGES: Final[Mapping[ApprovalPhase, str]] = {
-    ApprovalPhase.PENDING: "Waiting for a decision: set spec.decision to Approved or Rejected",
-    ApprovalPhase.APPROVED: "Approved",
-    ApprovalPhase.REJECTED: "Rejected",
-    ApprovalPhase.EXPIRED: "Expired before a decision; it can no longer be decided",
-    ApprovalPhase.WITHDRAWN: "Withdrawn: the recommendation was superseded, blocked or changed",
-}
-
-
-def new_approval(
-    rec: Recommendation,
-    *,
-    policy: policy_.ApprovalPolicy,
-    now: datetime,
-    previous: Approval | None = None,
-    assessment: policy_.Assessment | None = None,
-    merged: policies_.Merged = policies_.DEFAULT,
-) -> Approval:
-    """The Approval to create for a kept recommendation: pending, or decided by policy.
-
-    `previous` is the approval it replaces (of an earlier generation, or withdrawn): how
-    that one ended is kept in the new one's ``status.history``.
-    """
-    if assessment is None:
-        assessment = policy_.assess(
-            rec.spec,
-            catalogue.plan_steps(rec.spec),
-            annotations=rec.metadata.annotations,
-            policy=policy,
-        )
-    auto = not assessment.needs_person
-    expires_at = now + merged.expiry.get(
-        assessment.risk, policy_.expires_after(assessment.risk, policy=policy)
-    )
-    spec = ApprovalSpec(
-        recommendation=rec.name,
-        recommendation_generation=rec.metadata.generation,
-        customer_id=rec.spec.customer_id,
-        risk_level=assessment.risk,
-        expires_at=expires_at,
-        decision=Decision.APPROVED if auto else Decision.PENDING,
-        reason=f"{assessment.risk.value} risk and autoApprove: approved by policy"
-        if auto
-        else None,
-        required=merged.required,
-        approver_sets=[
-            ApproverSet(policy=s.policy, approvers=list(s.approvers)) for s in merged.approver_sets
-        ],
-        policies=list(merged.policies),
-    )
-    phase = ApprovalPhase.APPROVED if auto else ApprovalPhase.PENDING
-    status = ApprovalStatus(
-        phase=phase,
-        requested_at=now,
-        expires_at=expires_at,
-        decided_at=now if auto else None,
-        decided_by=POLICY_DECIDER if auto else None,
-        reason=spec.reason,
-        observed_generation=1,
-        message=_APPROVAL_MESSAGES[phase] + (f" ({assessment.why})" if assessment.reasons else ""),
-        conditions=_approval_conditions((), phase, 1, expires_at=expires_at, now=now),
-        history=_history(previous, now=now),
-    )
-    return Approval(
-        metadata=ObjectMeta(name=rec.name, namespace=rec.metadata.namespace),
-        spec=spec,
-        status=status,
     )
 
 
@@ -807,7 +539,7 @@ def _status(
                 reason="Stamped" if admitted else "NotStamped",
                 message="The admission webhooks stamped its submitter"
                 if admitted
-                else policy_.NOT_ADMITTED,
+                else policy_.not_admitted(rec.metadata.name),
                 generation=rec.metadata.generation,
                 now=now,
             )

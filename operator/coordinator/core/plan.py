@@ -119,6 +119,8 @@ class WaitReason(enum.StrEnum):
     SUSPENDED = "Suspended"
     WAITING_FOR_DEPENDENCIES = "WaitingForDependencies"
     AWAITING_VERIFICATION_DECISION = "AwaitingVerificationDecision"
+    WAITING_FOR_BASELINE = "WaitingForBaseline"
+    MEASURING = "Measuring"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +129,8 @@ class Wait:
 
     reason: WaitReason
     message: str
+    until: datetime | None = None
+    """When to look again without an event (the next measurement, a baseline retry)."""
 
 
 @dataclass(frozen=True, kw_only=True)

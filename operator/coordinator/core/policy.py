@@ -444,8 +444,11 @@ NOTIFY_EVENTS: Final[Mapping[str, NotifyEvent]] = {
     "Expired": NotifyEvent.EXPIRED,
     "Failed": NotifyEvent.PLAN_FAILED,
     "RolledBack": NotifyEvent.ROLLED_BACK,
+    "VerificationFailed": NotifyEvent.VERIFICATION_FAILED,
+    "VerificationInconclusive": NotifyEvent.VERIFICATION_INCONCLUSIVE,
 }
-"""The recommendation's Events (their reasons) that are notified, and as which event."""
+"""The Events (their reasons) that are notified, and as which event: the recommendation's,
+and its plan's verification outcomes (``core.planevents``)."""
 
 
 def notify_targets(merged: Merged, event: NotifyEvent) -> list[str]:

@@ -46,7 +46,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from coordinator.api.approval import Approval, ApprovalPhase, ApprovalSpec, Decision
 from coordinator.api.common import RiskLevel
+from coordinator.api.meta import ObjectMeta
 from coordinator.api.recommendation import Recommendation, RecommendationSpec
 from coordinator.api.verification import (
     MAX_MEASUREMENTS,
@@ -56,12 +58,13 @@ from coordinator.api.verification import (
     MetricStatus,
     PrometheusProvider,
     SavingsStatus,
+    VerificationDecision,
     VerificationPhase,
     VerificationStatus,
     VerificationTemplate,
     VerificationTemplateSpec,
 )
-from coordinator.core import cel, conflicts, policy, text
+from coordinator.core import approvalstatus, cel, conflicts, policy, text
 from coordinator.core.approval import parse_duration
 
 HOURS_PER_MONTH: Final = 730
@@ -256,9 +259,17 @@ def render(query: str, *, namespace: str, spec: RecommendationSpec) -> str:
     return query
 
 
+WINDOW_POINTS: Final = 60
+"""How many points a window's average is taken over (its subquery's resolution)."""
+
+
 def over_window(query: str, window: str) -> str:
-    """The query's average over the last ``window`` (a PromQL subquery)."""
-    return f"avg_over_time(({query})[{window}:])"
+    """The query's average over the last ``window`` (a PromQL subquery) at ``WINDOW_POINTS``
+    points (at least a second apart). The resolution is explicit: a subquery without one
+    uses Prometheus's evaluation interval (1m by default), which over a short window
+    gives no point at all."""
+    step = max(1, int(parse_duration(window).total_seconds()) // WINDOW_POINTS)
+    return f"avg_over_time(({query})[{window}:{step}s])"
 
 
 # --- the measurements ------------------------------------------------------------------------
@@ -559,3 +570,140 @@ def _number(value: float | None) -> str:
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# --- the baseline ------------------------------------------------------------------------------
+
+
+SKIP_BASELINE_ANNOTATION: Final = "optiinfra.io/skip-baseline"
+"""On an ExecutionPlan: start it without a baseline (``kubectl optiinfra start
+--skip-baseline``); the value says who asked, recorded in ``baselineSkippedBy``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineGap:
+    """Why a plan cannot get its baseline: the first metric without one, and the reason."""
+
+    metric: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"waiting for the baseline of metric {self.metric}: {self.reason} (retried; "
+            "kubectl optiinfra start --skip-baseline starts it without one)"
+        )
+
+
+def baseline(
+    selection: Selection, readings: Mapping[str, Reading]
+) -> VerificationStatus | BaselineGap:
+    """The verification status to record before the first step (each metric's value over
+    ``baseline.window``, by ``Check.name``), or the first metric without a baseline: no
+    reading, no data (also NaN) or an error. A selection with problems has no baseline."""
+    if selection.problems:
+        return BaselineGap(metric="(templates)", reason=selection.problems[0])
+    values: dict[str, float] = {}
+    for check in selection.checks:
+        reading = readings.get(check.name)
+        if reading is None:
+            return BaselineGap(metric=check.name, reason="not measured")
+        if reading.error is not None:
+            return BaselineGap(metric=check.name, reason=text.clean(reading.error)[:300])
+        if reading.value is None or math.isnan(reading.value):
+            return BaselineGap(metric=check.name, reason=f"no data over {check.baseline_window}")
+        values[check.name] = reading.value
+    return VerificationStatus(templates=list(selection.templates), baseline=values)
+
+
+def skipped_baseline(selection: Selection, *, by: str) -> VerificationStatus:
+    """The verification status of a plan started without a baseline by ``by``."""
+    who = text.clean(by)[:253] or "unknown"
+    return VerificationStatus(templates=list(selection.templates), baseline_skipped_by=who)
+
+
+# --- a person's decision on an Inconclusive verification ---------------------------------------
+
+
+DECISION_EXPIRY: Final = timedelta(hours=24)
+"""How long a person has to keep or roll back an Inconclusive change when the
+recommendation's own approval says nothing (its expiry window is used otherwise)."""
+
+
+def approval_name(plan: str) -> str:
+    """The Approval that asks a person about plan ``plan``'s Inconclusive verification."""
+    return f"{plan}-verify"
+
+
+def summary(status: VerificationStatus) -> str:
+    """The measurements, one metric after the other, for a person: values, baseline, why."""
+    parts = []
+    for metric in status.metrics:
+        values = ", ".join(
+            _number(m.value) if m.value is not None else m.phase.value.lower()
+            for m in metric.measurements
+        )
+        base = status.baseline.get(metric.name)
+        parts.append(
+            f"{metric.name}{' (dryRun)' if metric.dry_run else ''}: [{values}]"
+            + (f" baseline {_number(base)}" if base is not None else " no baseline")
+            + f" -> {metric.phase.value}"
+        )
+    return "; ".join(parts)
+
+
+def decision_request(
+    *,
+    plan: str,
+    namespace: str,
+    recommendation: Recommendation,
+    requested: Approval | None,
+    status: VerificationStatus,
+    now: datetime,
+) -> Approval:
+    """The Approval ``<plan>-verify`` (pending): approve keeps the change, reject or expiry
+    rolls it back. Decided by the people who could approve the recommendation (the
+    approver lists, quorum and risk of its approval ``requested``, when it has one); the
+    measurements are in its message."""
+    now = _utc(now).replace(microsecond=0)
+    window = DECISION_EXPIRY
+    if requested is not None and requested.status is not None and requested.status.requested_at:
+        window = max(
+            timedelta(minutes=5), requested.spec.expires_at - requested.status.requested_at
+        )
+    spec = ApprovalSpec(
+        recommendation=recommendation.name,
+        recommendation_generation=recommendation.metadata.generation,
+        customer_id=recommendation.spec.customer_id,
+        risk_level=requested.spec.risk_level if requested else recommendation.spec.risk_level,
+        expires_at=now + window,
+        decision=Decision.PENDING,
+        required=requested.spec.required if requested else 1,
+        approver_sets=list(requested.spec.approver_sets) if requested else [],
+        policies=list(requested.spec.policies) if requested else [],
+    )
+    message = (
+        f"verification of plan {plan} inconclusive ({status.message}): approve to keep the "
+        f"change, reject to roll it back (expiry rolls it back). Measurements: {summary(status)}"
+    )
+    approval = Approval(
+        metadata=ObjectMeta(name=approval_name(plan), namespace=namespace), spec=spec
+    )
+    pending = approvalstatus.status_in(approval, ApprovalPhase.PENDING, now=now)
+    return approval.model_copy(
+        update={"status": pending.model_copy(update={"message": text.clean(message)[:4000]})}
+    )
+
+
+def decision_of(
+    approval: Approval, *, now: datetime
+) -> tuple[VerificationDecision, ApprovalPhase] | None:
+    """What the ``<plan>-verify`` approval says: Approved keeps, Rejected or expired rolls
+    back (with the approval's phase to record); None while it waits."""
+    if approval.spec.decision is Decision.APPROVED:
+        return VerificationDecision.KEEP, ApprovalPhase.APPROVED
+    if approval.spec.decision is Decision.REJECTED:
+        return VerificationDecision.ROLL_BACK, ApprovalPhase.REJECTED
+    if approvalstatus.expired(approval, now=_utc(now)):
+        return VerificationDecision.ROLL_BACK, ApprovalPhase.EXPIRED
+    return None

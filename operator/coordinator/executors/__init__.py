@@ -11,6 +11,9 @@ plan status; the runner records what they report.
 ``patch``, ``apply`` and ``wait``, each recording what its undo needs (see its module); its
 params are checked at admission by ``coordinator.core.steps``.
 ``webhook`` asks the agent behind an AgentEndpoint to do it (signed, idempotent requests).
+Beside them: ``waiting`` (the kubernetes ``wait`` step's polling), ``endpoints`` (an
+AgentEndpoint resolved: URL, key, TLS) and ``post`` (one request to an agent, within the
+address policy), which ``notify`` uses too.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ class StepContext:
     submitter: str | None = None
     """Who submitted the recommendation (stamped at admission), and their groups."""
     groups: tuple[str, ...] = ()
+
+
+class StepError(Exception):
+    """The step cannot be done (or undone); the message says why."""
 
 
 class Executor(Protocol):

@@ -31,10 +31,7 @@ naming the field and both values, and writes nothing (the plan then ends Failed)
     the apply then adds to it.)
 ``wait``: params ``target`` and ``condition: {type, status}`` or ``jsonPath`` + ``value``
     (compared as ``kubectl get -o jsonpath`` prints it); ``timeoutSeconds`` (params, else
-    the step's, else 300). Polls with backoff (0.5 s, growing to 5 s:
-    ``api.defaults.WAIT_POLL``). A timeout fails the step naming the target, the condition
-    and the last value seen (a scalar, cut short; of an object or list only its size:
-    status is readable by the view role). Undo does nothing.
+    the step's, else 300). Polls with backoff (``executors.waiting``). Undo does nothing.
 
 Only the kinds of the allowlist (``coordinator.core.steps.DEFAULT_KINDS``, ``--executor-kinds``)
 are touched: admission refuses a step on any other, and so does the executor (a plan written
@@ -59,8 +56,8 @@ from coordinator.api.plan import Step
 from coordinator.core import steps
 from coordinator.core.plan import Outcome
 from coordinator.core.steps import Target
-from coordinator.executors import StepContext
-from coordinator.k8s.client import ApiException, Client, conflict, transient
+from coordinator.executors import StepContext, StepError, waiting
+from coordinator.k8s.client import ApiException, Client, conflict
 from coordinator.k8s.objects import UnknownKindError, describe
 
 SCALED_BY: Final = "optiinfra.io/scaled-by"
@@ -89,10 +86,6 @@ def opt_in(message: str, namespace: str) -> str:
         f"change workloads there: kubectl create rolebinding {EXECUTOR_ROLE} -n {namespace} "
         f"--clusterrole={EXECUTOR_ROLE} {who}"
     )
-
-
-class StepError(Exception):
-    """The step cannot be done (or undone); the message says why."""
 
 
 def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -163,6 +156,20 @@ class KubernetesExecutor:
             return Outcome(ok=False, error=error, duration_ms=self._ms(started))
         return Outcome(ok=True, result=done, duration_ms=self._ms(started))
 
+    async def _retrying_conflicts(
+        self, attempt: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """`attempt()` (a read, then writes at the read's resourceVersion), tried again
+        after a 409 Conflict (the object changed in between), at most ATTEMPTS times."""
+        for tries in range(ATTEMPTS):
+            try:
+                return await attempt()
+            except ApiException as exc:
+                if not (conflict(exc) and tries + 1 < ATTEMPTS):
+                    raise
+            await self._sleep(defaults.CONFLICT_RETRY.delay(tries))
+        raise AssertionError("unreachable")
+
     def _ms(self, started: float) -> int:
         return int((self._clock() - started) * 1000)
 
@@ -184,7 +191,8 @@ class KubernetesExecutor:
     async def _scale(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
         replicas = int(step.params["replicas"])
         marker = f"{context.plan}/{step.name}/{context.uid}"
-        for attempt in range(ATTEMPTS):
+
+        async def attempt() -> dict[str, Any]:
             obj = await self._read(target, context)
             annotations = _annotations(obj)
             current, _ = await self._replicas(target, obj, context.namespace)
@@ -195,24 +203,18 @@ class KubernetesExecutor:
             mark = {
                 "metadata": {"annotations": {SCALED_BY: marker, PREVIOUS_REPLICAS: str(previous)}}
             }
-            try:
-                if (target.api_version, target.kind) in BUILTIN_SCALE:
-                    body = steps.merge(mark, {"spec": {"replicas": replicas}})
-                    await self._objects.patch(
-                        target, context.namespace, body, resource_version=_version(obj)
-                    )
-                else:
-                    await self._objects.patch(
-                        target, context.namespace, mark, resource_version=_version(obj)
-                    )
-                    await self._objects.patch_scale(
-                        target, context.namespace, replicas, resource_version=None
-                    )
-            except ApiException as exc:
-                if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
-                    continue
-                raise
+            if (target.api_version, target.kind) in BUILTIN_SCALE:
+                body = steps.merge(mark, {"spec": {"replicas": replicas}})
+                await self._objects.patch(
+                    target, context.namespace, body, resource_version=_version(obj)
+                )
+            else:
+                await self._objects.patch(
+                    target, context.namespace, mark, resource_version=_version(obj)
+                )
+                await self._objects.patch_scale(
+                    target, context.namespace, replicas, resource_version=None
+                )
             return {
                 "target": target.to_wire(),
                 "kind": target.kind,
@@ -220,14 +222,16 @@ class KubernetesExecutor:
                 "previousReplicas": previous,
                 "replicas": replicas,
             }
-        raise AssertionError("unreachable")
+
+        return await self._retrying_conflicts(attempt)
 
     async def _undo_scale(
         self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
     ) -> dict[str, Any]:
         marker = f"{context.plan}/{step.name}/{context.uid}"
         wrote = int(result.get("replicas", step.params["replicas"]))
-        for attempt in range(ATTEMPTS):
+
+        async def attempt() -> dict[str, Any]:
             obj = await self._read(target, context)
             annotations = _annotations(obj)
             ours = annotations.get(SCALED_BY) == marker
@@ -247,24 +251,17 @@ class KubernetesExecutor:
                     f"found {current}"
                 )
             unmark = {"metadata": {"annotations": {SCALED_BY: None, PREVIOUS_REPLICAS: None}}}
-            try:
-                if (target.api_version, target.kind) in BUILTIN_SCALE:
-                    body = steps.merge(unmark, {"spec": {"replicas": previous}})
-                    await self._objects.patch(
-                        target, context.namespace, body, resource_version=version
-                    )
-                else:
-                    await self._objects.patch_scale(
-                        target, context.namespace, previous, resource_version=version
-                    )
-                    await self._objects.patch(target, context.namespace, unmark)
-            except ApiException as exc:
-                if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
-                    continue
-                raise
+            if (target.api_version, target.kind) in BUILTIN_SCALE:
+                body = steps.merge(unmark, {"spec": {"replicas": previous}})
+                await self._objects.patch(target, context.namespace, body, resource_version=version)
+            else:
+                await self._objects.patch_scale(
+                    target, context.namespace, previous, resource_version=version
+                )
+                await self._objects.patch(target, context.namespace, unmark)
             return {"target": target.to_wire(), "restoredReplicas": previous}
-        raise AssertionError("unreachable")
+
+        return await self._retrying_conflicts(attempt)
 
     # -- patch ----------------------------------------------------------------------------
 
@@ -285,7 +282,8 @@ class KubernetesExecutor:
         patch: Mapping[str, Any] = step.params["patch"]
         kind = step.params.get("type", "merge")
         key = steps.before_annotation(context.plan, step.name)
-        for attempt in range(ATTEMPTS):
+
+        async def attempt() -> dict[str, Any]:
             obj = await self._read(target, context)
             fields = self._recorded(_annotations(obj), key, context, step)
             if fields is None:
@@ -297,26 +295,21 @@ class KubernetesExecutor:
                 "fields": [field.to_wire(after=False) for field in fields],
             }
             mark = {"metadata": {"annotations": {key: json.dumps(record, sort_keys=True)}}}
-            try:
-                done = await self._objects.patch(
-                    target,
-                    context.namespace,
-                    steps.merge(patch, mark),
-                    strategic=kind == "strategic",
-                    resource_version=_version(obj),
-                )
-            except ApiException as exc:
-                if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
-                    continue
-                raise
+            done = await self._objects.patch(
+                target,
+                context.namespace,
+                steps.merge(patch, mark),
+                strategic=kind == "strategic",
+                resource_version=_version(obj),
+            )
             return {
                 "target": target.to_wire(),
                 "type": kind,
                 "annotation": key,
                 "fields": [field.to_wire() for field in steps.written(fields, done)],
             }
-        raise AssertionError("unreachable")
+
+        return await self._retrying_conflicts(attempt)
 
     async def _undo_patch(
         self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]
@@ -326,7 +319,8 @@ class KubernetesExecutor:
             raise StepError(f"{target}: the step's result records no fields; nothing restored")
         fields = [steps.Field.from_wire(field) for field in result["fields"]]
         names = [steps.field_name(field.path) for field in fields]
-        for attempt in range(ATTEMPTS):
+
+        async def attempt() -> dict[str, Any]:
             obj = await self._objects.get(target, context.namespace)
             if obj is None:
                 raise StepError(
@@ -344,17 +338,12 @@ class KubernetesExecutor:
             body = steps.merge(
                 {"metadata": {"annotations": {key: None}}}, steps.restore_patch(fields)
             )
-            try:
-                await self._objects.patch(
-                    target, context.namespace, body, resource_version=_version(obj)
-                )
-            except ApiException as exc:
-                if conflict(exc) and attempt + 1 < ATTEMPTS:
-                    await self._sleep(defaults.CONFLICT_RETRY.delay(attempt))
-                    continue
-                raise
+            await self._objects.patch(
+                target, context.namespace, body, resource_version=_version(obj)
+            )
             return {"target": target.to_wire(), "restored": names}
-        raise AssertionError("unreachable")
+
+        return await self._retrying_conflicts(attempt)
 
     # -- apply ----------------------------------------------------------------------------
 
@@ -397,53 +386,12 @@ class KubernetesExecutor:
         deleted = await self._objects.delete(target, context.namespace, uid=uid)
         return {"target": target.to_wire(), "deleted": deleted, "uid": uid}
 
-    # -- wait -----------------------------------------------------------------------------
+    # -- wait ---------------------------------------------------------------------------
 
     async def _wait(self, step: Step, context: StepContext, target: Target) -> dict[str, Any]:
-        timeout = steps.timeout_seconds(step)
-        params = step.params
-        condition = params.get("condition")
-        if condition is not None:
-            wanted = f"condition {condition['type']}={condition['status']}"
-        else:
-            path = steps.json_path(params["jsonPath"])
-            wanted = f"{params['jsonPath']}={steps.text(params['value'])}"
-        deadline = self._clock() + timeout
-        pauses = defaults.WAIT_POLL.delays()
-        while True:
-            seen: str
-            try:
-                obj = await self._objects.get(target, context.namespace)
-            except ApiException as exc:
-                if not transient(exc):
-                    raise
-                obj, seen = None, describe(exc)
-            else:
-                seen = "not found"
-            if obj is not None:
-                if condition is not None:
-                    status = steps.condition_seen(obj, condition["type"])
-                    seen = (
-                        f"no condition {condition['type']}"
-                        if status is None
-                        else f"{condition['type']}={steps.seen(status)}"
-                    )
-                    if status == condition["status"]:
-                        return {"target": target.to_wire(), "seen": seen}
-                else:
-                    value = steps.lookup(obj, path)
-                    seen = f"{params['jsonPath']}={steps.seen(value)}"
-                    if value is not steps.ABSENT and steps.text(value) == steps.text(
-                        params["value"]
-                    ):
-                        return {"target": target.to_wire(), "seen": seen}
-            left = deadline - self._clock()
-            if left <= 0:
-                raise StepError(
-                    f"timed out after {timeout}s waiting for {target} to have {wanted}; "
-                    f"last seen: {seen}"
-                )
-            await self._sleep(min(next(pauses), left))
+        return await waiting.until(
+            self._objects, step, context.namespace, target, sleep=self._sleep, clock=self._clock
+        )
 
     async def _undo_wait(
         self, step: Step, context: StepContext, target: Target, result: Mapping[str, Any]

@@ -10,7 +10,7 @@ puts the notification on a bounded queue and returns: a decision or a plan never
 for a receiver. A worker sends each one, trying at most ``ATTEMPTS`` times (0.5 s, then
 1 s apart: ``api.defaults.AGENT_RETRY``) on no answer, a 5xx or an endpoint that cannot
 be read; any answer below 300 counts as delivered; a 4xx, an address the operator may not call
-(``executors.webhook.AddressRefused``) and an answer longer than ``MAX_ANSWER_BYTES``
+(``executors.post.AddressRefused``) and an answer longer than ``MAX_ANSWER_BYTES``
 (64 KiB: the rest is not read) fail at once. Every outcome is counted in
 ``optiinfra_notifications_total{event, outcome}`` (sent, failed, dropped: the queue was
 full).
@@ -28,15 +28,8 @@ from typing import Final
 from coordinator import metrics
 from coordinator.api import defaults
 from coordinator.core import webhook as protocol
-from coordinator.executors.webhook import (
-    AddressRefused,
-    AnswerTooLargeError,
-    EndpointError,
-    NoAnswerError,
-    Post,
-    Resolver,
-    aiohttp_post,
-)
+from coordinator.executors import endpoints as endpoints_
+from coordinator.executors import post as post_
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +49,9 @@ class Notification:
 class Notifier:
     def __init__(
         self,
-        resolver: Resolver,
+        resolver: endpoints_.Resolver,
         *,
-        post: Post = aiohttp_post,
+        post: post_.Post = post_.aiohttp_post,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         workers: int = 2,
@@ -112,20 +105,22 @@ class Notifier:
                 await self._sleep(defaults.AGENT_RETRY.delay(attempt - 1))
             try:
                 target = await self._resolver.resolve(item.namespace, item.endpoint)
-                headers = protocol.headers(
-                    target.key, int(self._clock()), item.body, purpose=protocol.NOTIFY
+                status, _ = await post_.signed(
+                    self._post,
+                    target,
+                    item.body,
+                    timestamp=int(self._clock()),
+                    seconds=REQUEST_TIMEOUT_SECONDS,
+                    purpose=protocol.NOTIFY,
                 )
-                status, _ = await self._post(
-                    target, item.body, headers, min(target.timeout_seconds, REQUEST_TIMEOUT_SECONDS)
-                )
-            except (EndpointError, NoAnswerError) as exc:
+            except (endpoints_.EndpointError, post_.NoAnswerError) as exc:
                 last = str(exc)
                 continue
-            except AddressRefused as exc:  # asking again reaches the same address
+            except post_.AddressRefused as exc:  # asking again reaches the same address
                 last = str(exc)
                 break
-            except AnswerTooLargeError as exc:
-                last = f"{exc} (the most the operator reads of an answer: {exc.limit // 1024} KiB)"
+            except post_.AnswerTooLargeError as exc:
+                last = exc.explained()
                 break
             if status < 300:
                 return "sent"

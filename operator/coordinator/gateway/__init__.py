@@ -7,8 +7,10 @@ approval and plan endpoints) work against the operator unchanged, plus an
 token, so RBAC decides and the admission webhooks record the real user. It holds no
 rights of its own beyond reaching the API server.
 
-``origin`` maps requests and responses (pure); ``server`` is the aiohttp application;
-``dashboard.html`` is the page.
+``origin`` maps requests and responses (pure); ``server`` is the aiohttp application
+and its serving; ``routes`` the origin's endpoints, ``dashboard`` the dashboard's (its
+page is ``dashboard.html``); ``callers`` who calls (token, API client, identity);
+``http`` the bounds of a request body and the error answers.
 """
 
 from __future__ import annotations

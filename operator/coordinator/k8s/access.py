@@ -73,6 +73,9 @@ def needs(
             )
         for verb in ("list", "watch"):  # the ApprovalPolicies of the namespace: read only
             result.append(Need(verb=verb, group=group, resource=common.POLICIES, namespace=ns))
+        # The VerificationTemplates of a plan's namespace: one LIST per plan that starts
+        # or verifies (coordinator.verifier).
+        result.append(Need(verb="list", group=group, resource=common.TEMPLATES, namespace=ns))
         # AgentEndpoints: kept in the Store (admission, webhook steps); a GET for one the
         # watch has not shown yet.
         for verb in ("get", "list", "watch"):

@@ -127,6 +127,12 @@ class Client:
             "POST", self._path(plural, namespace), body=body, params=params
         )
 
+    async def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object of `plural` in `namespace` (one LIST, for the few kinds not kept
+        in the Store: the VerificationTemplates a plan is verified with)."""
+        found = await self.http.request("GET", self._path(plural, namespace))
+        return list(found.get("items") or [])
+
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:

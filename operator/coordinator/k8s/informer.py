@@ -8,7 +8,8 @@ pages of `PAGE`, then a watch from the list's resourceVersion, again from the la
 version seen when a watch ends, a fresh listing after 410 Gone. One thread per kind and
 namespace (the kubernetes client is synchronous) reads the stream, and after an error
 lists or watches again after a pause (``api.defaults.API_RETRY``); each object is handed
-to the event loop, where `deliver` (the Store) keeps what it needs and drops the rest. A
+to the event loop, where the sink's `deliver` (``parts.dispatch``: the Store) keeps what
+it needs and drops the rest, told whether it was listed or watched (``core.origin``). A
 page is handed over whole and the thread waits until it is taken, and at most
 `IN_FLIGHT` watch events wait for the loop: a busy loop never piles up raw objects (the
 API server waits on the connection instead).
@@ -26,13 +27,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import kubernetes
 
 from coordinator.api import defaults
 from coordinator.api.common import GROUP, VERSION
 from coordinator.core import namespaces as namespaces_
+from coordinator.core.origin import Origin
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +45,19 @@ waits beyond this (the API server then waits on the connection), so a busy loop 
 queues up raw objects."""
 WATCH_SECONDS: Final = 300
 
-Deliver = Callable[[str, Mapping[str, Any], bool, bool], None]
-"""(plural, raw object, deleted, from a listing rather than a watch event)."""
-Resync = Callable[[str, Callable[[str], bool], set[tuple[str, str]]], None]
-"""(plural, which namespaces were listed, the keys listed)."""
+
+class Sink(Protocol):
+    """Where an event source hands each object (``parts.dispatch.Dispatch``, which puts
+    it in the Store and dispatches the change: nothing comes back here)."""
+
+    def deliver(
+        self, plural: str, raw: Mapping[str, Any], *, deleted: bool, origin: Origin
+    ) -> None: ...
+
+    def unlisted(
+        self, plural: str, namespaces: Callable[[str], bool], seen: set[tuple[str, str]]
+    ) -> None:
+        """A fresh listing of `plural` in `namespaces` ended: the keys it showed."""
 
 
 class _GoneError(Exception):
@@ -69,21 +80,20 @@ class Informer:
         *,
         plurals: Sequence[str],
         namespaces: Sequence[str],
-        deliver: Deliver,
-        resync: Resync,
+        sink: Sink,
+        listed: asyncio.Event,
     ) -> None:
         # Watches hold their connections: a client of their own, beside the operator's pool.
         self._api = kubernetes.client.ApiClient(api.configuration)
         self._custom = kubernetes.client.CustomObjectsApi(self._api)
         self._plurals = tuple(plurals)
         self._scopes, self._wanted = scopes(namespaces)
-        self._deliver = deliver
-        self._resync = resync
+        self._sink = sink
         self._stopping = threading.Event()
         self._in_flight = threading.BoundedSemaphore(IN_FLIGHT)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0
-        self.listed = asyncio.Event()
+        self.listed = listed
         """Set once every kind was listed and stored."""
 
     async def run(self) -> None:
@@ -168,7 +178,7 @@ class Informer:
             if not token:
                 version = str(meta.get("resourceVersion") or "")
                 wanted = self._wanted if namespace is None else (lambda ns: ns == namespace)
-                self._call(self._resync, plural, wanted, seen)
+                self._call(self._sink.unlisted, plural, wanted, seen)
                 return version
 
     def _watch(self, plural: str, namespace: str | None, version: str) -> str:
@@ -222,13 +232,13 @@ class Informer:
 
     def _take(self, plural: str, obj: Mapping[str, Any], deleted: bool) -> None:
         try:
-            self._deliver(plural, obj, deleted, False)
+            self._sink.deliver(plural, obj, deleted=deleted, origin=Origin.WATCHED)
         finally:
             self._in_flight.release()
 
     def _deliver_page(self, plural: str, items: list[Mapping[str, Any]]) -> None:
         for item in items:
-            self._deliver(plural, item, False, True)
+            self._sink.deliver(plural, item, deleted=False, origin=Origin.LISTED)
 
     def _one_listed(self) -> None:
         self._pending -= 1

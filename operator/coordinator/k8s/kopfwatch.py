@@ -3,7 +3,8 @@
 The alternative to ``k8s.informer``: kopf lists and watches (in chunks of
 ``informer.PAGE``, relisting after 410 Gone, in the namespaces of ``--namespace`` as it
 reads them), and one ``@kopf.on.event`` handler per kind (``coordinator.handlers``)
-hands each event to `KopfSource.take`, which delivers it as the informer does. kopf has
+hands each event to `KopfSource.take`, which delivers it to the same `informer.Sink` as
+the informer (``Origin.LISTED`` or ``WATCHED``; a relist's end to `Sink.unlisted`). kopf has
 no public "listed" hook, so at start one LIST per kind and scope counts the objects
 (``limit=1``: the API server's ``remainingItemCount``), and ``core.listings`` tells when
 each listing is over; `listed` is set once all are, as the informer's.
@@ -26,6 +27,7 @@ import kopf
 from coordinator.api.common import GROUP, VERSION
 from coordinator.core import listings as listings_
 from coordinator.core import namespaces as namespaces_
+from coordinator.core.origin import Origin
 from coordinator.k8s import informer as informer_
 from coordinator.k8s.http import Http
 
@@ -100,18 +102,17 @@ class KopfSource:
         *,
         plurals: Sequence[str],
         namespaces: Sequence[str],
-        deliver: informer_.Deliver,
-        resync: informer_.Resync,
+        sink: informer_.Sink,
+        listed: asyncio.Event,
     ) -> None:
         self._http = http
         self.plurals = tuple(plurals)
         self._namespaces = tuple(namespaces)
         self._wanted = namespaces_.selector(namespaces)
-        self._deliver = deliver
-        self._resync = resync
+        self._sink = sink
         self._listings = listings_.Listings()
         self._counts: set[asyncio.Task[None]] = set()
-        self.listed = asyncio.Event()
+        self.listed = listed
         """Set once every kind was listed and stored."""
 
     async def start(self) -> None:
@@ -138,7 +139,8 @@ class KopfSource:
         meta = raw.get("metadata") or {}
         key = (meta.get("namespace") or "", meta.get("name") or "")
         scope = key[0] if self._namespaces else None
-        self._deliver(plural, raw, kind == "DELETED", kind is None)
+        origin = Origin.LISTED if kind is None else Origin.WATCHED
+        self._sink.deliver(plural, raw, deleted=kind == "DELETED", origin=origin)
         if kind is None:
             step = self._listings.listed_object(plural, scope, key)
             if step.began:
@@ -156,7 +158,7 @@ class KopfSource:
             return
         scope = ended.scope
         wanted = self._wanted if scope is None else (lambda ns: ns == scope)
-        self._resync(ended.plural, wanted, set(ended.keys))
+        self._sink.unlisted(ended.plural, wanted, set(ended.keys))
 
     def _note(self) -> None:
         if self._listings.listed and not self.listed.is_set():

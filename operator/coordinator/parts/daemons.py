@@ -1,6 +1,6 @@
 """The plan driver: one daemon per started plan, from the Store.
 
-A plan that is started (Running, RollingBack) has a daemon while this process runs: it
+A plan that is started (Running, Verifying, RollingBack) has a daemon while this process runs: it
 puts the plan's finalizer on (so that a plan whose recommendation is deleted mid-run is
 rolled back before it goes), drives the plan with the runner while this replica leads
 (`drive_plan`), and takes the finalizer off once the plan has ended; pending and ended
@@ -19,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from coordinator import outbox as outbox_
 from coordinator import runner as runner_
 from coordinator import store as store_
 from coordinator.api.common import FINALIZER, PLANS
@@ -35,7 +36,11 @@ DELETION_GRACE_SECONDS: Final = 120.0
 before its daemon is cancelled and its finalizer taken off."""
 DAEMON_RETRY_SECONDS: Final = 5.0
 """A plan daemon that failed (a bug, an error no retry covered) runs again after this."""
-STARTED: Final = frozenset({PlanPhase.RUNNING.value, PlanPhase.ROLLING_BACK.value})
+STARTED: Final = frozenset(
+    {PlanPhase.RUNNING.value, PlanPhase.VERIFYING.value, PlanPhase.ROLLING_BACK.value}
+)
+"""The phases of a plan that is driven: its daemon holds it (Verifying: measured until the
+verification ends, coordinator.verifier)."""
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ class Daemons:
         self,
         *,
         store: store_.Store,
+        outbox: outbox_.Outbox,
         client: client_.Client,
         runner: runner_.PlanRunner,
         leading: asyncio.Event,
@@ -65,6 +71,8 @@ class Daemons:
         background: Background,
     ) -> None:
         self._store = store
+        self._outbox = outbox
+        """Where the finalizer patches' answers go: the Store, then dispatch."""
         self._client = client
         self._runner = runner
         self._leading = leading
@@ -85,7 +93,8 @@ class Daemons:
             waker.set()
 
     def supervise(self, record: store_.Record, deleted: bool) -> None:
-        """A plan changed: run its daemon while it is started (Running, RollingBack), tell
+        """A plan changed: run its daemon while it is started (Running, Verifying,
+        RollingBack), tell
         it when the plan is being deleted, take the finalizer off once it has ended.
 
         The daemon holds the plan with a finalizer, so that a plan whose recommendation
@@ -176,17 +185,18 @@ class Daemons:
                 }
             }
             try:
-                self._store.apply(PLANS, await self._client.patch(PLANS, namespace, name, body))
+                raw = await self._client.patch(PLANS, namespace, name, body)
+                self._outbox.own_write(PLANS, raw)
                 return
             except client_.ApiException as exc:
                 if exc.status == 404:
                     return
                 if exc.status != 409:
                     raise
-            raw = await self._client.get(PLANS, namespace, name)
-            if raw is None:
+            latest = await self._client.get(PLANS, namespace, name)
+            if latest is None:
                 return
-            self._store.apply(PLANS, raw)
+            self._outbox.read(PLANS, latest)
 
     async def stop(self) -> None:
         """At exit: each daemon finishes or leaves its step (STEP_GRACE_SECONDS); running
@@ -262,13 +272,13 @@ class Daemons:
                     continue
                 if drive.done() and not drive.cancelled() and drive.exception() is not None:
                     raise drive.exception()  # type: ignore[misc]
-                if not stopped() and drive.result() in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+                if not stopped() and drive.result() in STARTED:
                     # Another writer moved the plan (a former leader's late write): look
                     # again once the watch has shown it, rather than leave it until a restart.
                     await wake(STEP_GRACE_SECONDS)
                     continue
                 break
-            if deleted() and latest().status_phase in (PlanPhase.RUNNING, PlanPhase.ROLLING_BACK):
+            if deleted() and latest().status_phase in STARTED:
                 # Deleted while running (its recommendation left Git): roll back before it goes.
                 await self._runner.drive(
                     latest(),

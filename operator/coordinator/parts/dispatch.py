@@ -1,19 +1,36 @@
-"""Store dispatch: what the list/watch delivers goes into the Store, and each change in
-the Store becomes queue keys (the reconciler), plan starts (``parts.starts``) and
-daemons (``parts.daemons``) here, nowhere else. The reconciler acts once every kind is
-listed, and on taking the lead everything is looked at afresh (`resync`)."""
+"""Store dispatch: the one place a change of the Store is dispatched, in one pass.
+
+Where each thing goes: what an event source (the list/watch, ``k8s.informer``, or any
+other calling the same `deliver`) delivers goes into the Store (`Store.apply`, with its
+origin), whose answer — the change, or None — comes back as a return value; `changed`
+then makes it queue keys (the reconciler's one `enqueue`), plan starts
+(``parts.starts``) and daemons (``parts.daemons``), here, nowhere else. The deletions a
+fresh listing finds come the same way (`unlisted`).
+
+The workers run here too: each takes a group from the queue and hands it to
+`Reconciler.work`, whose `Result` brings back the changes its own writes made in the
+Store (dispatched like any other) and the plans to start (started here), then tells
+the queue it is `done`. The runner's and daemons' own writes wait in the
+``coordinator.outbox``, which a task of this part empties through `changed`. The Store
+and the reconciler call nobody up here.
+
+The reconciler acts once every kind is listed, and on taking the lead everything is
+looked at afresh (`resync`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from coordinator import metrics
+from coordinator import outbox as outbox_
 from coordinator import reconciler as reconciler_
 from coordinator import store as store_
 from coordinator.api.common import ENDPOINTS, PLANS, RECOMMENDATIONS
+from coordinator.core.origin import Origin
 from coordinator.parts import CLEANUP_SECONDS, Background
 from coordinator.parts.daemons import STARTED, Daemons
 from coordinator.parts.starts import Starts
@@ -22,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 class Dispatch:
-    """From the Store to the work queue and the plans; runs the reconciler."""
+    """From the event sources, the Store and the reconcile's results to the work queue
+    and the plans; runs the reconciler's workers."""
 
     name = "reconciler"
     stop_seconds = CLEANUP_SECONDS
@@ -31,6 +49,7 @@ class Dispatch:
         self,
         *,
         store: store_.Store,
+        outbox: outbox_.Outbox,
         reconciler: reconciler_.Reconciler,
         daemons: Daemons,
         starts: Starts,
@@ -39,37 +58,48 @@ class Dispatch:
         background: Background,
     ) -> None:
         self._store = store
+        self._outbox = outbox
         self._reconciler = reconciler
         self._daemons = daemons
         self._starts = starts
         self._leading = leading
         self._listed = listed
         self._background = background
-        self._listing = False
-        """Set while a listing's objects go into the Store (see `deliver`)."""
-        self._task: asyncio.Task[None] | None = None
-        store.listeners.append(self.changed)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._act_once_listed(), name="reconciler")
+        self._tasks = [
+            asyncio.create_task(self._act_once_listed(), name="reconciler"),
+            asyncio.create_task(self._take_outbox(), name="outbox"),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def deliver(self, plural: str, raw: Mapping[str, Any], deleted: bool, listed: bool) -> None:
-        """The list/watch's delivery of an object."""
-        self._listing = listed  # what a listing shows waits behind what changes now
-        try:
-            self._store.apply(plural, raw, deleted=deleted)
-        finally:
-            self._listing = False
+    def deliver(
+        self, plural: str, raw: Mapping[str, Any], *, deleted: bool, origin: Origin
+    ) -> None:
+        """An event source's delivery of an object (listed or watched): into the Store;
+        the change it answers, if any, is dispatched (`changed`)."""
+        change = self._store.apply(plural, raw, deleted=deleted, origin=origin)
+        if change is not None:
+            self.changed(change)
 
-    def changed(self, plural: str, record: store_.Record, deleted: bool) -> None:
+    def unlisted(
+        self, plural: str, namespaces: Callable[[str], bool], seen: set[tuple[str, str]]
+    ) -> None:
+        """A fresh listing of `plural` ended (``k8s.informer``): what it did not show is
+        gone from the Store (`Store.resync`), and each deletion dispatched."""
+        for change in self._store.resync(plural, namespaces, seen):
+            self.changed(change)
+
+    def changed(self, change: store_.Change) -> None:
         """A change in the Store: the groups to reconcile, the plans to start, wake, hold
         or let go."""
-        self._reconciler.changed(plural, record, deleted, backlog=self._listing)
+        self._reconciler.queue.enqueue(change, self._store)
+        plural, record, deleted = change.plural, change.record, change.deleted
         if plural == PLANS:
             self._daemons.supervise(record, deleted)
         if not self._listed.is_set():  # see _act_once_listed
@@ -97,7 +127,44 @@ class Dispatch:
         )
         if self._leading.is_set():  # beside the reconciles, not before them
             self._background.spawn(self._starts.start_pending())
-        await self._reconciler.run(self._starts.start_plan)
+        workers = [
+            asyncio.create_task(self._work(), name=f"reconciler-{i}")
+            for i in range(self._reconciler.workers)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            self._reconciler.queue.close()
+
+    async def _work(self) -> None:
+        """One worker: a group from the queue, its reconcile (`Reconciler.work`), then what
+        the reconcile gave back — its writes' changes dispatched, its plans started
+        (before their watch event does the same: an approved change does not wait) —
+        and the queue told it is done (after the changes: its own writes to the group do
+        not run it again)."""
+        queue = self._reconciler.queue
+        while True:
+            key = await queue.get()
+            result = reconciler_.Result()
+            try:
+                result = await self._reconciler.work(key)
+                for change in result.changes:
+                    self.changed(change)
+                for plan in result.to_start:
+                    await self._starts.start_plan(plan)
+            except Exception:
+                metrics.RECONCILE_ERRORS.inc()
+                delay = queue.retry(key)
+                logger.exception("starting the plans of %s/%s failed; again in %.1fs", *key, delay)
+            finally:
+                queue.done(key, result.writes)
+
+    async def _take_outbox(self) -> None:
+        """The runner's and daemons' own writes (``coordinator.outbox``), dispatched."""
+        while True:
+            self.changed(await self._outbox.get())
 
     async def resync(self) -> None:
         """Taking over: every group is reconciled, every pending plan considered, every

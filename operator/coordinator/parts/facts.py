@@ -17,7 +17,7 @@ from coordinator.api.endpoint import AgentEndpointSpec
 from coordinator.api.plan import Step
 from coordinator.api.recommendation import Recommendation
 from coordinator.core import admission, catalogue
-from coordinator.executors.webhook import ClientResolver, EndpointError
+from coordinator.executors.endpoints import ClientResolver, EndpointError
 from coordinator.k8s import access as access_
 from coordinator.k8s import client as client_
 from coordinator.parts.config import Config

@@ -56,12 +56,13 @@ class Leadership:
         elector: lease_.Elector | None,
         *,
         leading: asyncio.Event,
+        following: asyncio.Event,
         taken: Callable[[], Awaitable[None]],
     ) -> None:
         self.elector = elector
         self.leading = leading
         """Set while this replica may act: it holds the Lease (always, without election)."""
-        self.following = asyncio.Event()
+        self.following = following
         """Set while it may not: the complement of `leading`, to wait for a loss."""
         self._taken = taken
         self._task: asyncio.Task[None] | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from coordinator import reconciler as reconciler_
 from coordinator import runner as runner_
@@ -36,6 +37,9 @@ class Starts:
         self._starting: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         """Customer groups with a plan start in flight (one at a time per customer: a
         budget counts the plans its starts wrote), and how many wait."""
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        """Plans to start again later (no verification baseline yet)."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start_plan(self, plan: ExecutionPlan) -> None:
         """Start `plan` if it is pending and may start; its daemon takes it from there."""
@@ -59,12 +63,27 @@ class Starts:
                     await self._runner.start(latest, dependencies=(ready, why))
                     if until is not None:  # a window opens or ends: ask again then
                         self._reconciler.recheck_at(group, until)
+                    if (retry := self._runner.verifier.retry_at(latest)) is not None:
+                        self._again(key, retry)  # it has no baseline yet
         finally:
             lock, users = self._starting[group]
             if users <= 1:
                 del self._starting[group]
             else:
                 self._starting[group] = (lock, users - 1)
+
+    def _again(self, key: tuple[str, str], when: datetime) -> None:
+        """Start plan `key` again at `when` (one timer per plan: the latest wins)."""
+        if (old := self._timers.pop(key, None)) is not None:
+            old.cancel()
+        delay = max(0.0, (when - datetime.now(UTC)).total_seconds())
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
+    def _fire(self, key: tuple[str, str]) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self.start_recorded(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start_waiting_plans(self, succeeded: tuple[str, str]) -> None:
         """Recommendation `succeeded` did: the pending plans that waited for it may start."""

@@ -26,7 +26,9 @@ from coordinator.api import defaults
 from coordinator.api.common import API_VERSION, APPROVALS, DECIDED_BY_ANNOTATION
 from coordinator.core import namespaces as namespaces_
 from coordinator.k8s import admission as admission_
+from coordinator.k8s import certificates
 from coordinator.k8s import client as client_
+from coordinator.k8s import registrar as registrar_
 from coordinator.k8s import webhooks as webhooks_
 from coordinator.parts import CLEANUP_SECONDS
 from coordinator.parts.config import Config
@@ -91,11 +93,11 @@ class Webhooks:
             return
         config = self.config
         if self.mode == "local":
-            port = config.webhook_port or webhooks_.free_port()
+            port = config.webhook_port or certificates.free_port()
             directory = config.webhook_cert_dir or Path(
                 tempfile.mkdtemp(prefix="optiinfra-webhook-")
             )
-            certs = webhooks_.generate(directory, hosts=["127.0.0.1", "localhost"])
+            certs = certificates.generate(directory, hosts=["127.0.0.1", "localhost"])
             endpoint = webhooks_.Endpoint(
                 ca_pem=certs.ca.read_bytes(), url=f"https://127.0.0.1:{port}"
             )
@@ -108,7 +110,7 @@ class Webhooks:
         else:
             assert config.webhook_cert_dir is not None, "--webhook-cert-dir is required"
             port = config.webhook_port or 9443
-            certs = webhooks_.Certificates(config.webhook_cert_dir)
+            certs = certificates.Certificates(config.webhook_cert_dir)
             target, _, service_port = config.webhook_service.partition(":")
             namespace, _, name = target.partition("/")
             endpoint = webhooks_.Endpoint(
@@ -142,7 +144,7 @@ class Webhooks:
         if self._configurations is None:
             return
         validating, mutating = self._configurations
-        registrar = webhooks_.Registrar(
+        registrar = registrar_.Registrar(
             self.api, create=self.mode == "local", name=self.config.webhook_configuration
         )
         await asyncio.to_thread(registrar.apply, validating, mutating)
@@ -164,10 +166,10 @@ class Webhooks:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
         if self.mode == "local" and self._configurations is not None:
-            registrar = webhooks_.Registrar(
+            registrar = registrar_.Registrar(
                 self.api, timeout=CLEANUP_SECONDS, name=self.config.webhook_configuration
             )
-            names = webhooks_.names(*self._configurations)
+            names = registrar_.names(*self._configurations)
             remove = asyncio.to_thread(registrar.remove, names, url_prefix=self._url)
             try:
                 await asyncio.wait_for(remove, CLEANUP_SECONDS)
@@ -219,7 +221,7 @@ class Webhooks:
         same scope stopped and took them out, or somebody deleted them)."""
         assert self._configurations is not None
         validating, mutating = self._configurations
-        registrar = webhooks_.Registrar(self.api, name=self.config.webhook_configuration)
+        registrar = registrar_.Registrar(self.api, name=self.config.webhook_configuration)
         while True:
             await asyncio.sleep(WEBHOOK_CHECK_SECONDS)
             try:

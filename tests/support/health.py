@@ -25,7 +25,7 @@ from typing import Any
 
 import lupa.lua51
 
-HEALTH = Path(__file__).parents[1] / "docs" / "argocd" / "health"
+HEALTH = Path(__file__).parents[2] / "docs" / "argocd" / "health"
 ARGOCD_STATUSES = frozenset(
     {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 )

@@ -15,8 +15,8 @@ from typing import Any
 
 import kubernetes
 
-from tests.operator_process import free_port
-from tests.support import Kubectl, wait_for
+from tests.support.kube import Kubectl, wait_for
+from tests.support.net import free_port
 
 
 class GatewayProcess:
@@ -70,8 +70,8 @@ def service_account_tokens(
 ) -> dict[str, str]:
     """ServiceAccounts gw-agent, gw-approver and gw-viewer in `namespace`, bound to the
     user roles there; their tokens (what agents and people send as bearer tokens)."""
-    core = kubernetes.client.CoreV1Api(api)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    core: Any = kubernetes.client.CoreV1Api(api)  # dict bodies
+    rbac: Any = kubernetes.client.RbacAuthorizationV1Api(api)
     tokens = {}
     for account, role in ROLES.items():
         core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})

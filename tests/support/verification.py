@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.api.common import RiskLevel
-from coordinator.api.meta import ObjectMeta
-from coordinator.api.recommendation import Recommendation, RecommendationSpec
-from coordinator.api.verification import VerificationTemplate, VerificationTemplateSpec
+from coordinator.api.recommendation import Recommendation
+from coordinator.api.verification import VerificationTemplate
 from coordinator.core import verification
 from coordinator.core.verification import Check, Reading
+from tests.support import builders
 
 NS = "team-a"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -25,46 +25,31 @@ def rec(
     templates: Sequence[str] = (),
     **spec: Any,
 ) -> Recommendation:
-    body: dict[str, Any] = {
+    """Scale Deployment workers down (low risk), verified by `templates`."""
+    defaults: dict[str, Any] = {
         "customerId": "acme",
         "agentId": "cost-agent",
-        "agentType": "cost",
         "title": "Scale the workers down",
         "action": "scale_down",
         "riskLevel": "low",
         "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "workers"},
-        **spec,
+        "affectedResources": None,
     }
     if templates:
-        body["verification"] = {"templates": list(templates)}
-    return Recommendation(
-        metadata=ObjectMeta(name=name, namespace=namespace),
-        spec=RecommendationSpec.model_validate(body),
+        defaults["verification"] = {"templates": list(templates)}
+    return Recommendation.model_validate(
+        builders.recommendation(name, namespace=namespace, **(defaults | spec))
     )
 
 
 def tpl(
     name: str, *metrics: dict[str, Any], namespace: str = NS, **spec: Any
 ) -> VerificationTemplate:
-    body = {
-        "provider": {"prometheus": {"address": "http://127.0.0.1:9090"}},
-        "metrics": list(metrics) or [metric()],
-        **spec,
-    }
-    return VerificationTemplate(
-        metadata=ObjectMeta(name=name, namespace=namespace),
-        spec=VerificationTemplateSpec.model_validate(body),
+    """A template of `metrics` (by default the latency one) on the local Prometheus."""
+    given: dict[str, Any] = {"metrics": list(metrics)} if metrics else {}
+    return VerificationTemplate.model_validate(
+        builders.template(name, namespace=namespace, **(given | spec))
     )
-
-
-def metric(name: str = "latency", **fields: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "query": 'latency{deployment="{{target.name}}"}',
-        "successCondition": "result <= baseline * 1.10",
-        "failureCondition": "result > baseline * 1.25",
-        **fields,
-    }
 
 
 def checks_of(

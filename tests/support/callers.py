@@ -15,6 +15,7 @@ import pytest
 from coordinator.api.common import APPROVALS
 from coordinator.core import policy
 from coordinator.k8s import caller
+from tests.support import builders
 
 NAMESPACE = "team-a"
 Obj = dict[str, Any]
@@ -74,35 +75,30 @@ class FakeCaller:
         if self.admit:
             self.admit(plural, found)
         self._since_patch = 0
-        return json.loads(json.dumps(found))
+        returned: Obj = json.loads(json.dumps(found))
+        return returned
 
 
 def approval(name: str, phase: str = "Pending", **status: Any) -> Obj:
-    return {
-        "metadata": {"name": name, "annotations": {}},
-        "spec": {
-            "recommendation": name,
-            "customerId": "customer-1",
-            "riskLevel": "medium",
-            "decision": "Pending",
-            "expiresAt": "2026-01-02T03:04:05Z",
-        },
-        "status": {"phase": phase, **status},
-    }
+    """The Approval of `name` in `phase` (and `status`), not yet stamped."""
+    return builders.approval(
+        name,
+        metadata={"annotations": {}},
+        status={"phase": phase, **status},
+        expiresAt="2026-01-02T03:04:05Z",
+    )
 
 
 def plan(name: str, phase: str = "Pending", *, suspend: bool = True, abort: bool = False) -> Obj:
-    return {
-        "metadata": {"name": name},
-        "spec": {
-            "recommendation": name,
-            "customerId": "customer-1",
-            "suspend": suspend,
-            "abort": abort,
-            "steps": [{"name": "one", "action": "noop", "executor": "simulated"}],
-        },
-        "status": {"phase": phase},
-    }
+    """The one-step plan of `name` in `phase`, suspended unless not."""
+    return builders.plan(
+        name,
+        status={"phase": phase},
+        customerId="customer-1",
+        suspend=suspend,
+        abort=abort,
+        steps=[{"name": "one", "action": "noop", "executor": "simulated"}],
+    )
 
 
 def vote(user: str, decision: str = "Approved") -> Obj:

@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes
 import yaml
 
-from tests.support import Kubectl, wait_for
+from tests.support.kube import Kubectl, wait_for
 
 REPO = Path(__file__).parents[2]
 CRDS = REPO / "crds"

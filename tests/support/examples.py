@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 _LINE = re.compile(r"^# (check|then|outcome): (.+)$")
 
 

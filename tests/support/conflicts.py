@@ -1,4 +1,4 @@
-"""Builders for the conflict, seed-scenario and check tests: recommendations in one line."""
+"""Helpers of the conflict and approval-policy tests: typed recommendations in one line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
 from coordinator.core import conflicts
+from tests.support import builders
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -28,27 +29,24 @@ def rec(
     **spec: Any,
 ) -> Recommendation:
     """A recommendation affecting ``resources``; ``spec`` adds fields by their wire names."""
-    document: dict[str, Any] = {
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "customerId": customer,
-            "agentId": "agent-1",
-            "agentType": "cost",
-            "title": f"Recommendation {name}",
-            "action": action,
-            "riskLevel": risk,
-            "estimatedSavings": savings,
-            "affectedResources": list(resources),
-            "priority": priority,
-            "confidence": confidence,
-            "dependsOn": list(depends_on),
-            **spec,
-        },
+    defaults = {
+        "customerId": customer,
+        "agentId": "agent-1",
+        "action": action,
+        "riskLevel": risk,
+        "estimatedSavings": savings,
+        "affectedResources": list(resources),
+        "priority": priority,
+        "confidence": confidence,
+        "dependsOn": list(depends_on),
     }
-    if created is not None:
-        document["metadata"]["creationTimestamp"] = created
-    if phase is not None:
-        document["status"] = {"phase": phase}
+    document = builders.recommendation(
+        name,
+        namespace=namespace,
+        metadata={"creationTimestamp": created} if created is not None else None,
+        status={"phase": phase} if phase is not None else None,
+        **(defaults | spec),
+    )
     return Recommendation.model_validate(document)
 
 
