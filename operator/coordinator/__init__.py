@@ -21,7 +21,9 @@ top of the repository enforces this with import-linter (``make lint``).
     evaluated), step params (``steps``), the webhook protocol (``webhook``: signing,
     idempotency keys, bounded answers), ``backoff`` (the work queue's per-key failures),
     ``origin`` (where a change came from: listed, watched, own write), ``listings`` (when
-    kopf's events show a kind listed, for ``--watch=kopf``) and
+    kopf's events show a kind listed, for ``--watch=kopf``), ``shards`` (the
+    consistent-hash ring that assigns customers to shards) and ``handoff`` (when a shard
+    may start driving a customer that moved to it), and
     ``text`` (agents' text cleaned of control characters before it reaches status, Events or
     a terminal). Plain functions over the api models. No I/O, no clock (``now`` is always
     passed in), no kopf, no kubernetes client.
@@ -44,6 +46,7 @@ top of the repository enforces this with import-linter (``make lint``).
     (admission configurations; ``certificates`` to serve them with, ``registrar`` to
     register them), ``admission`` (the admission webhooks' HTTPS server:
     AdmissionReview in, verdict and JSON Patch out), ``lease`` (leader election),
+    ``shardlease`` (a shard's own Lease and the ring of live ones),
     ``access`` (access reviews: the operator's own rights at start, a submitter's at
     admission), ``caller`` (reads and writes with a caller's own credentials, and the
     one way to build a caller's API client, for ``usecases``, the plugin and the

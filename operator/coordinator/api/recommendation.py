@@ -231,6 +231,12 @@ class RecommendationStatus(Model):
         description="Estimated against realised monthly savings, copied from the plan's "
         "verification once measured.",
     )
+    shard: str | None = pydantic.Field(
+        default=None,
+        description="With shards (coordinator run --shard): the replica that decided it, the "
+        "holder of the live Lease of the ring that owns its customer by consistent hashing. "
+        "Absent with one active replica.",
+    )
     observed_generation: int | None = pydantic.Field(
         default=None, description="The .metadata.generation this status was computed for."
     )

@@ -78,6 +78,55 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def stamp(moment: datetime.datetime) -> str:
+    """A Lease's MicroTime."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def pause(timing: Timing) -> float:
+    """Seconds until the next try: `retry` and up to a fifth more (replicas spread out)."""
+    return timing.retry * (1 + random.random() * 0.2)
+
+
+def late(renewed_at: float | None, timing: Timing, now: float) -> bool:
+    """Whether a holder whose last renewal was sent at `renewed_at` (its own monotonic
+    clock) is past its renew deadline: it must stop acting on its own."""
+    return renewed_at is not None and now - renewed_at >= timing.renew_deadline
+
+
+def lease_body(
+    *,
+    namespace: str,
+    name: str,
+    holder: str,
+    timing: Timing,
+    renewed: str,
+    acquired: str,
+    transitions: int,
+    resource_version: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Lease held by `holder`, renewed at `renewed`; with `resource_version`, a replace
+    that fails when somebody wrote it since it was read."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    if labels:
+        metadata["labels"] = labels
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": max(1, round(timing.duration)),
+            "acquireTime": acquired,
+            "renewTime": renewed,
+            "leaseTransitions": transitions,
+        },
+    }
+
+
 class Elector:
     """Campaigns for the Lease `namespace`/`name` and keeps it while it can.
 
@@ -115,9 +164,7 @@ class Elector:
     def leading(self) -> bool:
         """Holds the Lease and renewed it within the renew deadline (checked at every read,
         so a leader whose renewals hang stops acting in time even before its loop notices)."""
-        renewed = self._renewed_at
-        late = renewed is not None and self._monotonic() - renewed >= self.timing.renew_deadline
-        if self._leading and late:
+        if self._leading and late(self._renewed_at, self.timing, self._monotonic()):
             self._set_leading(False)
         return self._leading
 
@@ -166,12 +213,11 @@ class Elector:
                 logger.info(
                     "standing by: lease %s/%s is held by %s", self.namespace, self.name, self.holder
                 )
-            await asyncio.sleep(self.timing.retry * (1 + random.random() * 0.2))
+            await asyncio.sleep(pause(self.timing))
 
     def _try(self) -> bool:
         """One attempt to take or renew the Lease (blocking)."""
-        now = _now()
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = stamp(_now())
         try:
             lease = self._api.read_namespaced_lease(
                 self.name, self.namespace, _request_timeout=self._timeout
@@ -179,7 +225,7 @@ class Elector:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            body = self._body(stamp, acquired=stamp, transitions=0)
+            body = self._body(now, acquired=now, transitions=0)
             try:
                 self._api.create_namespaced_lease(
                     self.namespace, body, _request_timeout=self._timeout
@@ -204,13 +250,9 @@ class Elector:
         expired = self._monotonic() - self._observed_at >= self.timing.duration
         if record.holder and not mine and not expired:
             return False
-        acquired = (
-            spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            if mine and spec.acquire_time is not None
-            else stamp
-        )
+        acquired = stamp(spec.acquire_time) if mine and spec.acquire_time is not None else now
         body = self._body(
-            stamp,
+            now,
             acquired=acquired,
             transitions=record.transitions + (0 if mine else 1),
             resource_version=lease.metadata.resource_version,
@@ -229,21 +271,16 @@ class Elector:
     def _body(
         self, renewed: str, *, acquired: str, transitions: int, resource_version: str | None = None
     ) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-        if resource_version is not None:
-            metadata["resourceVersion"] = resource_version
-        return {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": metadata,
-            "spec": {
-                "holderIdentity": self.identity,
-                "leaseDurationSeconds": max(1, round(self.timing.duration)),
-                "acquireTime": acquired,
-                "renewTime": renewed,
-                "leaseTransitions": transitions,
-            },
-        }
+        return lease_body(
+            namespace=self.namespace,
+            name=self.name,
+            holder=self.identity,
+            timing=self.timing,
+            renewed=renewed,
+            acquired=acquired,
+            transitions=transitions,
+            resource_version=resource_version,
+        )
 
     def release(self) -> None:
         """Give the Lease up (blocking, best effort): the others need not wait it out."""
