@@ -94,6 +94,21 @@ def late(renewed_at: float | None, timing: Timing, now: float) -> bool:
     return renewed_at is not None and now - renewed_at >= timing.renew_deadline
 
 
+async def attempt(
+    renew: Callable[[], bool], monotonic: Callable[[], float], what: str
+) -> float | None:
+    """One try of a blocking renewal (in a thread): when it was sent, if it renewed (a
+    Lease counts from when the renewal was sent, not answered); None if it did not or the
+    API server was away (logged at debug: the next try comes after `pause`)."""
+    sent = monotonic()
+    try:
+        renewed = await asyncio.to_thread(renew)
+    except Exception as exc:  # the API server is away: keep trying
+        logger.debug("%s: %s", what, exc)
+        return None
+    return sent if renewed else None
+
+
 def lease_body(
     *,
     namespace: str,
@@ -195,14 +210,9 @@ class Elector:
         """Campaign and renew until cancelled."""
         waiting_logged = ""
         while True:
-            attempted = self._monotonic()
-            try:
-                took = await asyncio.to_thread(self._try)
-            except Exception as exc:  # the API server is away: keep trying
-                took = False
-                logger.debug("lease %s/%s: %s", self.namespace, self.name, exc)
-            if took:
-                self._renewed_at = attempted  # when the renewal was sent, not answered
+            sent = await attempt(self._try, self._monotonic, f"lease {self.namespace}/{self.name}")
+            if sent is not None:
+                self._renewed_at = sent
                 self._set_leading(True)
             elif self.holder and self.holder != self.identity:
                 self._set_leading(False)  # somebody else holds it now

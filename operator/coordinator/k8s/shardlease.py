@@ -32,7 +32,15 @@ from typing import Any
 import kubernetes
 
 from coordinator.core import shards
-from coordinator.k8s.lease import Timing, default_identity, late, lease_body, pause, stamp
+from coordinator.k8s.lease import (
+    Timing,
+    attempt,
+    default_identity,
+    late,
+    lease_body,
+    pause,
+    stamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +147,11 @@ class ShardLease:
 
     async def tick(self) -> None:
         """One renewal, then one read of the ring."""
-        attempted = self._monotonic()
-        try:
-            renewed = await asyncio.to_thread(self.renew)
-        except Exception as exc:  # the API server is away: keep trying
-            renewed = False
-            logger.debug("shard lease %s/%s: %s", self.namespace, self.name, exc)
-        if renewed:
-            self._renewed_at = attempted  # when the renewal was sent, not answered
+        sent = await attempt(
+            self.renew, self._monotonic, f"shard lease {self.namespace}/{self.name}"
+        )
+        if sent is not None:
+            self._renewed_at = sent
             self._set_holding(True)
         else:
             _ = self.holding  # the renew deadline
