@@ -40,6 +40,17 @@ STEP_DURATION: Final = prometheus_client.Histogram(
     buckets=_DURATIONS,
     registry=REGISTRY,
 )
+REALISED_SAVINGS: Final = prometheus_client.Gauge(
+    "optiinfra_realised_savings_usd",
+    "Monthly savings a verified change realised (USD): (cost per hour before - after) x 730, "
+    "the last verified plan of each customer and agent.",
+    ["customer", "agent"],
+)
+REALISATION_RATIO: Final = prometheus_client.Gauge(
+    "optiinfra_savings_realisation_ratio",
+    "Realised over estimated monthly savings of an agent's last verified plan.",
+    ["agent"],
+)
 RECONCILES: Final = prometheus_client.Counter(
     "optiinfra_reconciles",
     "Reconciles of a customer group.",

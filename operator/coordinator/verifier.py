@@ -18,7 +18,11 @@ answers with the same move, or with:
   measurement is recorded twice);
 - a Wait for a person's decision (Inconclusive): the Approval ``<plan>-verify`` (owned
   by the plan, the measurements in its message) created if missing; once it is decided
-  or expired, the plan machine's move for that decision.
+  or expired, the plan machine's move for that decision;
+- savings (a template's ``savings.query`` over ``savings.window``): read before the first
+  step with the baseline, and once after a successful verification, into
+  ``status.verification.savings`` (realised monthly and the ratio to the estimate) and the
+  metrics ``optiinfra_realised_savings_usd`` and ``optiinfra_savings_realisation_ratio``.
 
 The templates are read with one LIST per plan start and per verifying plan (kept while it
 verifies). Pure decisions are in ``core.verification``; this module only does the I/O.
@@ -33,6 +37,7 @@ from typing import Final
 
 import pydantic
 
+from coordinator import metrics
 from coordinator.api.approval import Approval
 from coordinator.api.common import API_VERSION, APPROVALS, RECOMMENDATIONS, TEMPLATES
 from coordinator.api.defaults import BASELINE_RETRY, Backoff
@@ -40,6 +45,8 @@ from coordinator.api.plan import ExecutionPlan, ExecutionPlanSpec, ExecutionPlan
 from coordinator.api.recommendation import Recommendation
 from coordinator.api.verification import (
     PrometheusProvider,
+    SavingsStatus,
+    VerificationPhase,
     VerificationStatus,
     VerificationTemplate,
 )
@@ -47,7 +54,7 @@ from coordinator.core import approvalstatus
 from coordinator.core import plan as plan_
 from coordinator.core import verification as verification_
 from coordinator.core.backoff import RateLimiter
-from coordinator.core.verification import BaselineGap, Reading, Selection
+from coordinator.core.verification import BaselineGap, Reading, SavingsCheck, Selection
 from coordinator.k8s import client as client_
 
 logger = logging.getLogger(__name__)
@@ -158,6 +165,9 @@ class Verifier:
         if isinstance(found, BaselineGap):
             return self._retry(uid, found.message)
         self._forget(uid)
+        if selection.savings is not None:
+            savings = await self._savings_before(plan, selection.savings)
+            found = found.model_copy(update={"savings": savings})
         logger.info(
             "plan %s/%s: baseline %s", plan.metadata.namespace, plan.metadata.name, found.baseline
         )
@@ -197,6 +207,13 @@ class Verifier:
         for check in verification_.due(checks, current, now=now):
             reading = await self._ask(plan, check, check.query)
             current = verification_.record(checks, current, check.name, reading, now=now)
+        if (
+            current.phase is VerificationPhase.SUCCESSFUL
+            and current.savings is not None
+            and current.savings.measured_at is None
+            and selection.savings is not None
+        ):
+            current = await self._savings_after(plan, selection.savings, current)
         if current != verification:
             return plan_.Advance(
                 status=plan_.record_verification(spec=spec, status=status, verification=current)
@@ -320,7 +337,43 @@ class Verifier:
             templates, recommendation, risk=risk or recommendation.spec.risk_level
         )
 
-    async def _ask(self, plan: ExecutionPlan, check: verification_.Check, query: str) -> Reading:
+    # --- savings ----------------------------------------------------------------------
+
+    async def _savings_before(self, plan: ExecutionPlan, savings: SavingsCheck) -> SavingsStatus:
+        """The cost per hour over the savings window before the change (with the baseline)."""
+        found = await self._recommendation(plan)
+        estimated = found[0].spec.estimated_savings if found is not None else None
+        reading = await self._ask(plan, savings, savings.window_query)
+        return verification_.savings_before(reading, estimated_monthly=estimated)
+
+    async def _savings_after(
+        self, plan: ExecutionPlan, savings: SavingsCheck, current: VerificationStatus
+    ) -> VerificationStatus:
+        """The savings realised, once, after a successful verification; exported as
+        metrics (per customer and agent)."""
+        assert current.savings is not None
+        reading = await self._ask(plan, savings, savings.window_query)
+        realised = verification_.savings_after(current.savings, reading, now=self._clock())
+        found = await self._recommendation(plan)
+        if realised.realised_monthly is not None and found is not None:
+            agent = found[0].spec.agent_id
+            metrics.REALISED_SAVINGS.labels(plan.spec.customer_id, agent).set(
+                realised.realised_monthly
+            )
+            if realised.ratio is not None:
+                metrics.REALISATION_RATIO.labels(agent).set(realised.ratio)
+        logger.info(
+            "plan %s/%s: savings realised %s USD/month (estimated %s)",
+            plan.metadata.namespace,
+            plan.metadata.name,
+            realised.realised_monthly,
+            realised.estimated_monthly,
+        )
+        return current.model_copy(update={"savings": realised})
+
+    async def _ask(
+        self, plan: ExecutionPlan, check: verification_.Check | SavingsCheck, query: str
+    ) -> Reading:
         assert self._query is not None
         try:
             return await self._query(check.provider, query, plan.metadata.namespace, check.template)

@@ -19,9 +19,10 @@ from coordinator.api.approval import (
     Decision,
 )
 from coordinator.api.common import Condition
-from coordinator.api.plan import PlanPhase
+from coordinator.api.plan import ExecutionPlanStatus, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
 from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.api.verification import SavingsStatus, VerificationStatus
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
 from coordinator.core import policy as policies_
@@ -505,3 +506,26 @@ def test_with_the_webhooks_off_a_plan_that_acts_needs_a_person() -> None:
     assert not [
         c for c in decided(simulated, admission=False).status.conditions if c.type == "Admitted"
     ]
+
+
+def test_the_savings_a_verified_plan_realised_are_copied_to_the_recommendation() -> None:
+    w = world(rec("rec-030", riskLevel="low"))
+    w.settle()
+    measured = SavingsStatus(estimated_monthly=100.0, realised_monthly=73.0, ratio=0.73)
+    plan = w.plans["rec-030"]
+    w.plans["rec-030"] = plan.model_copy(
+        update={
+            "status": ExecutionPlanStatus(
+                phase=PlanPhase.SUCCEEDED, verification=VerificationStatus(savings=measured)
+            )
+        }
+    )
+    w.settle()
+    assert w.recs["rec-030"].status is not None
+    assert w.recs["rec-030"].status.realised_savings == measured
+    w2 = world(rec("rec-031", riskLevel="low"))
+    w2.settle()
+    w2.set_plan("rec-031", PlanPhase.SUCCEEDED)
+    w2.settle()
+    assert w2.recs["rec-031"].status is not None
+    assert w2.recs["rec-031"].status.realised_savings is None

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import prometheus_client
 import pytest
 
 from coordinator import plangate, plugin, usecases, verifier
@@ -94,6 +95,8 @@ class Setup:
         *,
         metrics: Sequence[dict[str, Any]] = (),
         annotations: dict[str, str] | None = None,
+        savings: dict[str, Any] | None = None,
+        estimated: float = 0.0,
     ) -> None:
         self.api, self.clock, self.source = FakeApi(), Clock(), source
         rec = builders.recommendation(
@@ -103,10 +106,14 @@ class Setup:
             riskLevel="low",
             target={"apiVersion": "apps/v1", "kind": "Deployment", "name": "workers"},
             affectedResources=None,
+            estimatedSavings=estimated,
         )
         self.api.put(RECOMMENDATIONS, rec)
         metric = builders.metric(interval=f"{INTERVAL}s", count=3)
-        self.api.put(TEMPLATES, builders.template(namespace=NS, metrics=list(metrics) or [metric]))
+        self.api.put(
+            TEMPLATES,
+            builders.template(namespace=NS, metrics=list(metrics) or [metric], savings=savings),
+        )
         plan = builders.plan(
             NAME,
             namespace=NS,
@@ -384,3 +391,67 @@ def test_a_verifying_plan_is_driven_and_counted_as_in_flight() -> None:
     """Fails before: a plan restarted while Verifying had no daemon, and stayed so."""
     assert PlanPhase.VERIFYING.value in daemons.STARTED
     assert PlanPhase.VERIFYING.value in plangate._IN_FLIGHT
+
+
+# --- savings ----------------------------------------------------------------------------------
+
+COST = 'cost_per_hour{deployment="{{target.name}}"}'
+
+
+class Costs(Source):
+    """Source, with the cost per hour answering `before` until the last step ran and
+    `after` from then on (None: no data)."""
+
+    def __init__(self, before: float | None, after: float | None, steps: Steps) -> None:
+        super().__init__(baseline=0.2, after=[0.2])
+        self.costs = (before, after)
+        self.steps = steps
+        self.costed: list[str] = []
+
+    async def __call__(
+        self, provider: PrometheusProvider, query: str, namespace: str, template: str
+    ) -> Reading:
+        if "cost_per_hour" not in query:
+            return await super().__call__(provider, query, namespace, template)
+        self.costed.append(query)
+        return Reading(value=self.costs[len(self.steps.executed) == 2])
+
+
+def savings_setup(before: float | None, after: float | None) -> tuple[Setup, Costs]:
+    setup = Setup(Source(0.2), savings={"query": COST, "window": "30m"}, estimated=100.0)
+    costs = Costs(before, after, setup.executor)
+    setup.source = costs
+    setup.runner = setup.new_runner()
+    return setup, costs
+
+
+def test_a_change_that_holds_records_the_savings_it_realised() -> None:
+    setup, costs = savings_setup(before=0.5, after=0.4)
+    assert run(setup.drive()) is PlanPhase.SUCCEEDED
+    verification = setup.current().status.verification  # type: ignore[union-attr]
+    assert verification is not None
+    assert verification.savings is not None
+    savings = verification.savings
+    assert (savings.before_hourly, savings.after_hourly) == (0.5, 0.4)
+    assert (savings.realised_monthly, savings.ratio) == (73.0, 0.73)  # (0.5 - 0.4) x 730 / 100
+    assert len(costs.costed) == 2  # once before, once after: never again
+    assert all(q.startswith("avg_over_time((cost_per_hour{") for q in costs.costed)
+    exported = prometheus_client.REGISTRY.get_sample_value(
+        "optiinfra_realised_savings_usd", {"customer": "customer-1", "agent": "cost-agent-1"}
+    )
+    assert exported == 73.0
+    ratio = prometheus_client.REGISTRY.get_sample_value(
+        "optiinfra_savings_realisation_ratio", {"agent": "cost-agent-1"}
+    )
+    assert ratio == 0.73
+
+
+def test_no_cost_data_gives_no_realised_figure_and_does_not_hold_the_plan() -> None:
+    setup, costs = savings_setup(before=None, after=0.4)
+    assert run(setup.drive()) is PlanPhase.SUCCEEDED
+    verification = setup.current().status.verification  # type: ignore[union-attr]
+    assert verification is not None
+    assert verification.savings is not None
+    assert verification.savings.realised_monthly is None
+    assert verification.savings.measured_at is not None  # tried once, after
+    assert len(costs.costed) == 2

@@ -48,6 +48,7 @@ from coordinator.api.recommendation import (
     RecommendationPhase,
     RecommendationStatus,
 )
+from coordinator.api.verification import SavingsStatus
 from coordinator.core import approval as policy_
 from coordinator.core import approvalstatus, catalogue, conflicts
 from coordinator.core import conditions as conditions_
@@ -229,6 +230,9 @@ def decide(
     status = _status(
         rec, draft, has_approval=has_approval, has_plan=has_plan, admitted=admitted, now=now
     )
+    savings = _realised(observed.plan)
+    if savings is not None:
+        status = status.model_copy(update={"realised_savings": savings})
     events = _events(rec, status, draft)
     approval_status = draft.approval_status
     if approval is not None and approval_status is not None and approval.status == approval_status:
@@ -483,6 +487,15 @@ def _progress_message(draft: _Draft) -> str:
             f" ({draft.message})" if draft.message else ""
         )
     return draft.message or draft.phase.value
+
+
+def _realised(plan: ExecutionPlan | None) -> SavingsStatus | None:
+    """The savings the plan's verification measured, once it has (copied to the
+    recommendation's status, where `kubectl get` and calibration read them)."""
+    if plan is None or plan.status is None or plan.status.verification is None:
+        return None
+    savings = plan.status.verification.savings
+    return savings if savings is not None and savings.realised_monthly is not None else None
 
 
 def _status(

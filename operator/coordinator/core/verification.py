@@ -514,6 +514,32 @@ def realised_savings(
     )
 
 
+def savings_before(reading: Reading, *, estimated_monthly: float | None) -> SavingsStatus:
+    """The savings record started before the first step: the cost per hour over the
+    savings window, when there is one (no data or an error leaves it out: the change then
+    gets no realised figure, never a made-up one)."""
+    value = reading.value if reading.error is None else None
+    usable = value is not None and math.isfinite(value)
+    return SavingsStatus(
+        estimated_monthly=estimated_monthly, before_hourly=value if usable else None
+    )
+
+
+def savings_after(savings: SavingsStatus, reading: Reading, *, now: datetime) -> SavingsStatus:
+    """The savings record completed after a successful verification: realised monthly
+    savings and their ratio when both readings have data, else the record as it was,
+    stamped with when it was tried (so that it is tried once)."""
+    value = reading.value if reading.error is None else None
+    if savings.before_hourly is None or value is None or not math.isfinite(value):
+        return savings.model_copy(update={"measured_at": _utc(now)})
+    return realised_savings(
+        estimated_monthly=savings.estimated_monthly,
+        before_hourly=savings.before_hourly,
+        after_hourly=value,
+        now=now,
+    )
+
+
 # --- calibration -------------------------------------------------------------------------------
 
 
