@@ -29,7 +29,7 @@ from typing import Any
 
 import kubernetes
 
-from coordinator import present, usecases
+from coordinator import present, timeline, usecases
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.core import text as text_
 from coordinator.k8s import caller
@@ -177,7 +177,7 @@ def _queue(session: Session) -> str:
 
 def _plan(session: Session, name: str) -> str:
     plan = session.get(PLANS, name)
-    return "\n".join(present.timeline(plan, now=datetime.now(UTC)))
+    return "\n".join(timeline.timeline(plan, now=datetime.now(UTC)))
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:

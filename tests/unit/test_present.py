@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator import present
+from coordinator import present, timeline
 from tests.support import builders
 
 NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
@@ -188,7 +188,7 @@ def test_the_timeline_draws_steps_and_rollbacks() -> None:
             ],
         },
     )
-    lines = present.timeline(plan, now=NOW, width=40)
+    lines = timeline.timeline(plan, now=NOW, width=40)
     assert lines[0] == "plan p: RolledBack 3/3 in 40000 ms"
     bars = {line.split()[0]: line.split("|")[1] for line in lines[1:] if "|" in line}
     assert bars["one"] == "#" * 10 + "<" * 30
@@ -216,10 +216,10 @@ def test_short_steps_are_placed_by_their_duration_not_whole_seconds() -> None:
             ],
         },
     )  # fmt: skip
-    span, placed = present.intervals(plan, now=NOW)
+    span, placed = timeline.intervals(plan, now=NOW)
     assert span == 800
     assert placed == {"a": (0.0, 200.0, None), "b": (200.0, 800.0, None)}
-    bars = [line.split("|")[1] for line in present.timeline(plan, now=NOW, width=8)[1:]]
+    bars = [line.split("|")[1] for line in timeline.timeline(plan, now=NOW, width=8)[1:]]
     assert bars == ["##      ", "  ######"]
 
 
@@ -250,11 +250,11 @@ def test_the_timeline_shows_the_baseline_and_each_measurement_in_the_verifying_w
             },
         },
     )  # fmt: skip
-    window = present.verification(plan, now=NOW)
+    window = timeline.verification(plan, now=NOW)
     assert window is not None
     assert (window["phase"], window["start"], window["end"]) == ("Failed", 10000, 40000)
     assert [m["at"] for m in window["metrics"][0]["measurements"]] == [20000, 30000, 40000]
-    lines = present.timeline(plan, now=NOW, width=40)
+    lines = timeline.timeline(plan, now=NOW, width=40)
     bars = {line.split()[0]: line.split("|")[1] for line in lines[1:] if "|" in line}
     assert bars["scale"] == "#" * 10 + " " * 30  # the axis runs to the verification's end
     assert bars["verify"] == " " * 10 + "=" * 10 + "+" + "=" * 9 + "e" + "=" * 8 + "x"
@@ -268,5 +268,35 @@ def test_the_timeline_shows_the_baseline_and_each_measurement_in_the_verifying_w
 
 def test_a_plan_without_a_baseline_has_no_verification_window() -> None:
     plan = builders.plan("p", status={"phase": "Running", "startedAt": "2026-01-02T12:00:00Z"})
-    assert present.verification(plan, now=NOW) is None
-    assert not any("verify" in line for line in present.timeline(plan, now=NOW))
+    assert timeline.verification(plan, now=NOW) is None
+    assert not any("verify" in line for line in timeline.timeline(plan, now=NOW))
+
+
+def test_why_shows_realised_and_calibrated_savings() -> None:
+    """An agent whose past changes realised a quarter of their claims: its new estimate of
+    2000 is worth 500 to calibration; a change of its own that realised shows it."""
+    past = [
+        at_phase(
+            f"past-{i}",
+            "Succeeded",
+            {"agentId": "cost-agent-1"},
+            realisedSavings={
+                "estimatedMonthly": 100.0,
+                "realisedMonthly": 25.0,
+                "ratio": 0.25,
+                "measuredAt": f"2026-01-0{i}T00:00:00Z",
+            },
+        )
+        for i in (1, 2)
+    ]
+    new = at_phase("rec-new", "AwaitingApproval", {"agentId": "cost-agent-1"})
+    others = {str(o["metadata"]["name"]): o for o in (*past, new)}
+    lines = present.why(new, approval=None, plan=None, others=others, now=NOW)
+    assert lines[1] == (
+        "Calibrated savings 500.00: its agent realised 25% of its estimates over its last 2 "
+        "verified change(s) (conflicts rank on this with --calibrate-savings)."
+    )
+    done = present.why(past[0], approval=None, plan=None, others=others, now=NOW)
+    assert done[1] == "Realised savings 25.00 a month."
+    alone = present.why(new, approval=None, plan=None, others={"rec-new": new}, now=NOW)
+    assert not any("alibrated" in line for line in alone)

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator import present
+from coordinator import present, timeline
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
 from coordinator.gateway import callers, origin
 from coordinator.k8s import caller
@@ -64,11 +64,11 @@ async def state(request: web.Request) -> web.Response:
         group(str(row["customer"]))["queue"].append(row)
     for plan in sorted(plans, key=lambda p: str(p["metadata"]["name"])):
         shaped = origin.plan(plan)
-        span, placed = present.intervals(plan, now=now)
+        span, placed = timeline.intervals(plan, now=now)
         shaped["timeline"] = {
             "span_ms": span,
             "steps": {n: {"start": a, "end": b, "undone": c} for n, (a, b, c) in placed.items()},
-            "verification": present.verification(plan, now=now),
+            "verification": timeline.verification(plan, now=now),
         }
         group(str((plan.get("spec") or {}).get("customerId")))["plans"].append(shaped)
     return web.json_response(
