@@ -1,4 +1,5 @@
-"""The approval policy's flags (``--expiry-<risk>``, ``--min-risk``), shared by
+"""The approval policy's flags (``--expiry-<risk>``, ``--min-risk``,
+``--calibrate-savings``), shared by
 ``coordinator run`` and ``coordinator check``: their parsing, and the policy they describe."""
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
         help="treat ACTION as at least this risky, whatever its riskLevel says (repeatable; "
         "built in: scaling to zero and delete_*/remove_* actions are at least high)",
     )
+    parser.add_argument(
+        "--calibrate-savings",
+        dest="calibrate_savings",
+        action="store_true",
+        help="resolve conflicts on estimatedSavings x the agent's realisation ratio (realised "
+        "over estimated savings of its last verified changes in the namespace), so that an "
+        "agent that over-promises stops winning",
+    )
 
 
 def policy_from(arguments: argparse.Namespace) -> approval.ApprovalPolicy:
@@ -45,6 +54,7 @@ def policy_from(arguments: argparse.Namespace) -> approval.ApprovalPolicy:
     return approval.ApprovalPolicy(
         **{name: getattr(arguments, f"expiry_{name}") for name in EXPIRIES},
         min_risk=tuple(getattr(arguments, "min_risk", None) or ()),
+        calibrate_savings=bool(getattr(arguments, "calibrate_savings", False)),
     )
 
 

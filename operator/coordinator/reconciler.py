@@ -193,11 +193,12 @@ class Reconciler:
         group = await self.observe(key, context)
         if not group:
             return Result()
-        # The namespace is where dependsOn names are looked up: only read (all of it, a
-        # cost that grows with the namespace) when a recommendation of the group has some.
+        # The namespace is where dependsOn names are looked up and agents' realised savings
+        # are read (--calibrate-savings): only read (all of it, a cost that grows with the
+        # namespace) when a recommendation of the group has some, or to calibrate.
         namespace = (
             self.store.in_namespace(key[0])
-            if any(o.recommendation.spec.depends_on for o in group)
+            if self.policy.calibrate_savings or any(o.recommendation.spec.depends_on for o in group)
             else []
         )
         now = self.clock()

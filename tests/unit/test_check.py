@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import textwrap
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from coordinator import check, cli
+from coordinator import check, cli, policyflags
 from tests.support import builders
 
 Capture = pytest.CaptureFixture[str]
@@ -595,3 +596,10 @@ def test_a_template_admission_would_refuse_is_refused_naming_the_field(
         for p in problems
     ), problems
     assert any("VerificationTemplate bad: spec.metrics[0].successCondition:" in p for p in problems)
+
+
+def test_the_calibrate_savings_flag_turns_calibration_on_for_run_and_check() -> None:
+    parser = argparse.ArgumentParser()
+    policyflags.add_policy_arguments(parser)
+    assert policyflags.policy_from(parser.parse_args(["--calibrate-savings"])).calibrate_savings
+    assert not policyflags.policy_from(parser.parse_args([])).calibrate_savings

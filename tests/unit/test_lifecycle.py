@@ -21,7 +21,11 @@ from coordinator.api.approval import (
 from coordinator.api.common import Condition
 from coordinator.api.plan import ExecutionPlanStatus, PlanPhase
 from coordinator.api.policy import ApprovalPolicy
-from coordinator.api.recommendation import Recommendation, RecommendationPhase
+from coordinator.api.recommendation import (
+    Recommendation,
+    RecommendationPhase,
+    RecommendationStatus,
+)
 from coordinator.api.verification import SavingsStatus, VerificationStatus
 from coordinator.core import approval as policy_
 from coordinator.core import lifecycle
@@ -529,3 +533,39 @@ def test_the_savings_a_verified_plan_realised_are_copied_to_the_recommendation()
     w2.settle()
     assert w2.recs["rec-031"].status is not None
     assert w2.recs["rec-031"].status.realised_savings is None
+
+
+def _verified(name: str, agent: str, ratio: float, day: int) -> Recommendation:
+    """An ended recommendation of `agent` whose verified change realised `ratio`."""
+    done = rec(name, agentId=agent, customerId=f"past-{name}")
+    savings = SavingsStatus(
+        estimated_monthly=100.0,
+        realised_monthly=100.0 * ratio,
+        ratio=ratio,
+        measured_at=NOW - timedelta(days=day),
+    )
+    status = RecommendationStatus(phase=RecommendationPhase.SUCCEEDED, realised_savings=savings)
+    return done.model_copy(update={"status": status})
+
+
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_calibration_makes_an_over_promising_agent_lose_its_conflicts(calibrate: bool) -> None:
+    """Both want the same resource; the over-promiser claims 3x the savings, but its past
+    changes realised a fifth of their claims and the honest agent's all of them."""
+    history = [
+        _verified("past-1", "over-promiser", 0.2, 3),
+        _verified("past-2", "over-promiser", 0.2, 2),
+        _verified("past-3", "honest", 1.0, 1),
+    ]
+    honest = rec("rec-h", agentId="honest", estimatedSavings=100.0, affectedResources=["db"])
+    loud = rec("rec-o", agentId="over-promiser", estimatedSavings=300.0, affectedResources=["db"])
+    group = [lifecycle.Observed(recommendation=r) for r in (honest, loud)]
+    desired = lifecycle.evaluate(
+        group,
+        namespace=[honest, loud, *history],
+        policy=policy_.ApprovalPolicy(calibrate_savings=calibrate),
+        now=NOW,
+    )
+    loser = "rec-o" if calibrate else "rec-h"
+    assert desired[loser].status.phase is RecommendationPhase.SUPERSEDED
+    assert desired[loser].status.superseded_by == ({"rec-o", "rec-h"} - {loser}).pop()

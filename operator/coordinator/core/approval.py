@@ -44,6 +44,9 @@ class ApprovalPolicy:
     an unstamped one is not trusted (no decision by policy); False (webhooks off), a plan
     that changes the cluster or calls an agent needs a person; None (``coordinator
     check``, tests of the rules): no stamps are expected."""
+    calibrate_savings: bool = False
+    """Rank conflicts on estimatedSavings x the agent's measured realisation ratio
+    (``coordinator run --calibrate-savings``; ``core.verification.calibrated_rank``)."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

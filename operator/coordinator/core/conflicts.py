@@ -199,6 +199,7 @@ def evaluate(
     namespace: Iterable[Recommendation] = (),
     actions: actions_.ActionTable = actions_.DEFAULT,
     detector: Detector = detect,
+    ranking: Callable[[Recommendation], _Rank] | None = None,
 ) -> Evaluation:
     """The verdicts for one customer's recommendations in one namespace (RULES 1-3).
 
@@ -207,7 +208,8 @@ def evaluate(
     that namespace, of any customer, to look ``dependsOn`` names up in (it may include
     ``recommendations``; objects of other namespaces are ignored). Ended
     recommendations get no verdict. ValueError if the recommendations are not of one
-    scope or two have the same name.
+    scope or two have the same name. ``ranking``: another sort key than ``rank`` (the
+    calibrated one: ``core.verification.calibrated_rank``).
     """
     ordered = sorted(recommendations, key=_NAME)
     facts = _read(ordered)
@@ -218,7 +220,7 @@ def evaluate(
     resources = [() if index in apart else found for index, found in enumerate(facts.resources)]
     sharings = sorted(detector(resources))
     lost_to = _resolve(
-        sharings, rank=lambda index: _rank(ordered[index]), executing=facts.executing
+        sharings, rank=lambda index: (ranking or _rank)(ordered[index]), executing=facts.executing
     )
     return _evaluation(
         ordered,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Final
@@ -50,7 +51,7 @@ from coordinator.api.recommendation import (
 )
 from coordinator.api.verification import SavingsStatus
 from coordinator.core import approval as policy_
-from coordinator.core import approvalstatus, catalogue, conflicts
+from coordinator.core import approvalstatus, catalogue, conflicts, verification
 from coordinator.core import conditions as conditions_
 from coordinator.core import plan as plan_
 from coordinator.core import policy as policies_
@@ -172,7 +173,11 @@ def evaluate(
         o.recommendation.name: with_phase(o.recommendation, effective_phase(o, now=now))
         for o in group
     }
-    evaluation = conflicts.evaluate(list(effective.values()), namespace=namespace)
+    ranking = None
+    if policy.calibrate_savings:  # an agent's record backs its promises (--calibrate-savings)
+        history = verification.realisation_history(namespace)
+        ranking = functools.partial(verification.calibrated_rank, history=history)
+    evaluation = conflicts.evaluate(list(effective.values()), namespace=namespace, ranking=ranking)
     desired = {}
     for o in group:
         name = o.recommendation.name

@@ -559,6 +559,39 @@ def calibrated_savings(estimated: float, ratio: float | None) -> float:
     return estimated if ratio is None else estimated * ratio
 
 
+def realisation_history(recommendations: Iterable[Recommendation]) -> dict[str, list[float]]:
+    """agentId -> the realisation ratios of its verified changes, oldest first (from each
+    recommendation's ``status.realisedSavings``)."""
+    measured = sorted(
+        (
+            (savings.measured_at, r.spec.agent_id, savings.ratio)
+            for r in recommendations
+            if r.status is not None
+            and (savings := r.status.realised_savings) is not None
+            and savings.ratio is not None
+            and savings.measured_at is not None
+        ),
+        key=lambda item: (item[0], item[1]),
+    )
+    history: dict[str, list[float]] = {}
+    for _, agent, ratio in measured:
+        history.setdefault(agent, []).append(ratio)
+    return history
+
+
+def calibration_note(estimated: float, ratios: Sequence[float]) -> str | None:
+    """What calibration makes of an agent's estimate (``kubectl optiinfra why``), or None
+    while its agent has no verified change (``ratios``: oldest first)."""
+    ratio = realisation_ratio(ratios)
+    if ratio is None:
+        return None
+    return (
+        f"Calibrated savings {calibrated_savings(estimated, ratio):.2f}: its agent realised "
+        f"{ratio:.0%} of its estimates over its last {min(len(ratios), CALIBRATION_PLANS)} "
+        "verified change(s) (conflicts rank on this with --calibrate-savings)."
+    )
+
+
 def calibrated_rank(
     recommendation: Recommendation,
     history: Mapping[str, Sequence[float]],
