@@ -38,9 +38,11 @@ OPERATOR_MANIFESTS = (
     "operator-rbac.yaml",
     "executor-role.yaml",
     "local-webhooks-role.yaml",
+    "shard-role.yaml",
 )
 """What an operator run outside the cluster is granted: the ServiceAccount's rights of
-manifests/, and (it serves its webhooks from 127.0.0.1) local-webhooks-role.yaml."""
+manifests/, (it serves its webhooks from 127.0.0.1) local-webhooks-role.yaml, and the
+shards' Leases (shard-role.yaml, for tests/cluster/test_shard_lease.py)."""
 
 
 def operator_kubeconfig(*, admin: Path, kubectl: Path | str, manifests: Path, out: Path) -> Path:

@@ -17,11 +17,12 @@ import pytest
 from tests.support import Kubectl, wait_for
 from tests.support.builders import metric, recommendation, template
 from tests.support.cluster import bind_users
-from tests.support.kube import APPROVALS, PLANS, Objects, apply, optiinfra
+from tests.support.kube import APPROVALS, PLANS, RECS, Objects, apply, optiinfra
 from tests.support.processes import OperatorProcess
 
 Local = tuple[localprometheus.Prometheus, localprometheus.MetricsFixture]
 GAUGE = "optiinfra_test_latency_seconds"
+COST = "optiinfra_test_cost_usd_per_hour"
 METRIC = "latency/p99"
 COUNT = 4
 
@@ -29,10 +30,17 @@ pytestmark = pytest.mark.usefixtures("plugin_on_path", "user_roles")
 
 
 def setup(
-    kubectl: Kubectl, namespace: str, prometheus: Local, *, step_ms: int = 200, **fields: Any
+    kubectl: Kubectl,
+    namespace: str,
+    prometheus: Local,
+    *,
+    step_ms: int = 200,
+    savings: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> None:
-    """A template measuring the gauge of Deployment workers every second, then a low-risk
-    scale_down of workers that runs at once (two simulated steps of `step_ms`)."""
+    """A template measuring the gauge of Deployment workers every second (and, given
+    `savings`, its cost), then a low-risk scale_down of workers estimated to save 100 a
+    month that runs at once (two simulated steps of `step_ms`)."""
     server, _ = prometheus
     query = f'max({GAUGE}{{namespace="{{{{namespace}}}}",deployment="{{{{target.name}}}}"}})'
     body = template(
@@ -41,6 +49,7 @@ def setup(
         selector={"actions": ["scale_down"]},
         baseline={"window": "10s"},
         metrics=[metric("p99", query=query, **({"interval": "1s", "count": COUNT} | fields))],
+        savings=savings,
     )
     steps = [
         {"name": n, "action": n, "executor": "simulated", "params": {"durationMs": step_ms}}
@@ -58,6 +67,7 @@ def setup(
             target={"apiVersion": "apps/v1", "kind": "Deployment", "name": "workers"},
             affectedResources=None,
             steps=steps,
+            estimatedSavings=100.0,
         ),
     )
 
@@ -89,6 +99,10 @@ class Scene:
     def submit(self, **fields: Any) -> None:
         setup(self.kubectl, self.namespace, self.prometheus, **fields)
 
+    def cost(self, value: float) -> None:
+        """The cost per hour (USD) of Deployment workers in this namespace, from now on."""
+        self.prometheus[1].set(COST, value, namespace=self.namespace, deployment="workers")
+
 
 @pytest.fixture
 def scene(
@@ -117,6 +131,33 @@ def test_a_metric_that_holds_ends_succeeded_with_its_measurements(scene: Scene) 
     assert [m["value"] for m in taken] == [pytest.approx(0.2)] * COUNT
     assert len({m["at"] for m in taken}) == COUNT
     assert "verified" in done["status"]["message"]
+
+
+@pytest.mark.timeout(120)
+def test_a_change_that_holds_records_the_savings_it_realised(scene: Scene) -> None:
+    """The workers cost 0.50 an hour before the change and 0.40 after it: 73 a month
+    realised of the 100 estimated, in the plan's and the recommendation's status."""
+    scene.set(0.2)
+    scene.cost(0.5)
+    objects = scene.objects
+    query = f'max({COST}{{namespace="{{{{namespace}}}}",deployment="{{{{target.name}}}}"}})'
+    scene.submit(count=12, savings={"query": query, "window": "8s"})
+    objects.wait_phase(PLANS, "rec-v", "Verifying", timeout=60)
+    scene.cost(0.4)  # the change saved money
+    done = objects.wait_phase(PLANS, "rec-v", "Succeeded", timeout=90)
+    savings = done["status"]["verification"]["savings"]
+    assert savings["beforeHourly"] == pytest.approx(0.5)
+    assert savings["afterHourly"] == pytest.approx(0.4)
+    assert savings["realisedMonthly"] == pytest.approx(73.0)
+    assert savings["ratio"] == pytest.approx(0.73)
+    copied = wait_for(
+        lambda: objects.status(RECS, "rec-v").get("realisedSavings"),
+        what="the realised savings copied to the recommendation",
+    )
+    assert copied == savings
+    why = optiinfra(scene.kubectl, scene.namespace, "why", "rec-v")
+    assert why.returncode == 0, why.stderr
+    assert "Realised savings 73.00 a month." in why.stdout
 
 
 @pytest.mark.timeout(120)
