@@ -269,7 +269,8 @@ def story(agent: localproc.AgentProcess) -> None:
 
 
 def verified(k: str) -> None:
-    """Example 12: two scale_downs verified against a real Prometheus; one regresses."""
+    """Example 12: two scale_downs verified against a real Prometheus; one regresses, the
+    other holds and records the savings it realised."""
     say("12: every change checked against its metrics; a regression rolls back by itself")
     example = REPO / "examples" / "12-verified-scale-down.yaml"
     text = example.read_text()
@@ -302,10 +303,19 @@ def verified(k: str) -> None:
         run(f"kubectl optiinfra -n {NAMESPACE} plan rec-020")
         run(f"kubectl optiinfra -n {NAMESPACE} plan rec-021")
         run(f"{k} get deployment checkout reports")
+        run(
+            f"kubectl wait -n {NAMESPACE} rec/rec-021 "
+            "--for=jsonpath={.status.realisedSavings.realisedMonthly} --timeout=60s",
+            show=False,
+        )
+        run(f"kubectl optiinfra -n {NAMESPACE} why rec-021")
         say("12: the outcomes")
         for name in ("rec-020", "rec-021"):
             path = "{.status.phase}: {.status.message}"
             print(f"{name} {run(f'{k} get rec {name} -o jsonpath={path!r}', show=False)}")
+        path = "{.status.realisedSavings.realisedMonthly}"
+        found = run(f"{k} get rec rec-021 -o jsonpath={path!r}", show=False)
+        print(f"rec-021 realised {found} USD a month of the 110 estimated")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ serve, one comment line each::
     # gauge: NAME LABEL=VALUE ... VALUE            a constant
     # gauge: NAME LABEL=VALUE ... VALUE/replicas   VALUE divided by the replicas the
                                                    Deployment named by `deployment=` asks for
+    # gauge: NAME LABEL=VALUE ... VALUE*replicas   VALUE times those replicas (a cost)
 
 ``feeding`` keeps them set (every half second, with the namespace's label) while the
 example runs, so a plan that scales a Deployment changes what Prometheus scrapes next. The
@@ -52,14 +53,17 @@ class Gauge:
     name: str
     labels: dict[str, str]
     value: float
-    per_replica: bool
+    by_replicas: str = ""
+    """"/" (per replica), "*" (for each replica) or "" (a constant)."""
 
     def now(self, replicas: Callable[[str], int | None]) -> float | None:
-        """Its value now; None when it is per replica and the Deployment has none."""
-        if not self.per_replica:
+        """Its value now; None when it depends on replicas and the Deployment has none."""
+        if not self.by_replicas:
             return self.value
         count = replicas(self.labels.get("deployment", ""))
-        return None if not count else self.value / count
+        if not count:
+            return None
+        return self.value / count if self.by_replicas == "/" else self.value * count
 
 
 def gauges(text: str) -> list[Gauge]:
@@ -71,8 +75,10 @@ def gauges(text: str) -> list[Gauge]:
             continue
         name, labels, value = match.groups()
         pairs = dict(pair.split("=", 1) for pair in labels.split())
-        per_replica = value.endswith("/replicas")
-        found.append(Gauge(name, pairs, float(value.removesuffix("/replicas")), per_replica))
+        number, by = value.removesuffix("replicas"), ""
+        if number != value:
+            number, by = number[:-1], number[-1]
+        found.append(Gauge(name, pairs, float(number), by))
     return found
 
 

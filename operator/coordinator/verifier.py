@@ -20,7 +20,8 @@ answers with the same move, or with:
   by the plan, the measurements in its message) created if missing; once it is decided
   or expired, the plan machine's move for that decision;
 - savings (a template's ``savings.query`` over ``savings.window``): read before the first
-  step with the baseline, and once after a successful verification, into
+  step with the baseline (without it the plan waits, as for a baseline), and once after a
+  successful verification, into
   ``status.verification.savings`` (realised monthly and the ratio to the estimate) and the
   metrics ``optiinfra_realised_savings_usd`` and ``optiinfra_savings_realisation_ratio``.
 
@@ -162,12 +163,14 @@ class Verifier:
                 c.name: await self._ask(plan, c, c.baseline_query) for c in selection.checks
             }
             found = verification_.baseline(selection, readings)
+        if skipper is None and selection.savings is not None and not isinstance(found, BaselineGap):
+            savings = await self._savings_before(plan, selection.savings)
+            if isinstance(savings, BaselineGap):
+                return self._retry(uid, savings.message)
+            found = found.model_copy(update={"savings": savings})
         if isinstance(found, BaselineGap):
             return self._retry(uid, found.message)
         self._forget(uid)
-        if selection.savings is not None:
-            savings = await self._savings_before(plan, selection.savings)
-            found = found.model_copy(update={"savings": savings})
         logger.info(
             "plan %s/%s: baseline %s", plan.metadata.namespace, plan.metadata.name, found.baseline
         )
@@ -339,12 +342,14 @@ class Verifier:
 
     # --- savings ----------------------------------------------------------------------
 
-    async def _savings_before(self, plan: ExecutionPlan, savings: SavingsCheck) -> SavingsStatus:
+    async def _savings_before(
+        self, plan: ExecutionPlan, savings: SavingsCheck
+    ) -> SavingsStatus | BaselineGap:
         """The cost per hour over the savings window before the change (with the baseline)."""
         found = await self._recommendation(plan)
         estimated = found[0].spec.estimated_savings if found is not None else None
         reading = await self._ask(plan, savings, savings.window_query)
-        return verification_.savings_before(reading, estimated_monthly=estimated)
+        return verification_.savings_before(savings, reading, estimated_monthly=estimated)
 
     async def _savings_after(
         self, plan: ExecutionPlan, savings: SavingsCheck, current: VerificationStatus

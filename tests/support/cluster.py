@@ -165,6 +165,13 @@ def release_plans(api: kubernetes.client.ApiClient, namespace: str) -> None:
                 )  # fmt: skip
 
 
+def realised(objects: Objects, name: str, monthly: float) -> bool:
+    """Whether recommendation `name` records `monthly` realised savings (to the cent)."""
+    found = ((objects.get(RECS, name) or {}).get("status") or {}).get("realisedSavings") or {}
+    value = found.get("realisedMonthly")
+    return value is not None and abs(float(value) - monthly) < 0.01
+
+
 def reach_example_outcomes(
     kubectl: Kubectl,
     e2e_namespace: str,
@@ -221,5 +228,11 @@ def _reach(
                 assert (found.stdout.strip() or "none") == value, example.path.name
             elif what == "exists":
                 kubectl("get", name, "-n", e2e_namespace)
+            elif what == "realised-savings":
+                wait_for(
+                    functools.partial(realised, objects, name, float(value)),
+                    what=f"{name} to realise {value} a month ({example.path.name})",
+                    timeout=90,
+                )
             else:
                 objects.wait_phase(RECS, name, what, timeout=90)

@@ -4,6 +4,7 @@
 # then: kubectl ...               a command a person runs after applying
 # outcome: NAME PHASE             what the operator reaches on a cluster
 # outcome: deployment/NAME replicas N
+# outcome: NAME realised-savings USD  the monthly savings its verified change realised
 """
 
 from __future__ import annotations

@@ -446,12 +446,19 @@ def test_a_change_that_holds_records_the_savings_it_realised() -> None:
     assert ratio == 0.73
 
 
-def test_no_cost_data_gives_no_realised_figure_and_does_not_hold_the_plan() -> None:
+def test_without_the_cost_before_the_change_the_plan_waits_as_for_a_baseline() -> None:
+    """A realised figure needs both sides: no cost data before the first step is a missing
+    baseline (retried; --skip-baseline starts it without), never a made-up figure."""
     setup, costs = savings_setup(before=None, after=0.4)
+    plan = run(setup.start())
+    assert plan.status is not None
+    assert plan.status_phase is PlanPhase.PENDING
+    assert "baseline of metric latency/savings: no data over 30m" in (plan.status.message or "")
+    assert setup.executor.executed == []
+    costs.costs = (0.5, 0.4)
+    setup.clock.now = setup.runner.verifier.retry_at(plan) or setup.clock.now
     assert run(setup.drive()) is PlanPhase.SUCCEEDED
     verification = setup.current().status.verification  # type: ignore[union-attr]
     assert verification is not None
     assert verification.savings is not None
-    assert verification.savings.realised_monthly is None
-    assert verification.savings.measured_at is not None  # tried once, after
-    assert len(costs.costed) == 2
+    assert verification.savings.realised_monthly == 73.0

@@ -514,15 +514,18 @@ def realised_savings(
     )
 
 
-def savings_before(reading: Reading, *, estimated_monthly: float | None) -> SavingsStatus:
+def savings_before(
+    savings: SavingsCheck, reading: Reading, *, estimated_monthly: float | None
+) -> SavingsStatus | BaselineGap:
     """The savings record started before the first step: the cost per hour over the
-    savings window, when there is one (no data or an error leaves it out: the change then
-    gets no realised figure, never a made-up one)."""
-    value = reading.value if reading.error is None else None
-    usable = value is not None and math.isfinite(value)
-    return SavingsStatus(
-        estimated_monthly=estimated_monthly, before_hourly=value if usable else None
-    )
+    savings window. Without it (no data, an error) the plan waits as for a metric's
+    baseline: a realised figure needs both sides, and is never made up."""
+    name = f"{savings.template}/savings"
+    if reading.error is not None:
+        return BaselineGap(metric=name, reason=text.clean(reading.error)[:300])
+    if reading.value is None or not math.isfinite(reading.value):
+        return BaselineGap(metric=name, reason=f"no data over {savings.window}")
+    return SavingsStatus(estimated_monthly=estimated_monthly, before_hourly=reading.value)
 
 
 def savings_after(savings: SavingsStatus, reading: Reading, *, now: datetime) -> SavingsStatus:
