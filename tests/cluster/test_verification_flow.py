@@ -235,3 +235,24 @@ def test_a_sigkill_during_verifying_loses_no_measurement_and_takes_none_twice(
     assert len(set(times)) == len(times) == 8  # none twice
     assert times == sorted(times)
     assert done["status"]["verification"]["metrics"][0]["successful"] == 8
+
+
+@pytest.mark.timeout(180)
+def test_no_data_nobody_decides_and_the_expiry_rolls_the_change_back(scene: Scene) -> None:
+    """The latency goes missing after the change: Inconclusive, a person is asked
+    (rec-v-verify, standing as long as the recommendation's own approval: --expiry-low),
+    nobody answers, and the expiry rolls the steps back."""
+    assert scene.operator is not None
+    scene.operator.stop()
+    scene.operator = scene.start_operator("short-expiry", "--expiry-low=15s")
+    scene.set(0.2)
+    objects = scene.objects
+    scene.submit(step_ms=3000)  # the gauge goes before the first measurement
+    wait_for(lambda: verification(objects).get("baseline"), what="the baseline", timeout=60)
+    scene.prometheus[1].remove(GAUGE, namespace=scene.namespace, deployment="workers")
+    asked = objects.wait_phase(APPROVALS, "rec-v-verify", "Pending", timeout=60)
+    assert "expiry rolls it back" in asked["status"]["message"]
+    done = objects.wait_phase(PLANS, "rec-v", "RolledBack", timeout=60)
+    assert [s["phase"] for s in done["status"]["steps"]] == ["RolledBack", "RolledBack"]
+    assert objects.status(APPROVALS, "rec-v-verify")["phase"] == "Expired"
+    assert verification(objects)["phase"] == "Inconclusive"

@@ -726,13 +726,12 @@ def decision_request(
     """The Approval ``<plan>-verify`` (pending): approve keeps the change, reject or expiry
     rolls it back. Decided by the people who could approve the recommendation (the
     approver lists, quorum and risk of its approval ``requested``, when it has one); the
-    measurements are in its message."""
+    measurements are in its message. It stands as long as that approval did (the expiry
+    its risk has: ``--expiry-<risk>``), or ``DECISION_EXPIRY`` without one."""
     now = _utc(now).replace(microsecond=0)
     window = DECISION_EXPIRY
     if requested is not None and requested.status is not None and requested.status.requested_at:
-        window = max(
-            timedelta(minutes=5), requested.spec.expires_at - requested.status.requested_at
-        )
+        window = requested.spec.expires_at - requested.status.requested_at
     spec = ApprovalSpec(
         recommendation=recommendation.name,
         recommendation_generation=recommendation.metadata.generation,
