@@ -326,6 +326,31 @@ def test_realised_savings_and_ratio() -> None:
     assert (worse.realised_monthly, worse.ratio) == (-73.0, None)
 
 
+def test_the_savings_note_gives_the_figure_or_says_why_there_is_none() -> None:
+    measured = verification.savings_after(
+        verification.savings_before(Reading(value=0.5), estimated_monthly=100.0),
+        Reading(value=0.4),
+        now=T0,
+    )
+    assert verification.savings_note(measured) == (
+        "realised savings 73.00 USD/month of 100.00 estimated (ratio 0.73)"
+    )
+    no_before = verification.savings_before(NO_DATA, estimated_monthly=100.0)
+    after = verification.savings_after(no_before, Reading(value=0.4), now=T0)
+    assert after.realised_monthly is None
+    assert verification.savings_note(no_before).endswith("no data before the change")
+    failed_after = verification.savings_after(
+        verification.savings_before(Reading(value=0.5), estimated_monthly=None),
+        Reading(error="timeout"),
+        now=T0,
+    )
+    assert verification.savings_note(failed_after).endswith("no data after the change")
+    unestimated = verification.realised_savings(
+        estimated_monthly=None, before_hourly=0.5, after_hourly=0.4, now=T0
+    )
+    assert verification.savings_note(unestimated) == "realised savings 73.00 USD/month"
+
+
 def test_the_realisation_ratio_averages_the_last_plans_clamped() -> None:
     assert verification.realisation_ratio([]) is None
     assert verification.realisation_ratio([0.2, 0.4], last=10) == pytest.approx(0.3)
