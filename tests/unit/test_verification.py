@@ -413,6 +413,41 @@ def test_calibrated_ranking_orders_by_backed_savings(
     assert backed == sorted(backed, reverse=True)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(st.integers(0, 3), st.floats(0, 10_000), st.floats(0, 1)),
+        min_size=2,
+        max_size=6,
+    ),
+    others=st.dictionaries(st.sampled_from(["agent-x", "agent-y"]), st.lists(st.floats(0, 2))),
+)
+def test_without_history_calibration_changes_no_verdict(
+    specs: list[tuple[int, float, float]], others: dict[str, list[float]]
+) -> None:
+    """Agents with no verified change (the history holds only other agents'): the
+    calibrated ranking is the plain one, and every conflict has the same winner."""
+    recs = [
+        rec(
+            f"rec-{i}",
+            agentId=f"agent-{i}",
+            priority=priority,
+            estimatedSavings=savings,
+            confidence=confidence,
+            affectedResources=["i-shared"],
+            target=None,
+        )
+        for i, (priority, savings, confidence) in enumerate(specs)
+    ]
+    assert [verification.calibrated_rank(r, others) for r in recs] == [
+        conflicts.rank(r) for r in recs
+    ]
+    plain = conflicts.evaluate(recs)
+    assert sum(v.superseded_by is not None for v in plain.verdicts.values()) == len(recs) - 1
+    calibrated = conflicts.evaluate(recs, ranking=lambda r: verification.calibrated_rank(r, others))
+    assert calibrated.verdicts == plain.verdicts
+
+
 def test_an_agent_without_history_is_ranked_on_its_estimate() -> None:
     a = _agent_rec("rec-a", "new-agent", 100.0)
     assert verification.calibrated_rank(a, {}) == conflicts.rank(a)
