@@ -45,11 +45,13 @@ REALISED_SAVINGS: Final = prometheus_client.Gauge(
     "Monthly savings a verified change realised (USD): (cost per hour before - after) x 730, "
     "the last verified plan of each customer and agent.",
     ["customer", "agent"],
+    registry=REGISTRY,
 )
 REALISATION_RATIO: Final = prometheus_client.Gauge(
     "optiinfra_savings_realisation_ratio",
     "Realised over estimated monthly savings of an agent's last verified plan.",
     ["agent"],
+    registry=REGISTRY,
 )
 RECONCILES: Final = prometheus_client.Counter(
     "optiinfra_reconciles",

@@ -21,9 +21,9 @@ answers with the same move, or with:
   or expired, the plan machine's move for that decision;
 - savings (a template's ``savings.query`` over ``savings.window``): read before the first
   step with the baseline (without it the plan waits, as for a baseline), and once after a
-  successful verification, into
-  ``status.verification.savings`` (realised monthly and the ratio to the estimate) and the
-  metrics ``optiinfra_realised_savings_usd`` and ``optiinfra_savings_realisation_ratio``.
+  successful verification (or a person's keep), into ``status.verification.savings``
+  (realised monthly, the ratio to the estimate; no data after: no figure, the message
+  says so) and the metrics (``optiinfra_realised_savings_usd``, ``..._realisation_ratio``).
 
 The templates are read with one LIST per plan start and per verifying plan (kept while it
 verifies). Pure decisions are in ``core.verification``; this module only does the I/O.
@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 Query = Callable[[PrometheusProvider, str, str, str], Awaitable[Reading]]
 """(provider, query, namespace, template) -> the Reading (``providers.prometheus``)."""
 
+Before = SavingsStatus | BaselineGap
 WAIT_SECONDS: Final = 30.0
 """How long a Wait without a time of its own lasts (the runner's recheck)."""
 
@@ -210,13 +211,8 @@ class Verifier:
         for check in verification_.due(checks, current, now=now):
             reading = await self._ask(plan, check, check.query)
             current = verification_.record(checks, current, check.name, reading, now=now)
-        if (
-            current.phase is VerificationPhase.SUCCESSFUL
-            and current.savings is not None
-            and current.savings.measured_at is None
-            and selection.savings is not None
-        ):
-            current = await self._savings_after(plan, selection.savings, current)
+        if current.phase is VerificationPhase.SUCCESSFUL and _unmeasured(current, selection):
+            current = await self._savings_after(plan, selection, current)
         if current != verification:
             return plan_.Advance(
                 status=plan_.record_verification(spec=spec, status=status, verification=current)
@@ -256,13 +252,28 @@ class Verifier:
         if approvalstatus.changed_phase(approval, phase):
             body = approvalstatus.status_in(approval, phase, now=now).to_wire()
             await self.client.patch_status(APPROVALS, ns, name, body)
-        return plan_.next_move(
+        decided_move = plan_.next_move(
             spec=spec,
             status=status,
             now=now,
             dependencies_ready=True,
             verification_decision=decision,
         )
+        return await self._kept(plan, decided_move)
+
+    async def _kept(self, plan: ExecutionPlan, move: plan_.Move) -> plan_.Move:
+        """A change a person kept (Succeeded), its savings measured in the same write."""
+        new = move.status if isinstance(move, plan_.Advance) else None
+        if new is None or new.phase is not PlanPhase.SUCCEEDED or new.verification is None:
+            return move
+        selection = self._selections.get(plan.metadata.uid or "") or await self._selection(plan)
+        if isinstance(selection, BaselineGap) or not _unmeasured(new.verification, selection):
+            return move
+        measured = await self._savings_after(plan, selection, new.verification)
+        note = verification_.savings_note(measured.savings or SavingsStatus())
+        message = f"{new.message}; {note}" if new.message else note
+        update = {"verification": measured, "message": message}
+        return plan_.Advance(status=new.model_copy(update=update))
 
     async def _request(self, plan: ExecutionPlan, status: ExecutionPlanStatus) -> Approval | None:
         """Create the approval `<plan>-verify` (owned by the plan) with its first status."""
@@ -342,9 +353,7 @@ class Verifier:
 
     # --- savings ----------------------------------------------------------------------
 
-    async def _savings_before(
-        self, plan: ExecutionPlan, savings: SavingsCheck
-    ) -> SavingsStatus | BaselineGap:
+    async def _savings_before(self, plan: ExecutionPlan, savings: SavingsCheck) -> Before:
         """The cost per hour over the savings window before the change (with the baseline)."""
         found = await self._recommendation(plan)
         estimated = found[0].spec.estimated_savings if found is not None else None
@@ -352,29 +361,24 @@ class Verifier:
         return verification_.savings_before(savings, reading, estimated_monthly=estimated)
 
     async def _savings_after(
-        self, plan: ExecutionPlan, savings: SavingsCheck, current: VerificationStatus
+        self, plan: ExecutionPlan, selection: Selection, current: VerificationStatus
     ) -> VerificationStatus:
-        """The savings realised, once, after a successful verification; exported as
-        metrics (per customer and agent)."""
+        """The savings realised, measured once; exported as metrics (customer, agent)."""
+        savings = selection.savings
         assert current.savings is not None
+        assert savings is not None
         reading = await self._ask(plan, savings, savings.window_query)
         realised = verification_.savings_after(current.savings, reading, now=self._clock())
         found = await self._recommendation(plan)
         if realised.realised_monthly is not None and found is not None:
-            agent = found[0].spec.agent_id
-            metrics.REALISED_SAVINGS.labels(plan.spec.customer_id, agent).set(
-                realised.realised_monthly
-            )
+            agent, customer = found[0].spec.agent_id, plan.spec.customer_id
+            metrics.REALISED_SAVINGS.labels(customer, agent).set(realised.realised_monthly)
             if realised.ratio is not None:
                 metrics.REALISATION_RATIO.labels(agent).set(realised.ratio)
-        logger.info(
-            "plan %s/%s: savings realised %s USD/month (estimated %s)",
-            plan.metadata.namespace,
-            plan.metadata.name,
-            realised.realised_monthly,
-            realised.estimated_monthly,
-        )
-        return current.model_copy(update={"savings": realised})
+        note = verification_.savings_note(realised)
+        logger.info("plan %s/%s: %s", plan.metadata.namespace, plan.metadata.name, note)
+        message = f"{current.message}; {note}" if current.message else note
+        return current.model_copy(update={"savings": realised, "message": message})
 
     async def _ask(
         self, plan: ExecutionPlan, check: verification_.Check | SavingsCheck, query: str
@@ -384,6 +388,12 @@ class Verifier:
             return await self._query(check.provider, query, plan.metadata.namespace, check.template)
         except client_.ApiException as exc:  # the token's Secret, the API server not answering
             return Reading(error=f"reading the token Secret: {exc.status} {exc.reason}")
+
+
+def _unmeasured(verification: VerificationStatus, selection: Selection) -> bool:
+    """Whether the savings are still to be measured after the change (once)."""
+    found = verification.savings
+    return selection.savings is not None and found is not None and not found.measured_at
 
 
 def _owned_by(approval: Approval, plan: ExecutionPlan) -> bool:

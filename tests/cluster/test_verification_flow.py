@@ -150,6 +150,7 @@ def test_a_change_that_holds_records_the_savings_it_realised(scene: Scene) -> No
     assert savings["afterHourly"] == pytest.approx(0.4)
     assert savings["realisedMonthly"] == pytest.approx(73.0)
     assert savings["ratio"] == pytest.approx(0.73)
+    assert "realised savings 73.00 USD/month of 100.00 estimated" in done["status"]["message"]
     copied = wait_for(
         lambda: objects.status(RECS, "rec-v").get("realisedSavings"),
         what="the realised savings copied to the recommendation",

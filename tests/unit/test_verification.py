@@ -19,6 +19,8 @@ from coordinator.api.common import RiskLevel
 from coordinator.api.recommendation import Recommendation
 from coordinator.api.verification import (
     MeasurementPhase,
+    PrometheusProvider,
+    SavingsStatus,
     VerificationPhase,
     VerificationStatus,
 )
@@ -326,6 +328,31 @@ def test_realised_savings_and_ratio() -> None:
     assert (worse.realised_monthly, worse.ratio) == (-73.0, None)
 
 
+def test_the_savings_note_gives_the_figure_or_says_why_there_is_none() -> None:
+    check = verification.SavingsCheck(
+        template="latency",
+        query="cost",
+        window="1h",
+        provider=PrometheusProvider(address="http://127.0.0.1:9090"),
+    )
+    before = verification.savings_before(check, Reading(value=0.5), estimated_monthly=100.0)
+    assert isinstance(before, SavingsStatus)
+    measured = verification.savings_after(before, Reading(value=0.4), now=T0)
+    assert verification.savings_note(measured) == (
+        "realised savings 73.00 USD/month of 100.00 estimated (ratio 0.73)"
+    )
+    gap = verification.savings_before(check, NO_DATA, estimated_monthly=100.0)
+    assert isinstance(gap, verification.BaselineGap)  # the plan waits, as for a baseline
+    assert gap.message.startswith("waiting for the baseline of metric latency/savings: no data")
+    failed_after = verification.savings_after(before, Reading(error="timeout"), now=T0)
+    assert failed_after.realised_monthly is None
+    assert verification.savings_note(failed_after).endswith("no data after the change")
+    unestimated = verification.realised_savings(
+        estimated_monthly=None, before_hourly=0.5, after_hourly=0.4, now=T0
+    )
+    assert verification.savings_note(unestimated) == "realised savings 73.00 USD/month"
+
+
 def test_the_realisation_ratio_averages_the_last_plans_clamped() -> None:
     assert verification.realisation_ratio([]) is None
     assert verification.realisation_ratio([0.2, 0.4], last=10) == pytest.approx(0.3)
@@ -386,6 +413,41 @@ def test_calibrated_ranking_orders_by_backed_savings(
         for r in ranked
     ]
     assert backed == sorted(backed, reverse=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    specs=st.lists(
+        st.tuples(st.integers(0, 3), st.floats(0, 10_000), st.floats(0, 1)),
+        min_size=2,
+        max_size=6,
+    ),
+    others=st.dictionaries(st.sampled_from(["agent-x", "agent-y"]), st.lists(st.floats(0, 2))),
+)
+def test_without_history_calibration_changes_no_verdict(
+    specs: list[tuple[int, float, float]], others: dict[str, list[float]]
+) -> None:
+    """Agents with no verified change (the history holds only other agents'): the
+    calibrated ranking is the plain one, and every conflict has the same winner."""
+    recs = [
+        rec(
+            f"rec-{i}",
+            agentId=f"agent-{i}",
+            priority=priority,
+            estimatedSavings=savings,
+            confidence=confidence,
+            affectedResources=["i-shared"],
+            target=None,
+        )
+        for i, (priority, savings, confidence) in enumerate(specs)
+    ]
+    assert [verification.calibrated_rank(r, others) for r in recs] == [
+        conflicts.rank(r) for r in recs
+    ]
+    plain = conflicts.evaluate(recs)
+    assert sum(v.superseded_by is not None for v in plain.verdicts.values()) == len(recs) - 1
+    calibrated = conflicts.evaluate(recs, ranking=lambda r: verification.calibrated_rank(r, others))
+    assert calibrated.verdicts == plain.verdicts
 
 
 def test_an_agent_without_history_is_ranked_on_its_estimate() -> None:

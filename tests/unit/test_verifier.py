@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-import prometheus_client
 import pytest
 
-from coordinator import plangate, plugin, usecases, verifier
+from coordinator import metrics, plangate, plugin, usecases, verifier
 from coordinator import runner as runner_
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS, TEMPLATES
 from coordinator.api.defaults import Backoff
@@ -436,11 +435,11 @@ def test_a_change_that_holds_records_the_savings_it_realised() -> None:
     assert (savings.realised_monthly, savings.ratio) == (73.0, 0.73)  # (0.5 - 0.4) x 730 / 100
     assert len(costs.costed) == 2  # once before, once after: never again
     assert all(q.startswith("avg_over_time((cost_per_hour{") for q in costs.costed)
-    exported = prometheus_client.REGISTRY.get_sample_value(
+    exported = metrics.REGISTRY.get_sample_value(  # the registry /metrics serves
         "optiinfra_realised_savings_usd", {"customer": "customer-1", "agent": "cost-agent-1"}
     )
     assert exported == 73.0
-    ratio = prometheus_client.REGISTRY.get_sample_value(
+    ratio = metrics.REGISTRY.get_sample_value(
         "optiinfra_savings_realisation_ratio", {"agent": "cost-agent-1"}
     )
     assert ratio == 0.73
@@ -462,3 +461,43 @@ def test_without_the_cost_before_the_change_the_plan_waits_as_for_a_baseline() -
     assert verification is not None
     assert verification.savings is not None
     assert verification.savings.realised_monthly == 73.0
+
+
+def test_the_plan_message_names_the_savings_it_realised() -> None:
+    setup, _ = savings_setup(before=0.5, after=0.4)
+    assert run(setup.drive()) is PlanPhase.SUCCEEDED
+    message = setup.current().status.message  # type: ignore[union-attr]
+    assert "realised savings 73.00 USD/month of 100.00 estimated (ratio 0.73)" in (message or "")
+
+
+def test_no_cost_data_after_the_change_says_so() -> None:
+    setup, costs = savings_setup(before=0.5, after=None)
+    assert run(setup.drive()) is PlanPhase.SUCCEEDED
+    status = setup.current().status
+    assert status is not None
+    assert status.verification is not None
+    assert status.verification.savings is not None
+    assert status.verification.savings.realised_monthly is None
+    assert "no data after the change" in (status.message or "")
+    assert len(costs.costed) == 2
+
+
+def test_a_change_a_person_keeps_records_its_savings_once() -> None:
+    setup, costs = savings_setup(before=0.5, after=0.45)
+    costs.after = [None]  # the latency metric has no data: a person decides
+    key = (APPROVALS, NS, f"{NAME}-verify")
+    assert run(setup.drive(until=lambda plan: key in setup.api.objects)) is PlanPhase.VERIFYING
+    assert len(costs.costed) == 1  # before only: an Inconclusive one is not measured yet
+    setup.api.objects[key]["spec"]["decision"] = "Approved"
+    setup.api.bump(key)
+    setup.wakes = 0
+    assert run(setup.drive()) is PlanPhase.SUCCEEDED
+    status = setup.current().status
+    assert status is not None
+    assert status.verification is not None
+    savings = status.verification.savings
+    assert savings is not None
+    assert (savings.realised_monthly, savings.ratio) == (36.5, 0.365)  # 0.05 x 730 / 100
+    assert "kept by decision" in (status.message or "")
+    assert "realised savings 36.50 USD/month" in (status.message or "")
+    assert len(costs.costed) == 2  # once before, once after the decision

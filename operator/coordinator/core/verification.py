@@ -543,6 +543,20 @@ def savings_after(savings: SavingsStatus, reading: Reading, *, now: datetime) ->
     )
 
 
+def savings_note(savings: SavingsStatus) -> str:
+    """What a plan's message says of its savings once measured after the change: the
+    realised figure, or why there is none (never a made-up number)."""
+    if savings.realised_monthly is not None:
+        estimate = (
+            f" of {savings.estimated_monthly:.2f} estimated (ratio {savings.ratio:.2f})"
+            if savings.ratio is not None and savings.estimated_monthly is not None
+            else ""
+        )
+        return f"realised savings {savings.realised_monthly:.2f} USD/month{estimate}"
+    side = "before" if savings.before_hourly is None else "after"
+    return f"no realised savings: the savings query had no data {side} the change"
+
+
 # --- calibration -------------------------------------------------------------------------------
 
 
