@@ -36,6 +36,7 @@ def setup(
     *,
     step_ms: int = 200,
     savings: dict[str, Any] | None = None,
+    more: tuple[dict[str, Any], ...] = (),
     **fields: Any,
 ) -> None:
     """A template measuring the gauge of Deployment workers every second (and, given
@@ -48,7 +49,10 @@ def setup(
         provider={"prometheus": {"address": server.url, "timeoutSeconds": 5}},
         selector={"actions": ["scale_down"]},
         baseline={"window": "10s"},
-        metrics=[metric("p99", query=query, **({"interval": "1s", "count": COUNT} | fields))],
+        metrics=[
+            metric("p99", query=query, **({"interval": "1s", "count": COUNT} | fields)),
+            *more,
+        ],
         savings=savings,
     )
     steps = [
@@ -257,3 +261,29 @@ def test_no_data_nobody_decides_and_the_expiry_rolls_the_change_back(scene: Scen
     assert [s["phase"] for s in done["status"]["steps"]] == ["RolledBack", "RolledBack"]
     assert objects.status(APPROVALS, "rec-v-verify")["phase"] == "Expired"
     assert verification(objects)["phase"] == "Inconclusive"
+
+
+@pytest.mark.timeout(120)
+def test_a_dry_run_metric_is_measured_and_recorded_but_never_decides(scene: Scene) -> None:
+    """A second metric in dryRun whose failure condition always holds: measured, recorded
+    as Failed, and the change still succeeds on the metric that decides."""
+    scene.set(0.2)
+    objects = scene.objects
+    query = f'max({GAUGE}{{namespace="{{{{namespace}}}}",deployment="{{{{target.name}}}}"}})'
+    trial = metric(
+        "trial",
+        query=query,
+        interval="1s",
+        count=COUNT,
+        successCondition="result < 0.0",
+        failureCondition="result >= 0.0",
+        dryRun=True,
+    )
+    scene.submit(more=(trial,))
+    done = objects.wait_phase(PLANS, "rec-v", "Succeeded", timeout=60)
+    metrics = {m["name"]: m for m in done["status"]["verification"]["metrics"]}
+    trial_status = metrics["latency/trial"]
+    assert trial_status["phase"] == "Failed"  # its own verdict, recorded (failureLimit 0)
+    assert {m["phase"] for m in trial_status["measurements"]} == {"Failed"}
+    assert metrics["latency/p99"]["successful"] == COUNT
+    assert done["status"]["verification"]["phase"] == "Successful"
