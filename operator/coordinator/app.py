@@ -34,8 +34,8 @@ from coordinator.executors.simulated import SimulatedExecutor
 from coordinator.executors.webhook import WebhookExecutor
 from coordinator.k8s import client as client_
 from coordinator.k8s import events as events_
+from coordinator.k8s import handoff, kopfwatch, shardlease
 from coordinator.k8s import informer as informer_
-from coordinator.k8s import kopfwatch
 from coordinator.k8s import lease as lease_
 from coordinator.k8s import status as status_
 from coordinator.parts import CLEANUP_SECONDS, Background, Calls, Part, Task
@@ -44,6 +44,7 @@ from coordinator.parts import dispatch as dispatch_
 from coordinator.parts import facts as facts_
 from coordinator.parts import leadership as leadership_
 from coordinator.parts import readiness as readiness_
+from coordinator.parts import shards as shards_
 from coordinator.parts import signals as signals_
 from coordinator.parts import starts as starts_
 from coordinator.parts import webhooks as webhooks_
@@ -96,12 +97,17 @@ class Operator:
         self.writer = status_.StatusWriter(self.client, self.outbox.own_write)
         self.webhooks = webhooks_.Webhooks(config, self.api, self.client)
         self.admission_hooks = self.webhooks.hooks
+        self.identity = config.identity or lease_.default_identity()
         self.reconciler = reconciler_.Reconciler(
             client=self.client,
             recorder=self.recorder,
             # Unstamped recommendations are not trusted with the webhooks on; with them
             # off, plans that act need a person (core.approval.unchecked_reason).
-            policy=dataclasses.replace(config.policy, admission=self.webhooks_mode() != "off"),
+            policy=dataclasses.replace(
+                config.policy,
+                admission=self.webhooks_mode() != "off",
+                shard=self.identity if config.shard else None,
+            ),
             store=self.store,
             workers=config.workers,
         )
@@ -144,6 +150,7 @@ class Operator:
                 namespace=config.lease_namespace,
                 name=config.lease,
                 timing=config.lease_timing,
+                identity=self.identity,
             )
             if config.lease
             else None
@@ -181,6 +188,38 @@ class Operator:
         self.leadership = leadership_.Leadership(
             self.elector, leading=self.leading, following=self.following, taken=self.dispatch.resync
         )
+        self.shards: shards_.Shards | None = None
+        """With --shard: the customers this replica drives (``parts.shards``)."""
+        lease: Part = leadership_.Lease(self.elector)
+        leader: Part = self.leadership
+        if config.shard:
+            shard_lease = shardlease.ShardLease(
+                self.api,
+                namespace=config.lease_namespace,
+                ring=config.ring,
+                identity=self.identity,
+                timing=config.lease_timing,
+            )
+            records = handoff.Records(
+                self.api,
+                namespace=config.lease_namespace,
+                ring=config.ring,
+                identity=self.identity,
+                clock=shardlease.now,
+            )
+            leader = self.shards = shards_.Shards(
+                shard_lease,
+                records,
+                client=self.client,
+                store=self.store,
+                queue=self.reconciler.queue,
+                daemons=self.daemons,
+                starts=self.starts,
+                deliver=self.dispatch.deliver,
+                leading=self.leading,
+                following=self.following,
+            )
+            lease = shards_.ShardLease(self.shards)
         self.source: informer_.Informer | kopfwatch.KopfSource
         """What lists and watches the kinds into the Store (``--watch``; kopf's only to be
         measured against the informer: docs/design.md)."""
@@ -211,10 +250,10 @@ class Operator:
             Calls("events", start=self.recorder.start, stop=self.recorder.stop),
             Calls("notifications", start=self.notifier.start, stop=self.notifier.stop),
             Calls("admission server", start=self.webhooks.serve, stop=self.webhooks.close),
-            leadership_.Lease(self.elector),
+            lease,
             self.daemons,
             self.dispatch,
-            self.leadership,
+            leader,
             source,
             readiness_.Readiness(config.readiness_host, config.readiness_port, self.ready),
             self.webhooks,
@@ -264,6 +303,8 @@ class Operator:
 
     def ready(self) -> tuple[bool, str]:
         """Readiness (``parts.readiness``)."""
+        if self.shards is not None and self.started and self.listed.is_set():
+            return self.shards.ready()
         return readiness_.ready(
             started=self.started,
             listed=self.listed.is_set(),

@@ -53,6 +53,24 @@ REALISATION_RATIO: Final = prometheus_client.Gauge(
     ["agent"],
     registry=REGISTRY,
 )
+SHARD_CUSTOMERS: Final = prometheus_client.Gauge(
+    "optiinfra_shard_customers",
+    "Customers this shard drives (coordinator run --shard)",
+    ["shard"],
+    registry=REGISTRY,
+)
+SHARD_MOVES: Final = prometheus_client.Counter(
+    "optiinfra_shard_moves",
+    "Customers this shard took (in) or let go of (out)",
+    ["direction"],
+    registry=REGISTRY,
+)
+SHARD_HANDOFF: Final = prometheus_client.Histogram(
+    "optiinfra_shard_handoff_seconds",
+    "From a ring change to the customers claimed and listed into the Store",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+    registry=REGISTRY,
+)
 RECONCILES: Final = prometheus_client.Counter(
     "optiinfra_reconciles",
     "Reconciles of a customer group.",

@@ -129,6 +129,8 @@ class Reconciler:
         result = Result()
         try:
             await self.acting.wait()  # a replica that does not lead keeps its queue
+            if not self.store.drives(key):
+                return result  # a customer this shard let go (``parts.shards``)
             result = await self.reconcile(ctx)
             self.queue.forget(key)
             if result.requeue_after is not None:

@@ -152,6 +152,8 @@ def _run(arguments: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning(
             "--peering is now leader election with a Lease: use --lease=%s", arguments.peering
         )
+    if arguments.shard and lease:
+        raise StartupError("--shard and --lease exclude each other: shards are all active")
     endpoints = []
     for flag, url in (("--liveness", arguments.liveness), ("--readiness", arguments.readiness)):
         if url:
@@ -186,6 +188,9 @@ def _run(arguments: argparse.Namespace) -> int:
                 lease=lease,
                 lease_namespace=_lease_namespace(arguments),
                 lease_timing=lease_.Timing.of(duration),
+                shard=arguments.shard,
+                ring=arguments.ring,
+                identity=arguments.identity,
                 readiness_host=readiness[1] if readiness else "",
                 readiness_port=readiness[2] if readiness else 0,
                 shutdown_timeout=arguments.shutdown_timeout,
@@ -208,6 +213,7 @@ def _run(arguments: argparse.Namespace) -> int:
         webhooks=mode != "off",
         local_webhooks=mode == "local",
         lease=(operator.config.lease_namespace, lease) if lease else None,
+        shards=operator.config.lease_namespace if arguments.shard else None,
     )
     if problem:
         raise StartupError(problem)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from coordinator import policyflags
 from coordinator.api import defaults
+from coordinator.api.shardnames import DEFAULT_RING
 from coordinator.core import steps
 
 
@@ -54,6 +55,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a standby replica takes over once the Lease has not been renewed for this "
         "long (default %(default)s); the leader renews every --lease-duration/7.5 seconds "
         "and stops acting after 2/3 of it without a renewal",
+    )
+    election.add_argument(
+        "--shard",
+        action="store_true",
+        help="run as one of N active shards instead: each replica holds its own Lease in the "
+        "--lease-namespace and drives only the customers the ring of live Leases gives it "
+        "by consistent hashing (excludes --lease)",
+    )
+    election.add_argument(
+        "--ring",
+        default=DEFAULT_RING,
+        metavar="NAME",
+        help="with --shard: the ring the replica joins (default %(default)s)",
+    )
+    election.add_argument(
+        "--identity",
+        metavar="ID",
+        help="this replica's name in the Lease or the ring, unique among the live replicas "
+        "(default: the host name and a random part; in a StatefulSet, the pod's name)",
     )
     election.add_argument(
         "--peering",

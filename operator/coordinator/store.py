@@ -6,38 +6,28 @@ came from (``core.origin``: listed, watched, or the answer of an own write, `own
 It calls nobody: whoever applies a change gets it back and dispatches it
 (``parts.dispatch.Dispatch.deliver``, the reconcile's context ``workqueue.Reconciling``,
 the runner's and daemons' writes through ``coordinator.outbox``).
-No pydantic model and no watch response is kept: a reconcile materialises the models
-of the one group it works on (`recommendation`, `approval`, `plan`), from a small cache
-of the latest ones.
+No pydantic model or watch response is kept: a reconcile materialises its group's
+models (`recommendation`, `approval`, `plan`) through a small cache.
 
-The store is also the resourceVersion tracker of the operator's own writes: a write's
-response is put in it at once (`own_write`), and a watch event older than what it holds is
-ignored, so a reconcile never decides from a copy older than its own last write.
+It tracks the resourceVersions of the operator's own writes (`own_write`): a watch event
+older than what it holds is ignored, so nothing decides from a copy older than its write.
 
-ApprovalPolicies are kept the same way (few, looked up by namespace), and AgentEndpoints
-(looked up by name: the admission of a recommendation whose plan names one, and each
-webhook step, read them here instead of a GET each).
+ApprovalPolicies (by namespace) and AgentEndpoints (by name) are kept the same way.
 
-Approvals and plans of ended recommendations leave memory: once the reconciler finds a
-recommendation ended and settled (nothing left to do for it), it `evict`s them — their
-records stay, as stubs without a body (name, uid, resourceVersion, owner, phase), so
-what exists is still known, and `fetch` reads one again from the API server on the rare
-occasion it is needed (the recommendation's spec changed, or the object did). A watch
-event of an evicted object brings its body back.
+Approvals and plans of ended, settled recommendations leave memory (`evict`): their
+records stay as stubs (name, uid, resourceVersion, owner, phase) and `fetch` reads one
+again when needed; a watch event of an evicted object brings its body back.
 
-It keeps the dependency maps (who names whom in ``dependsOn``) and the counts the
-metrics read (recommendations by phase, conflicts by type, objects held and evicted):
-the metrics thread reads copies of these small dicts, never the store.
+It keeps the dependency maps (``dependsOn``) and the counts the metrics read (copies).
 
-Only the event loop changes it. More kinds fit by adding a ``Kind``: a record is about
-200 bytes plus its packed JSON.
-"""
+Only the event loop changes it. With shards, it takes in only the customers this
+replica drives (`drives`) and forgets those it lets go (`drop`)."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from coordinator.api.approval import Approval, ApprovalPhase
@@ -76,14 +66,13 @@ GroupKey = tuple[str, str]
 M = TypeVar("M", Recommendation, Approval, ExecutionPlan, ApprovalPolicy, AgentEndpoint)
 
 MODEL_CACHE: Final = 4096
-"""Models materialised lately, kept by (uid, resourceVersion): a group reconciled again
-does not parse its objects again. Least recently used go first, so it must hold the
-objects of the groups that change together: at 20 recommendations/s over 50 customers
-that is ~2 400 objects, and with 2 048 every reconcile parsed every object (profiled:
-the largest single cost). A version replaced by a newer one leaves it at once (it used
-to wait for its turn: with ~3 versions of a recommendation and 2 of an approval or a
-plan written in a few seconds, most of the cache could be versions nobody asks for).
-7 to 12 KB a model (measured: recommendation, approval, plan)."""
+"""Models materialised lately, by (uid, resourceVersion), least recently used first out:
+it must hold the objects of the groups that change together (~2 400 at 20/s over 50
+customers; with 2 048 every reconcile parsed every object, the largest cost profiled). A
+version replaced by a newer one leaves at once. 7 to 12 KB a model (measured)."""
+
+CUSTOMER_KINDS: Final = (RECOMMENDATIONS, APPROVALS, PLANS)
+"""The kinds that belong to a customer (``spec.customerId``)."""
 
 AT_REST: Final[Mapping[str, frozenset[str]]] = {
     APPROVALS: frozenset(p.value for p in ApprovalPhase if p is not ApprovalPhase.PENDING),
@@ -135,6 +124,9 @@ class Store:
         """How `fetch` reads an evicted object again (the operator's client)."""
         self._packers: dict[str, Packer] = {plural: Packer() for plural in KINDS}
         """One per kind: its records share the kind's dictionary."""
+        self.drives: Callable[[GroupKey], bool] = lambda _: True
+        """Whether a recommendation, approval or plan of a customer not held yet is taken
+        in (with shards: only the customers this replica drives, ``parts.shards``)."""
 
     # --- changes ------------------------------------------------------------------------
 
@@ -158,6 +150,10 @@ class Store:
                 return None
             self._remove(plural, old)
             return Change(plural, old, True, origin)
+        if old is None and plural in CUSTOMER_KINDS:
+            customer = str((raw.get("spec") or {}).get("customerId") or "")
+            if not self.drives((key[0], customer)):
+                return None
         if old is not None and old.uid == meta.get("uid"):
             rv = version(meta.get("resourceVersion"))
             if old.rv >= rv:
@@ -218,6 +214,19 @@ class Store:
             _discard(self._dependents, (ns, dependency), record.key)
         self.phases.subtract((record.phase or "Pending",))
         self.conflicts.subtract(record.conflicts)
+
+    def drop(self, customers: Collection[GroupKey]) -> int:
+        """Forget every recommendation, approval and plan of `customers`, as if never seen
+        (no change: a shard let them go, ``parts.shards``); how many."""
+        gone = [
+            (plural, record)
+            for plural in CUSTOMER_KINDS
+            for record in self._objects[plural].values()
+            if (record.namespace, record.customer) in customers
+        ]
+        for plural, record in gone:
+            self._remove(plural, record)
+        return len(gone)
 
     def evict(self, owner: Record) -> int:
         """`owner` (a recommendation) ended and is settled: its approval and plan leave

@@ -152,6 +152,10 @@ class WorkQueue:
         elif not self._queued and not self._active:
             self._idle.set()
 
+    def active(self, key: GroupKey) -> bool:
+        """Whether `key` is being reconciled now."""
+        return key in self._active
+
     async def idle(self) -> None:
         """Until nothing is queued or being reconciled."""
         await self._idle.wait()

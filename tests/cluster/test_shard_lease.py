@@ -13,6 +13,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from coordinator.api import shardnames
 from coordinator.k8s import shardlease
 from coordinator.k8s.lease import Timing
 from tests.support.cluster import OPERATOR_SA
@@ -80,6 +81,6 @@ def test_live_leases_make_the_ring_released_or_expired_ones_leave_it(
     for shard in (first, third, stranger):
         shard.release()
     listed = kubernetes.client.CoordinationV1Api(operator_api).list_namespaced_lease(
-        NAMESPACE, label_selector=f"{shardlease.RING_LABEL}={ring}"
+        NAMESPACE, label_selector=f"{shardnames.RING_LABEL}={ring}"
     )
     assert listed.items == []

@@ -47,6 +47,9 @@ class ApprovalPolicy:
     calibrate_savings: bool = False
     """Rank conflicts on estimatedSavings x the agent's measured realisation ratio
     (``coordinator run --calibrate-savings``; ``core.verification.calibrated_rank``)."""
+    shard: str | None = None
+    """With shards (``coordinator run --shard``): this replica's identity, written in the
+    status of every recommendation it decides; None with one active replica."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

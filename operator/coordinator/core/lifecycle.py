@@ -238,6 +238,8 @@ def decide(
     savings = _realised(observed.plan)
     if savings is not None:
         status = status.model_copy(update={"realised_savings": savings})
+    if policy.shard is not None:
+        status = status.model_copy(update={"shard": policy.shard})
     events = _events(rec, status, draft)
     approval_status = draft.approval_status
     if approval is not None and approval_status is not None and approval.status == approval_status:

@@ -47,6 +47,7 @@ def needs(
     webhooks: bool,
     lease: tuple[str, str] | None,
     local_webhooks: bool = False,
+    shards: str | None = None,
 ) -> list[Need]:
     """The rights the operator uses, for the namespaces it watches and its mode. (The
     kubernetes executor's rights are granted per namespace, optiinfra-executor: a plan in a
@@ -126,6 +127,17 @@ def needs(
                     why="leader election (--lease)",
                 )
             )
+    if shards is not None:
+        result.extend(
+            Need(
+                verb=verb,
+                group="coordination.k8s.io",
+                resource="leases",
+                namespace=shards,
+                why="shards (--shard): its own Lease, the ring, the customers' hand-off records",
+            )
+            for verb in ("create", "get", "list", "update", "delete")
+        )
     return result
 
 
@@ -176,10 +188,15 @@ def preflight(
     webhooks: bool,
     lease: tuple[str, str] | None,
     local_webhooks: bool = False,
+    shards: str | None = None,
 ) -> str | None:
     """None when the operator may do all it needs, else one line saying what it lacks."""
     wanted = needs(
-        namespaces=namespaces, webhooks=webhooks, lease=lease, local_webhooks=local_webhooks
+        namespaces=namespaces,
+        webhooks=webhooks,
+        lease=lease,
+        local_webhooks=local_webhooks,
+        shards=shards,
     )
     try:
         missing = denied(api, wanted)

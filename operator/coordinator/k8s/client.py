@@ -8,7 +8,7 @@ import asyncio
 import base64
 import concurrent.futures
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -85,6 +85,10 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+Page = list[dict[str, Any]]
+"""One page of a paged LIST."""
+
+
 class Client:
     """The API calls the operator makes. Every method returns the raw object the server sent."""
 
@@ -132,6 +136,19 @@ class Client:
         in the Store: the VerificationTemplates a plan is verified with)."""
         found = await self.http.request("GET", self._path(plural, namespace))
         return list(found.get("items") or [])
+
+    async def pages(self, plural: str, namespace: str, *, limit: int = 500) -> AsyncIterator[Page]:
+        """Every object of `plural` in `namespace`, `limit` at a time (a LIST with
+        continue tokens: a shard taking customers in reads their namespace, parsing a
+        page at a time)."""
+        token = ""
+        while True:
+            params = {"limit": str(limit), **({"continue": token} if token else {})}
+            found = await self.http.request("GET", self._path(plural, namespace), params=params)
+            yield list(found.get("items") or [])
+            token = (found.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

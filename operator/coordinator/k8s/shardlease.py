@@ -31,6 +31,7 @@ from typing import Any
 
 import kubernetes
 
+from coordinator.api.shardnames import RING_LABEL
 from coordinator.core import shards
 from coordinator.k8s.lease import (
     Timing,
@@ -46,11 +47,11 @@ logger = logging.getLogger(__name__)
 
 ApiException = kubernetes.client.ApiException
 
-RING_LABEL = "optiinfra.io/ring"
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 
 
-def _now() -> datetime.datetime:
+def now() -> datetime.datetime:
+    """The wall clock, in UTC (Leases' times)."""
     return datetime.datetime.now(datetime.UTC)
 
 
@@ -96,7 +97,7 @@ class ShardLease:
         identity: str | None = None,
         timing: Timing | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        clock: Callable[[], datetime.datetime] = _now,
+        clock: Callable[[], datetime.datetime] = now,
     ) -> None:
         if not _LABEL_VALUE.match(ring):
             raise ValueError(

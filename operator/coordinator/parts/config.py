@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from coordinator.api import defaults
+from coordinator.api.shardnames import DEFAULT_RING
 from coordinator.core import addresses
 from coordinator.core import approval as policy_
 from coordinator.core import steps as steps_
@@ -31,6 +32,9 @@ class Config:
     lease: str | None = None  # leader election with this Lease; None: a single replica
     lease_namespace: str = defaults.LEASE_NAMESPACE
     lease_timing: lease_.Timing = dataclasses.field(default_factory=lease_.Timing.of)
+    shard: bool = False  # one of N active shards (parts.shards), with its Lease in lease_namespace
+    ring: str = DEFAULT_RING  # the shards' ring (the label of their Leases)
+    identity: str | None = None  # this replica's, unique among the live ones; None: generated
     readiness_port: int = 0  # 0: no readiness endpoint
     readiness_host: str = "0.0.0.0"
     shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT_SECONDS  # then the process leaves

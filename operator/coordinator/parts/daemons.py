@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Final
 
 from coordinator import outbox as outbox_
@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 class _Daemon:
     task: asyncio.Task[None]
     stop: asyncio.Event
-    """Set when the operator stops, or the plan is being deleted."""
+    """Set when the operator stops, the plan is being deleted, or its customer moves."""
+    customer: tuple[str, str]
+    """(namespace, customerId): a shard lets a customer go with its daemons (`leave`)."""
 
 
 class Daemons:
@@ -110,13 +112,15 @@ class Daemons:
             if record.deleting and not daemon.stop.is_set():
                 self._deleting(daemon)
             return
-        if record.phase in STARTED:
+        if record.phase in STARTED and self._store.drives((record.namespace, record.customer)):
             stop = asyncio.Event()
             task = asyncio.create_task(
                 self._daemon(record.key, record.uid, stop),
                 name=f"plan {record.namespace}/{record.name}",
             )
-            daemon = self._daemons[record.uid] = _Daemon(task, stop)
+            daemon = self._daemons[record.uid] = _Daemon(
+                task, stop, (record.namespace, record.customer)
+            )
             if record.deleting:
                 self._deleting(daemon)
         elif FINALIZER in record.finalizers and self._leading.is_set():
@@ -201,7 +205,14 @@ class Daemons:
     async def stop(self) -> None:
         """At exit: each daemon finishes or leaves its step (STEP_GRACE_SECONDS); running
         plans keep their finalizer, for whoever drives them next."""
-        daemons = list(self._daemons.values())
+        await self.leave(None)
+
+    async def leave(self, customers: Collection[tuple[str, str]] | None) -> None:
+        """The daemons of `customers` (None: all) finish or leave their steps, as at exit
+        (a shard lets the customers go: ``parts.shards``); returns once they have."""
+        daemons = [
+            d for d in self._daemons.values() if customers is None or d.customer in customers
+        ]
         for daemon in daemons:
             daemon.stop.set()
         if daemons:

@@ -20,10 +20,11 @@ looked at afresh (`resync`)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from coordinator import metrics
 from coordinator import outbox as outbox_
@@ -36,6 +37,9 @@ from coordinator.parts.daemons import STARTED, Daemons
 from coordinator.parts.starts import Starts
 
 logger = logging.getLogger(__name__)
+
+GONE: Final = 4096
+"""Deletions remembered (uids): a listing slower than the watch cannot bring one back."""
 
 
 class Dispatch:
@@ -66,6 +70,8 @@ class Dispatch:
         self._listed = listed
         self._background = background
         self._tasks: list[asyncio.Task[None]] = []
+        self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
+        """The uids of the latest deletions seen: never taken in again."""
 
     async def start(self) -> None:
         self._tasks = [
@@ -83,6 +89,13 @@ class Dispatch:
     ) -> None:
         """An event source's delivery of an object (listed or watched): into the Store;
         the change it answers, if any, is dispatched (`changed`)."""
+        uid = (raw.get("metadata") or {}).get("uid")
+        if uid and deleted:
+            self._gone[uid] = None
+            if len(self._gone) > GONE:
+                self._gone.popitem(last=False)
+        elif uid in self._gone:
+            return  # a listing read before its deletion was delivered (``parts.shards``)
         change = self._store.apply(plural, raw, deleted=deleted, origin=origin)
         if change is not None:
             self.changed(change)

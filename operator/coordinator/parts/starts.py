@@ -51,6 +51,8 @@ class Starts:
         if plan.status_phase is not PlanPhase.PENDING:
             return
         group = (plan.metadata.namespace, plan.spec.customer_id)
+        if not self.store.drives(group):
+            return  # another shard's customer (``parts.shards``)
         lock, users = self._starting.get(group) or (asyncio.Lock(), 0)
         self._starting[group] = (lock, users + 1)
         try:
@@ -71,6 +73,10 @@ class Starts:
                 del self._starting[group]
             else:
                 self._starting[group] = (lock, users - 1)
+
+    def busy(self, group: tuple[str, str]) -> bool:
+        """Whether a plan start of customer `group` is in flight."""
+        return group in self._starting
 
     def _again(self, key: tuple[str, str], when: datetime) -> None:
         """Start plan `key` again at `when` (one timer per plan: the latest wins)."""
