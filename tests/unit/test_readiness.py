@@ -19,6 +19,7 @@ async def test_readiness_waits_for_the_initial_listing_then_follows_leadership()
     operator.started = True
     operator.listed = asyncio.Event()
     operator.elector = None
+    operator.shards = None
     operator.leading = asyncio.Event()
     assert operator.ready() == (False, "starting: listing and indexing the objects")
     operator.listed.set()
