@@ -196,3 +196,37 @@ async def test_the_runner_s_own_write_goes_through_the_outbox_to_the_queue() -> 
     finally:
         await dispatch.stop()
     assert shell.daemons.supervised == [("p", "Running", False)]
+
+
+@in_loop
+async def test_a_listing_read_before_a_deletion_does_not_bring_the_object_back() -> None:
+    """A shard lists the customers it takes (``parts.shards``) while the watch runs: a
+    deletion the watch delivered first is not undone by the older listing."""
+    api = FakeApi()
+    shell = _shell(api)
+    rec = api.put(RECOMMENDATIONS, rec_body("a"))
+    shell.dispatch.deliver(RECOMMENDATIONS, rec, deleted=True, origin=Origin.WATCHED)
+    shell.dispatch.deliver(RECOMMENDATIONS, rec, deleted=False, origin=Origin.LISTED)
+    assert shell.store.recommendation((NS, "a")) is None
+    assert len(shell.reconciler.queue) == 0
+
+
+def test_with_shards_the_store_takes_in_only_the_customers_driven_and_drops_them_whole() -> None:
+    store, api = store_.Store(), FakeApi()
+    seen: list[tuple[str, str]] = []
+
+    def drives(customer: tuple[str, str]) -> bool:
+        seen.append(customer)
+        return customer == (NS, "mine")
+
+    store.drives = drives
+    mine, theirs = rec_body("a", customer="mine"), rec_body("b", customer="theirs")
+    assert store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, mine)) is not None
+    assert store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, theirs)) is None
+    assert store.apply(PLANS, api.put(PLANS, plan_body("a"))) is None  # plan_body: c1
+    assert seen == [(NS, "mine"), (NS, "theirs"), (NS, "c1")]
+    assert store.groups() == [(NS, "mine")]
+    assert store.drop([(NS, "mine")]) == 1
+    assert store.recommendation((NS, "a")) is None
+    assert store.groups() == []
+    assert dict(store.phases) == {"Pending": 0}
