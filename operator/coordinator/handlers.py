@@ -245,8 +245,8 @@ async def recommendation_check(facts: Facts, review: Review) -> Verdict:
         )
         if reason:
             raise RefusedError(reason, code=403)
-    if new.spec.depends_on:  # the namespace's names (a set as large as it) only when needed
-        existing = facts.names_in(new.metadata.namespace)
+    if new.spec.depends_on:
+        existing = await facts.existing(new.metadata.namespace, new.spec.depends_on)
         verdict.warnings.extend(admission_.dependency_warnings(new, existing=existing))
     return verdict
 

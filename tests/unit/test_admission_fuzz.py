@@ -94,8 +94,8 @@ class FakeOperator:
         steps = catalogue.plan_steps(rec.spec)
         return admission_.endpoint_problem(rec, steps, existing=set())
 
-    def names_in(self, namespace: str) -> set[str]:
-        return {"rec-1", "rec-2"}
+    async def existing(self, namespace: str, names: Any) -> set[str]:
+        return {"rec-1", "rec-2"} & set(names)
 
 
 HOOKS = {

@@ -263,3 +263,19 @@ async def test_plans_considered_at_start_up_skip_the_evicted_without_reading_the
     await operator.start_pending()
     assert considered == ["waiting"]
     assert api.gets == []
+
+
+@in_loop
+async def test_admission_finds_a_dependency_the_store_does_not_hold() -> None:
+    """With shards the Store holds this replica's customers only, and any replica answers
+    admission: a dependsOn name it does not hold is looked up on the API server."""
+    from coordinator.parts import facts as facts_  # noqa: PLC0415 - the shell, only here
+
+    api = FakeApi()
+    store = store_.Store()
+    store.apply(RECOMMENDATIONS, api.put(RECOMMENDATIONS, rec_body("held")))
+    api.put(RECOMMENDATIONS, rec_body("elsewhere", customer="other"))
+    facts = facts_.Facts.__new__(facts_.Facts)  # only its Store and client are asked
+    facts._store, facts._client = store, cast(client_.Client, api)
+    found = await facts.existing(NS, ["held", "elsewhere", "missing"])
+    assert found == {"held", "elsewhere"}

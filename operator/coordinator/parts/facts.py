@@ -96,6 +96,13 @@ class Facts:
         user = annotations.get(SUBMITTED_BY_ANNOTATION)
         return user, tuple(admission.submitter_groups(annotations))
 
-    def names_in(self, namespace: str) -> set[str]:
-        """The names of the recommendations of `namespace` this process knows of."""
-        return self._store.names_in(namespace)
+    async def existing(self, namespace: str, names: Sequence[str]) -> set[str]:
+        """Which of `names` are recommendations of `namespace`: from the Store, one GET
+        each for those it does not hold (with shards it holds only this replica's
+        customers; any replica answers admission)."""
+        held = self._store.names_in(namespace)
+        found = {name for name in names if name in held}
+        for name in sorted(set(names) - found):
+            if await self._client.get(RECOMMENDATIONS, namespace, name) is not None:
+                found.add(name)
+        return found
