@@ -208,9 +208,12 @@ class Shards:
                     "shard %s: claimed %s/%s (%s)", self.identity, *customer, verdict.reason
                 )
             else:
+                # Asked again after a renewal period (the old owner lets go at its next
+                # step boundary), or when its Lease expires, if sooner.
                 wait = self.lease.timing.retry
                 if verdict.retry_at is not None:
-                    wait = max(0.2, (verdict.retry_at - datetime.now(UTC)).total_seconds() + 0.2)
+                    expiry = (verdict.retry_at - datetime.now(UTC)).total_seconds() + 0.2
+                    wait = max(0.2, min(wait, expiry))
                 later.append(time.monotonic() + wait)
         if later:
             self._retry_at = min(later)
