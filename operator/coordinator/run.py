@@ -36,11 +36,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         added.append((action, kwargs.get("action")))
         return action
 
+    add_group = parser.add_argument_group
+
+    def recording_group(*args: Any, **kwargs: Any) -> Any:
+        group = add_group(*args, **kwargs)
+        add_to_group = group.add_argument
+
+        def recording_in_group(*flags: Any, **kwargs: Any) -> argparse.Action:
+            action = add_to_group(*flags, **kwargs)
+            added.append((action, kwargs.get("action")))
+            return action
+
+        group.add_argument = recording_in_group  # type: ignore[method-assign]
+        return group
+
     parser.add_argument = recording  # type: ignore[method-assign]
+    parser.add_argument_group = recording_group  # type: ignore[method-assign]
     try:
         runflags.add_arguments(parser)
     finally:
         del parser.add_argument
+        del parser.add_argument_group
     _environment_defaults(parser, added)
 
 

@@ -176,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="apply the webhooks only in namespaces with these labels (default: the "
         "namespaces watched, or all)",
     )
-    # Not in an argument group: only the parser's own flags take COORDINATOR_* defaults.
+    # Every flag, in a group or not, takes its COORDINATOR_* default (run.configure).
     parser.add_argument(
         "--allow-loopback-endpoints",
         action="store_true",

@@ -72,3 +72,29 @@ def test_no_flag_writes_out_a_default_of_the_config_again() -> None:
         if dest in fields and isinstance(default, ast.Constant):
             restated.append(f"{long_flags[0]}={default.value!r}")
     assert restated == []
+
+
+def test_every_flag_takes_its_environment_variable_grouped_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """API.md: each flag is also COORDINATOR_<NAME>; a StatefulSet's shards name themselves
+    with COORDINATOR_IDENTITY from the pod's name."""
+    for variable, value in {
+        "COORDINATOR_SHARD": "true",
+        "COORDINATOR_RING": "blue",
+        "COORDINATOR_IDENTITY": "coordinator-0",
+        "COORDINATOR_LEASE_DURATION": "9",
+        "COORDINATOR_WEBHOOKS": "off",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    parser = argparse.ArgumentParser()
+    run.configure(parser)
+    parsed = parser.parse_args([])
+    assert (parsed.shard, parsed.ring, parsed.identity, parsed.lease_duration, parsed.webhooks) == (
+        True,
+        "blue",
+        "coordinator-0",
+        9.0,
+        "off",
+    )
+    assert parser.parse_args(["--identity=x"]).identity == "x"  # the flag wins
