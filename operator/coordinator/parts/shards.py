@@ -216,7 +216,7 @@ class Shards:
                     wait = max(0.2, min(wait, expiry))
                 later.append(time.monotonic() + wait)
         if later:
-            self._retry_at = min(later)
+            self._retry_at = min([*later, *([self._retry_at] if self._retry_at else [])])
         if claimed:
             await self._take_in(claimed)
             metrics.SHARD_MOVES.labels(direction="in").inc(len(claimed))
@@ -241,13 +241,19 @@ class Shards:
             by_namespace[namespace].add(customer_id)
         for namespace, ids in sorted(by_namespace.items()):
             listed: list[tuple[str, Mapping[str, Any]]] = []
-            for plural in store_.CUSTOMER_KINDS:
-                async for page in self._client.pages(plural, namespace):
-                    listed.extend(
-                        (plural, raw)
-                        for raw in page
-                        if str((raw.get("spec") or {}).get("customerId") or "") in ids
-                    )
+            try:
+                for plural in store_.CUSTOMER_KINDS:
+                    async for page in self._client.pages(plural, namespace):
+                        listed.extend(
+                            (plural, raw)
+                            for raw in page
+                            if str((raw.get("spec") or {}).get("customerId") or "") in ids
+                        )
+            except Exception:  # taken in again at the next rebalance (the claim stands)
+                logger.exception("shard %s: listing %s failed", self.identity, namespace)
+                await self.leave({(namespace, i) for i in ids}, release=False)
+                self._retry_at = time.monotonic() + self.lease.timing.retry
+                continue
             for plural, raw in listed:  # at once: nothing runs between the deliveries
                 self._deliver(plural, raw, deleted=False, origin=Origin.LISTED)
 
