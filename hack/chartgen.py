@@ -3,12 +3,13 @@
 manifests/ (the kustomize install) is the one source of truth of what the operator installs.
 This generator reads the files that manifests/kustomization.yaml lists, plus
 manifests/cert-manager/ and the shards' own files of manifests-shards/ (the StatefulSet and
-the Role, rendered instead of the Deployment with ``mode: shards``), and writes charts/optiinfra-coordinator/templates/<file>.yaml with the
-few values of the chart put in (names, namespace, image, replicas, flags, resources,
-certificates, toggles), Chart.yaml with the version of pyproject.toml, and crds/ copied from
-crds/. values.yaml, _helpers.tpl and the chart-only templates (the certificate Secret, the
-executor RoleBindings, the ServiceMonitor) are written by hand. tests/unit/test_chart.py fails
-when the committed chart differs from what this writes.
+the Role, rendered instead of the Deployment with ``mode: shards``), and writes
+charts/optiinfra-coordinator/templates/<file>.yaml with the few values of the chart put in
+(names, namespace, image, replicas, flags, resources, certificates, toggles), Chart.yaml
+with the version of pyproject.toml, and crds/ copied from crds/. values.yaml, _helpers.tpl
+and the chart-only templates (the certificate Secret, the executor RoleBindings, the
+ServiceMonitor) are written by hand. tests/unit/test_chart.py fails when the committed chart
+differs from what this writes.
 
     python hack/chartgen.py            # writes charts/optiinfra-coordinator
 """

@@ -57,7 +57,7 @@ def record(holder: str, customer: str = CUSTOMER, released: str | None = None) -
     )
 
 
-def rec(**status: object) -> dict[str, object]:
+def decided(**status: object) -> dict[str, object]:
     return builders.recommendation(
         "rec-1", namespace=NAMESPACE, customerId=CUSTOMER, status={"phase": "Pending", **status}
     )
@@ -72,38 +72,38 @@ def lines(
 
 
 def test_nothing_about_shards_without_them() -> None:
-    assert lines(rec(), None) == []
+    assert lines(decided(), None) == []
 
 
 def test_the_shard_that_decided_and_nobody_driving_yet() -> None:
-    assert lines(rec(shard="s-0"), None) == [
+    assert lines(decided(shard="s-0"), None) == [
         "Decided by shard s-0.",
         "Customer team-a/customer-1: no shard has claimed it yet.",
     ]
 
 
 def test_the_shard_that_drives_it_now() -> None:
-    assert lines(rec(shard="s-0"), record("s-0"), shard_lease("s-0", 3)) == [
+    assert lines(decided(shard="s-0"), record("s-0"), shard_lease("s-0", 3)) == [
         "Decided by shard s-0.",
         "Customer team-a/customer-1: driven by s-0 now (its Lease renewed 3s ago).",
     ]
     # A record alone (a recommendation decided before --shard) says who drives it too.
-    assert lines(rec(), record("s-0"), shard_lease("s-0", 3))[0].startswith(
+    assert lines(decided(), record("s-0"), shard_lease("s-0", 3))[0].startswith(
         "Customer team-a/customer-1: driven by s-0 now"
     )
 
 
 def test_released_expired_and_gone() -> None:
     released = record("s-1", released="2026-01-02T11:59:50Z")
-    assert lines(rec(shard="s-1"), released)[1] == (
+    assert lines(decided(shard="s-1"), released)[1] == (
         "Customer team-a/customer-1: released by s-1 at 2026-01-02T11:59:50Z; "
         "no shard drives it now."
     )
-    assert lines(rec(), record("s-1"), shard_lease("s-1", 40)) == [
+    assert lines(decided(), record("s-1"), shard_lease("s-1", 40)) == [
         "Customer team-a/customer-1: driven by s-1, whose Lease expired (renewed 40s ago): "
         "another shard may claim it."
     ]
-    assert lines(rec(), record("s-1")) == [
+    assert lines(decided(), record("s-1")) == [
         "Customer team-a/customer-1: driven by s-1, whose Lease is gone."
     ]
 
@@ -112,12 +112,12 @@ def test_the_shard_the_ring_gives_it_to_when_another_holds_it() -> None:
     members = ["s-0", "s-1", "s-2"]
     assigned = shards.owner(shards.ring(members), NAMESPACE, CUSTOMER)
     holder = next(m for m in members if m != assigned)
-    said = lines(rec(), record(holder), *(shard_lease(m, 1) for m in members))
+    said = lines(decided(), record(holder), *(shard_lease(m, 1) for m in members))
     assert said == [
         f"Customer team-a/customer-1: driven by {holder} now (its Lease renewed 1s ago).",
         f"  the ring gives it to {assigned}, which claims it once it is free",
     ]
-    assert len(lines(rec(), record(assigned), *(shard_lease(m, 1) for m in members))) == 1
+    assert len(lines(decided(), record(assigned), *(shard_lease(m, 1) for m in members))) == 1
 
 
 def test_the_rings_shards_and_their_customers() -> None:
@@ -152,7 +152,7 @@ def _why() -> list[str]:
 
 def test_why_says_nothing_of_shards_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCaller().install(monkeypatch)
-    fake.add(RECOMMENDATIONS, rec())
+    fake.add(RECOMMENDATIONS, decided())
     said = _why()
     assert said[0].startswith("rec-1 is Pending")
     assert not [line for line in said if "shard" in line.lower() or "Lease" in line]
@@ -162,13 +162,13 @@ def test_why_says_nothing_of_shards_without_them(monkeypatch: pytest.MonkeyPatch
 
 def test_why_names_the_deciding_and_the_driving_shard(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeCaller().install(monkeypatch)
-    fake.add(RECOMMENDATIONS, rec(shard="s-0"))
+    fake.add(RECOMMENDATIONS, decided(shard="s-0"))
     assert _why()[-1] == "Customer team-a/customer-1: no shard has claimed it yet."
     now = datetime.now(UTC)
     fake.add_lease(shard_lease("s-0", 1, now))
     fake.add_lease(record("s-0"))
-    decided, driven = _why()[-2:]
-    assert decided == "Decided by shard s-0."
+    said, driven = _why()[-2:]
+    assert said == "Decided by shard s-0."
     assert re.fullmatch(
         r"Customer team-a/customer-1: driven by s-0 now \(its Lease renewed [12]s ago\)\.", driven
     )
