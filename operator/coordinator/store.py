@@ -113,7 +113,7 @@ class Store:
         self._dependents: dict[ObjectKey, set[ObjectKey]] = {}
         """The recommendations that name each one in their dependsOn."""
         self._models: collections.OrderedDict[tuple[str, int], Any] = collections.OrderedDict()
-        self._cache_size = cache_size
+        self.cache_size = cache_size  # with shards: 1/N of it (parts.shards)
         self.phases: collections.Counter[str] = collections.Counter()
         """Recommendations by phase (Pending when none is written yet)."""
         self.conflicts: collections.Counter[str] = collections.Counter()
@@ -269,7 +269,7 @@ class Store:
             return model
         model = KINDS[plural].model.model_validate_json(record.text())
         self._models[cache_key] = model
-        if len(self._models) > self._cache_size:
+        while len(self._models) > self.cache_size:
             self._models.popitem(last=False)
         return model
 

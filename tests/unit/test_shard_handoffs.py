@@ -124,6 +124,7 @@ async def test_a_shard_takes_in_its_customers_and_lets_go_daemons_first_then_rel
     assert log[0] == f"daemons leave {theirs} held=True"  # before they leave the Store
     assert sorted(log[1:]) == sorted(f"release {c}" for c in theirs)
     assert sorted(c for _, c in shard.held) == mine
+    assert store.cache_size == store_.MODEL_CACHE // 2  # the models of half the customers
     assert {c for _, c in store.groups()} == set(mine)
     assert store.record(PLANS, (NS, "x")) is None
     assert store.apply(PLANS, plan) is None  # the watch again: not taken in any more

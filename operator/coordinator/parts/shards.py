@@ -156,6 +156,9 @@ class Shards:
                 self._settle = False
                 await asyncio.sleep(self.lease.timing.retry)
                 ring = self.lease.ring
+        # The models materialised lately are the working set of the customers held: a
+        # cache sized for one replica would make every shard as large as one.
+        self._store.cache_size = max(store_.MODEL_CACHE // len(ring.members), 256)
         mine = {c for c in self._known if ring_.owner(ring, *c) == self.identity}
         if lost := self.held - mine:
             await self.leave(lost, release=True)
