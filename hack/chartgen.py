@@ -2,12 +2,14 @@
 
 manifests/ (the kustomize install) is the one source of truth of what the operator installs.
 This generator reads the files that manifests/kustomization.yaml lists, plus
-manifests/cert-manager/, and writes charts/optiinfra-coordinator/templates/<file>.yaml with the
-few values of the chart put in (names, namespace, image, replicas, flags, resources,
-certificates, toggles), Chart.yaml with the version of pyproject.toml, and crds/ copied from
-crds/. values.yaml, _helpers.tpl and the chart-only templates (the certificate Secret, the
-executor RoleBindings, the ServiceMonitor) are written by hand. tests/unit/test_chart.py fails
-when the committed chart differs from what this writes.
+manifests/cert-manager/ and the shards' own files of manifests-shards/ (the StatefulSet and
+the Role, rendered instead of the Deployment with ``mode: shards``), and writes
+charts/optiinfra-coordinator/templates/<file>.yaml with the few values of the chart put in
+(names, namespace, image, replicas, flags, resources, certificates, toggles), Chart.yaml
+with the version of pyproject.toml, and crds/ copied from crds/. values.yaml, _helpers.tpl
+and the chart-only templates (the certificate Secret, the executor RoleBindings, the
+ServiceMonitor) are written by hand. tests/unit/test_chart.py fails when the committed chart
+differs from what this writes.
 
     python hack/chartgen.py            # writes charts/optiinfra-coordinator
 """
@@ -25,6 +27,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
+SHARDS = ROOT / "manifests-shards"
+"""The sharded mode: an overlay of manifests/ (kustomize), whose own files the chart renders
+when ``mode: shards``."""
 CRDS = ROOT / "crds"
 CHART = ROOT / "charts" / "optiinfra-coordinator"
 NAMESPACE = "optiinfra-system"
@@ -35,9 +40,7 @@ SKIPPED = {
     "namespace.yaml": "helm install --namespace ... --create-namespace makes it",
 }
 APP_VERSION = "app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}"
-HEADER = (
-    "# Generated from manifests/{source} by `make manifests` (hack/chartgen.py): do not edit.\n"
-)
+HEADER = "# Generated from {source} by `make manifests` (hack/chartgen.py): do not edit.\n"
 
 
 def version() -> str:
@@ -101,8 +104,9 @@ def _labels(t: _Template, doc: dict[str, Any]) -> None:
 
 
 def _deployment(t: _Template, doc: dict[str, Any], release: str) -> None:
+    """The Deployment (active/standby) or the StatefulSet (shards): their values put in."""
     doc["metadata"]["labels"]["app.kubernetes.io/version"] = release
-    doc["spec"]["replicas"] = "__REPLICAS__"
+    doc["spec"]["replicas"] = "__SHARDS__" if doc["kind"] == "StatefulSet" else "__REPLICAS__"
     container = doc["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"optiinfra/coordinator:{release}", container["image"]
     container["image"] = "__IMAGE__"
@@ -124,9 +128,13 @@ def _webhooks(t: _Template, doc: dict[str, Any]) -> None:
         hook["namespaceSelector"] = t.block('include "optiinfra.namespaceSelector" .')
 
 
+SHARDED = 'eq .Values.mode "shards"'
 CONDITIONS: dict[str, str] = {
+    "deployment.yaml": 'ne .Values.mode "shards"',
+    "../manifests-shards/statefulset.yaml": SHARDED,
+    "../manifests-shards/shard-role.yaml": SHARDED,
     "networkpolicy.yaml": ".Values.networkPolicy.enabled",
-    "poddisruptionbudget.yaml": "gt (int .Values.replicas) 1",
+    "poddisruptionbudget.yaml": 'gt (int (include "optiinfra.replicas" .)) 1',
     "cert-manager/certificate.yaml": 'eq .Values.webhookCerts.mode "cert-manager"',
 }
 
@@ -142,7 +150,7 @@ def template(source: str, release: str) -> str:
     }
     out = []
     for doc in docs:
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             _deployment(t, doc, release)
         elif doc["kind"] in special:
             special[doc["kind"]](t, doc)
@@ -155,6 +163,8 @@ def template(source: str, release: str) -> str:
         '{{ .Values.image.tag | default .Chart.AppVersion }}"',
         "imagePullPolicy: __PULL__": "imagePullPolicy: {{ .Values.image.pullPolicy }}",
         "replicas: __REPLICAS__": "replicas: {{ .Values.replicas }}",
+        "replicas: __SHARDS__": "replicas: {{ .Values.shards }}",
+        "--ring=optiinfra\n": "--ring={{ .Values.namePrefix }}\n",
         f"app.kubernetes.io/version: {release}": APP_VERSION,
         f"app.kubernetes.io/version: '{release}'": APP_VERSION,
     }
@@ -162,14 +172,17 @@ def template(source: str, release: str) -> str:
         text = text.replace(placeholder, expression)
     if source in CONDITIONS:
         text = f"{{{{- if {CONDITIONS[source]} }}}}\n{text}{{{{- end }}}}\n"
-    return HEADER.format(source=source) + text
+    return HEADER.format(source=(MANIFESTS / source).resolve().relative_to(ROOT)) + text
 
 
 def sources() -> list[str]:
-    """The files of manifests/ the chart renders: the kustomization's, and cert-manager's."""
+    """The files the chart renders, relative to manifests/: the kustomization's,
+    cert-manager's, and the shards' own (the files of their kustomization)."""
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     listed = [r for r in kustomization["resources"] if r not in SKIPPED]
-    return [*listed, "cert-manager/certificate.yaml"]
+    shards = yaml.safe_load((SHARDS / "kustomization.yaml").read_text())
+    own = [f"../{SHARDS.name}/{r}" for r in shards["resources"] if (SHARDS / r).is_file()]
+    return [*listed, "cert-manager/certificate.yaml", *own]
 
 
 def chart_yaml(release: str) -> str:
@@ -200,7 +213,8 @@ def render() -> dict[str, str]:
     release = version()
     files = {"Chart.yaml": chart_yaml(release)}
     for source in sources():
-        name = source.replace("cert-manager/", "cert-manager-")
+        name = source.replace("cert-manager/", "cert-manager-").replace("../manifests-", "")
+        name = name.replace("/", "-")
         files[f"templates/{name}"] = template(source, release)
     for crd in sorted(CRDS.glob("*.yaml")):
         files[f"crds/{crd.name}"] = crd.read_text()

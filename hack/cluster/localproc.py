@@ -38,11 +38,11 @@ OPERATOR_MANIFESTS = (
     "operator-rbac.yaml",
     "executor-role.yaml",
     "local-webhooks-role.yaml",
-    "shard-role.yaml",
+    "../manifests-shards/shard-role.yaml",
 )
 """What an operator run outside the cluster is granted: the ServiceAccount's rights of
 manifests/, (it serves its webhooks from 127.0.0.1) local-webhooks-role.yaml, and the
-shards' Leases (shard-role.yaml, for tests/cluster/test_shard_lease.py)."""
+shards' Leases (manifests-shards/shard-role.yaml, for the shards' cluster tests)."""
 
 
 def operator_kubeconfig(*, admin: Path, kubectl: Path | str, manifests: Path, out: Path) -> Path:

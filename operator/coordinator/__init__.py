@@ -27,13 +27,15 @@ top of the repository enforces this with import-linter (``make lint``).
     ``text`` (agents' text cleaned of control characters before it reaches status, Events or
     a terminal). Plain functions over the api models. No I/O, no clock (``now`` is always
     passed in), no kopf, no kubernetes client.
-``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``, ``coordinator.timeline``
+``coordinator.check``, ``coordinator.crdgen``, ``coordinator.present``, ``coordinator.timeline``,
+``coordinator.shardview``
     Offline tools over the core: ``coordinator check`` (what the operator will decide
     for a set of manifests, no cluster; ``manifests`` reads the files, ``policyflags``
     are the approval policy's flags it shares with ``run``), the CRD generator
     (``make manifests``), and what a person reads about objects (why a phase, the
-    approval queue; ``timeline``: a plan's steps and verification; pure, over the objects
-    as the API server returns them).
+    approval queue; ``timeline``: a plan's steps and verification; ``shardview``: which
+    shard decided and drives a customer, a ring's shards; pure, over the objects as the
+    API server returns them).
 ``coordinator.k8s`` and ``coordinator.executors``
     The only code that talks to the API server — ``client`` (reads, status patches,
     owned children; ``http`` makes its frequent calls from the event loop over aiohttp

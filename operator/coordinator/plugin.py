@@ -10,8 +10,13 @@ the user's own kubeconfig: RBAC decides, and the admission webhooks record who d
   kubectl optiinfra start NAME --skip-baseline     start one waiting for its baseline
   kubectl optiinfra abort NAME                     roll a running plan back
   kubectl optiinfra why NAME                       why a Recommendation has its phase
+                                                   (and, with shards, which shard drives it)
   kubectl optiinfra queue [-A]                     approvals waiting, soonest expiry first
   kubectl optiinfra plan NAME                      a plan's steps as a timeline
+  kubectl optiinfra shards                         a ring's shards and their customers
+
+``why`` and ``shards`` take ``--ring NAME`` (default optiinfra) and ``--lease-namespace NS``
+(default optiinfra-system), as ``coordinator run --shard`` does.
 
 ``-n/--namespace``, ``--kubeconfig`` and ``--context`` work as in kubectl. Errors are one
 line on stderr and exit status 1. What is printed comes partly from agents (titles, step
@@ -29,8 +34,10 @@ from typing import Any
 
 import kubernetes
 
-from coordinator import present, timeline, usecases
+from coordinator import present, shardview, timeline, usecases
+from coordinator.api import defaults
 from coordinator.api.common import APPROVALS, PLANS, RECOMMENDATIONS
+from coordinator.api.shardnames import DEFAULT_RING, HANDOFF_LABEL, RING_LABEL, record_name
 from coordinator.core import text as text_
 from coordinator.k8s import caller
 
@@ -73,11 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     for command, text in (
         ("abort", "abort an ExecutionPlan: roll back what it did"),
-        ("why", "why a Recommendation has its phase"),
         ("plan", "an ExecutionPlan's steps as a timeline"),
     ):
         commands.add_parser(command, help=text).add_argument("name")
     commands.add_parser("queue", help="approvals waiting for a decision, soonest expiry first")
+    why = commands.add_parser("why", help="why a Recommendation has its phase")
+    why.add_argument("name")
+    shards = commands.add_parser("shards", help="a ring's shards and the customers each drives")
+    for sub in (why, shards):
+        sub.add_argument(
+            "--ring", default=DEFAULT_RING, help="the shards' ring (default %(default)s)"
+        )
+        sub.add_argument(
+            "--lease-namespace",
+            default=defaults.OPERATOR_NAMESPACE,
+            metavar="NS",
+            help="where the shards' Leases are (default %(default)s)",
+        )
     return parser
 
 
@@ -123,7 +142,7 @@ def _plan_switch(session: Session, name: str, *, start: bool, skip_baseline: boo
     return f"executionplan {name} " + ("started" if start else "aborted: rolling back")
 
 
-def _why(session: Session, name: str) -> str:
+def _why(session: Session, name: str, *, ring: str, lease_namespace: str) -> str:
     rec = session.get(RECOMMENDATIONS, name)
     status = rec.get("status") or {}
     others = {
@@ -140,7 +159,47 @@ def _why(session: Session, name: str) -> str:
         if status.get("plan")
         else None
     )
-    lines = present.why(rec, approval=approval, plan=plan, others=others, now=datetime.now(UTC))
+    now = datetime.now(UTC)
+    lines = present.why(rec, approval=approval, plan=plan, others=others, now=now)
+    return "\n".join([*lines, *_driven_by(session, rec, ring, lease_namespace, now)])
+
+
+def _driven_by(
+    session: Session, rec: dict[str, Any], ring: str, lease_namespace: str, now: datetime
+) -> list[str]:
+    """Which shard decided `rec` and which drives its customer now; nothing without shards
+    (no status.shard and no hand-off record, or Leases the user may not read)."""
+    decided = (rec.get("status") or {}).get("shard")
+    customer = str((rec.get("spec") or {}).get("customerId") or "")
+    try:
+        record = caller.lease(
+            session.api, lease_namespace, record_name(ring, session.namespace, customer)
+        )
+        leases = (
+            caller.leases(session.api, lease_namespace, f"{RING_LABEL}={ring}")
+            if record is not None or decided
+            else []
+        )
+    except caller.CallerError as exc:
+        if not decided:
+            return []
+        return [f"Decided by shard {decided}.", f"  (Leases in {lease_namespace}: {exc.message})"]
+    return shardview.owner_lines(rec, record=record, leases=leases, now=now)
+
+
+def _shards(session: Session, ring: str, lease_namespace: str) -> str:
+    leases = caller.leases(session.api, lease_namespace, f"{RING_LABEL}={ring}")
+    records = caller.leases(session.api, lease_namespace, f"{HANDOFF_LABEL}={ring}")
+    rows = shardview.ring_shards(leases, records, datetime.now(UTC))
+    if not rows and not records:
+        return f"no shards in ring {ring} (Leases in namespace {lease_namespace})"
+    table = [["SHARD", "STATE", "RENEWED", "CUSTOMERS", "LEASE"]]
+    table += [[r.holder, r.state, r.renewed, str(r.customers), r.lease or "-"] for r in rows]
+    lines = [present.table(table)] if rows else []
+    free = shardview.waiting(records)
+    if free:
+        shown = ", ".join(free[:5]) + (f" and {len(free) - 5} more" if len(free) > 5 else "")
+        lines.append(f"{len(free)} customers released, not claimed yet: {shown}")
     return "\n".join(lines)
 
 
@@ -169,10 +228,7 @@ def _queue(session: Session) -> str:
         if session.all_namespaces:
             line.insert(0, row["namespace"])
         table.append(line)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    return "\n".join(
-        "   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
-    )
+    return present.table(table)
 
 
 def _plan(session: Session, name: str) -> str:
@@ -204,7 +260,11 @@ def run(argv: Sequence[str]) -> str:
         skip = bool(getattr(options, "skip_baseline", False))
         return _plan_switch(session, options.name, start=command == "start", skip_baseline=skip)
     if command == "why":
-        return _why(session, options.name)
+        return _why(
+            session, options.name, ring=options.ring, lease_namespace=options.lease_namespace
+        )
+    if command == "shards":
+        return _shards(session, options.ring, options.lease_namespace)
     if command == "plan":
         return _plan(session, options.name)
     return _queue(session)
@@ -225,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = ("approve", "reject", "start", "abort", "why", "queue", "plan")
+COMMANDS = ("approve", "reject", "start", "abort", "why", "queue", "plan", "shards")
 
 
 def completions(argv: Sequence[str]) -> list[str]:
@@ -237,7 +297,7 @@ def completions(argv: Sequence[str]) -> list[str]:
         return [c for c in COMMANDS if c.startswith(current)]
     command = words[0]
     plural = {"approve": APPROVALS, "reject": APPROVALS, "why": RECOMMENDATIONS}.get(command, PLANS)
-    if command == "queue" or len(words) > 2:
+    if command in ("queue", "shards") or len(words) > 2:
         return []
     session = Session(options)
     try:

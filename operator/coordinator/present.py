@@ -48,6 +48,14 @@ def duration(seconds: float) -> str:
     return f"{sign}{secs}s"
 
 
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """`rows` (the first: the header) as aligned columns, three spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
 def _name(obj: Obj) -> str:
     return str(obj.get("metadata", {}).get("name", "?"))
 

@@ -89,6 +89,18 @@ def test_manifests_pass_server_dry_run(kubectl: Kubectl, installed: list[Doc]) -
     assert warnings == [], proc.stderr
 
 
+def test_the_shards_manifests_pass_server_dry_run(kubectl: Kubectl, installed: list[Doc]) -> None:
+    """manifests-shards/ (the StatefulSet instead of the Deployment, and the shards' Role):
+    accepted, hardened enough for the restricted Pod Security Standard (no warning)."""
+    proc = kubectl("apply", "-k", str(MANIFESTS.parent / "manifests-shards"), "--dry-run=server")
+    lines = dry_run_lines(proc.stdout)
+    assert "statefulset.apps/optiinfra-coordinator created (server dry run)" in lines, proc.stdout
+    role = "role.rbac.authorization.k8s.io/optiinfra-coordinator-shards "  # or bound already
+    assert [line for line in lines if line.startswith(role)], proc.stdout
+    assert not [line for line in lines if line.startswith("deployment.apps/")], proc.stdout
+    assert not [w for w in proc.stderr.splitlines() if "PodSecurity" in w or "would violate" in w]
+
+
 def test_manifests_hold_the_expected_objects(installed: list[Doc]) -> None:
     found = {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")) for d in installed}
     ns = OPERATOR_NAMESPACE

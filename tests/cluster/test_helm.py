@@ -81,7 +81,11 @@ def test_helm_lint_passes_with_every_toggle(helm: Helm) -> None:
 
 @pytest.mark.parametrize(
     ("setting", "named"),
-    [("shards=2", "shards"), ("mode=sharded", "mode"), ("webhookCerts.mode=none", "webhookCerts")],
+    [
+        ("mode=shards,shards=0", "shards"),
+        ("mode=sharded", "mode"),
+        ("webhookCerts.mode=none", "webhookCerts"),
+    ],
 )
 def test_a_bad_value_is_refused_with_a_message_naming_it(
     helm: Helm, setting: str, named: str
@@ -125,14 +129,21 @@ def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.parametrize(
+    ("values", "manifests"),
+    [("mode=activeStandby", "manifests"), ("mode=shards", "manifests-shards")],
+)
 def test_the_chart_with_its_defaults_installs_what_manifests_installs(
-    helm: Helm, kubectl: Kubectl
+    helm: Helm, kubectl: Kubectl, values: str, manifests: str
 ) -> None:
     """The chart is generated from manifests/: with the default values it renders the same
     objects as `kubectl kustomize manifests/` (less the Namespace, which `helm install
-    --create-namespace` makes, plus the certificate Secret the chart makes)."""
-    chart = helm("template", "optiinfra", str(CHART), "--namespace", "optiinfra-system").stdout
-    kustomized = kubectl("kustomize", str(REPO / "manifests")).stdout
+    --create-namespace` makes, plus the certificate Secret the chart makes); with
+    mode=shards, the same as `kubectl kustomize manifests-shards/`."""
+    chart = helm(
+        "template", "optiinfra", str(CHART), "--namespace", "optiinfra-system", "--set", values
+    ).stdout
+    kustomized = kubectl("kustomize", str(REPO / manifests)).stdout
     rendered = {
         (d["kind"], d["metadata"]["name"]): _comparable(d) for d in yaml.safe_load_all(chart) if d
     }

@@ -57,7 +57,12 @@ def _holder(api: kubernetes.client.ApiClient, ring: str, customer: shards.Custom
 
 def _slow_recs(kubectl: Kubectl, namespace: str, customers: list[str], steps: int) -> None:
     plan = [
-        {"name": f"s{i}", "action": f"s{i}", "executor": "simulated", "params": {"durationMs": 600}}
+        {
+            "name": f"s{i}",
+            "action": f"s{i}",
+            "executor": "simulated",
+            "params": {"durationMs": 1500},
+        }
         for i in range(steps)
     ]
     for customer in customers:
@@ -72,6 +77,21 @@ def _slow_recs(kubectl: Kubectl, namespace: str, customers: list[str], steps: in
                 steps=plan,
             ),
         )
+
+
+def _under_way(objects: Objects, customers: list[str]) -> None:
+    def lagging() -> dict[str, Any]:
+        found = {}
+        for c in customers:
+            plan = objects.status(PLANS, f"rec-{c}")
+            if plan.get("currentStep", 0) < 1 and plan.get("phase") != "Succeeded":
+                found[c] = (plan.get("phase"), objects.status(RECS, f"rec-{c}").get("phase"))
+        return found
+
+    try:
+        wait_for(lambda: not lagging(), what="every plan to be under way", timeout=60)
+    except AssertionError:
+        raise AssertionError(f"plans not under way (plan, recommendation): {lagging()}") from None
 
 
 def test_shards_split_customers_and_a_killed_ones_run_again_without_a_step_twice(
@@ -95,12 +115,7 @@ def test_shards_split_customers_and_a_killed_ones_run_again_without_a_step_twice
         owner = {c: shards.owner(three, own_namespace, c) for c in customers}
         assert len(set(owner.values())) >= 2, owner  # the ring does spread them
 
-        def under_way() -> bool:
-            return all(
-                objects.status(PLANS, f"rec-{c}").get("currentStep", 0) >= 1 for c in customers
-            )
-
-        wait_for(under_way, what="every plan to be under way", timeout=60)
+        _under_way(objects, customers)
         for c in customers:  # decided and driven by the shard the ring names, and only it
             assert objects.status(RECS, f"rec-{c}").get("shard") == owner[c]
             assert _holder(api, ring, (own_namespace, c)).spec.holder_identity == owner[c]
@@ -152,14 +167,8 @@ def test_a_stopped_shard_hands_over_at_once_and_a_new_one_takes_only_its_arcs(
     watch = planwatch.PlanWatch(api, own_namespace)
     watch.start()
     try:
-        _slow_recs(kubectl, own_namespace, customers, steps=6)
-        wait_for(
-            lambda: all(
-                objects.status(PLANS, f"rec-{c}").get("currentStep", 0) >= 1 for c in customers
-            ),
-            what="every plan to be under way",
-            timeout=60,
-        )
+        _slow_recs(kubectl, own_namespace, customers, steps=10)
+        _under_way(objects, customers)
         # A third shard joins: only the customers whose owner changes move, to it.
         c_ = own_operator("shard-c", *_shard_args(ring, "shard-c", slow))
         two, three = (

@@ -223,3 +223,29 @@ def scale_step(name: str, to: int) -> dict[str, Any]:
         "executor": "kubernetes",
         "params": {"kind": "Deployment", "name": name, "replicas": to},
     }
+
+
+def lease(
+    name: str,
+    *,
+    holder: str = "",
+    renewed: str | None = None,
+    duration: int = 15,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    namespace: str = "optiinfra-system",
+) -> dict[str, Any]:
+    """A coordination.k8s.io Lease held by `holder`, renewed at `renewed` (RFC 3339; None:
+    never): a shard's own Lease, or a hand-off record (only a holder and annotations)."""
+    spec: dict[str, Any] = {"holderIdentity": holder or None}
+    if renewed is not None:
+        spec |= {"renewTime": renewed, "leaseDurationSeconds": duration}
+    return _object(
+        "Lease",
+        name,
+        spec,
+        namespace=namespace,
+        metadata={"labels": labels or {}, "annotations": annotations or {}},
+        status=None,
+        api_version="coordination.k8s.io/v1",
+    )

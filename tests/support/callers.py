@@ -1,6 +1,7 @@
 """A fake of ``coordinator.k8s.caller``'s reads and writes, for the use cases, the plugin
-and the gateway without an API server: objects by (plural, name), merge patches recorded,
-and an operator that acts after a number of reads (as the real one writes status later)."""
+and the gateway without an API server: objects by (plural, name), Leases by (namespace,
+name), merge patches recorded, and an operator that acts after a number of reads (as the
+real one writes status later)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ class FakeCaller:
     read number `operator_after` after a patch, and may change the objects."""
 
     objects: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    leases: dict[tuple[str, str], Obj] = field(default_factory=dict)
+    lease_error: caller.CallerError | None = None
+    """Raised by every Lease read (a user whom RBAC does not let read them)."""
     patches: list[tuple[str, str, Any]] = field(default_factory=list)
     reads: int = 0
     admit: Callable[[str, Obj], None] | None = None
@@ -49,11 +53,41 @@ class FakeCaller:
         monkeypatch.setattr(caller, "get", self.get)
         monkeypatch.setattr(caller, "patch", self.patch)
         monkeypatch.setattr(caller, "whoami", lambda api: ("approver", ["approvers"]))
+        monkeypatch.setattr(caller, "list_", self.list_)
+        monkeypatch.setattr(caller, "lease", self.lease)
+        monkeypatch.setattr(caller, "leases", self.list_leases)
         return self
 
     def add(self, plural: str, obj: Obj) -> Obj:
         self.objects[plural, obj["metadata"]["name"]] = obj
         return obj
+
+    def add_lease(self, obj: Obj) -> Obj:
+        self.leases[obj["metadata"]["namespace"], obj["metadata"]["name"]] = obj
+        return obj
+
+    def list_(self, api: Any, namespace: str | None, plural: str) -> list[Obj]:
+        assert namespace in (None, NAMESPACE)
+        return [
+            json.loads(json.dumps(o)) for (p, _), o in sorted(self.objects.items()) if p == plural
+        ]
+
+    def lease(self, api: Any, namespace: str, name: str) -> Obj | None:
+        if self.lease_error is not None:
+            raise self.lease_error
+        found = self.leases.get((namespace, name))
+        return json.loads(json.dumps(found)) if found is not None else None
+
+    def list_leases(self, api: Any, namespace: str, selector: str) -> list[Obj]:
+        """The Leases of `namespace` matching `selector` (one ``key=value``)."""
+        if self.lease_error is not None:
+            raise self.lease_error
+        key, value = selector.split("=", 1)
+        return [
+            json.loads(json.dumps(o))
+            for (ns, _), o in sorted(self.leases.items())
+            if ns == namespace and (o["metadata"].get("labels") or {}).get(key) == value
+        ]
 
     def get(self, api: Any, namespace: str, plural: str, name: str) -> Obj | None:
         assert namespace == NAMESPACE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from coordinator.api.common import PLANS
@@ -75,6 +75,13 @@ class FakeApi:
             for (kind, ns, _), obj in sorted(self.objects.items())
             if (kind, ns) == (plural, namespace)
         ]
+
+    async def pages(
+        self, plural: str, namespace: str, *, limit: int = 500
+    ) -> AsyncIterator[client_.Page]:
+        found = await self.list(plural, namespace)
+        for start in range(0, len(found), limit):
+            yield found[start : start + limit]
 
     async def patch_status(
         self,

@@ -9,8 +9,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{/* The flags the values add to `coordinator run` (and the checks of the values). */}}
 {{- define "optiinfra.args" -}}
-{{- if ne (int .Values.shards) 1 }}{{ fail "shards: sharding does not exist yet; leave shards: 1 (mode: activeStandby)" }}{{ end }}
-{{- if ne .Values.mode "activeStandby" }}{{ fail (printf "mode: %q is not a mode; the only one is activeStandby" .Values.mode) }}{{ end }}
+{{- if not (has .Values.mode (list "activeStandby" "shards")) }}{{ fail (printf "mode: %q is not a mode; it is activeStandby or shards" .Values.mode) }}{{ end }}
+{{- if and (eq .Values.mode "shards") (lt (int .Values.shards) 1) }}{{ fail "shards: the number of shards (mode: shards) is 1 or more" }}{{ end }}
 {{- if not (has .Values.webhookCerts.mode (list "helm" "cert-manager" "external")) }}{{ fail (printf "webhookCerts.mode: %q is none of helm, cert-manager, external" .Values.webhookCerts.mode) }}{{ end }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
@@ -28,6 +28,11 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* The operator's replicas: .Values.replicas (activeStandby) or .Values.shards (shards). */}}
+{{- define "optiinfra.replicas" -}}
+{{- if eq .Values.mode "shards" }}{{ .Values.shards }}{{ else }}{{ .Values.replicas }}{{ end }}
 {{- end }}
 
 {{/* The webhook certificate (webhookCerts.mode helm): the Secret's if it exists (upgrades keep

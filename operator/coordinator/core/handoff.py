@@ -20,7 +20,7 @@ would look expired too early.
 Why an expired Lease is enough: a shard stops acting on its own once it has not renewed
 for its renew deadline (2/3 of the duration, as the leader does, ``k8s.lease.Timing``),
 before its Lease expires; after a lapse it drives a customer again only by claiming it
-anew through this rule. The gap between the two (5 s of 15 by default) is also what
+anew through this rule. The gap between the two (4 s of 12 by default) is also what
 clocks may differ by. The plan status writes keep their resourceVersion precondition as
 the last guard.
 

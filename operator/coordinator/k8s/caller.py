@@ -144,6 +144,35 @@ def list_(api: Any, namespace: str | None, plural: str) -> list[dict[str, Any]]:
     return items
 
 
+def leases(api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The coordination.k8s.io Leases in `namespace` matching the label `selector`, as the
+    API server returns them (camelCase dicts)."""
+    coordination: Any = kubernetes.client.CoordinationV1Api(api)
+    try:
+        found = coordination.list_namespaced_lease(
+            namespace, label_selector=selector, _preload_content=False, _request_timeout=TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        raise _error(exc) from None
+    items: list[dict[str, Any]] = json.loads(found.data).get("items") or []
+    return items
+
+
+def lease(api: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """The Lease `namespace`/`name` (a camelCase dict), or None when it does not exist."""
+    coordination: Any = kubernetes.client.CoordinationV1Api(api)
+    try:
+        found = coordination.read_namespaced_lease(
+            name, namespace, _preload_content=False, _request_timeout=TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise _error(exc) from None
+    read: dict[str, Any] = json.loads(found.data)
+    return read
+
+
 def patch(api: Any, namespace: str, plural: str, name: str, body: Any) -> dict[str, Any]:
     """A JSON merge patch of the object (a dict) or a JSON patch (a list)."""
     custom: Any = kubernetes.client.CustomObjectsApi(api)

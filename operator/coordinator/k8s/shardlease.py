@@ -126,13 +126,13 @@ class ShardLease:
             self._set_holding(False)
         return self._holding
 
-    def _set_holding(self, holding: bool) -> None:
+    def _set_holding(self, holding: bool, *, releasing: bool = False) -> None:
         if holding != self._holding:
             self._holding = holding
             self.changed.set()
             if holding:
                 logger.info("shard: holds lease %s/%s", self.namespace, self.name)
-            else:
+            elif not releasing:
                 logger.warning(
                     "shard: lease %s/%s not renewed for %.0f s; no more actions",
                     self.namespace,
@@ -225,7 +225,7 @@ class ShardLease:
     def release(self) -> None:
         """Delete this replica's Lease (blocking, best effort): the ring shrinks at once
         instead of after the Lease's duration. Call it once nothing acts any more."""
-        self._set_holding(False)
+        self._set_holding(False, releasing=True)
         try:
             lease = self._api.read_namespaced_lease(self.name, self.namespace)
             if (lease.spec.holder_identity or "") != self.identity:
