@@ -32,7 +32,9 @@ import argparse
 import concurrent.futures
 import contextlib
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -408,11 +410,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args)
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": chaos.subprocess.run(
+        "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
             cwd=chaos.REPO, check=False,
         ).stdout.strip(),
-        "cpus": chaos.os.cpu_count(),
+        "cpus": os.cpu_count(),
         "quick": args.quick,
     }  # fmt: skip
     runs = {
