@@ -95,7 +95,7 @@ bench-gateway: build/.installed cluster ## the HTTP gateway: writes against kube
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) bench/gateway.py $(BENCH_ARGS)
 
-bench-shards: build/.installed cluster ## shards: memory per shard, customers moved 3 -> 4, SIGKILLs of shards (~15 min; SHARDS_ARGS=--quick ~3)
+bench-shards: build/.installed cluster ## shards: memory per shard, customers moved 3 -> 4, SIGKILLs of shards (~22 min; SHARDS_ARGS=--quick ~5)
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) bench/shards.py $(SHARDS_ARGS)
 
