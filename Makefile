@@ -17,7 +17,7 @@ KUBECONFIG_LOCAL := $(CURDIR)/.cluster/kubeconfig
 PYTEST := $(PYTHON) -m pytest -p no:cacheprovider
 
 .PHONY: help install lint fmt test test-unit test-cluster test-gitops cluster cluster-down \
-        cluster-build manifests docs demo gitops-demo bench bench-gateway chaos fuzz
+        cluster-build manifests docs demo gitops-demo bench bench-gateway bench-shards chaos fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,10 @@ bench: build/.installed build/.bench-installed cluster ## benchmarks: conflicts,
 bench-gateway: build/.installed cluster ## the HTTP gateway: writes against kubectl's, requests/s, settled answers (~2 min)
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
 	  $(PYTHON) bench/gateway.py $(BENCH_ARGS)
+
+bench-shards: build/.installed cluster ## shards: memory per shard, customers moved 3 -> 4, SIGKILLs of shards (~22 min; SHARDS_ARGS=--quick ~5)
+	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \
+	  $(PYTHON) bench/shards.py $(SHARDS_ARGS)
 
 chaos: build/.installed cluster ## reliability: SIGKILLs of the operator, API server, etcd, a replica (~15 min)
 	@export KUBECONFIG=$(KUBECONFIG_LOCAL) PATH="$(KUBE_BIN):$$PATH"; \

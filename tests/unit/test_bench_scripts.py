@@ -1,5 +1,6 @@
-"""The bench scripts load: a rename elsewhere (bench/e2e.py's names, the API's constants)
-must not leave `make bench`, `make chaos` or `make fuzz` broken until someone runs them."""
+"""The bench scripts load: a rename elsewhere (bench/e2e.py's or chaos.py's names, the
+API's constants) must not leave `make bench`, `make chaos`, `make bench-shards` or
+`make fuzz` broken until someone runs them."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_a_bench_script_loads_and_every_name_it_takes_from_another_exists(
     monkeypatch.syspath_prepend(str(BENCH))
     module = importlib.import_module(script)
     source = (BENCH / f"{script}.py").read_text()
-    for other in ("e2e",):
+    for other in ("e2e", "chaos"):
         if other == script or f"import {other}" not in source:
             continue
         used = {
