@@ -55,6 +55,9 @@ TOUR_NAMESPACE = "default"
 LEFTOVERS = "optiinfra,deployments,horizontalpodautoscalers,rolebindings"
 """What the tour creates in its namespace, deleted before and after it."""
 COMMAND_TIMEOUT = 300.0
+WATCH_TIMEOUT = 150
+"""A watch's wait, well inside the test's own timeout (pytest-timeout, 300 s), so that a
+watch that never shows its last row fails with what it printed."""
 SETTLE_TIMEOUT = 60.0
 
 
@@ -229,10 +232,14 @@ class Shell:
         try:
             wait_for(
                 shown,
-                what=f"`{command}` to show {table[-1]!r} (it printed: {''.join(ended + seen)!r})",
-                timeout=COMMAND_TIMEOUT,
+                what=f"`{command}` to show {table[-1]!r}",
+                timeout=WATCH_TIMEOUT,
                 interval=0.5,
             )
+        except AssertionError as exc:  # what it printed by the deadline, not at the start
+            _, state = self.run("kubectl get recommendations,executionplans -o wide")
+            printed = "".join(ended + seen)
+            raise AssertionError(f"{exc} (it printed: {printed!r}; objects now:\n{state})") from None
         finally:
             for proc in watching:
                 if proc.poll() is None:
