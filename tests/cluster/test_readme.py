@@ -239,7 +239,8 @@ class Shell:
         except AssertionError as exc:  # what it printed by the deadline, not at the start
             _, state = self.run("kubectl get recommendations,executionplans -o wide")
             printed = "".join(ended + seen)
-            raise AssertionError(f"{exc} (it printed: {printed!r}; objects now:\n{state})") from None
+            message = f"{exc} (it printed: {printed!r}; objects now:\n{state})"
+            raise AssertionError(message) from None
         finally:
             for proc in watching:
                 if proc.poll() is None:
